@@ -1,0 +1,36 @@
+# fence: `make demo` brings a node up, `make test` runs every test. Both do all the set-up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+STACK ?= fence/stack:bookworm
+export FENCE_TEST_IMAGE := $(STACK)
+
+.PHONY: test demo bench engine venv stack clean
+
+test: engine venv stack
+	$(VENV)/bin/python -m pytest -rs $(PYTEST_ARGS)
+
+demo: engine venv stack
+	bash scripts/demo
+
+engine:
+	bash scripts/ensure-engine
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+# The stack image is built once from Debian packages; delete it (docker rmi) to rebuild.
+stack: engine venv
+	@if docker image inspect $(STACK) >/dev/null 2>&1; then \
+		echo "-----> Stack image $(STACK) is present"; \
+	else \
+		$(VENV)/bin/kato image build --tag $(STACK); \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,5 @@
+"""`python -m fence`: the fence CLI."""
+
+from fence.cli import main
+
+main()

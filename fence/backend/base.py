@@ -1,0 +1,183 @@
+"""The container contract every backend fulfils: fence's Garden, and the only seam to an engine."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable, Iterator, Mapping, Protocol
+
+from fence.models import (
+    ContainerInfo,
+    ContainerSpec,
+    EngineInfo,
+    ImageInfo,
+    ProcessResult,
+    ProcessSpec,
+)
+
+# Called with each line of a process's output (without the newline), as it is produced.
+OutputCallback = Callable[[str], None]
+# Called with (done, total) byte counts while a long transfer runs; total may be 0 if unknown.
+ProgressCallback = Callable[[int, int], None]
+
+
+class Container(Protocol):
+    """One container created by a backend."""
+
+    @property
+    def id(self) -> str:
+        """The engine's container id."""
+
+    def start(self) -> None:
+        """Start the container's main process.
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+            EngineError: the engine refused.
+        """
+
+    def run(self, spec: ProcessSpec, on_output: OutputCallback | None = None) -> ProcessResult:
+        """Run a process in the running container and wait for it.
+
+        stdout and stderr are combined and passed to ``on_output`` line by line as they arrive.
+
+        Args:
+            spec: argv, env, user, cwd and timeout of the process.
+            on_output: receives each output line; ``None`` to discard (the tail is still kept).
+
+        Returns:
+            The exit code and the last lines of output.
+
+        Raises:
+            ProcessTimeout: the timeout passed; the whole container was killed, since the engine
+                cannot kill one exec'd process tree.
+            ContainerGone: the container is not running.
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def stream_in(self, ctr_dest: PurePosixPath, tar_stream: bytes | Iterable[bytes]) -> None:
+        """Unpack a tar stream into a directory of the container (the engine extracts it).
+
+        Ownership comes from the tar headers, so callers set uid/gid there.
+
+        Args:
+            ctr_dest: an existing directory in the container.
+            tar_stream: the tar archive, whole or in chunks.
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+            EngineError: the directory does not exist or the archive was refused.
+        """
+
+    def stream_out(self, ctr_path: PurePosixPath) -> Iterator[bytes]:
+        """Stream a file or directory out of the container as a tar archive.
+
+        Args:
+            ctr_path: the file or directory; the archive's top entry is its base name.
+
+        Returns:
+            Chunks of the tar archive.
+
+        Raises:
+            ContainerNotFound: the container or the path does not exist.
+        """
+
+    def info(self) -> ContainerInfo:
+        """What the engine knows of the container now.
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+        """
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Send TERM to the main process, then KILL after ``grace`` seconds. A stopped container
+        is left as it is.
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+        """
+
+    def destroy(self) -> None:
+        """Kill and remove the container. Idempotent: destroying a missing container is fine.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+
+
+class ContainerBackend(Protocol):
+    """Creates and finds containers and images on one engine."""
+
+    def engine_info(self) -> EngineInfo:
+        """Facts about the engine (version, userns remapping, seccomp …).
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def create(self, spec: ContainerSpec) -> Container:
+        """Create (not start) a hardened container: non-root user, all capabilities dropped,
+        no-new-privileges, default seccomp, pids/memory(=swap)/CPU limits, rotated logs, no
+        host mounts or namespaces, ports only on their ``host_ip``.
+
+        Args:
+            spec: image, labels, user, command, env, limits, ports, network.
+
+        Returns:
+            The created container.
+
+        Raises:
+            UsageError: the spec asks for root or lacks fence's node label.
+            UsernsRequired: ``require_userns`` is set and the engine does not remap.
+            ImageNotFound: the image is not on the engine.
+            EngineUnavailable: the engine does not answer.
+            EngineError: the engine refused.
+        """
+
+    def lookup(self, container_id: str) -> Container:
+        """A container by id.
+
+        Raises:
+            ContainerNotFound: no such container.
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def list(self, labels: Mapping[str, str]) -> list[Container]:
+        """Containers (running or not) that carry all the given labels.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def image_info(self, ref: str) -> ImageInfo | None:
+        """An image by reference or id, or ``None`` if the engine does not have it.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def import_image(self, host_tar: Path, ref: str, changes: tuple[str, ...] = (),
+                     progress: ProgressCallback | None = None) -> ImageInfo:
+        """Import a root filesystem tarball as an image (no registry involved).
+
+        Args:
+            host_tar: the root filesystem as a tar file on the host.
+            ref: ``repository:tag`` to give the image.
+            changes: Dockerfile instructions to apply (``ENV``, ``LABEL``, ``CMD`` …).
+            progress: receives bytes sent so far and the file size.
+
+        Returns:
+            The new image.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+            EngineError: the engine refused the archive.
+        """
+
+    def remove_image(self, ref: str) -> None:
+        """Remove an image; a missing image is fine.
+
+        Raises:
+            EngineError: the image is in use.
+        """

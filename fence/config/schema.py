@@ -1,0 +1,107 @@
+"""The typed schema of the `fence` config component: every known key, its type, default and help."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from fence.config.types import (
+    BoolType,
+    EnumType,
+    IntType,
+    IPAddressType,
+    KeyType,
+    ListType,
+    MemoryType,
+    PatternType,
+    image_ref_type,
+)
+
+# App and buildpack names: a strict pattern with no shell or path tricks.
+NAME_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DNS_NAME = rf"{NAME_PATTERN}(?:\.{NAME_PATTERN})*"
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One known config key.
+
+    Attributes:
+        path: the key path, e.g. ``docker/image``.
+        type: its value type.
+        default: the value when unset.
+        help: one line saying what it does.
+    """
+
+    path: str
+    type: KeyType
+    default: Any
+    help: str
+
+
+FENCE_KEYS: tuple[KeySpec, ...] = (
+    KeySpec("docker/image", image_ref_type(), "fence/stack:bookworm",
+            "the stack: image every staging, instance and one-off container starts from"),
+    KeySpec("docker/images", ListType(image_ref_type(), max_items=16), [],
+            "fallback stacks, in order, used when docker/image is not on the node"),
+    KeySpec("staging/timeout", IntType(1, 86400, "of seconds"), 900,
+            "seconds a staging may take before it is killed"),
+    KeySpec("staging/memory", MemoryType(64, 1024 * 1024), 1024,
+            "memory limit of a staging container, in MiB"),
+    KeySpec("staging/network", EnumType(("none", "bridge")), "none",
+            "network of staging containers: none (offline) or bridge"),
+    KeySpec("staging/buildpacks", ListType(PatternType(NAME_PATTERN, "a buildpack name")),
+            ["python", "nodejs", "static", "procfile"],
+            "built-in buildpacks tried in this order when an app names none"),
+    KeySpec("staging/concurrency", IntType(1, 64), 2,
+            "stagings that run at once; the rest wait in a queue"),
+    KeySpec("container/user", PatternType(r"[a-z_][a-z0-9_-]{0,31}", "a user name"), "stackato",
+            "name of the non-root app user (its home is /home/NAME)"),
+    KeySpec("container/uid", IntType(1, 2**31 - 2), 1000,
+            "numeric uid every container process runs as (never 0)"),
+    KeySpec("container/memory", MemoryType(16, 1024 * 1024), 256,
+            "default memory limit of an app instance, in MiB"),
+    KeySpec("container/cpu_shares", IntType(2, 262144), 1024,
+            "relative CPU weight of each container"),
+    KeySpec("container/bind_address", IPAddressType(), "127.0.0.1",
+            "host address on which instance ports are published"),
+    KeySpec("container/nofile", IntType(64, 1048576), 16384,
+            "limit on open file descriptors per container"),
+    KeySpec("container/log_max_size", PatternType(r"[1-9][0-9]{0,5}[kmg]", "a size like 10m"),
+            "10m", "size of one container log file before rotation"),
+    KeySpec("container/log_max_files", IntType(1, 100), 3,
+            "rotated container log files kept"),
+    KeySpec("max_container_processes", IntType(16, 1048576), 512,
+            "process limit of every container (fork-bomb guard)"),
+    KeySpec("security/require_userns", BoolType(), False,
+            "refuse to create containers when the engine runs without userns-remap"),
+    KeySpec("health/timeout", IntType(1, 180, "of seconds"), 60,
+            "seconds a web instance has to accept connections on $PORT"),
+    KeySpec("router/port", IntType(1, 65535), 8080,
+            "TCP port the node's router listens on"),
+    KeySpec("router/domain", PatternType(_DNS_NAME, "a DNS name like localhost or apps.example.com"),
+            "localhost", "apps answer at http://APP.<domain>:<port>/"),
+)
+
+# Components whose keys are typed; any other component name is free-form, as in Stackato.
+SCHEMAS: dict[str, dict[str, KeySpec]] = {
+    "fence": {spec.path: spec for spec in FENCE_KEYS},
+}
+
+
+def key_spec(component: str, path: str) -> KeySpec | None:
+    """The schema entry of a key, or ``None`` for an unschema'd key."""
+    return SCHEMAS.get(component, {}).get(path)
+
+
+def defaults_tree(component: str) -> dict[str, Any]:
+    """The nested mapping of every default of a component."""
+    tree: dict[str, Any] = {}
+    for spec in SCHEMAS.get(component, {}).values():
+        node = tree
+        parts = spec.path.split("/")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = copy.deepcopy(spec.default)
+    return tree

@@ -1,0 +1,66 @@
+"""Runs the fence daemon: the API on FENCE_HOME/fence.sock (mode 0660) until TERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+import uvicorn
+
+from fence.api import create_app
+from fence.errors import DaemonAlreadyRunning
+from fence.service import NodeService
+
+log = logging.getLogger("fence.daemon")
+
+
+def bind_socket(host_socket: Path) -> socket.socket:
+    """Bind the daemon's Unix socket with mode 0660, replacing a stale one.
+
+    Raises:
+        DaemonAlreadyRunning: another daemon answers on the socket.
+    """
+    if host_socket.exists():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(host_socket))
+        except (ConnectionRefusedError, FileNotFoundError):
+            host_socket.unlink(missing_ok=True)
+        else:
+            raise DaemonAlreadyRunning(socket=host_socket)
+        finally:
+            probe.close()
+    host_socket.parent.mkdir(parents=True, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o117)  # never world-reachable, not even for an instant
+    try:
+        sock.bind(str(host_socket))
+    finally:
+        os.umask(old_umask)
+    os.chmod(host_socket, 0o660)
+    sock.listen(128)
+    return sock
+
+
+def serve(service: NodeService) -> None:
+    """Serve the API in the foreground; TERM or INT stops gracefully, leaving containers running.
+
+    Raises:
+        DaemonAlreadyRunning: another daemon answers on the socket.
+    """
+    host_socket = service.home.host_socket
+    sock = bind_socket(host_socket)
+    config = uvicorn.Config(create_app(service), log_config=None, access_log=False,
+                            timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+    log.info("fence daemon listening", extra={"socket": str(host_socket), "node": service.node_id,
+                                              "pid": os.getpid()})
+    try:
+        server.run(sockets=[sock])
+    finally:
+        host_socket.unlink(missing_ok=True)
+        sock.close()
+        service.close()
+        log.info("fence daemon stopped", extra={"node": service.node_id})

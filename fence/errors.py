@@ -1,0 +1,253 @@
+"""The one error hierarchy of fence: every failure a user or admin can see is one of these.
+
+Each class carries a message template (filled from keyword fields), an exit code, and whether it
+is the user's fault (shown as one line, no traceback) or an internal fault (a bug or an
+environment problem: still one line, but the CLIs hint at ``--debug``). Errors cross the daemon's
+HTTP boundary by class name and fields, and the client raises the same class again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+# Exit codes, grouped so a script can tell kinds of failure apart.
+EXIT_USAGE = 2          # bad input: a value, a name, a key path
+EXIT_NOT_FOUND = 3      # something named does not exist
+EXIT_CONFLICT = 4       # the request clashes with current state
+EXIT_UNAVAILABLE = 5    # the daemon or the engine cannot be reached
+EXIT_SECURITY = 6       # refused because a protection is missing
+EXIT_TIMEOUT = 7        # work did not finish in time
+EXIT_INTERNAL = 70      # a bug or an unexpected engine answer (EX_SOFTWARE)
+
+
+class FenceError(Exception):
+    """Base of every fence error.
+
+    Subclasses set ``template`` (``str.format`` fields), ``exit_code`` and ``user_error``.
+    """
+
+    template: ClassVar[str] = "{detail}"
+    exit_code: ClassVar[int] = 1
+    user_error: ClassVar[bool] = True
+    _wire_message: str | None = None
+
+    def __init__(self, **fields: Any) -> None:
+        self.fields: dict[str, Any] = fields
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        """The one-line message shown to the user (newlines folded)."""
+        if self._wire_message is not None:
+            return self._wire_message
+        try:
+            text = self.template.format(**self.fields)
+        except (KeyError, IndexError):
+            text = f"{self.template} {self.fields!r}"
+        return " ".join(text.split("\n")).strip()
+
+    def to_wire(self) -> dict[str, Any]:
+        """Serialise for the daemon API (class name, message, fields as strings)."""
+        return {
+            "type": type(self).__name__,
+            "message": self.message,
+            "fields": {k: _wire_value(v) for k, v in self.fields.items()},
+        }
+
+
+def _wire_value(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_wire_value(v) for v in value]
+    return str(value)
+
+
+# --- input and config --------------------------------------------------------------------------
+
+class UsageError(FenceError):
+    """A bad argument on the command line or in an API request."""
+
+    template = "{detail}"
+    exit_code = EXIT_USAGE
+
+
+class InvalidConfigValue(FenceError):
+    """A config value that does not fit the key's type."""
+
+    template = "{component} {key}: {value!r} is not allowed ({allowed})"
+    exit_code = EXIT_USAGE
+
+
+class InvalidKeyPath(FenceError):
+    """A config key path or component name that is malformed."""
+
+    template = "{what} {path!r} is malformed: {why}"
+    exit_code = EXIT_USAGE
+
+
+class ConfigKeyNotFound(FenceError):
+    """A config key that is not set and has no default."""
+
+    template = "{component} {key}: no such key"
+    exit_code = EXIT_NOT_FOUND
+
+
+class UnknownComponent(FenceError):
+    """A config component that has no schema and no stored keys."""
+
+    template = "no config component {component!r} (known: {known})"
+    exit_code = EXIT_NOT_FOUND
+
+
+class ConfigTypeChange(FenceError):
+    """Setting a value whose type differs from what the key holds, without --force."""
+
+    template = ("{component} {key} holds a {old_type}, not a {new_type}; "
+                "use --force to change its type")
+    exit_code = EXIT_CONFLICT
+
+
+class ConfigFileCorrupt(FenceError):
+    """The config file on disk cannot be read."""
+
+    template = "config file {path} cannot be read: {why}"
+    exit_code = EXIT_INTERNAL
+    user_error = False
+
+
+# --- engine and containers ---------------------------------------------------------------------
+
+class EngineUnavailable(FenceError):
+    """The Docker Engine does not answer."""
+
+    template = "the Docker Engine is not reachable ({detail}); start dockerd (make test does)"
+    exit_code = EXIT_UNAVAILABLE
+
+
+class ImageNotFound(FenceError):
+    """An image fence was asked to use is not on this node's engine."""
+
+    template = ("stack image {image!r} is not on this node's Docker Engine; build it with "
+                "`kato image build --tag {image}` or set another with "
+                "`kato config set fence docker/image NAME`")
+    exit_code = EXIT_NOT_FOUND
+
+
+class ContainerNotFound(FenceError):
+    """A container id that the engine does not know (or that fence does not own)."""
+
+    template = "container {container} not found"
+    exit_code = EXIT_NOT_FOUND
+
+
+class ContainerGone(FenceError):
+    """A container that stopped or vanished while fence was using it."""
+
+    template = "container {container} is no longer running ({detail})"
+    exit_code = EXIT_CONFLICT
+
+
+class ProcessTimeout(FenceError):
+    """A process in a container ran past its timeout and was killed."""
+
+    template = "{what} did not finish within {seconds} s and was killed"
+    exit_code = EXIT_TIMEOUT
+
+
+class UsernsRequired(FenceError):
+    """security/require_userns is true but the engine does not remap user namespaces."""
+
+    template = ("refusing to create a container: security/require_userns is true but the Docker "
+                "Engine runs without user-namespace remapping (start dockerd with "
+                "--userns-remap=default, or `kato config set fence security/require_userns false`)")
+    exit_code = EXIT_SECURITY
+
+
+class EngineError(FenceError):
+    """An unexpected answer from the engine."""
+
+    template = "the Docker Engine refused {action}: {detail}"
+    exit_code = EXIT_INTERNAL
+    user_error = False
+
+
+# --- stack image -------------------------------------------------------------------------------
+
+class StackBuildFailed(FenceError):
+    """Building the stack image failed."""
+
+    template = "stack image build failed in {step}: {detail}"
+    exit_code = EXIT_INTERNAL
+    user_error = False
+
+
+class ToolMissing(FenceError):
+    """A host program fence needs is not installed."""
+
+    template = "{tool} is not installed on this node ({hint})"
+    exit_code = EXIT_UNAVAILABLE
+
+
+# --- daemon ------------------------------------------------------------------------------------
+
+class DaemonNotRunning(FenceError):
+    """The fence daemon does not answer on its socket."""
+
+    template = "the fence daemon is not running (no answer on {socket}); start it with `fence serve`"
+    exit_code = EXIT_UNAVAILABLE
+
+
+class DaemonAlreadyRunning(FenceError):
+    """Another fence daemon already answers on the socket."""
+
+    template = "another fence daemon already answers on {socket}"
+    exit_code = EXIT_CONFLICT
+
+
+class StoreError(FenceError):
+    """The SQLite state store cannot be opened or is from a newer fence."""
+
+    template = "state store {path}: {detail}"
+    exit_code = EXIT_INTERNAL
+    user_error = False
+
+
+class InternalError(FenceError):
+    """A bug: something fence did not expect."""
+
+    template = "internal error: {detail}"
+    exit_code = EXIT_INTERNAL
+    user_error = False
+
+
+def error_classes() -> dict[str, type[FenceError]]:
+    """Every FenceError subclass by name, for re-raising errors that crossed the API."""
+    found: dict[str, type[FenceError]] = {}
+    pending: list[type[FenceError]] = [FenceError]
+    while pending:
+        cls = pending.pop()
+        found[cls.__name__] = cls
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def from_wire(payload: dict[str, Any]) -> FenceError:
+    """Rebuild the error a daemon reported, as the same class where fence knows it.
+
+    Args:
+        payload: the ``error`` object of an API response (``type``, ``message``, ``fields``).
+
+    Returns:
+        The error, ready to raise; an ``InternalError`` carrying the message if the type is unknown.
+    """
+    cls = error_classes().get(str(payload.get("type")))
+    fields = payload.get("fields") or {}
+    message = str(payload.get("message", "unknown daemon error"))
+    if cls is None:
+        return InternalError(detail=message)
+    err = cls.__new__(cls)
+    err.fields = dict(fields)
+    err._wire_message = message
+    Exception.__init__(err, message)
+    return err

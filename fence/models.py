@@ -1,0 +1,264 @@
+"""Frozen dataclasses for the data that crosses fence's module boundaries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one container.
+
+    Attributes:
+        memory_bytes: hard memory limit; swap is set to the same value (no hidden swap).
+        pids: maximum number of processes (fork-bomb guard).
+        cpu_shares: relative CPU weight (Docker's default is 1024).
+        nofile: soft and hard limit on open file descriptors.
+        log_max_size: size of one json-file log before rotation, e.g. ``"10m"``.
+        log_max_files: how many rotated log files are kept.
+    """
+
+    memory_bytes: int = 256 * 1024 * 1024
+    pids: int = 512
+    cpu_shares: int = 1024
+    nofile: int = 16384
+    log_max_size: str = "10m"
+    log_max_files: int = 3
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """A container TCP port published on the host.
+
+    Attributes:
+        container_port: the port inside the container.
+        host_ip: the host address to publish on (``container/bind_address``).
+        host_port: the host port, or ``None`` for a free port chosen by the engine.
+    """
+
+    container_port: int
+    host_ip: str = "127.0.0.1"
+    host_port: int | None = None
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to create one unprivileged container.
+
+    Attributes:
+        image: image reference (the stack).
+        labels: labels to set; must include fence's ownership labels (see ``fence.labels``).
+        user: ``uid`` or ``uid:gid`` the container's processes run as; never root.
+        command: argv of the container's main process (``None``: keep the container idle).
+        env: environment of the main process.
+        workdir: working directory inside the container.
+        limits: resource limits.
+        ports: TCP ports to publish.
+        network: ``"none"`` or ``"bridge"``.
+        name: optional container name.
+    """
+
+    image: str
+    labels: Mapping[str, str]
+    user: str
+    command: tuple[str, ...] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    workdir: PurePosixPath = PurePosixPath("/")
+    limits: Limits = field(default_factory=Limits)
+    ports: tuple[PortSpec, ...] = ()
+    network: str = "none"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """A process to run inside an existing container.
+
+    Attributes:
+        argv: the program and its arguments (no shell unless argv names one).
+        env: extra environment variables.
+        user: ``uid`` or ``uid:gid``; ``None`` means the container's user.
+        cwd: working directory inside the container, ``None`` for the container's.
+        timeout: seconds before the process is killed, ``None`` for no limit.
+    """
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    user: str | None = None
+    cwd: PurePosixPath | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """How a process ended.
+
+    Attributes:
+        exit_code: the process's exit status.
+        output: the last lines of combined stdout and stderr (the full stream went to the callback).
+    """
+
+    exit_code: int
+    output: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    """A container port and where the engine published it."""
+
+    container_port: int
+    host_ip: str
+    host_port: int
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What the engine reports about one container.
+
+    Attributes:
+        id: the engine's container id.
+        name: the container name.
+        image: the image reference it was created from.
+        image_id: the image's id (``sha256:…``).
+        labels: its labels.
+        state: ``created``, ``running``, ``exited``, ``dead`` …
+        running: whether its main process runs.
+        exit_code: the main process's exit status once it has exited.
+        oom_killed: whether the kernel's OOM killer ended it.
+        started_at: ISO timestamp of the last start, if any.
+        ports: published ports.
+    """
+
+    id: str
+    name: str
+    image: str
+    image_id: str
+    labels: Mapping[str, str]
+    state: str
+    running: bool
+    exit_code: int | None = None
+    oom_killed: bool = False
+    started_at: str | None = None
+    ports: tuple[PublishedPort, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """An image on the engine.
+
+    Attributes:
+        id: image id (``sha256:…``).
+        tags: its repository tags.
+        size: size in bytes.
+        created: ISO timestamp.
+        labels: image labels.
+    """
+
+    id: str
+    tags: tuple[str, ...]
+    size: int
+    created: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """Facts about the container engine fence runs on.
+
+    Attributes:
+        version: the engine's server version.
+        api_version: the API version in use.
+        userns_remap: whether the engine remaps container root to an unprivileged host uid.
+        seccomp: whether the engine applies a seccomp profile.
+        storage_driver: e.g. ``overlay2``.
+        data_root: the engine's data directory.
+        cgroup_version: ``"1"`` or ``"2"``.
+        warnings: what the engine says it cannot enforce.
+    """
+
+    version: str
+    api_version: str
+    userns_remap: bool
+    seccomp: bool
+    storage_driver: str
+    data_root: str
+    cgroup_version: str
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    """Which stack image the node uses.
+
+    Attributes:
+        configured: ``docker/image``.
+        in_use: the image containers start from: ``docker/image`` if present, else the first
+            present entry of ``docker/images``; ``None`` if none is present.
+        image_id: the id of ``in_use``.
+        present: whether ``configured`` itself is on the engine.
+        fallback: whether ``in_use`` is a fallback from ``docker/images``.
+    """
+
+    configured: str
+    in_use: str | None
+    image_id: str | None
+    present: bool
+    fallback: bool
+
+
+@dataclass(frozen=True)
+class StackImage:
+    """An image fence knows: a stack it built or one the config names.
+
+    Attributes:
+        ref: the reference (``repository:tag``) or id.
+        image_id: the engine's id, ``None`` if the image is absent.
+        size: bytes, 0 if absent.
+        created: ISO timestamp, ``""`` if absent.
+        configured: whether ``docker/image`` names it.
+        fallback: whether ``docker/images`` lists it.
+        containers: how many of this node's containers run from it.
+    """
+
+    ref: str
+    image_id: str | None
+    size: int
+    created: str
+    configured: bool
+    fallback: bool
+    containers: int
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """What ``kato status`` reports.
+
+    Attributes:
+        version: fence's version.
+        node_id: this node's id (the ``fence.node`` label).
+        home: FENCE_HOME.
+        daemon_pid: the daemon's process id.
+        started_at: when the daemon started (ISO).
+        engine: the engine's facts, ``None`` if it does not answer.
+        engine_error: why the engine did not answer.
+        stack: the stack image in use, ``None`` without an engine.
+        apps: apps in the state store.
+        containers: this node's containers, by role.
+        schema_version: the state store's schema version.
+        warnings: things the admin should act on.
+    """
+
+    version: str
+    node_id: str
+    home: str
+    daemon_pid: int
+    started_at: str
+    engine: EngineInfo | None
+    engine_error: str | None
+    stack: StackStatus | None
+    apps: int
+    containers: Mapping[str, int]
+    schema_version: int
+    warnings: tuple[str, ...] = ()

@@ -1,0 +1,1 @@
+"""The stack: the one base image every container starts from; resolving it and building it."""

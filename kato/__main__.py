@@ -1,0 +1,5 @@
+"""`python -m kato`: the kato CLI."""
+
+from kato.cli import main
+
+main()

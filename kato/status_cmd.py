@@ -1,0 +1,55 @@
+"""`kato status`: the daemon, the engine, user namespaces, the stack and warnings, via the API."""
+
+from __future__ import annotations
+
+import click
+
+from fence.client import FenceClient
+from fence.console import debug_option, render, warn
+from fence.home import NodeHome
+from fence.models import NodeStatus
+from fence.wire import to_wire
+
+
+def api_client() -> FenceClient:
+    """A client for this node's daemon."""
+    return FenceClient(host_socket=NodeHome.from_env().host_socket)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@debug_option
+def status(as_json: bool) -> None:
+    """Show the daemon, the Docker Engine, userns remapping, the stack image and warnings."""
+    info = api_client().info()
+    if as_json:
+        click.echo(render(to_wire(info), "json"))
+        return
+    click.echo(_text(info))
+    for message in info.warnings:
+        warn(message)
+
+
+def _text(info: NodeStatus) -> str:
+    lines = [
+        f"daemon:        running (pid {info.daemon_pid}, since {info.started_at}), fence {info.version}",
+        f"node:          {info.node_id} at {info.home} (state schema v{info.schema_version})",
+    ]
+    if info.engine is None:
+        lines.append(f"engine:        NOT REACHABLE ({info.engine_error})")
+    else:
+        engine = info.engine
+        lines.append(f"engine:        Docker {engine.version} (API {engine.api_version}), "
+                     f"{engine.storage_driver}, cgroup v{engine.cgroup_version}")
+        lines.append(f"userns remap:  {'on' if engine.userns_remap else 'OFF'}")
+        lines.append(f"seccomp:       {'on' if engine.seccomp else 'OFF'}")
+    if info.stack is not None:
+        stack = info.stack
+        state = ("present" if stack.present else
+                 f"MISSING, using fallback {stack.in_use}" if stack.fallback else "MISSING")
+        image_id = f" ({stack.image_id[:19]})" if stack.image_id else ""
+        lines.append(f"stack:         {stack.configured}: {state}{image_id}")
+    roles = ", ".join(f"{n} {role}" for role, n in info.containers.items()) or "none"
+    lines.append(f"apps:          {info.apps}")
+    lines.append(f"containers:    {roles}")
+    return "\n".join(lines)
