@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -57,6 +58,10 @@ def serve(service: NodeService) -> None:
     server = uvicorn.Server(config)
     log.info("fence daemon listening", extra={"socket": str(host_socket), "node": service.node_id,
                                               "pid": os.getpid()})
+    # uvicorn re-raises the stop signal once it has shut down; with these no-op handlers in place
+    # (it restores them before re-raising) a TERM ends the daemon normally, with exit status 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
     try:
         server.run(sockets=[sock])
     finally:

@@ -49,6 +49,7 @@ class Container(Protocol):
             The exit code and the last lines of output.
 
         Raises:
+            UsageError: the process would run as root (uid or gid 0).
             ProcessTimeout: the timeout passed; the whole container was killed, since the engine
                 cannot kill one exec'd process tree.
             ContainerGone: the container is not running.
@@ -96,6 +97,7 @@ class Container(Protocol):
 
         Raises:
             ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
         """
 
     def destroy(self) -> None:
@@ -152,6 +154,13 @@ class ContainerBackend(Protocol):
 
     def image_info(self, ref: str) -> ImageInfo | None:
         """An image by reference or id, or ``None`` if the engine does not have it.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def list_images(self, labels: Mapping[str, str]) -> list[ImageInfo]:
+        """Images carrying all the given labels; an empty value matches any value of that label.
 
         Raises:
             EngineUnavailable: the engine does not answer.

@@ -1,0 +1,598 @@
+"""DockerBackend: fence's containers on a Docker Engine (the only module that imports ``docker``)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import docker
+import docker.errors
+import docker.types
+import docker.utils
+import requests.exceptions
+
+from fence.backend.base import OutputCallback, ProgressCallback
+from fence.backend.docker_process import (ExecCalls, follow_exec, refuse_unsafe_process,
+                                          refuse_unsafe_spec)
+from fence.errors import (ContainerGone, ContainerNotFound, EngineError, EngineUnavailable,
+                          FenceError, ImageNotFound, UsageError, UsernsRequired)
+from fence.models import (ContainerInfo, ContainerSpec, EngineInfo, ImageInfo, ProcessResult,
+                          ProcessSpec, PublishedPort)
+
+log = logging.getLogger(__name__)
+
+_IDLE_COMMAND = ("sleep", "infinity")
+_CHUNK = 1024 * 1024
+_KILL_WAIT = 10  # seconds to wait for a killed container to be reported as exited
+
+
+class DockerBackend:
+    """The ContainerBackend of a Docker Engine, reached through the docker SDK.
+
+    The engine is first contacted on first use; if it does not answer, the call raises
+    ``EngineUnavailable`` and the next call tries again.
+
+    Args:
+        base_url: the engine's address (``unix:///var/run/docker.sock``); ``None`` reads
+            ``DOCKER_HOST`` and friends from the environment.
+        require_userns: asked at every ``create`` whether user-namespace remapping is
+            mandatory (config may change while the daemon runs).
+    """
+
+    def __init__(self, *, base_url: str | None = None,
+                 require_userns: Callable[[], bool] = lambda: False) -> None:
+        self._base_url = base_url
+        self._require_userns = require_userns
+        self._lock = threading.Lock()
+        self._client: docker.DockerClient | None = None
+        self._streams: docker.DockerClient | None = None
+
+    # --- clients -------------------------------------------------------------------------------
+
+    def _connect(self, *, version: str, timeout: float | None) -> docker.DockerClient:
+        try:
+            if self._base_url is None:
+                return docker.from_env(version=version, timeout=timeout)
+            return docker.DockerClient(base_url=self._base_url, version=version, timeout=timeout)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise EngineUnavailable(detail=_explain(exc)) from exc
+
+    def _api(self) -> docker.APIClient:
+        """The low-level client for short calls (the SDK's default read timeout applies)."""
+        with self._lock:
+            if self._client is None:
+                self._client = self._connect(version="auto", timeout=60)
+            return self._client.api
+
+    def _stream_api(self) -> docker.APIClient:
+        """A client without a read timeout, for process output and large archives: a process
+        may stay silent longer than any socket timeout (``follow_exec`` keeps the deadline)."""
+        version = self._api().api_version
+        with self._lock:
+            if self._streams is None:
+                self._streams = self._connect(version=version, timeout=None)
+            return self._streams.api
+
+    def close(self) -> None:
+        """Close the connections to the engine (a later call opens them again)."""
+        with self._lock:
+            for client in (self._client, self._streams):
+                if client is not None:
+                    client.close()
+            self._client = self._streams = None
+
+    # --- engine and images ---------------------------------------------------------------------
+
+    def engine_info(self) -> EngineInfo:
+        """Facts about the engine (version, userns remapping, seccomp …).
+
+        Returns:
+            What ``docker info`` and ``docker version`` report, as fence needs it.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+            EngineError: the engine gave an unexpected answer.
+        """
+        api = self._api()
+        with _engine("reporting its state"):
+            info = api.info()
+            version = api.version()
+        options = [str(o) for o in info.get("SecurityOptions") or ()]
+        return EngineInfo(
+            version=str(version.get("Version", "")),
+            api_version=str(api.api_version),
+            userns_remap=any("name=userns" in o for o in options),
+            seccomp=any(o.startswith("name=seccomp") and "profile=unconfined" not in o
+                        for o in options),
+            storage_driver=str(info.get("Driver", "")),
+            data_root=str(info.get("DockerRootDir", "")),
+            cgroup_version=str(info.get("CgroupVersion") or "1"),
+            warnings=tuple(str(w) for w in info.get("Warnings") or ()),
+        )
+
+    def image_info(self, ref: str) -> ImageInfo | None:
+        """An image by reference or id, or ``None`` if the engine does not have it.
+
+        Args:
+            ref: ``repository:tag`` or ``sha256:…``.
+
+        Returns:
+            The image, or ``None`` (also for a reference the engine cannot parse).
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+        api = self._api()
+        with _engine(f"inspecting image {ref}"):
+            try:
+                attrs = api.inspect_image(ref)
+            except docker.errors.NotFound:
+                return None
+            except docker.errors.APIError as exc:
+                if exc.status_code == 400:
+                    return None
+                raise
+        return _image_info(attrs)
+
+    def list_images(self, labels: Mapping[str, str]) -> list[ImageInfo]:
+        """Images that carry all the given labels (beyond the protocol: the service lists stacks).
+
+        Args:
+            labels: label names and values; an empty value only asks for the label's presence.
+
+        Returns:
+            The matching images.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+        api = self._api()
+        wanted = [f"{k}={v}" if v else k for k, v in labels.items()]
+        found = []
+        with _engine("listing images"):
+            for summary in api.images(filters={"label": wanted} if wanted else None):
+                with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile
+                    found.append(_image_info(api.inspect_image(summary["Id"])))
+        return found
+
+    def import_image(self, host_tar: Path, ref: str, changes: tuple[str, ...] = (),
+                     progress: ProgressCallback | None = None) -> ImageInfo:
+        """Import a root filesystem tarball as an image (no registry involved).
+
+        Args:
+            host_tar: the root filesystem as a tar file on the host.
+            ref: ``repository:tag`` to give the image (no tag: ``latest``).
+            changes: Dockerfile instructions to apply (``ENV``, ``LABEL``, ``CMD`` …).
+            progress: receives bytes sent so far and the file size.
+
+        Returns:
+            The new image.
+
+        Raises:
+            UsageError: ``host_tar`` cannot be read, or ``ref`` is a digest.
+            EngineUnavailable: the engine does not answer.
+            EngineError: the engine refused the archive.
+        """
+        try:
+            total = host_tar.stat().st_size
+        except OSError as exc:
+            raise UsageError(detail=f"cannot read {host_tar}: {exc.strerror}") from exc
+        repository, tag = docker.utils.parse_repository_tag(ref)
+        if "@" in ref:
+            raise UsageError(detail=f"cannot import as {ref!r}: give repository:tag, not a digest")
+        api = self._stream_api()
+        action = f"importing {host_tar.name} as {ref}"
+        with _engine(action):
+            answer = api.import_image_from_data(
+                _file_chunks(host_tar, total, progress), repository=repository,
+                tag=tag or "latest", changes=list(changes) or None)
+        for line in str(answer).splitlines():
+            if '"error"' in line or '"errorDetail"' in line:
+                raise EngineError(action=action, detail=line.strip()[:300])
+        found = self.image_info(ref)
+        if found is None:
+            raise EngineError(action=action, detail=f"no image {ref} after import: {answer!s:.300}")
+        return found
+
+    def remove_image(self, ref: str) -> None:
+        """Remove an image (or just this tag of it); a missing image is fine.
+
+        Args:
+            ref: ``repository:tag`` or image id.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+            EngineError: the image is in use.
+        """
+        api = self._api()
+        with _engine(f"removing image {ref}"):
+            try:
+                api.remove_image(ref)
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                if exc.status_code != 400:  # 400: a reference no image can have
+                    raise
+
+    # --- containers ----------------------------------------------------------------------------
+
+    def create(self, spec: ContainerSpec) -> DockerContainer:
+        """Create (not start) a hardened container: non-root user, no capabilities,
+        no-new-privileges, default seccomp, pids/memory(=swap)/CPU/nofile limits, rotated
+        json-file logs, docker-init as PID 1, no restart policy, ports only on their ``host_ip``,
+        never privileged, no host mounts or namespaces (a private cgroup namespace too).
+
+        Args:
+            spec: image, labels, user, command, env, limits, ports, network.
+
+        Returns:
+            The created container.
+
+        Raises:
+            UsageError: the spec asks for root, lacks fence's node label, names an unknown
+                network, publishes ports without a network, or gives a malformed image reference.
+            UsernsRequired: ``require_userns`` is set and the engine does not remap.
+            ImageNotFound: the image is not on the engine.
+            EngineUnavailable: the engine does not answer.
+            EngineError: the engine refused.
+        """
+        refuse_unsafe_spec(spec)
+        api = self._api()
+        if self._require_userns() and not self.engine_info().userns_remap:
+            raise UsernsRequired()
+        limits = spec.limits
+        bindings: dict[str, list[tuple[str, int | None]]] = {}
+        for port in spec.ports:
+            bindings.setdefault(f"{port.container_port}/tcp", []).append(
+                (port.host_ip, port.host_port))
+        with _engine(f"creating a container from {spec.image}"):
+            host_config = api.create_host_config(
+                cap_drop=["ALL"], security_opt=["no-new-privileges"], privileged=False,
+                init=True, restart_policy={"Name": "no"},
+                pids_limit=limits.pids, cpu_shares=limits.cpu_shares,
+                mem_limit=limits.memory_bytes, memswap_limit=limits.memory_bytes,
+                ulimits=[docker.types.Ulimit(name="nofile", soft=limits.nofile,
+                                             hard=limits.nofile)],
+                log_config=docker.types.LogConfig(type="json-file", config={
+                    "max-size": limits.log_max_size, "max-file": str(limits.log_max_files)}),
+                network_mode=spec.network, port_bindings=bindings or None,
+                cgroupns="private",  # on cgroup v1 the engine's default is the host's
+            )
+            try:
+                created = api.create_container(
+                    image=spec.image, name=spec.name, user=spec.user, labels=dict(spec.labels),
+                    command=list(spec.command if spec.command is not None else _IDLE_COMMAND),
+                    environment=dict(spec.env), working_dir=str(spec.workdir),
+                    ports=sorted({p.container_port for p in spec.ports}) or None,
+                    host_config=host_config, detach=True)
+            except docker.errors.ImageNotFound as exc:
+                raise ImageNotFound(image=spec.image) from exc
+            except docker.errors.APIError as exc:
+                if exc.status_code == 400 and "reference format" in _explain(exc):
+                    raise UsageError(
+                        detail=f"image reference {spec.image!r} is malformed: {_explain(exc)}"
+                    ) from exc
+                raise
+        for warning in created.get("Warnings") or ():
+            log.warning("engine warning for container %s: %s", created["Id"][:12], warning)
+        return DockerContainer(backend=self, container_id=created["Id"])
+
+    def lookup(self, container_id: str) -> DockerContainer:
+        """A container by id (or unique id prefix, or name).
+
+        Args:
+            container_id: what ``create`` or ``list`` gave as ``Container.id``.
+
+        Returns:
+            The container.
+
+        Raises:
+            ContainerNotFound: no such container.
+            EngineUnavailable: the engine does not answer.
+        """
+        if not container_id:
+            raise ContainerNotFound(container="''")
+        api = self._api()
+        with _engine("looking up a container", container=container_id):
+            attrs = api.inspect_container(container_id)
+        return DockerContainer(backend=self, container_id=attrs["Id"])
+
+    def list(self, labels: Mapping[str, str]) -> list[DockerContainer]:
+        """Containers (running or not) that carry all the given labels.
+
+        Args:
+            labels: label names and the values they must have.
+
+        Returns:
+            The matching containers, newest first.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+        api = self._api()
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]} if labels else None
+        with _engine("listing containers"):
+            found = api.containers(all=True, filters=filters)
+        return [DockerContainer(backend=self, container_id=c["Id"]) for c in found]
+
+
+class DockerContainer:
+    """One container on the Docker Engine; made by ``DockerBackend``, used as a ``Container``.
+
+    Args:
+        backend: the backend whose engine holds it.
+        container_id: the engine's full container id.
+    """
+
+    def __init__(self, *, backend: DockerBackend, container_id: str) -> None:
+        self._backend = backend
+        self._id = container_id
+
+    def __repr__(self) -> str:
+        return f"DockerContainer({self._id[:12]})"
+
+    @property
+    def id(self) -> str:
+        """The engine's container id."""
+        return self._id
+
+    def start(self) -> None:
+        """Start the container's main process (a running container is left as it is).
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+            EngineError: the engine refused (e.g. the command does not exist in the image).
+        """
+        api = self._backend._api()
+        with _engine("starting a container", container=self._id):
+            api.start(self._id)
+
+    def run(self, spec: ProcessSpec, on_output: OutputCallback | None = None) -> ProcessResult:
+        """Run a process in the running container and wait for it; see ``Container.run``.
+
+        A program that does not exist exits 127 (the engine itself reports 126).
+
+        Args:
+            spec: argv, env, user, cwd and timeout of the process.
+            on_output: receives each output line; ``None`` to discard (the tail is still kept).
+
+        Returns:
+            The exit code and the last lines of output.
+
+        Raises:
+            UsageError: the process would run as root, or argv is empty.
+            ProcessTimeout: the timeout passed; the whole container was killed.
+            ContainerGone: the container is not running, or stopped while the process ran.
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+        """
+        refuse_unsafe_process(spec)
+        api = self._backend._api()
+        with _engine("running a process", container=self._id):
+            try:
+                exec_id = api.exec_create(
+                    self._id, list(spec.argv), stdout=True, stderr=True, tty=False,
+                    environment=dict(spec.env) or None,
+                    workdir=str(spec.cwd) if spec.cwd is not None else None,
+                    user=spec.user or "")["Id"]
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:
+                    raise ContainerGone(container=self._id[:12], detail=_explain(exc)) from exc
+                raise
+            stream = self._backend._stream_api().exec_start(exec_id, stream=True)
+
+            def exit_code() -> int | None:
+                state = api.exec_inspect(exec_id)
+                return None if state.get("Running") else state.get("ExitCode")
+
+            def running() -> bool:
+                return bool((api.inspect_container(self._id).get("State") or {}).get("Running"))
+
+            calls = ExecCalls(output=stream, close_output=stream.close, exit_code=exit_code,
+                              container_running=running, kill_container=self._kill)
+            return follow_exec(calls, spec=spec, on_output=on_output, container=self._id[:12])
+
+    def _kill(self) -> None:
+        api = self._backend._api()
+        quiet = (docker.errors.DockerException, requests.exceptions.RequestException)
+        with contextlib.suppress(*quiet):
+            # docker-init is PID 1: killing it ends every process in the container's namespace.
+            api.kill(self._id)
+        with contextlib.suppress(*quiet):
+            api.wait(self._id, timeout=_KILL_WAIT)
+
+    def stream_in(self, ctr_dest: PurePosixPath, tar_stream: bytes | Iterable[bytes]) -> None:
+        """Unpack a tar stream into a directory of the container; ownership comes from the
+        tar headers.
+
+        Args:
+            ctr_dest: an existing directory in the container.
+            tar_stream: the tar archive, whole or in chunks.
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+            EngineError: the directory does not exist or the archive was refused.
+        """
+        if isinstance(tar_stream, (bytes, bytearray, memoryview)):
+            data: bytes | Iterator[bytes] = bytes(tar_stream)
+        else:
+            # requests would form-encode a list; a generator is sent as a chunked body.
+            data = (bytes(chunk) for chunk in tar_stream)
+        api = self._backend._stream_api()
+        action = f"unpacking an archive into {ctr_dest}"
+        with _engine(action, container=self._id):
+            if not api.put_archive(self._id, str(ctr_dest), data):
+                raise EngineError(action=action, detail="the engine did not confirm")
+
+    def stream_out(self, ctr_path: PurePosixPath) -> Iterator[bytes]:
+        """Stream a file or directory out of the container as a tar archive.
+
+        Under userns-remap, Engine 20.10 writes host-side uids/gids (e.g. 101000) into the
+        headers: callers that stream the archive back in set ownership themselves.
+
+        Args:
+            ctr_path: the file or directory; the archive's top entry is its base name.
+
+        Returns:
+            Chunks of the tar archive.
+
+        Raises:
+            ContainerNotFound: the container or the path does not exist.
+            EngineUnavailable: the engine does not answer.
+        """
+        api = self._backend._stream_api()
+        action = f"archiving {ctr_path}"
+        with _engine(action, container=self._id):
+            try:
+                chunks, _stat = api.get_archive(self._id, str(ctr_path), chunk_size=_CHUNK)
+            except docker.errors.NotFound as exc:
+                if _no_such_container(exc):
+                    raise
+                raise ContainerNotFound(container=f"{self._id[:12]}:{ctr_path}") from exc
+        return _translated(chunks, action, self._id)
+
+    def info(self) -> ContainerInfo:
+        """What the engine knows of the container now.
+
+        Returns:
+            Its state, labels, image and published ports.
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+        """
+        api = self._backend._api()
+        with _engine("inspecting a container", container=self._id):
+            attrs = api.inspect_container(self._id)
+        return _container_info(attrs)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """TERM the main process, then KILL it after ``grace`` seconds (rounded up to whole
+        seconds); a stopped container is left as it is.
+
+        Args:
+            grace: seconds between TERM and KILL.
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+        """
+        api = self._backend._api()
+        with _engine("stopping a container", container=self._id):
+            api.stop(self._id, timeout=max(0, math.ceil(grace)))
+
+    def destroy(self) -> None:
+        """Kill and remove the container. Idempotent: destroying a missing container is fine.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+            EngineError: the engine refused.
+        """
+        api = self._backend._api()
+        with _engine("removing a container"):
+            try:
+                api.remove_container(self._id, force=True)
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409 or "in progress" not in _explain(exc):
+                    raise
+
+
+# --- translation of what the engine says -------------------------------------------------------
+
+@contextlib.contextmanager
+def _engine(action: str, *, container: str | None = None) -> Iterator[None]:
+    """Turn docker and requests exceptions into fence errors (a 404 on ``container`` included)."""
+    try:
+        yield
+    except FenceError:
+        raise
+    except docker.errors.NotFound as exc:
+        if container is not None and _no_such_container(exc):
+            raise ContainerNotFound(container=container[:12]) from exc
+        raise EngineError(action=action, detail=_explain(exc)) from exc
+    except docker.errors.APIError as exc:
+        raise EngineError(action=action, detail=_explain(exc)) from exc
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise EngineUnavailable(detail=_explain(exc)) from exc
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise EngineError(action=action, detail=_explain(exc)) from exc
+    except OSError as exc:
+        raise EngineUnavailable(detail=_explain(exc)) from exc
+
+
+def _translated(chunks: Iterable[bytes], action: str, container: str) -> Iterator[bytes]:
+    with _engine(action, container=container):
+        yield from chunks
+
+
+def _explain(exc: BaseException) -> str:
+    text = getattr(exc, "explanation", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())[:300]
+
+
+def _no_such_container(exc: docker.errors.NotFound) -> bool:
+    return "no such container" in _explain(exc).lower()
+
+
+def _file_chunks(host_tar: Path, total: int,
+                 progress: ProgressCallback | None) -> Iterator[bytes]:
+    done = 0
+    if progress is not None:
+        progress(0, total)
+    with host_tar.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+            yield chunk
+
+
+def _image_info(attrs: Mapping[str, Any]) -> ImageInfo:
+    config = attrs.get("Config") or {}
+    return ImageInfo(
+        id=str(attrs["Id"]),
+        tags=tuple(attrs.get("RepoTags") or ()),
+        size=int(attrs.get("Size") or 0),
+        created=str(attrs.get("Created") or ""),
+        labels=dict(config.get("Labels") or {}),
+    )
+
+
+def _container_info(attrs: Mapping[str, Any]) -> ContainerInfo:
+    state = attrs.get("State") or {}
+    config = attrs.get("Config") or {}
+    status = str(state.get("Status") or "unknown")
+    started = state.get("StartedAt") or None
+    if started and started.startswith("0001-"):  # the engine's zero time: never started
+        started = None
+    ports = []
+    for key, bindings in ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).items():
+        port, _, proto = key.partition("/")
+        if proto != "tcp":
+            continue
+        for binding in bindings or ():
+            if binding.get("HostPort"):
+                ports.append(PublishedPort(container_port=int(port),
+                                           host_ip=str(binding.get("HostIp") or ""),
+                                           host_port=int(binding["HostPort"])))
+    return ContainerInfo(
+        id=str(attrs["Id"]),
+        name=str(attrs.get("Name") or "").lstrip("/"),
+        image=str(config.get("Image") or ""),
+        image_id=str(attrs.get("Image") or ""),
+        labels=dict(config.get("Labels") or {}),
+        state=status,
+        running=bool(state.get("Running")),
+        exit_code=int(state["ExitCode"]) if status in ("exited", "dead") else None,
+        oom_killed=bool(state.get("OOMKilled")),
+        started_at=started,
+        ports=tuple(sorted(ports, key=lambda p: (p.container_port, p.host_ip, p.host_port))),
+    )

@@ -1,0 +1,275 @@
+"""The engine-free half of the Docker backend: the refusals every spec passes, and exec'd output."""
+
+# Engine calls arrive from DockerBackend as plain callables, so this module never imports docker
+# (what they raise passes through for DockerBackend to translate); FakeBackend shares the refusals.
+
+from __future__ import annotations
+
+import codecs
+import queue
+import shlex
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from fence import labels as fence_labels
+from fence.errors import ContainerGone, EngineError, ProcessTimeout, UsageError
+from fence.models import ContainerSpec, ProcessResult, ProcessSpec
+
+# How many of the last output lines a ProcessResult keeps.
+TAIL_LINES = 50
+
+_END = object()
+_ROOT_NAMES = frozenset({"", "0", "root"})
+_NETWORKS = frozenset({"none", "bridge"})
+_EXIT_NOT_FOUND = 127
+
+
+@dataclass(frozen=True)
+class PumpResult:
+    """What reading one output stream gave.
+
+    Attributes:
+        finished: whether the stream ended before the deadline (``False``: the caller gave up).
+        tail: the last lines read (at most ``TAIL_LINES``).
+    """
+
+    finished: bool
+    tail: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExecCalls:
+    """The engine calls that following one started exec needs.
+
+    Attributes:
+        output: the exec's combined stdout and stderr, as raw chunks.
+        close_output: closes that stream (safe to call twice).
+        exit_code: the exec's exit status, ``None`` while the engine has none yet.
+        container_running: whether the container still runs.
+        kill_container: kills the whole container and waits until it is reported stopped.
+    """
+
+    output: Iterable[bytes]
+    close_output: Callable[[], None]
+    exit_code: Callable[[], int | None]
+    container_running: Callable[[], bool]
+    kill_container: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+class _LineSplitter:
+    """Decodes bytes as UTF-8 (bad bytes replaced) and hands out whole lines as they complete."""
+
+    def __init__(self, *, on_line: Callable[[str], None] | None, keep: int) -> None:
+        self._on_line = on_line
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+        self.tail: deque[str] = deque(maxlen=keep)
+
+    def feed(self, chunk: bytes) -> None:
+        self._pending += self._decoder.decode(chunk)
+        *complete, self._pending = self._pending.split("\n")
+        for line in complete:
+            self._emit(line)
+
+    def finish(self) -> None:
+        self._pending += self._decoder.decode(b"", final=True)
+        if self._pending:
+            # A last line without a newline is still output the user should see.
+            self._emit(self._pending)
+            self._pending = ""
+
+    def _emit(self, line: str) -> None:
+        if line.endswith("\r"):
+            line = line[:-1]
+        self.tail.append(line)
+        if self._on_line is not None:
+            self._on_line(line)
+
+
+def pump_lines(chunks: Iterable[bytes], *, on_line: Callable[[str], None] | None,
+               timeout: float | None, keep: int = TAIL_LINES) -> PumpResult:
+    """Read a byte stream to its end, or until ``timeout`` seconds pass, passing on each line.
+
+    The stream is read on a daemon thread so that a silent process cannot hold the caller past
+    its deadline; ``on_line`` is always called on the caller's thread. When the deadline passes
+    the reader thread is left blocked on the stream: the caller must end the process (which
+    closes the stream) to let it finish.
+
+    Args:
+        chunks: the raw output (combined stdout and stderr).
+        on_line: receives each line without its newline; ``None`` to only keep the tail.
+        timeout: seconds to wait for the end of the stream; ``None`` waits as long as it takes.
+        keep: how many of the last lines to return.
+
+    Returns:
+        Whether the stream ended in time, and the last lines.
+
+    Raises:
+        Exception: whatever reading ``chunks`` raised, re-raised on the caller's thread.
+    """
+    inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                inbox.put(chunk)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            inbox.put(_Failed(exc))
+        else:
+            inbox.put(_END)
+
+    threading.Thread(target=read, name="fence-process-output", daemon=True).start()
+    lines = _LineSplitter(on_line=on_line, keep=keep)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    finished = False
+    while not finished:
+        wait = None if deadline is None else deadline - time.monotonic()
+        if wait is not None and wait <= 0:
+            # Out of time: take what already arrived, but do not chase a process that keeps writing.
+            backlog = [inbox.get() for _ in range(inbox.qsize())]
+            finished = _take(backlog, lines)
+            break
+        try:
+            item = inbox.get(timeout=wait)
+        except queue.Empty:
+            continue
+        finished = _take([item], lines)
+    lines.finish()
+    return PumpResult(finished=finished, tail=tuple(lines.tail))
+
+
+def _take(items: list[object], lines: _LineSplitter) -> bool:
+    """Feed queued items to ``lines``; whether the end of the stream was among them."""
+    for item in items:
+        if item is _END:
+            return True
+        if isinstance(item, _Failed):
+            raise item.error
+        assert isinstance(item, bytes)
+        lines.feed(item)
+    return False
+
+
+def refuse_unsafe_spec(spec: ContainerSpec) -> None:
+    """Refuse a container spec that would break fence's guarantees (every backend calls this).
+
+    Args:
+        spec: the container to check.
+
+    Raises:
+        UsageError: the user or group is root, the node label is missing, the network is not
+            ``none`` or ``bridge``, or ports are published without a network.
+    """
+    refuse_root(spec.user, what="container")
+    if not spec.labels.get(fence_labels.NODE):
+        raise UsageError(detail=f"container spec lacks the {fence_labels.NODE} label: "
+                                "fence creates only containers it can recognise as its own")
+    if spec.network not in _NETWORKS:
+        raise UsageError(detail=f"network {spec.network!r} is not allowed "
+                                f"(one of: {', '.join(sorted(_NETWORKS))})")
+    if spec.ports and spec.network == "none":
+        raise UsageError(detail="ports cannot be published from a container without a network")
+
+
+def refuse_unsafe_process(spec: ProcessSpec) -> None:
+    """Refuse a process that has no program or would run as root.
+
+    Args:
+        spec: the process to check.
+
+    Raises:
+        UsageError: argv is empty, or the user or group is root.
+    """
+    if not spec.argv:
+        raise UsageError(detail="a process needs a program to run (argv is empty)")
+    if spec.user is not None:
+        refuse_root(spec.user, what="process")
+
+
+def refuse_root(user: str, *, what: str) -> None:
+    """Refuse a ``uid[:gid]`` (or name) that is root, or empty (which means the image's default).
+
+    Args:
+        user: the user as given in a spec.
+        what: ``"container"`` or ``"process"``, for the message.
+
+    Raises:
+        UsageError: the user or its group is root, or the user is empty.
+    """
+    uid, _, gid = user.strip().partition(":")
+    if uid in _ROOT_NAMES or gid in ("0", "root"):
+        raise UsageError(detail=f"refusing to run a {what} as user {user!r}: "
+                                "fence never runs containers as root")
+
+
+def follow_exec(calls: ExecCalls, *, spec: ProcessSpec, on_output: Callable[[str], None] | None,
+                container: str) -> ProcessResult:
+    """Read a started exec to its end (or its deadline) and collect how it ended.
+
+    Args:
+        calls: the engine calls bound to this exec and its container.
+        spec: the process as it was asked for (argv and timeout are used).
+        on_output: receives each output line.
+        container: the container's short id, for messages.
+
+    Returns:
+        The exit code (127 when the program does not exist) and the last lines of output.
+
+    Raises:
+        ProcessTimeout: the deadline passed; the container was killed.
+        ContainerGone: the container stopped while the process ran.
+        EngineError: the engine never reported an exit status.
+    """
+    shown = shlex.join(spec.argv)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    try:
+        pumped = pump_lines(calls.output, on_line=on_output, timeout=spec.timeout)
+        if not pumped.finished:
+            # The engine cannot kill one exec'd process tree, only the whole container.
+            calls.kill_container()
+            raise ProcessTimeout(what=f"`{shown}` in container {container}", seconds=spec.timeout)
+    finally:
+        calls.close_output()
+    exit_code = _poll_exit_code(calls.exit_code)
+    if (exit_code is None or exit_code >= 128) and not _survived(calls.container_running):
+        raise ContainerGone(container=container, detail=f"it stopped while `{shown}` ran")
+    if exit_code is None:
+        raise EngineError(action=f"running `{shown}`", detail="no exit status was reported")
+    if exit_code == 126 and _exec_not_found(pumped.tail):
+        # The engine says 126 with its own message; a shell says 127, and so does fence.
+        exit_code = _EXIT_NOT_FOUND
+    return ProcessResult(exit_code=exit_code, output=pumped.tail)
+
+
+def _poll_exit_code(exit_code: Callable[[], int | None]) -> int | None:
+    # The output stream can close a moment before the engine records the exit status.
+    delay = 0.01
+    for _ in range(40):
+        code = exit_code()
+        if code is not None:
+            return code
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
+    return None
+
+
+def _survived(container_running: Callable[[], bool]) -> bool:
+    # A container being stopped reports its exec'd processes' deaths a moment before its own.
+    for _ in range(10):
+        if not container_running():
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _exec_not_found(tail: tuple[str, ...]) -> bool:
+    return (len(tail) == 1 and tail[0].startswith("OCI runtime exec failed")
+            and "executable file not found" in tail[0])

@@ -1,0 +1,563 @@
+"""FakeBackend: an in-memory ContainerBackend that behaves like the Docker one, for unit tests."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import math
+import posixpath
+import shlex
+import tarfile
+import threading
+import uuid
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable, Iterator, Mapping
+
+from fence.backend.base import OutputCallback, ProgressCallback
+from fence.backend.fake_programs import (BUILTIN_PROGRAMS, FakeFile, FakeProcess, Program,
+                                         SleptPastDeadline, StillRunning)
+from fence.backend.docker_process import TAIL_LINES, refuse_unsafe_process, refuse_unsafe_spec
+from fence.errors import (ContainerGone, ContainerNotFound, EngineError, ImageNotFound,
+                          InternalError, ProcessTimeout, UsageError, UsernsRequired)
+from fence.models import (ContainerInfo, ContainerSpec, EngineInfo, ImageInfo, ProcessResult,
+                          ProcessSpec, PublishedPort)
+
+_BASE_DIRS = ("/", "/bin", "/etc", "/home", "/root", "/tmp", "/usr", "/usr/bin", "/var")
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_CHUNK = 64 * 1024
+
+
+class FakeBackend:
+    """An in-memory ContainerBackend with the Docker backend's behaviour at the contract level.
+
+    Processes are small built-in programs (``true``, ``false``, ``echo [-n]``, ``cat FILE…``,
+    ``sleep N``, ``id [-u|-g]``, ``pwd``, ``printenv [NAME…]``). Tests add more to ``programs``,
+    keyed by argv[0] (a path is also tried by its base name); each is a ``Program``: called
+    with the ``FakeProcess``, it writes output with ``proc.write(text)`` and returns its exit
+    status. Unknown programs exit 127 with ``sh: NAME: not found``.
+
+    Attributes:
+        created: every spec a container was created from, in order (to assert hardening).
+        programs: argv[0] → ``Program``.
+        clock: simulated seconds spent by ``sleep``.
+        imported: ``(ref, changes)`` of every ``import_image``.
+
+    Args:
+        userns_remap: whether the fake engine reports user-namespace remapping.
+        require_userns: asked at every ``create``: when true and ``userns_remap`` is off,
+            create refuses.
+        images: image references present from the start.
+    """
+
+    def __init__(self, *, userns_remap: bool = True,
+                 require_userns: Callable[[], bool] = lambda: False,
+                 images: Iterable[str] = ("fence/stack:bookworm",)) -> None:
+        self.userns_remap = userns_remap
+        self._require_userns = require_userns
+        self.created: list[ContainerSpec] = []
+        self.programs: dict[str, Program] = dict(BUILTIN_PROGRAMS)
+        self.clock = 0.0
+        self.imported: list[tuple[str, tuple[str, ...]]] = []
+        self._lock = threading.RLock()
+        self._containers: dict[str, FakeContainer] = {}
+        self._images: dict[str, ImageInfo] = {}
+        self._tags: dict[str, str] = {}  # full reference → image id
+        self._ports = itertools.count(32768)
+        for ref in images:
+            image_id = "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
+            self._images[image_id] = ImageInfo(id=image_id, tags=(), size=0,
+                                               created="1970-01-01T00:00:00Z")
+            self._tags[_full_ref(ref)] = image_id
+
+    def engine_info(self) -> EngineInfo:
+        """Facts about the fake engine: ``userns_remap`` as configured, seccomp on.
+
+        Returns:
+            The fake engine's facts.
+        """
+        return EngineInfo(version="fake", api_version="fake", userns_remap=self.userns_remap,
+                          seccomp=True, storage_driver="memory", data_root="/fake",
+                          cgroup_version="2")
+
+    def image_info(self, ref: str) -> ImageInfo | None:
+        """An image by reference or id, or ``None``.
+
+        Args:
+            ref: ``repository[:tag]`` or ``sha256:…``.
+
+        Returns:
+            The image, or ``None``.
+        """
+        with self._lock:
+            image_id = ref if ref in self._images else self._tags.get(_full_ref(ref))
+            if image_id is None:
+                return None
+            info = self._images[image_id]
+            tags = tuple(sorted(t for t, i in self._tags.items() if i == image_id))
+            return ImageInfo(id=info.id, tags=tags, size=info.size, created=info.created,
+                             labels=dict(info.labels))
+
+    def list_images(self, labels: Mapping[str, str]) -> list[ImageInfo]:
+        """Images that carry all the given labels (an empty value: the label is present).
+
+        Args:
+            labels: label names and values.
+
+        Returns:
+            The matching images.
+        """
+        with self._lock:
+            ids = list(self._images)
+        images = [info for info in map(self.image_info, ids) if info is not None]
+        return [i for i in images
+                if all(k in i.labels and (not v or i.labels[k] == v) for k, v in labels.items())]
+
+    def import_image(self, host_tar: Path, ref: str, changes: tuple[str, ...] = (),
+                     progress: ProgressCallback | None = None) -> ImageInfo:
+        """Record an image made from a host tar file (its id is the file's sha256).
+
+        Args:
+            host_tar: a tar file on the host.
+            ref: ``repository:tag`` to give the image.
+            changes: Dockerfile instructions; ``LABEL k=v`` ones become image labels.
+            progress: receives bytes read so far and the file size.
+
+        Returns:
+            The new image.
+
+        Raises:
+            UsageError: ``host_tar`` cannot be read, or ``ref`` is a digest.
+            EngineError: the file is not a tar archive.
+        """
+        if "@" in ref:
+            raise UsageError(detail=f"cannot import as {ref!r}: give repository:tag, not a digest")
+        digest, done = hashlib.sha256(), 0
+        try:
+            total = host_tar.stat().st_size
+            if progress is not None:
+                progress(0, total)
+            with host_tar.open("rb") as fh:
+                while chunk := fh.read(_CHUNK):
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
+            is_tar = tarfile.is_tarfile(host_tar)
+        except OSError as exc:
+            raise UsageError(detail=f"cannot read {host_tar}: {exc.strerror}") from exc
+        if not is_tar:
+            raise EngineError(action=f"importing {host_tar.name} as {ref}",
+                              detail="archive/tar: invalid tar header")
+        labels: dict[str, str] = {}
+        for change in changes:
+            word, _, rest = change.strip().partition(" ")
+            if word.upper() == "LABEL":
+                labels.update(part.split("=", 1) for part in shlex.split(rest) if "=" in part)
+        image_id = "sha256:" + digest.hexdigest()
+        with self._lock:
+            self._images[image_id] = ImageInfo(id=image_id, tags=(), size=total, labels=labels,
+                                               created=datetime.now(timezone.utc).isoformat())
+            self._tags[_full_ref(ref)] = image_id
+            self.imported.append((ref, tuple(changes)))
+            return self.image_info(image_id)  # type: ignore[return-value]
+
+    def remove_image(self, ref: str) -> None:
+        """Remove an image (or only this tag, if it has others); a missing image is fine.
+
+        Args:
+            ref: ``repository:tag`` or image id.
+
+        Raises:
+            EngineError: a container (running or not) uses the image.
+        """
+        with self._lock:
+            by_id = ref in self._images
+            image_id = ref if by_id else self._tags.get(_full_ref(ref))
+            if image_id is None:
+                return
+            tags = [t for t, i in self._tags.items() if i == image_id]
+            if not by_id and len(tags) > 1:
+                del self._tags[_full_ref(ref)]  # other tags keep the image
+                return
+            users = [c.id[:12] for c in self._containers.values() if c.image_id == image_id]
+            if users:
+                raise EngineError(action=f"removing image {ref}",
+                                  detail=f"conflict: image is used by container {users[0]}")
+            for tag in tags:
+                del self._tags[tag]
+            del self._images[image_id]
+
+    def create(self, spec: ContainerSpec) -> FakeContainer:
+        """Create (not start) a container after the same refusals as the Docker backend.
+
+        Args:
+            spec: image, labels, user, command, env, limits, ports, network.
+
+        Returns:
+            The created container; its spec is appended to ``created``.
+
+        Raises:
+            UsageError: root user, no node label, unknown network, or ports without a network.
+            UsernsRequired: ``require_userns`` is set and ``userns_remap`` is off.
+            ImageNotFound: the image is not known.
+            EngineError: the name is taken.
+        """
+        refuse_unsafe_spec(spec)
+        if self._require_userns() and not self.userns_remap:
+            raise UsernsRequired()
+        image = self.image_info(spec.image)
+        if image is None:
+            raise ImageNotFound(image=spec.image)
+        with self._lock:
+            name = spec.name or f"fake_{len(self.created) + 1}"
+            if any(c.name == name for c in self._containers.values()):
+                raise EngineError(action=f"creating a container from {spec.image}",
+                                  detail=f'Conflict. The container name "/{name}" is in use')
+            container = FakeContainer(backend=self, spec=spec, image_id=image.id, name=name)
+            self._containers[container.id] = container
+            self.created.append(spec)
+        return container
+
+    def lookup(self, container_id: str) -> FakeContainer:
+        """A container by id, unique id prefix, or name.
+
+        Args:
+            container_id: what ``create`` or ``list`` gave as ``Container.id``.
+
+        Returns:
+            The container.
+
+        Raises:
+            ContainerNotFound: no such container.
+        """
+        with self._lock:
+            found = [c for c in self._containers.values() if container_id
+                     and (c.id.startswith(container_id) or c.name == container_id)]
+        if len(found) != 1:
+            raise ContainerNotFound(container=container_id[:12] or "''")
+        return found[0]
+
+    def list(self, labels: Mapping[str, str]) -> list[FakeContainer]:
+        """Containers (running or not) that carry all the given labels, newest first.
+
+        Args:
+            labels: label names and the values they must have.
+
+        Returns:
+            The matching containers.
+        """
+        with self._lock:
+            everything = list(self._containers.values())
+        return [c for c in reversed(everything)
+                if all(c.spec.labels.get(k) == v for k, v in labels.items())]
+
+    def _forget(self, container_id: str) -> None:
+        with self._lock:
+            self._containers.pop(container_id, None)
+
+
+class FakeContainer:
+    """One in-memory container of a ``FakeBackend``.
+
+    Attributes:
+        spec: what it was created from.
+        files: its file tree by absolute path (tests may seed or inspect it).
+        logs: output lines of its main process.
+        killed: whether a timeout killed it.
+
+    Args:
+        backend: the backend that holds it.
+        spec: what it is created from.
+        image_id: the id of its image.
+        name: its name.
+    """
+
+    def __init__(self, *, backend: FakeBackend, spec: ContainerSpec, image_id: str,
+                 name: str) -> None:
+        self._backend = backend
+        self._id = hashlib.sha256(uuid.uuid4().bytes).hexdigest()
+        self.spec, self.image_id, self.name = spec, image_id, name
+        self.files = {PurePosixPath(d): FakeFile(kind="dir", mode=0o1777 if d == "/tmp" else 0o755)
+                      for d in _BASE_DIRS}
+        _make_dirs(self.files, spec.workdir)  # the engine creates a missing workdir too
+        self.logs: list[str] = []
+        self.killed = False
+        self._state, self._exit_code = "created", None
+        self._started_at: str | None = None
+        self._ports: tuple[PublishedPort, ...] = ()
+        self._destroyed = False
+
+    def __repr__(self) -> str:
+        return f"FakeContainer({self._id[:12]}, {self._state})"
+
+    @property
+    def id(self) -> str:
+        """The container's id (64 hex digits, like the engine's)."""
+        return self._id
+
+    def start(self) -> None:
+        """Start the main process: ``spec.command`` (or ``sleep infinity``) as a fake program.
+
+        A main program that sleeps keeps the container running; one that returns ends it.
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+            EngineError: the program or the user is unknown (the engine refuses to start).
+        """
+        self._check_exists()
+        if self._state == "running":
+            return
+        argv = self.spec.command or ("sleep", "infinity")
+        output: list[str] = []
+        proc = self._process(argv, self.spec.user, self.spec.workdir, {}, output.append,
+                             deadline=None, main=True)
+        program = self._program(argv[0])
+        if proc is None or program is None:
+            detail = "".join(output) or f'exec: "{argv[0]}": executable file not found in $PATH'
+            raise EngineError(action="starting a container", detail=detail.strip())
+        self._state, self._exit_code, self.killed = "running", None, False
+        self._started_at = datetime.now(timezone.utc).isoformat()
+        self._ports = tuple(PublishedPort(container_port=p.container_port, host_ip=p.host_ip,
+                                          host_port=p.host_port or next(self._backend._ports))
+                            for p in self.spec.ports)
+        try:
+            self._end(program(proc))
+        except StillRunning:
+            pass
+        finally:
+            self.logs.extend("".join(output).splitlines())
+
+    def run(self, spec: ProcessSpec, on_output: OutputCallback | None = None) -> ProcessResult:
+        """Run a fake program in the running container; see ``Container.run``.
+
+        Args:
+            spec: argv, env, user, cwd and timeout of the process.
+            on_output: receives each output line.
+
+        Returns:
+            The exit code and the last lines of output.
+
+        Raises:
+            UsageError: the process would run as root, or argv is empty.
+            ProcessTimeout: the program slept past the timeout; the container was killed.
+            ContainerGone: the container is not running.
+            ContainerNotFound: the container was destroyed.
+            InternalError: a program slept forever without a timeout (it would hang).
+        """
+        refuse_unsafe_process(spec)
+        self._check_exists()
+        if self._state != "running":
+            raise ContainerGone(container=self._id[:12], detail=f"it is {self._state}")
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        pending = [""]
+
+        def write(text: str) -> None:
+            *complete, pending[0] = (pending[0] + text).split("\n")
+            for line in complete:
+                tail.append(line)
+                if on_output is not None:
+                    on_output(line)
+
+        deadline = None if spec.timeout is None else self._backend.clock + spec.timeout
+        proc = self._process(spec.argv, spec.user or self.spec.user,
+                             spec.cwd or self.spec.workdir, spec.env, write,
+                             deadline=deadline, main=False)
+        program = self._program(spec.argv[0])
+        try:
+            if proc is None:
+                code = 126
+            elif program is None:
+                write(f"sh: {spec.argv[0]}: not found\n")
+                code = 127
+            else:
+                code = program(proc)
+        except SleptPastDeadline:
+            self.killed = True
+            self._end(137)
+            raise ProcessTimeout(what=f"`{shlex.join(spec.argv)}` in container {self._id[:12]}",
+                                 seconds=spec.timeout) from None
+        finally:
+            if pending[0]:  # a last line without a newline is still output
+                write("\n")
+        return ProcessResult(exit_code=int(code), output=tuple(tail))
+
+    def stream_in(self, ctr_dest: PurePosixPath, tar_stream: bytes | Iterable[bytes]) -> None:
+        """Unpack a tar stream into a directory of the in-memory tree (owners from the headers).
+
+        Args:
+            ctr_dest: an existing directory.
+            tar_stream: the tar archive, whole or in chunks.
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+            EngineError: the directory does not exist, the data is not a tar archive, or it
+                holds a device file (which the engine cannot make under userns-remap).
+        """
+        self._check_exists()
+        dest = _norm(str(ctr_dest))
+        action = f"unpacking an archive into {ctr_dest}"
+        if getattr(self.files.get(dest), "kind", None) != "dir":
+            raise EngineError(action=action,
+                              detail=f"Could not find the file {ctr_dest} in container {self._id}")
+        data = tar_stream if isinstance(tar_stream, (bytes, bytearray)) else b"".join(tar_stream)
+        try:
+            with tarfile.open(fileobj=io.BytesIO(bytes(data)), mode="r:*") as archive:
+                for member in archive:
+                    # Like the engine, which extracts chrooted: ".." cannot climb above "/".
+                    target = _norm(posixpath.join(str(dest), member.name))
+                    node = FakeFile(kind="file", mode=member.mode & 0o7777, uid=member.uid,
+                                    gid=member.gid)
+                    if member.isdir():
+                        node.kind = "dir"
+                    elif member.issym():
+                        node.kind, node.target = "symlink", member.linkname
+                    elif member.islnk():
+                        linked = self.files.get(_norm(posixpath.join(str(dest), member.linkname)))
+                        node.data = linked.data if linked is not None else b""
+                    elif member.isfile():
+                        node.data = archive.extractfile(member).read()  # type: ignore[union-attr]
+                    else:
+                        raise EngineError(action=action,
+                                          detail=f"{member.name}: operation not permitted")
+                    self._put(target, node)
+        except tarfile.TarError as exc:
+            raise EngineError(action=action, detail=str(exc)) from exc
+
+    def stream_out(self, ctr_path: PurePosixPath) -> Iterator[bytes]:
+        """A tar archive of a file or directory; the top entry is its base name.
+
+        Unlike Engine 20.10 under userns-remap, owners are the container-side ids.
+
+        Args:
+            ctr_path: the file or directory.
+
+        Returns:
+            Chunks of the tar archive.
+
+        Raises:
+            ContainerNotFound: the container or the path does not exist.
+        """
+        self._check_exists()
+        top = _norm(str(ctr_path))
+        if top not in self.files:
+            raise ContainerNotFound(container=f"{self._id[:12]}:{ctr_path}")
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+            for path in [top, *sorted(p for p in self.files if top in p.parents)]:
+                node = self.files[path]
+                name = top.name or "."
+                entry = tarfile.TarInfo(name if path == top else f"{name}/{path.relative_to(top)}")
+                entry.mode, entry.uid, entry.gid, entry.linkname = (node.mode, node.uid,
+                                                                    node.gid, node.target)
+                entry.type = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE}.get(
+                    node.kind, tarfile.REGTYPE)
+                entry.size = len(node.data) if node.kind == "file" else 0
+                archive.addfile(entry, io.BytesIO(node.data) if node.kind == "file" else None)
+        raw = buffer.getvalue()
+        return iter([raw[i:i + _CHUNK] for i in range(0, len(raw), _CHUNK)])
+
+    def info(self) -> ContainerInfo:
+        """What the fake engine knows of the container now.
+
+        Returns:
+            Its state, labels, image and published ports (while running).
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+        """
+        self._check_exists()
+        running = self._state == "running"
+        return ContainerInfo(
+            id=self._id, name=self.name, image=self.spec.image, image_id=self.image_id,
+            labels=dict(self.spec.labels), state=self._state, running=running,
+            exit_code=self._exit_code, started_at=self._started_at,
+            ports=self._ports if running else ())
+
+    def stop(self, grace: float = 10.0) -> None:
+        """End the main process as TERM would (exit status 143); a stopped one is left as it is.
+
+        Args:
+            grace: ignored: the fake's processes always honour TERM.
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+        """
+        self._check_exists()
+        if self._state == "running":
+            self._end(143)
+
+    def destroy(self) -> None:
+        """Forget the container. Idempotent."""
+        self._destroyed = True
+        self._backend._forget(self._id)
+
+    def _check_exists(self) -> None:
+        if self._destroyed:
+            raise ContainerNotFound(container=self._id[:12])
+
+    def _end(self, code: int) -> None:
+        self._state, self._exit_code, self._ports = "exited", int(code), ()
+
+    def _put(self, target: PurePosixPath, node: FakeFile) -> None:
+        _make_dirs(self.files, target.parent)
+        if node.kind != "dir":  # a file replacing a directory replaces what was under it
+            for path in [p for p in self.files if target in p.parents]:
+                del self.files[path]
+        if target != PurePosixPath("/"):
+            self.files[target] = node
+
+    def _program(self, name: str) -> Program | None:
+        programs = self._backend.programs
+        return programs.get(name) or programs.get(PurePosixPath(name).name if "/" in name else "")
+
+    def _process(self, argv: tuple[str, ...], user: str, cwd: PurePosixPath,
+                 env: Mapping[str, str], write: Callable[[str], None], *,
+                 deadline: float | None, main: bool) -> FakeProcess | None:
+        ids = self._ids(user)
+        if ids is None:
+            write(f"unable to find user {user}: no matching entries in passwd file\n")
+            return None
+        backend = self._backend
+
+        def sleep(seconds: float) -> None:
+            if main:
+                raise StillRunning()
+            if deadline is not None and backend.clock + seconds > deadline:
+                backend.clock = deadline
+                raise SleptPastDeadline()
+            if math.isinf(seconds):
+                raise InternalError(detail=f"fake: `{shlex.join(argv)}` would never return "
+                                           "(give the process a timeout)")
+            backend.clock += seconds
+
+        full_env = {"PATH": _PATH, "HOSTNAME": self._id[:12], "HOME": "/",
+                    **self.spec.env, **env}
+        return FakeProcess(argv=tuple(argv), env=full_env, uid=ids[0], gid=ids[1],
+                           cwd=PurePosixPath(cwd), files=self.files, write=write, sleep=sleep)
+
+    @staticmethod
+    def _ids(user: str) -> tuple[int, int] | None:
+        # Specs carry numeric ids (models.ContainerSpec); a name is unknown, as in an image
+        # without that passwd entry.
+        uid, _, gid = user.partition(":")
+        if not uid.isdigit() or not (gid or uid).isdigit():
+            return None
+        return int(uid), int(gid or uid)
+
+
+def _full_ref(ref: str) -> str:
+    """``ref`` with the ``:latest`` the engine assumes when no tag is given."""
+    return ref if ":" in ref.rsplit("/", 1)[-1] else f"{ref}:latest"
+
+
+def _norm(path: str) -> PurePosixPath:
+    return PurePosixPath(posixpath.normpath(path))
+
+
+def _make_dirs(files: dict[PurePosixPath, FakeFile], path: PurePosixPath) -> None:
+    for directory in [*reversed(path.parents), path]:
+        if getattr(files.get(directory), "kind", None) != "dir":
+            files[directory] = FakeFile(kind="dir")
