@@ -262,3 +262,126 @@ class NodeStatus:
     containers: Mapping[str, int]
     schema_version: int
     warnings: tuple[str, ...] = ()
+
+
+# --- staging -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Hooks:
+    """Commands an app runs at each phase (``stackato.yml`` ``hooks:``), in order.
+
+    A command starting with ``-`` may fail without aborting (the ``-`` is not part of it).
+    """
+
+    pre_staging: tuple[str, ...] = ()
+    post_staging: tuple[str, ...] = ()
+    pre_running: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """An app's ``stackato.yml`` (or Cloud Foundry ``manifest.yml``), parsed and checked.
+
+    Attributes:
+        name: the app's name, if given.
+        mem_mib: memory per instance in MiB.
+        instances: instance count.
+        env: app environment variables (values as strings).
+        buildpacks: buildpack specs (``buildpack:`` or ``buildpacks:``), in chain order.
+        processes: process type → command (``processes: {web: …}`` or CF ``command``).
+        timeout: health-check timeout in seconds (1 to 180).
+        ignores: extra ignore patterns (``.stackatoignore`` syntax).
+        hooks: staging and running hooks.
+        urls: extra host names the app answers at.
+        source_name: the file it came from (``stackato.yml`` / ``manifest.yml``), ``None`` if none.
+        warnings: unknown keys and other things the developer should know.
+    """
+
+    name: str | None = None
+    mem_mib: int | None = None
+    instances: int | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    buildpacks: tuple[str, ...] = ()
+    processes: Mapping[str, str] = field(default_factory=dict)
+    timeout: int | None = None
+    ignores: tuple[str, ...] = ()
+    hooks: Hooks = field(default_factory=Hooks)
+    urls: tuple[str, ...] = ()
+    source_name: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SourceLimits:
+    """Bounds on what an app upload may hold.
+
+    Attributes:
+        max_bytes: total uncompressed size of files.
+        max_files: number of entries.
+        max_depth: directory depth of any path.
+        max_path: length of any path in characters.
+    """
+
+    max_bytes: int = 1024 ** 3
+    max_files: int = 100_000
+    max_depth: int = 64
+    max_path: int = 1024
+
+
+@dataclass(frozen=True)
+class PreparedSource:
+    """App source checked and packed as a tar stream ready to copy into a staging container.
+
+    Attributes:
+        host_tar: the tar file (relative paths under ``app/``... see ``fence.staging.sources``).
+        files: number of entries packed.
+        size: total bytes of file content.
+        origin: where it came from (a path or a URL without credentials).
+        commit: the git commit, when it came from git.
+        manifest: the parsed manifest (empty when the app has none).
+        procfile: process type → command from the app's ``Procfile``, if it has one.
+        warnings: ignored entries and other notes for the developer.
+    """
+
+    host_tar: Path
+    files: int
+    size: int
+    origin: str
+    commit: str | None
+    manifest: Manifest
+    procfile: Mapping[str, str] | None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BuildpackRef:
+    """A buildpack as the developer or admin named it.
+
+    Attributes:
+        kind: ``builtin``, ``path`` or ``git``.
+        spec: the text as given.
+        location: the built-in name, the host path, or the git URL (without ``#ref``).
+        ref: the git branch, tag or commit after ``#``, if any.
+    """
+
+    kind: str
+    spec: str
+    location: str
+    ref: str | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedBuildpack:
+    """A buildpack ready to copy into a staging container.
+
+    Attributes:
+        name: a short name for logs and ``staging_info.yml``.
+        host_dir: its folder on the host (``bin/detect`` … inside).
+        version: the git commit, or ``builtin-<content hash>`` / ``path-<content hash>``.
+        origin: the spec it was resolved from.
+    """
+
+    name: str
+    host_dir: Path
+    version: str
+    origin: str

@@ -1,0 +1,1 @@
+"""Staging: app source and buildpacks in, a droplet out, all inside an unprivileged container."""
