@@ -189,6 +189,79 @@ class ToolMissing(FenceError):
     exit_code = EXIT_UNAVAILABLE
 
 
+# --- staging -----------------------------------------------------------------------------------
+
+class InvalidName(FenceError):
+    """An app name, env variable name or other identifier that breaks its pattern."""
+
+    template = "{what} {value!r} is not allowed: {why}"
+    exit_code = EXIT_USAGE
+
+
+class SourceRefused(FenceError):
+    """App source (a folder, archive or repository) that fence will not stage."""
+
+    template = "source refused: {entry}: {why}"
+    exit_code = EXIT_USAGE
+
+
+class ManifestInvalid(FenceError):
+    """A stackato.yml / manifest.yml that cannot be used."""
+
+    template = "{source}{where}: {why}"
+    exit_code = EXIT_USAGE
+
+
+class ProcfileInvalid(FenceError):
+    """A Procfile line that is not ``type: command``."""
+
+    template = "Procfile line {line}: {why}"
+    exit_code = EXIT_USAGE
+
+
+class BuildpackInvalid(FenceError):
+    """A buildpack that cannot be found or used."""
+
+    template = "buildpack {spec!r}: {why}"
+    exit_code = EXIT_USAGE
+
+
+class NoBuildpackDetected(FenceError):
+    """No buildpack's bin/detect accepted the app."""
+
+    template = "no buildpack detected this app (tried: {tried}); name one with --buildpack"
+    exit_code = EXIT_USAGE
+
+
+class StagingFailed(FenceError):
+    """A staging phase failed; the tail of its output says why."""
+
+    template = "staging failed in {phase}{buildpack}: {detail}"
+    exit_code = EXIT_CONFLICT
+
+
+class StagingTimeout(FenceError):
+    """Staging ran past staging/timeout and was killed."""
+
+    template = "staging timed out after {seconds} s in {phase} (staging/timeout) and was killed"
+    exit_code = EXIT_TIMEOUT
+
+
+class DropletNotFound(FenceError):
+    """A droplet id that the store does not hold."""
+
+    template = "droplet {droplet} not found"
+    exit_code = EXIT_NOT_FOUND
+
+
+class DropletCorrupt(FenceError):
+    """A droplet whose content no longer matches its digest."""
+
+    template = "droplet {droplet} is corrupt: {why}"
+    exit_code = EXIT_INTERNAL
+    user_error = False
+
+
 # --- daemon ------------------------------------------------------------------------------------
 
 class DaemonNotRunning(FenceError):
