@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import re
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import httpx
 
-from fence.errors import DaemonNotRunning, InternalError, from_wire
-from fence.models import NodeStatus, StackImage
+from fence.errors import DaemonNotRunning, InternalError, UsageError, from_wire
+from fence.models import DropletRecord, NodeStatus, SourceLimits, StackImage
+from fence.staging.gitfetch import looks_like_git_url
+from fence.staging.sources import pack_directory_for_upload
+from fence.tarstream import file_chunks
 from fence.wire import from_wire as model_from_wire
 
 
@@ -37,16 +43,98 @@ class FenceClient:
         """
         return [model_from_wire(StackImage, item) for item in self._get("/v1/images")]
 
+    def stage(self, *, source: str, app: str | None, buildpacks: tuple[str, ...],
+              env_pairs: tuple[str, ...], on_line: Callable[[str], None],
+              limits: SourceLimits | None = None) -> DropletRecord:
+        """Send app source to the daemon and stage it, passing the log on as it comes.
+
+        Args:
+            source: a folder, a .tar.gz/.tgz/.tar/.zip file, or a git URL with optional ``#ref``.
+            app: the app's name, or ``None`` (the manifest's, else the folder's name).
+            buildpacks: buildpack specs, in chain order.
+            env_pairs: ``NAME=VALUE`` settings.
+            on_line: receives each log line.
+            limits: bounds for packing a folder (the daemon checks again).
+
+        Returns:
+            The droplet.
+
+        Raises:
+            DaemonNotRunning: nothing answers on the socket.
+            UsageError: the source is neither a folder, an archive nor a git URL.
+            FenceError: whatever the staging failed with, as the daemon reported it.
+        """
+        params: list[tuple[str, str]] = [("buildpack", b) for b in buildpacks]
+        params += [("env", pair) for pair in env_pairs]
+        if app:
+            params.append(("name", app))
+        with tempfile.TemporaryDirectory(prefix="fence-upload-") as tmp:
+            if looks_like_git_url(source):
+                params.append(("git", source))
+                body: Iterable[bytes] = iter([b""])
+            else:
+                host_source = Path(source).expanduser()
+                if host_source.is_dir():
+                    host_upload = Path(tmp) / "upload.tar.gz"
+                    pack_directory_for_upload(host_source, host_upload, limits=limits or SourceLimits())
+                    params.append(("fallback_name", _name_from(host_source.resolve().name)))
+                elif host_source.is_file():
+                    host_upload = host_source
+                    params.append(("fallback_name", _name_from(host_source.name.split(".")[0])))
+                else:
+                    raise UsageError(detail=f"source {source!r} is not a folder, an archive or a git URL")
+                params.append(("filename", host_upload.name))
+                body = file_chunks(host_upload)
+            return self._stream_staging(params, body, on_line)
+
+    def droplets(self, app: str | None = None) -> list[DropletRecord]:
+        """Droplets, newest first.
+
+        Raises:
+            DaemonNotRunning: nothing answers on the socket.
+        """
+        params = {"app": app} if app else {}
+        return [model_from_wire(DropletRecord, item) for item in self._get("/v1/droplets", params)]
+
+    def _stream_staging(self, params: list[tuple[str, str]], body: Iterable[bytes],
+                        on_line: Callable[[str], None]) -> DropletRecord:
+        try:
+            with self._http.stream("POST", "/v1/stagings", params=params, content=body,
+                                   timeout=httpx.Timeout(30.0, read=None)) as response:
+                if response.is_error:
+                    response.read()
+                    _payload(response)
+                for raw in response.iter_lines():
+                    if not raw.strip():
+                        continue
+                    event = json.loads(raw)
+                    if event.get("event") == "log":
+                        on_line(str(event.get("line", "")))
+                    elif event.get("event") == "droplet":
+                        return model_from_wire(DropletRecord, event["droplet"])
+                    elif event.get("event") == "error":
+                        raise from_wire(event["error"])
+        except (httpx.ConnectError, FileNotFoundError) as exc:
+            raise DaemonNotRunning(socket=self._host_socket) from exc
+        except httpx.RemoteProtocolError as exc:
+            raise InternalError(detail=f"the daemon closed the staging stream ({exc})") from exc
+        raise InternalError(detail="the daemon ended the staging stream without a result")
+
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
 
-    def _get(self, path: str) -> Any:
+    def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
         try:
-            response = self._http.get(path)
+            response = self._http.get(path, params=params)
         except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as exc:
             raise DaemonNotRunning(socket=self._host_socket) from exc
         return _payload(response)
+
+
+def _name_from(text: str) -> str:
+    """A folder or file name turned into an app-name candidate (the daemon checks it)."""
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", text.lower())).strip("-")[:63]
 
 
 def _payload(response: httpx.Response) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Mapping
 
 
@@ -385,3 +385,53 @@ class ResolvedBuildpack:
     host_dir: Path
     version: str
     origin: str
+
+
+@dataclass(frozen=True)
+class BuildpackUse:
+    """One buildpack of a staging, as recorded in the droplet.
+
+    Attributes:
+        name: what its bin/detect printed, or its folder name.
+        version: git commit or content hash.
+        origin: the spec it was resolved from.
+    """
+
+    name: str
+    version: str
+    origin: str
+
+
+@dataclass(frozen=True)
+class DropletRecord:
+    """A droplet in the store: what was staged, with what, from what.
+
+    Attributes:
+        id: sha256 of the droplet file (hex).
+        app: the app's name.
+        size: bytes of the droplet file.
+        buildpacks: the buildpacks that ran, the last one being the detected/final one.
+        start_command: the web process command, if any.
+        process_types: process type → command (Procfile over bin/release over manifest).
+        config_vars: env defaults from bin/release.
+        stack_image: the stack image reference it was staged on.
+        stack_image_id: that image's id.
+        commit: the git commit of the source, when from git.
+        staged_at: ISO timestamp.
+        staging_id: the staging that made it (names its log).
+        pre_running: the app's pre-running hooks, run before every instance starts.
+    """
+
+    id: str
+    app: str
+    size: int
+    buildpacks: tuple[BuildpackUse, ...]
+    start_command: str | None
+    process_types: Mapping[str, str]
+    config_vars: Mapping[str, str]
+    stack_image: str
+    stack_image_id: str
+    commit: str | None
+    staged_at: str
+    staging_id: str
+    pre_running: tuple[str, ...] = ()

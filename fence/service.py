@@ -4,29 +4,148 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, TextIO
 
 from fence import __version__, labels
 from fence.backend.base import ContainerBackend
 from fence.config import ConfigStore
-from fence.errors import EngineUnavailable
+from fence.droplets import DropletStore
+from fence.errors import DropletNotFound, EngineUnavailable
 from fence.home import NodeHome
-from fence.models import EngineInfo, NodeStatus, StackImage, StackStatus
+from fence.models import DropletRecord, EngineInfo, NodeStatus, SourceLimits, StackImage, StackStatus
 from fence.stack.resolve import stack_status
+from fence.staging.queue import StagingSlots
+from fence.staging.sources import prepare_source
+from fence.staging.stager import StageRequest, Stager, app_name, check_app_name
+from fence.staging.workspace import HostPaths
 from fence.store import StateStore
+
+
+@dataclass(frozen=True)
+class StageOrder:
+    """A staging as the API received it.
+
+    Attributes:
+        origin: an uploaded archive's host path, or a git URL.
+        app: the app name given by the developer.
+        fallback_name: a name to use when neither ``app`` nor the manifest gives one.
+        buildpacks: buildpack specs given by the developer.
+        env: env variables given by the developer.
+    """
+
+    origin: str
+    app: str | None = None
+    fallback_name: str | None = None
+    buildpacks: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 class NodeService:
     """One node's operations."""
 
     def __init__(self, *, home: NodeHome, config: ConfigStore, backend: ContainerBackend,
-                 store: StateStore) -> None:
+                 store: StateStore, stager: Stager, droplets: DropletStore) -> None:
         self.home = home
         self.config = config
         self.backend = backend
         self.store = store
+        self.stager = stager
+        self.droplets = droplets
+        self.paths = HostPaths(host_root=home.host_root)
         self.node_id = home.node_id
         self.started_at = _now()
+        self._slots = StagingSlots(limit=lambda: int(config.fence("staging/concurrency")))
+        self._cancelled: set[str] = set()
+
+    def source_limits(self) -> SourceLimits:
+        """Upload limits from config (staging/max_upload, max_files, max_depth)."""
+        return SourceLimits(max_bytes=int(self.config.fence("staging/max_upload")) * 1024 * 1024,
+                            max_files=int(self.config.fence("staging/max_files")),
+                            max_depth=int(self.config.fence("staging/max_depth")))
+
+    def new_workdir(self, staging_id: str) -> Path:
+        """A fresh scratch folder for one staging (removed by ``stage``)."""
+        host_dir = self.paths.host_work / staging_id
+        host_dir.mkdir(parents=True, exist_ok=False)
+        return host_dir
+
+    def stage(self, order: StageOrder, *, staging_id: str, on_line: Callable[[str], None]) -> DropletRecord:
+        """Check the source, wait for a staging slot, stage, and record the droplet.
+
+        The log also goes to ``FENCE_HOME/logs/staging/APP/ID.log``. The scratch folder
+        ``work/ID`` is removed on every path.
+
+        Raises:
+            FenceError: any staging failure (see ``Stager.stage``), or a refused source.
+        """
+        host_work = self.paths.host_work / staging_id
+        host_work.mkdir(parents=True, exist_ok=True)
+        try:
+            uid = int(self.config.fence("container/uid"))
+            on_line("-----> Checking the app source")
+            source = prepare_source(order.origin, host_workdir=host_work, limits=self.source_limits(),
+                                    uid=uid, gid=uid)
+            for warning in (*source.warnings, *source.manifest.warnings):
+                on_line(f"       warning: {warning}")
+            request = StageRequest(source=source, app=order.app or source.manifest.name or order.fallback_name,
+                                   buildpacks=order.buildpacks, env=order.env)
+            name = app_name(request)
+            with _LogFile(self.paths.host_staging_log(name, staging_id), on_line) as logged:
+                with self._slots.slot(on_line=logged, cancelled=lambda: staging_id in self._cancelled):
+                    return self.stager.stage(request, on_line=logged, staging_id=staging_id)
+        finally:
+            self._cancelled.discard(staging_id)
+            shutil.rmtree(host_work, ignore_errors=True)
+
+    def recover(self) -> list[str]:
+        """Clean up after a crash: staging containers of this node, partial droplets, scratch folders.
+
+        Returns:
+            What was removed, one line each (for the daemon's log).
+        """
+        removed = []
+        try:
+            for container in self.backend.list({labels.NODE: self.node_id, labels.ROLE: labels.ROLE_STAGING}):
+                container.destroy()
+                removed.append(f"staging container {container.id[:12]}")
+        except EngineUnavailable:
+            pass
+        partials = self.droplets.remove_partials()
+        if partials:
+            removed.append(f"{partials} partial droplet files")
+        if self.paths.host_work.is_dir():
+            for host_dir in self.paths.host_work.iterdir():
+                shutil.rmtree(host_dir, ignore_errors=True)
+                removed.append(f"scratch folder {host_dir.name}")
+        return removed
+
+    def cancel_staging(self, staging_id: str) -> None:
+        """Abort a staging (the client went away): its container is destroyed."""
+        self._cancelled.add(staging_id)
+        self.stager.cancel(staging_id)
+
+    def droplets_of(self, app: str | None = None) -> list[DropletRecord]:
+        """Droplets, newest first, of one app or all.
+
+        Raises:
+            InvalidName: a malformed app name.
+        """
+        return self.store.droplets(check_app_name(app) if app is not None else None)
+
+    def droplet(self, droplet_id: str) -> DropletRecord:
+        """One droplet's record.
+
+        Raises:
+            DropletNotFound: no such droplet.
+        """
+        record = self.store.droplet(droplet_id)
+        if record is None:
+            raise DropletNotFound(droplet=droplet_id)
+        return record
 
     def status(self) -> NodeStatus:
         """The node's status: engine, userns, stack, counts and warnings.
@@ -50,7 +169,7 @@ class NodeService:
         if engine is not None:
             warnings.extend(_engine_warnings(engine, bool(self.config.fence("security/require_userns"))))
         if stack is not None:
-            warnings.extend(_stack_warnings(stack, self.config))
+            warnings.extend(_stack_warnings(stack))
         return NodeStatus(
             version=__version__,
             node_id=self.node_id,
@@ -93,7 +212,8 @@ class NodeService:
         return found
 
     def close(self) -> None:
-        """Release the state store."""
+        """Cancel running stagings and release the state store."""
+        self.stager.cancel_all()
         self.store.close()
 
 
@@ -112,7 +232,7 @@ def _engine_warnings(engine: EngineInfo, require_userns: bool) -> list[str]:
     return found
 
 
-def _stack_warnings(stack: StackStatus, config: ConfigStore) -> list[str]:
+def _stack_warnings(stack: StackStatus) -> list[str]:
     if stack.in_use is None:
         return [f"stack image {stack.configured} is not on this node: build it with "
                 f"`kato image build --tag {stack.configured}`"]
@@ -120,6 +240,30 @@ def _stack_warnings(stack: StackStatus, config: ConfigStore) -> list[str]:
         return [f"stack image {stack.configured} is missing; using fallback {stack.in_use} "
                 f"from docker/images"]
     return []
+
+
+class _LogFile:
+    """Tees log lines to a staging log file while passing them on."""
+
+    def __init__(self, host_file: Path, on_line: Callable[[str], None]) -> None:
+        self._host_file = host_file
+        self._on_line = on_line
+        self._handle: TextIO | None = None
+
+    def __enter__(self) -> Callable[[str], None]:
+        self._host_file.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = self._host_file.open("w", encoding="utf-8", errors="replace")
+        return self._write
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._handle is not None
+        self._handle.close()
+
+    def _write(self, line: str) -> None:
+        assert self._handle is not None
+        self._handle.write(line + "\n")
+        self._handle.flush()
+        self._on_line(line)
 
 
 def _now() -> str:

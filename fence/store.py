@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from pathlib import Path
 
 from fence.errors import StoreError
+from fence.models import DropletRecord
+from fence.wire import from_wire, to_wire
 
 # Each entry upgrades the schema by one version; never edit a released entry, append a new one.
 _MIGRATIONS: tuple[str, ...] = (
@@ -18,6 +21,16 @@ _MIGRATIONS: tuple[str, ...] = (
         memory_mib  INTEGER,
         env_json    TEXT NOT NULL DEFAULT '{}'
     );
+    """,
+    """
+    CREATE TABLE droplets (
+        id          TEXT PRIMARY KEY,
+        app         TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        staged_at   TEXT NOT NULL,
+        record_json TEXT NOT NULL
+    );
+    CREATE INDEX droplets_by_app ON droplets (app, staged_at);
     """,
 )
 
@@ -73,6 +86,32 @@ class StateStore:
         """How many apps the node knows."""
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM apps").fetchone()[0])
+
+    def add_droplet(self, record: DropletRecord) -> None:
+        """Record a droplet (a droplet with the same digest is replaced)."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO droplets (id, app, size, staged_at, record_json) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (record.id, record.app, record.size, record.staged_at, json.dumps(to_wire(record))))
+
+    def droplet(self, droplet_id: str) -> DropletRecord | None:
+        """A droplet's record, or ``None``."""
+        with self._lock:
+            row = self._conn.execute("SELECT record_json FROM droplets WHERE id = ?",
+                                     (droplet_id,)).fetchone()
+        return from_wire(DropletRecord, json.loads(row[0])) if row else None
+
+    def droplets(self, app: str | None = None) -> list[DropletRecord]:
+        """Droplets, newest first; only one app's when ``app`` is given."""
+        query = "SELECT record_json FROM droplets"
+        args: tuple[str, ...] = ()
+        if app is not None:
+            query += " WHERE app = ?"
+            args = (app,)
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY staged_at DESC, rowid DESC", args).fetchall()
+        return [from_wire(DropletRecord, json.loads(row[0])) for row in rows]
 
     def close(self) -> None:
         """Close the database."""

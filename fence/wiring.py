@@ -25,14 +25,22 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None):  #
     Returns:
         A ``fence.service.NodeService``.
     """
+    from fence.droplets import DropletStore
     from fence.service import NodeService
+    from fence.staging.buildpacks import BuildpackResolver, builtin_dir
+    from fence.staging.stager import Stager
+    from fence.staging.workspace import HostPaths
     from fence.store import StateStore
 
     home.ensure()
     config = config_store(home)
-    return NodeService(
-        home=home,
-        config=config,
-        backend=backend if backend is not None else docker_backend(config),
-        store=StateStore(host_db=home.host_db),
-    )
+    engine = backend if backend is not None else docker_backend(config)
+    store = StateStore(host_db=home.host_db)
+    paths = HostPaths(host_root=home.host_root)
+    droplets = DropletStore(host_dir=home.host_root / "droplets")
+    stager = Stager(backend=engine, config=config, droplets=droplets, store=store, paths=paths,
+                    node_id=home.node_id,
+                    resolver=BuildpackResolver(host_builtin=builtin_dir(),
+                                               host_cache=paths.host_buildpack_cache))
+    return NodeService(home=home, config=config, backend=engine, store=store, stager=stager,
+                       droplets=droplets)

@@ -1,0 +1,402 @@
+"""Parses and checks an app's ``stackato.yml`` or Cloud Foundry ``manifest.yml`` into a Manifest."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from fence.config.schema import NAME_PATTERN
+from fence.config.types import BadValue, MemoryType
+from fence.errors import InvalidName, ManifestInvalid
+from fence.models import Hooks, Manifest
+from fence.staging.procfile import PROCESS_TYPE_PATTERN
+
+MAX_MANIFEST_BYTES = 1024 * 1024
+MANIFEST_NAMES = ("stackato.yml", "manifest.yml")
+
+_MAX_NESTING = 64
+_MAX_ENV_NAME = 255
+_MAX_ENV_VALUE = 64 * 1024
+_MAX_COMMAND = 64 * 1024
+_MAX_BUILDPACK = 2048
+_CORE = "tag:yaml.org,2002:"
+_NULL = _CORE + "null"
+# Explicit tags a manifest may carry; anything else (!!python/…, !!binary, !custom) is refused.
+_ALLOWED_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null", "map", "seq")}
+_APP_NAME = re.compile(NAME_PATTERN)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PROCESS_TYPE = re.compile(PROCESS_TYPE_PATTERN)
+_DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+_DIGITS = re.compile(r"[0-9]{1,9}")
+_MEMORY = MemoryType(16, 1024 * 1024)
+_HOOK_FIELDS = {"pre-staging": "pre_staging", "post-staging": "post_staging",
+                "pre-running": "pre_running"}
+
+
+def parse_manifest(text: bytes, *, source_name: str) -> Manifest:
+    """Parse and check a ``stackato.yml`` or a single-app Cloud Foundry ``manifest.yml``.
+
+    Loading is safe (no object construction at all: the YAML node tree is checked directly);
+    anchors and aliases are refused as soon as the parser meets them, so an alias bomb costs
+    nothing. A top-level ``applications:`` list selects the Cloud Foundry form, which must hold
+    exactly one application (``memory`` → ``mem``, ``command`` → ``processes.web``, ``routes`` →
+    ``urls``). Unknown keys become ``Manifest.warnings`` entries.
+
+    Args:
+        text: the file's bytes (UTF-8, at most 1 MiB).
+        source_name: the file name used in messages and kept as ``Manifest.source_name``.
+
+    Returns:
+        The checked manifest; an empty file gives a manifest with only ``source_name`` set.
+
+    Raises:
+        ManifestInvalid: a syntax error (with line and column), a file over 1 MiB, an anchor or
+            alias, a wrong type or value for a known key (naming the key and its line), more
+            than one application.
+        InvalidName: an app name that breaks the app-name pattern, or a bad env variable name.
+    """
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise ManifestInvalid(source=source_name, where="",
+                              why=f"is larger than 1 MiB ({len(text)} bytes); refusing to read it")
+    root = _compose(text, source_name)
+    check = _Checker(source=source_name)
+    if root is None or (isinstance(root, ScalarNode) and root.tag == _NULL):
+        return Manifest(source_name=source_name)
+    top = check.mapping(root, "the top level")
+    if "applications" in top:
+        app_node = _single_application(check, top)
+        for key in top:
+            if key != "applications":
+                check.warn(f"top-level key {key!r} ignored: the app is described under applications")
+        draft = _read_app(check, check.mapping(app_node, "applications[0]"), prefix="applications[0].")
+    else:
+        draft = _read_app(check, top, prefix="")
+    return Manifest(name=draft.name, mem_mib=draft.mem_mib, instances=draft.instances,
+                    env=draft.env, buildpacks=draft.buildpacks, processes=draft.processes,
+                    timeout=draft.timeout, ignores=draft.ignores, hooks=Hooks(**draft.hooks),
+                    urls=tuple(dict.fromkeys(draft.urls)), source_name=source_name,
+                    warnings=tuple(check.warnings))
+
+
+def read_app_manifest(host_app_dir: Path) -> Manifest:
+    """Read and parse the manifest at the root of a local app folder (``stackato.yml`` first).
+
+    The file is opened without following a symlink and read no further than the size limit.
+
+    Args:
+        host_app_dir: the app's folder.
+
+    Returns:
+        The parsed manifest, or ``Manifest()`` when the folder has neither file.
+
+    Raises:
+        ManifestInvalid: the manifest is not a regular file, cannot be read, or is invalid.
+        InvalidName: see ``parse_manifest``.
+    """
+    for name in MANIFEST_NAMES:
+        try:
+            fd = os.open(host_app_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ManifestInvalid(source=name, where="", why=f"cannot be read ({exc.strerror}; "
+                                                            "symlinks are not followed)") from None
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ManifestInvalid(source=name, where="", why="is not a regular file")
+            return parse_manifest(handle.read(MAX_MANIFEST_BYTES + 1), source_name=name)
+    return Manifest()
+
+
+class _Refusal(Exception):
+    """Raised inside the loader; turned into ManifestInvalid with the file name."""
+
+    def __init__(self, mark: yaml.Mark, why: str) -> None:
+        super().__init__(why)
+        self.mark = mark
+        self.why = why
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader used only to compose nodes, refusing anchors, aliases, odd tags, deep nesting."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: object) -> Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refusal(event.start_mark, f"YAML aliases (*{event.anchor}) are not allowed")
+        if event.anchor is not None:
+            raise _Refusal(event.start_mark, f"YAML anchors (&{event.anchor}) are not allowed")
+        tag = getattr(event, "tag", None)
+        if tag not in (None, "!") and tag not in _ALLOWED_TAGS:
+            raise _Refusal(event.start_mark, f"the YAML tag {tag!r} is not allowed")
+        self._depth += 1
+        try:
+            if self._depth > _MAX_NESTING:
+                raise _Refusal(event.start_mark, f"nested deeper than {_MAX_NESTING} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _compose(text: bytes, source: str) -> Node | None:
+    try:
+        decoded = text.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = text[:exc.start].count(b"\n") + 1
+        raise ManifestInvalid(source=source, where=f" line {line}", why="is not UTF-8 text") from None
+    loader = _StrictLoader(decoded)
+    try:
+        return loader.get_single_node()
+    except _Refusal as exc:
+        raise ManifestInvalid(source=source, where=_where(exc.mark), why=exc.why) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        why = ": ".join(str(part) for part in (exc.context, exc.problem) if part) or "invalid YAML"
+        raise ManifestInvalid(source=source, where=_where(mark) if mark else "",
+                              why=f"YAML syntax error: {why}") from None
+    except yaml.reader.ReaderError as exc:
+        before = decoded[:exc.position]
+        where = f" line {before.count(chr(10)) + 1}, column {len(before) - before.rfind(chr(10))}"
+        raise ManifestInvalid(source=source, where=where,
+                              why=f"character {exc.character!r} is not allowed in YAML") from None
+    except yaml.YAMLError as exc:
+        raise ManifestInvalid(source=source, where="", why=f"YAML error: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _where(mark: yaml.Mark) -> str:
+    return f" line {mark.line + 1}, column {mark.column + 1}"
+
+
+@dataclass
+class _Checker:
+    """Type checks on YAML nodes, each error naming the key and its position."""
+
+    source: str
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(f"{self.source}: {text}")
+
+    def fail(self, node: Node, why: str) -> ManifestInvalid:
+        return ManifestInvalid(source=self.source, where=_where(node.start_mark), why=why)
+
+    def mapping(self, node: Node, key: str) -> dict[str, Node]:
+        if not isinstance(node, MappingNode):
+            raise self.fail(node, f"{key} must be a mapping (key: value), not {_kind(node)}")
+        found: dict[str, Node] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag == _NULL:
+                raise self.fail(key_node, f"{key}: keys must be plain names, not {_kind(key_node)}")
+            name = key_node.value
+            if name in found:
+                raise self.fail(key_node, f"{key}: key {_clip(name)!r} appears twice")
+            found[name] = value_node
+        return found
+
+    def text(self, node: Node, key: str, *, limit: int = _MAX_COMMAND, empty: bool = False,
+             what: str = "a string") -> str:
+        if not isinstance(node, ScalarNode) or (node.tag == _NULL and not empty):
+            raise self.fail(node, f"{key} must be {what}, not {_kind(node)}")
+        value = "" if node.tag == _NULL else node.value
+        if "\x00" in value:
+            raise self.fail(node, f"{key} must not contain a NUL character")
+        if len(value.encode("utf-8", "surrogatepass")) > limit:
+            raise self.fail(node, f"{key} is longer than {limit} bytes")
+        if not value and not empty:
+            raise self.fail(node, f"{key} must not be empty")
+        return value
+
+    def texts(self, node: Node, key: str, *, limit: int = _MAX_COMMAND) -> tuple[str, ...]:
+        """A string or a list of strings (null: none)."""
+        if isinstance(node, ScalarNode):
+            return () if node.tag == _NULL else (self.text(node, key, limit=limit),)
+        if not isinstance(node, SequenceNode):
+            raise self.fail(node, f"{key} must be a string or a list of strings, not {_kind(node)}")
+        return tuple(self.text(item, f"{key}[{i}]", limit=limit) for i, item in enumerate(node.value))
+
+    def integer(self, node: Node, key: str, low: int, high: int) -> int:
+        value = self.text(node, key, limit=64, what="a whole number").strip()
+        if not _DIGITS.fullmatch(value) or not low <= int(value) <= high:
+            raise self.fail(node, f"{key}: {_clip(value)!r} is not a whole number from {low} to {high}")
+        return int(value)
+
+
+@dataclass
+class _Draft:
+    """The fields of one app while they are being read."""
+
+    name: str | None = None
+    mem_mib: int | None = None
+    instances: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    buildpacks: tuple[str, ...] = ()
+    processes: dict[str, str] = field(default_factory=dict)
+    timeout: int | None = None
+    ignores: tuple[str, ...] = ()
+    hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    urls: list[str] = field(default_factory=list)
+
+
+def _single_application(check: _Checker, top: dict[str, Node]) -> Node:
+    node = top["applications"]
+    if not isinstance(node, SequenceNode):
+        raise check.fail(node, f"applications must be a list of apps, not {_kind(node)}")
+    if len(node.value) != 1:
+        raise check.fail(node, f"applications lists {len(node.value)} apps; fence stages exactly "
+                               "one app per manifest")
+    return node.value[0]
+
+
+def _read_app(check: _Checker, fields: dict[str, Node], *, prefix: str) -> _Draft:
+    draft = _Draft()
+    if "buildpack" in fields and "buildpacks" in fields:
+        raise check.fail(fields["buildpacks"], f"give {prefix}buildpack or {prefix}buildpacks, not both")
+    if "mem" in fields and "memory" in fields:
+        raise check.fail(fields["memory"], f"give {prefix}mem or {prefix}memory, not both")
+    for key, node in fields.items():
+        where = prefix + key
+        reader = _FIELD_READERS.get(key)
+        if reader is None:
+            check.warn(f"unknown key {_clip(where)!r} ignored")
+            continue
+        if isinstance(node, ScalarNode) and node.tag == _NULL:
+            continue  # `key:` with no value: as if absent
+        reader(check, node, where, draft)
+    return draft
+
+
+def _read_name(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    name = check.text(node, key, limit=256)
+    if not _APP_NAME.fullmatch(name):
+        raise InvalidName(what=f"{check.source}{_where(node.start_mark)}: app name", value=_clip(name),
+                          why="use 1 to 63 lowercase letters, digits and '-', starting and ending "
+                              "with a letter or digit")
+    draft.name = name
+
+
+def _read_mem(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    value = check.text(node, key, limit=64, what="a memory size").strip()
+    try:
+        draft.mem_mib = _MEMORY.check(int(value) if _DIGITS.fullmatch(value) else value)
+    except BadValue:
+        raise check.fail(node, f"{key}: {_clip(value)!r} is not {_MEMORY.allowed()}") from None
+
+
+def _read_instances(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    draft.instances = check.integer(node, key, 1, 100)
+
+
+def _read_timeout(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    draft.timeout = check.integer(node, key, 1, 180)
+
+
+def _read_env(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    for name, value_node in check.mapping(node, key).items():
+        if len(name) > _MAX_ENV_NAME or not _ENV_NAME.fullmatch(name):
+            raise InvalidName(what=f"{check.source}{_where(value_node.start_mark)}: env variable name",
+                              value=_clip(name), why="use letters, digits and '_', not starting "
+                              f"with a digit, at most {_MAX_ENV_NAME} characters")
+        draft.env[name] = check.text(value_node, f"{key}.{name}", limit=_MAX_ENV_VALUE, empty=True)
+
+
+def _read_buildpacks(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    specs = check.texts(node, key, limit=_MAX_BUILDPACK)
+    for spec in specs:
+        if any(ch.isspace() or not ch.isprintable() for ch in spec):
+            raise check.fail(node, f"{key}: {_clip(spec)!r} must not contain spaces or control "
+                                   "characters")
+    draft.buildpacks = specs
+
+
+def _read_processes(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    for kind, command_node in check.mapping(node, key).items():
+        if not _PROCESS_TYPE.fullmatch(kind):
+            raise check.fail(command_node, f"{key}: process type {_clip(kind)!r} is not allowed "
+                                           f"(use {PROCESS_TYPE_PATTERN})")
+        if kind in draft.processes:
+            raise check.fail(command_node, f"{key}.{kind} is also given by command")
+        draft.processes[kind] = check.text(command_node, f"{key}.{kind}")
+
+
+def _read_command(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    if "web" in draft.processes:
+        raise check.fail(node, f"{key} is also given by processes.web")
+    draft.processes["web"] = check.text(node, key)
+
+
+def _read_ignores(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    patterns = check.texts(node, key, limit=4096)
+    if any("\n" in pattern or "\r" in pattern for pattern in patterns):
+        raise check.fail(node, f"{key}: a pattern must be one line")
+    draft.ignores = patterns
+
+
+def _read_hooks(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    for phase, commands_node in check.mapping(node, key).items():
+        field_name = _HOOK_FIELDS.get(phase)
+        if field_name is None:
+            check.warn(f"unknown hook {_clip(key + '.' + phase)!r} ignored (fence runs "
+                       f"{', '.join(_HOOK_FIELDS)})")
+            continue
+        draft.hooks[field_name] = check.texts(commands_node, f"{key}.{phase}")
+
+
+def _read_urls(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    items = node.value if isinstance(node, SequenceNode) else [node]
+    for index, item in enumerate(items):
+        where = key if item is node else f"{key}[{index}]"
+        if key.endswith("routes") and isinstance(item, MappingNode):
+            route = check.mapping(item, where).get("route")
+            if route is None:
+                raise check.fail(item, f"{where} must have a route: key")
+            item, where = route, f"{where}.route"
+        host = check.text(item, where, limit=300)
+        if len(host) > 253 or not _HOST.fullmatch(host.lower()):
+            raise check.fail(item, f"{where}: {_clip(host)!r} is not a host name (DNS labels of "
+                                   "letters, digits and '-', separated by dots; no scheme, port "
+                                   "or path)")
+        draft.urls.append(host.lower())
+
+
+_FIELD_READERS = {
+    "name": _read_name,
+    "mem": _read_mem,
+    "memory": _read_mem,
+    "instances": _read_instances,
+    "timeout": _read_timeout,
+    "env": _read_env,
+    "buildpack": _read_buildpacks,
+    "buildpacks": _read_buildpacks,
+    "processes": _read_processes,
+    "command": _read_command,
+    "ignores": _read_ignores,
+    "hooks": _read_hooks,
+    "url": _read_urls,
+    "urls": _read_urls,
+    "routes": _read_urls,
+}
+
+
+def _kind(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    return "null" if node.tag == _NULL else f"{_clip(node.value)!r}"
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -1,0 +1,249 @@
+"""The steps of a staging inside its container: run with a deadline, hooks, detect, compile, release."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Callable, Mapping
+
+import yaml
+
+from fence.backend.base import Container
+from fence.errors import (
+    ContainerGone,
+    ContainerNotFound,
+    NoBuildpackDetected,
+    ProcessTimeout,
+    StagingFailed,
+    StagingTimeout,
+)
+from fence.models import ProcessResult, ProcessSpec
+from fence.staging.workspace import Workspace
+
+INDENT = "       "
+_MAX_RELEASE_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class CopiedBuildpack:
+    """A buildpack as copied into the staging container.
+
+    Attributes:
+        index: its position in the chain.
+        name: its short name.
+        version: git commit or content hash.
+        origin: the spec it was resolved from.
+        ctr_dir: its folder in the container.
+    """
+
+    index: int
+    name: str
+    version: str
+    origin: str
+    ctr_dir: PurePosixPath
+
+
+class PhaseRunner:
+    """Runs the processes of one staging: as the app user, in the app folder, before a deadline.
+
+    Args:
+        container: the staging container.
+        workspace: its paths.
+        env: environment of every process (app env plus staging variables).
+        deadline: ``time.monotonic()`` value at which staging times out.
+        timeout_seconds: the staging timeout, for messages.
+        on_line: receives every output line.
+    """
+
+    def __init__(self, *, container: Container, workspace: Workspace, env: Mapping[str, str],
+                 deadline: float, timeout_seconds: int, on_line: Callable[[str], None]) -> None:
+        self.container = container
+        self.workspace = workspace
+        self.env = dict(env)
+        self.deadline = deadline
+        self.timeout_seconds = timeout_seconds
+        self.on_line = on_line
+
+    def run(self, argv: tuple[str, ...], *, phase: str, show: bool = True,
+            cwd: PurePosixPath | None = None, collect: list[str] | None = None) -> ProcessResult:
+        """Run one process; its output goes to the log (indented) when ``show``, and every line
+        is appended to ``collect`` when given.
+
+        Raises:
+            StagingTimeout: the staging deadline passed (the container was killed).
+            StagingFailed: the container went away (cancelled or killed).
+        """
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise StagingTimeout(seconds=self.timeout_seconds, phase=phase)
+        spec = ProcessSpec(argv=argv, env=self.env, user=f"{self.workspace.uid}:{self.workspace.uid}",
+                           cwd=cwd or self.workspace.ctr_app, timeout=remaining)
+        def output(line: str) -> None:
+            if collect is not None:
+                collect.append(line)
+            if show:
+                self._show(line)
+        try:
+            return self.container.run(spec, on_output=output)
+        except ProcessTimeout:
+            raise StagingTimeout(seconds=self.timeout_seconds, phase=phase) from None
+        except (ContainerGone, ContainerNotFound) as exc:
+            raise StagingFailed(phase=phase, buildpack="", detail=f"the staging container went away ({exc.message})") from None
+
+    def exists(self, ctr_path: PurePosixPath, *, executable: bool = False) -> bool:
+        """Whether a file exists (and is executable) in the container."""
+        test = "-x" if executable else "-e"
+        return self.run(("test", test, str(ctr_path)), phase="setup", show=False).exit_code == 0
+
+    def _show(self, line: str) -> None:
+        self.on_line(INDENT + line)
+
+
+def run_hooks(runner: PhaseRunner, *, phase: str, commands: tuple[str, ...], whose: str) -> None:
+    """Run hook commands in order with bash, in the app folder, as the app user.
+
+    A command starting with ``-`` may fail; any other failure aborts staging.
+
+    Raises:
+        StagingFailed: a hook exited non-zero.
+        StagingTimeout: the deadline passed.
+    """
+    if not commands:
+        return
+    runner.on_line(f"-----> Running {whose} {phase} hooks")
+    for command in commands:
+        tolerant = command.startswith("-")
+        text = command[1:].lstrip() if tolerant else command
+        result = runner.run(("bash", "-c", text), phase=f"{phase} hook")
+        if result.exit_code != 0:
+            if tolerant:
+                runner.on_line(f"{INDENT}(hook `{_short(text)}` exited {result.exit_code}; ignored: it starts with '-')")
+                continue
+            raise StagingFailed(phase=f"{whose} {phase} hook", buildpack="",
+                                detail=f"`{_short(text)}` exited {result.exit_code}: {_tail(result)}")
+
+
+def run_admin_hook(runner: PhaseRunner, *, phase: str) -> None:
+    """Run the stack's admin hook of a phase, if the image has one.
+
+    Raises:
+        StagingFailed: the hook exited non-zero.
+    """
+    ctr_hook = runner.workspace.ctr_admin_hook(phase)
+    if not runner.exists(ctr_hook, executable=True):
+        return
+    runner.on_line(f"-----> Running admin {phase} hook")
+    result = runner.run((str(ctr_hook),), phase=f"admin {phase} hook")
+    if result.exit_code != 0:
+        raise StagingFailed(phase=f"admin {phase} hook", buildpack="",
+                            detail=f"{ctr_hook} exited {result.exit_code}: {_tail(result)}")
+
+
+def detect(runner: PhaseRunner, candidates: list[CopiedBuildpack]) -> CopiedBuildpack:
+    """The first buildpack whose ``bin/detect`` exits 0, renamed to what it printed.
+
+    Raises:
+        NoBuildpackDetected: none accepted the app.
+    """
+    runner.on_line("-----> Detecting buildpack")
+    for pack in candidates:
+        lines: list[str] = []
+        result = runner.run((str(pack.ctr_dir / "bin" / "detect"), str(runner.workspace.ctr_app)),
+                            phase="detect", show=False, collect=lines)
+        if result.exit_code == 0:
+            detected = (lines[0].strip() if lines and lines[0].strip() else pack.name)[:64]
+            runner.on_line(f"{INDENT}{detected} (buildpack {pack.name}) accepted the app")
+            return CopiedBuildpack(index=pack.index, name=detected, version=pack.version,
+                                   origin=pack.origin, ctr_dir=pack.ctr_dir)
+    raise NoBuildpackDetected(tried=", ".join(p.name for p in candidates) or "none")
+
+
+def compile_chain(runner: PhaseRunner, chain: list[CopiedBuildpack]) -> None:
+    """Compile the app: ``bin/compile`` for one buildpack; ``supply`` then ``finalize`` for a chain.
+
+    Raises:
+        StagingFailed: a buildpack step exited non-zero (phase and buildpack named).
+        StagingTimeout: the deadline passed.
+    """
+    ws = runner.workspace
+    for position, pack in enumerate(chain):
+        last = position == len(chain) - 1
+        bin_dir = pack.ctr_dir / "bin"
+        if not last:
+            step, args = "supply", (str(ws.ctr_app), str(ws.ctr_cache), str(ws.ctr_deps), str(pack.index))
+        elif len(chain) > 1 and runner.exists(bin_dir / "finalize", executable=True):
+            step, args = "finalize", (str(ws.ctr_app), str(ws.ctr_cache), str(ws.ctr_deps), str(pack.index))
+        elif runner.exists(bin_dir / "compile", executable=True):
+            step, args = "compile", (str(ws.ctr_app), str(ws.ctr_cache), str(ws.ctr_env))
+        elif runner.exists(bin_dir / "supply", executable=True):
+            step, args = "supply", (str(ws.ctr_app), str(ws.ctr_cache), str(ws.ctr_deps), str(pack.index))
+        else:
+            raise StagingFailed(phase="compile", buildpack=f" (buildpack {pack.name})",
+                                detail="it has no bin/compile, bin/finalize or bin/supply")
+        runner.on_line(f"-----> Running {pack.name} {step}")
+        result = runner.run((str(bin_dir / step), *args), phase=step)
+        if result.exit_code != 0:
+            raise StagingFailed(phase=step, buildpack=f" (buildpack {pack.name})",
+                                detail=f"bin/{step} exited {result.exit_code}: {_tail(result)}")
+
+
+@dataclass(frozen=True)
+class Release:
+    """What ``bin/release`` said.
+
+    Attributes:
+        process_types: ``default_process_types``.
+        config_vars: ``config_vars``.
+    """
+
+    process_types: Mapping[str, str]
+    config_vars: Mapping[str, str]
+
+
+def release(runner: PhaseRunner, pack: CopiedBuildpack) -> Release:
+    """Run ``bin/release`` (if the buildpack has one) and parse its YAML.
+
+    Raises:
+        StagingFailed: it exited non-zero or printed something that is not the expected YAML.
+    """
+    ctr_release = pack.ctr_dir / "bin" / "release"
+    if not runner.exists(ctr_release, executable=True):
+        return Release(process_types={}, config_vars={})
+    runner.on_line(f"-----> Running {pack.name} release")
+    lines: list[str] = []
+    result = runner.run((str(ctr_release), str(runner.workspace.ctr_app)), phase="release",
+                        show=False, collect=lines)
+    text = "\n".join(lines)
+    if result.exit_code != 0:
+        raise StagingFailed(phase="release", buildpack=f" (buildpack {pack.name})",
+                            detail=f"bin/release exited {result.exit_code}: {_tail(result)}")
+    if len(text) > _MAX_RELEASE_BYTES:
+        raise StagingFailed(phase="release", buildpack=f" (buildpack {pack.name})", detail="output is too large")
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        raise StagingFailed(phase="release", buildpack=f" (buildpack {pack.name})",
+                            detail=f"output is not YAML: {str(exc).splitlines()[0]}") from None
+    data = data or {}
+    if not isinstance(data, dict):
+        raise StagingFailed(phase="release", buildpack=f" (buildpack {pack.name})", detail="output is not a YAML mapping")
+    return Release(process_types=_string_map(data.get("default_process_types"), pack, "default_process_types"),
+                   config_vars=_string_map(data.get("config_vars"), pack, "config_vars"))
+
+
+def _string_map(value: object, pack: CopiedBuildpack, key: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise StagingFailed(phase="release", buildpack=f" (buildpack {pack.name})", detail=f"{key} is not a mapping")
+    return {k: "" if v is None else str(v) for k, v in value.items()}
+
+
+def _tail(result: ProcessResult, lines: int = 8) -> str:
+    tail = [line for line in result.output if line.strip()][-lines:]
+    return " | ".join(tail) if tail else "(no output)"
+
+
+def _short(command: str) -> str:
+    return command if len(command) <= 80 else command[:77] + "..."

@@ -1,0 +1,340 @@
+"""Stages one app: a fresh hardened container, source and buildpacks in, hooks and phases, a droplet out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tarfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Callable, Mapping
+
+import yaml
+
+from fence import labels
+from fence.backend.base import Container, ContainerBackend
+from fence.config import ConfigStore
+from fence.config.schema import NAME_PATTERN
+from fence.droplets import DropletStore
+from fence.errors import BuildpackInvalid, FenceError, InvalidName, StagingFailed, UsageError
+from fence.models import (
+    BuildpackUse,
+    ContainerSpec,
+    DropletRecord,
+    Limits,
+    PreparedSource,
+    ResolvedBuildpack,
+)
+from fence.stack.resolve import stack_image
+from fence.staging import phases
+from fence.staging.buildpacks import BuildpackResolver, buildpack_tar, parse_buildpack
+from fence.staging.workspace import HostPaths, Workspace
+from fence.store import StateStore
+from fence.staging.procfile import parse_procfile
+from fence.tarstream import ChunkReader, file_chunks, save_owned_tar
+
+LineCallback = Callable[[str], None]
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """What to stage.
+
+    Attributes:
+        source: the checked, packed app source.
+        app: the app's name; ``None`` to take it from the manifest.
+        buildpacks: buildpack specs given by the developer (override the manifest's).
+        env: env variables given by the developer (override the manifest's).
+    """
+
+    source: PreparedSource
+    app: str | None = None
+    buildpacks: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def app_name(request: StageRequest) -> str:
+    """The app's name: given, else from the manifest.
+
+    Raises:
+        UsageError: no name anywhere.
+        InvalidName: the name breaks the app-name pattern.
+    """
+    name = request.app or request.source.manifest.name
+    if not name:
+        raise UsageError(detail="the app has no name: give --name or put `name:` in stackato.yml")
+    return check_app_name(name)
+
+
+def check_app_name(name: str) -> str:
+    """Refuse an app name that is not lower-case letters, digits and inner dashes (≤ 63).
+
+    Raises:
+        InvalidName: the name breaks the pattern.
+    """
+    if not re.fullmatch(NAME_PATTERN, name or ""):
+        raise InvalidName(what="app name", value=name[:100],
+                          why="use 1-63 lower-case letters, digits and inner '-'")
+    return name
+
+
+def check_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Refuse env names that are not identifiers and values holding NUL.
+
+    Raises:
+        InvalidName: a bad name or value.
+    """
+    for name, value in env.items():
+        if not ENV_NAME.fullmatch(name):
+            raise InvalidName(what="env variable", value=name[:100],
+                              why="names are letters, digits and '_', not starting with a digit")
+        if "\0" in value or len(value) > 64 * 1024:
+            raise InvalidName(what="value of env variable", value=name,
+                              why="values may not hold NUL or exceed 64 KiB")
+    return dict(env)
+
+
+def env_from_pairs(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """``["K=V", …]`` as a checked mapping (later pairs win).
+
+    Raises:
+        InvalidName: a pair without ``=``, a bad name, or a bad value.
+    """
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise InvalidName(what="env setting", value=pair[:100], why="write it as NAME=VALUE")
+        env[name] = value
+    return check_env(env)
+
+
+class Stager:
+    """Runs stagings on one node.
+
+    Args:
+        backend: the engine.
+        config: node config (read at every staging).
+        droplets: where droplets are written.
+        store: where droplets are recorded.
+        paths: host paths under FENCE_HOME.
+        node_id: this node's id (container labels).
+        resolver: finds and caches buildpacks.
+    """
+
+    def __init__(self, *, backend: ContainerBackend, config: ConfigStore, droplets: DropletStore,
+                 store: StateStore, paths: HostPaths, node_id: str, resolver: BuildpackResolver) -> None:
+        self._backend = backend
+        self._config = config
+        self._droplets = droplets
+        self._store = store
+        self._paths = paths
+        self._node_id = node_id
+        self._resolver = resolver
+        self._lock = threading.Lock()
+        self._running: dict[str, Container] = {}
+
+    def stage(self, request: StageRequest, *, on_line: LineCallback, staging_id: str | None = None) -> DropletRecord:
+        """Stage an app into a droplet; the container is destroyed on every path.
+
+        Args:
+            request: source, name, buildpacks, env.
+            on_line: receives the staging log, line by line, as it happens.
+            staging_id: an id chosen by the caller (so it can cancel), else a new one.
+
+        Returns:
+            The recorded droplet.
+
+        Raises:
+            UsageError, InvalidName, BuildpackInvalid: bad input (nothing was created).
+            NoBuildpackDetected: no buildpack accepted the app.
+            StagingFailed: a hook or buildpack failed (phase, buildpack and output tail named).
+            StagingTimeout: staging ran past staging/timeout.
+            ImageNotFound: the stack image is missing.
+        """
+        staging_id = staging_id or uuid.uuid4().hex[:12]
+        name = app_name(request)
+        manifest = request.source.manifest
+        env = check_env({**manifest.env, **request.env})
+        uid = int(self._config.fence("container/uid"))
+        ws = Workspace(ctr_home=PurePosixPath("/home") / str(self._config.fence("container/user")), uid=uid)
+        timeout = int(self._config.fence("staging/timeout"))
+        deadline = time.monotonic() + timeout
+        specs = request.buildpacks or manifest.buildpacks
+        explicit = bool(specs)
+        if not explicit:
+            specs = tuple(str(n) for n in self._config.fence("staging/buildpacks"))
+        refs = [parse_buildpack(spec) for spec in specs]
+        for ref in refs:
+            if ref.kind == "path" and not request.buildpacks and not ref.spec.startswith(("/", "~")):
+                raise BuildpackInvalid(spec=ref.spec, why="a buildpack path in stackato.yml must be "
+                                       "absolute on the node; or use a git URL or a built-in name")
+        resolved = [self._resolver.resolve(ref) for ref in refs]
+        image = stack_image(config=self._config, backend=self._backend)
+        image_info = self._backend.image_info(image)
+        image_id = image_info.id if image_info else ""
+        on_line(f"-----> Staging {name} on {image} ({len(resolved)} buildpack"
+                f"{'s' if len(resolved) != 1 else ''} {'given' if explicit else 'to try'})")
+        container = self._backend.create(self._container_spec(name, image, ws, env, timeout))
+        with self._lock:
+            self._running[staging_id] = container
+        try:
+            container.start()
+            runner = phases.PhaseRunner(container=container, workspace=ws, env=self._staging_env(name, ws, env, timeout),
+                                        deadline=deadline, timeout_seconds=timeout, on_line=on_line)
+            copied = self._copy_in(container, ws, request.source, name, env, resolved, on_line)
+            phases.run_hooks(runner, phase="pre-staging", commands=manifest.hooks.pre_staging, whose="app")
+            phases.run_admin_hook(runner, phase="pre-staging")
+            chain = copied if explicit else [phases.detect(runner, copied)]
+            phases.compile_chain(runner, chain)
+            release = phases.release(runner, chain[-1])
+            process_types = {**release.process_types, **self._procfile(container, ws, request.source),
+                             **manifest.processes}
+            phases.run_hooks(runner, phase="post-staging", commands=manifest.hooks.post_staging, whose="app")
+            phases.run_admin_hook(runner, phase="post-staging")
+            record = self._package(container, ws, staging_id, name, chain, release, process_types,
+                                   image, image_id, request.source, on_line)
+            on_line("-----> Saving the build cache")
+            save_owned_tar(container.stream_out(ws.ctr_cache), self._paths.host_app_cache(name), uid=uid)
+            self._store.add_droplet(record)
+            on_line(f"-----> Droplet {record.id[:12]} ({record.size / 1e6:.1f} MB), "
+                    f"start command: {record.start_command or '(none)'}")
+            return record
+        except FenceError as exc:
+            if self._cancelled(staging_id):
+                raise StagingFailed(phase="staging", buildpack="", detail="cancelled") from None
+            raise exc
+        finally:
+            with self._lock:
+                self._running.pop(staging_id, None)
+            container.destroy()
+
+    def cancel(self, staging_id: str) -> bool:
+        """Stop a running staging by destroying its container; returns whether it was running."""
+        with self._lock:
+            container = self._running.get(staging_id)
+            if container is not None:
+                self._running[staging_id] = _CANCELLED
+        if container is None or container is _CANCELLED:
+            return False
+        container.destroy()
+        return True
+
+    def cancel_all(self) -> int:
+        """Cancel every running staging (daemon stop); returns how many."""
+        with self._lock:
+            ids = list(self._running)
+        return sum(self.cancel(staging_id) for staging_id in ids)
+
+    def _cancelled(self, staging_id: str) -> bool:
+        with self._lock:
+            return self._running.get(staging_id) is _CANCELLED
+
+    def _container_spec(self, name: str, image: str, ws: Workspace, env: Mapping[str, str],
+                        timeout: int) -> ContainerSpec:
+        fence = self._config.fence
+        limits = Limits(memory_bytes=int(fence("staging/memory")) * 1024 * 1024,
+                        pids=int(fence("max_container_processes")),
+                        cpu_shares=int(fence("container/cpu_shares")),
+                        nofile=int(fence("container/nofile")),
+                        log_max_size=str(fence("container/log_max_size")),
+                        log_max_files=int(fence("container/log_max_files")))
+        return ContainerSpec(image=image, labels=labels.owned(self._node_id, labels.ROLE_STAGING, app=name),
+                             user=f"{ws.uid}:{ws.uid}", env={"HOME": str(ws.ctr_home), "PATH": _PATH},
+                             workdir=PurePosixPath("/"), limits=limits, network=str(fence("staging/network")))
+
+    def _staging_env(self, name: str, ws: Workspace, env: Mapping[str, str], timeout: int) -> dict[str, str]:
+        fence = self._config.fence
+        return {
+            **env,
+            "HOME": str(ws.ctr_home),
+            "PATH": _PATH,
+            "LANG": "C.UTF-8",
+            "USER": str(fence("container/user")),
+            "TMPDIR": str(ws.ctr_tmp),
+            "STACKATO_APP_NAME": name,
+            "BUILDPACK_CACHE": str(ws.ctr_cache),
+            "STAGING_TIMEOUT": str(timeout),
+            "MEMORY_LIMIT": f"{int(fence('staging/memory'))}m",
+            "FENCE_STAGING_NETWORK": str(fence("staging/network")),
+        }
+
+    def _copy_in(self, container: Container, ws: Workspace, source: PreparedSource, name: str,
+                 env: Mapping[str, str], resolved: list[ResolvedBuildpack],
+                 on_line: LineCallback) -> list[phases.CopiedBuildpack]:
+        on_line(f"-----> Copying the app ({source.files} files, {source.size / 1e6:.1f} MB)")
+        container.stream_in(PurePosixPath("/"), ws.skeleton_tar())
+        container.stream_in(ws.ctr_home, file_chunks(source.host_tar))
+        host_cache = self._paths.host_app_cache(name)
+        if host_cache.is_file():
+            on_line(f"-----> Restoring the build cache ({host_cache.stat().st_size / 1e6:.1f} MB)")
+            container.stream_in(ws.ctr_home, file_chunks(host_cache))
+        container.stream_in(ws.ctr_home, ws.env_tar(env))
+        copied = []
+        for index, pack in enumerate(resolved):
+            ctr_dir = ws.ctr_buildpack(index, pack.name)
+            container.stream_in(ws.ctr_home, buildpack_tar(pack, ctr_prefix=str(ctr_dir.relative_to(ws.ctr_home)),
+                                                          uid=ws.uid, gid=ws.uid))
+            copied.append(phases.CopiedBuildpack(index=index, name=pack.name, version=pack.version,
+                                                 origin=pack.origin, ctr_dir=ctr_dir))
+        return copied
+
+    def _procfile(self, container: Container, ws: Workspace, source: PreparedSource) -> Mapping[str, str]:
+        # A buildpack may write or change the Procfile; the compiled app's one wins.
+        try:
+            chunks = container.stream_out(ws.ctr_app / "Procfile")
+            with tarfile.open(fileobj=ChunkReader(chunks), mode="r|") as tar:
+                for member in tar:
+                    if member.isfile() and member.size <= 64 * 1024:
+                        handle = tar.extractfile(member)
+                        return parse_procfile(handle.read() if handle else b"")
+        except FenceError as exc:
+            if exc.exit_code != 3:  # not found: fall back to the source's Procfile
+                raise
+        return source.procfile or {}
+
+    def _package(self, container: Container, ws: Workspace, staging_id: str, name: str,
+                 chain: list[phases.CopiedBuildpack], release: phases.Release,
+                 process_types: Mapping[str, str], image: str, image_id: str,
+                 source: PreparedSource, on_line: LineCallback) -> DropletRecord:
+        on_line("-----> Packaging the droplet")
+        staged_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        uses = tuple(BuildpackUse(name=p.name, version=p.version, origin=p.origin) for p in chain)
+        pre_running = source.manifest.hooks.pre_running
+        info = {
+            "app": name,
+            "detected_buildpack": chain[-1].name,
+            "buildpack_version": chain[-1].version,
+            "buildpacks": [{"name": u.name, "version": u.version, "origin": u.origin} for u in uses],
+            "start_command": process_types.get("web"),
+            "process_types": dict(process_types),
+            "config_vars": dict(release.config_vars),
+            "stack": {"image": image, "image_id": image_id},
+            "commit": source.commit,
+            "staged_at": staged_at,
+            "staging_id": staging_id,
+            "hooks": {"pre-running": list(pre_running)},
+        }
+        text = yaml.safe_dump(info, default_flow_style=False, sort_keys=False).encode()
+        digest, size = self._droplets.write(app_tar=container.stream_out(ws.ctr_app),
+                                            extra_files={"staging_info.yml": text}, uid=ws.uid)
+        return DropletRecord(id=digest, app=name, size=size, buildpacks=uses,
+                             start_command=process_types.get("web"), process_types=dict(process_types),
+                             config_vars=dict(release.config_vars), stack_image=image,
+                             stack_image_id=image_id, commit=source.commit, staged_at=staged_at,
+                             staging_id=staging_id, pre_running=tuple(pre_running))
+
+
+class _Cancelled:
+    """Marks a staging whose container was destroyed on purpose."""
+
+    def destroy(self) -> None:
+        """Nothing left to destroy."""
+
+
+_CANCELLED: Container = _Cancelled()  # type: ignore[assignment]

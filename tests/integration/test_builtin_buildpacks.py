@@ -1,0 +1,82 @@
+"""Each built-in buildpack stages its sample app from examples/, offline, on the default stack."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from fence.home import NodeHome
+from fence.service import NodeService
+from fence.wiring import node_service
+from tests.integration.staging_kit import EXAMPLES, droplet_files, stage, staging_containers, staging_info
+
+
+@pytest.fixture
+def node(home: NodeHome, engine: str):  # noqa: ANN201
+    service = node_service(home)
+    assert service.config.fence("staging/network") == "none"  # every staging here is offline
+    yield service
+    service.close()
+    assert staging_containers(service.node_id) == []
+
+
+@pytest.mark.parametrize(("example", "buildpack", "start"), [
+    ("python-hello", "python", "python app.py"),
+    ("node-hello", "nodejs", "npm start"),
+    ("static-hello", "static", None),
+    ("procfile-hello", "procfile", None),
+])
+def test_example_stages_with_its_builtin_buildpack(node: NodeService, example: str, buildpack: str,
+                                                   start: str | None) -> None:
+    log: list[str] = []
+    record = stage(node, EXAMPLES / example, app=example, log=log)
+    info = staging_info(node, record)
+    assert info["buildpacks"][-1]["origin"] == buildpack
+    assert info["buildpack_version"].startswith("builtin-")
+    assert info["start_command"], info
+    if start is not None:
+        assert info["start_command"] == start
+    assert info["detected_buildpack"]
+    assert any(line.startswith("-----> Detecting buildpack") for line in log)
+
+
+def test_python_installs_vendored_wheels_offline_and_caches(node: NodeService, tmp_path: Path) -> None:
+    app = tmp_path / "pyapp"
+    shutil.copytree(EXAMPLES / "python-hello", app)
+    # A real (pure-Python) wheel, written now, vendored the way the buildpack documents.
+    (app / "vendor").mkdir(exist_ok=True)
+    write_wheel(app / "vendor" / "tinypkg-1.0-py3-none-any.whl",
+                {"tinypkg/__init__.py": "GREETING = 'hi from a vendored wheel'\n"})
+    with (app / "requirements.txt").open("a") as requirements:
+        requirements.write("tinypkg==1.0\n")
+    first: list[str] = []
+    record = stage(node, app, app="pyapp", log=first)
+    files = droplet_files(node, record)
+    assert any(name.startswith("app/.venv/") and "tinypkg" in name for name in files), "wheel not installed"
+    assert any(name.startswith("app/.profile.d/") for name in files)
+    second: list[str] = []
+    stage(node, app, app="pyapp", log=second)
+    assert any("cache" in line.lower() and "using" in line.lower() for line in second), second
+
+
+def write_wheel(host_wheel: Path, files: dict[str, str]) -> None:
+    """A minimal valid wheel (PEP 427): the files, METADATA, WHEEL and a RECORD with hashes."""
+    name, version = host_wheel.name.split("-")[:2]
+    info = f"{name}-{version}.dist-info"
+    entries = dict(files)
+    entries[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    entries[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: fence-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    record = []
+    for path, text in entries.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{info}/RECORD,,")
+    entries[f"{info}/RECORD"] = "\n".join(record) + "\n"
+    with zipfile.ZipFile(host_wheel, "w") as wheel:
+        for path, text in entries.items():
+            wheel.writestr(path, text)
