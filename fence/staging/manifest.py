@@ -64,7 +64,7 @@ def parse_manifest(text: bytes, *, source_name: str) -> Manifest:
     """
     if len(text) > MAX_MANIFEST_BYTES:
         raise ManifestInvalid(source=source_name, where="",
-                              why=f"is larger than 1 MiB ({len(text)} bytes); refusing to read it")
+                              why="is larger than 1 MiB; refusing to read it")
     root = _compose(text, source_name)
     check = _Checker(source=source_name)
     if root is None or (isinstance(root, ScalarNode) and root.tag == _NULL):

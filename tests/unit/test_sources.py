@@ -14,9 +14,20 @@ from pathlib import Path
 import git
 import pytest
 
-from fence.errors import InvalidName, ManifestInvalid, ProcfileInvalid, SourceRefused, UsageError
+from fence.errors import (
+    InvalidName,
+    ManifestInvalid,
+    ProcfileInvalid,
+    SourceRefused,
+    UsageError,
+)
 from fence.models import PreparedSource, SourceLimits
-from fence.staging.sources import SOURCE_TAR_NAME, pack_directory_for_upload, prepare_source
+from fence.staging.ignores import IgnoreRules, parse_ignore_file
+from fence.staging.sources import (
+    SOURCE_TAR_NAME,
+    pack_directory_for_upload,
+    prepare_source,
+)
 
 UID, GID = 4321, 8765
 PAYLOAD = "pwned-by-fence-test"
@@ -447,3 +458,29 @@ def test_pack_directory_refuses_an_escaping_symlink(tmp_path: Path) -> None:
         pack_directory_for_upload(app, tmp_path / "up.tar.gz", limits=SourceLimits())
     assert "'etc'" in caught.value.message
     assert not (tmp_path / "up.tar.gz").exists()
+
+
+@pytest.mark.parametrize(("patterns", "path", "is_dir", "ignored"), [
+    (("*.log",), "a.log", False, True),
+    (("*.log",), "x/y/a.log", False, True),
+    (("*.log", "!keep.log"), "keep.log", False, False),
+    (("/build/",), "build", True, True),
+    (("/build/",), "build", False, False),
+    (("/build/",), "src/build", True, False),
+    (("/build/",), "build/deep/file.o", False, True),
+    (("**/tmp",), "tmp", True, True),
+    (("**/tmp",), "a/b/tmp", True, True),
+    (("a/**/b",), "a/b", False, True),
+    (("a/**/b",), "a/x/y/b", False, True),
+    (("docs/*.md",), "docs/a.md", False, True),
+    (("docs/*.md",), "x/docs/a.md", False, False),
+    (("docs/*.md",), "docs/x/a.md", False, False),
+    (("lib/**",), "lib/x/y", False, True),
+    (("[ab].txt",), "b.txt", False, True),
+    (("[ab].txt",), "c.txt", False, False),
+    (("\\#x", "# a comment"), "#x", False, True),
+    (("node_modules/", "!node_modules/keep.js"), "node_modules/keep.js", False, True),
+])
+def test_ignore_patterns(patterns: tuple[str, ...], path: str, is_dir: bool, ignored: bool) -> None:
+    lines = parse_ignore_file("\n".join(patterns).encode(), source=".stackatoignore")
+    assert IgnoreRules(patterns=lines).ignored(tuple(path.split("/")), is_dir=is_dir) is ignored
