@@ -10,7 +10,7 @@ import shutil
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -30,7 +30,7 @@ from fence.errors import (
 )
 from fence.service import NodeService, StageOrder
 from fence.staging.gitfetch import parse_git_spec
-from fence.staging.stager import env_from_pairs
+from fence.staging.stager import env_from_pairs, parse_memory
 from fence.wire import to_wire
 
 log = logging.getLogger("fence.api")
@@ -76,38 +76,66 @@ async def _receive_upload(request: Request, service: NodeService, staging_id: st
     return host_upload
 
 
-async def _staging_events(service: NodeService, order: StageOrder, staging_id: str) -> AsyncIterator[str]:
-    """Run a staging in a thread and relay its events; a client that goes away cancels it."""
+async def _work_events(work: Callable[[Callable[[str], None]], dict[str, Any]], *, name: str,
+                      on_gone: Callable[[], None] = lambda: None) -> AsyncIterator[str]:
+    """Run ``work`` in a thread and relay its log lines and result as NDJSON events.
+
+    Events: ``log`` (``line``), then one ``result`` (what ``work`` returned, e.g. ``{"droplet": …}``)
+    or ``error`` (a fence error on the wire). A client that goes away triggers ``on_gone``.
+    """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
     def emit(event: dict[str, Any] | None) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, event)
 
-    def work() -> None:
+    def run() -> None:
         try:
-            record = service.stage(order, staging_id=staging_id,
-                                   on_line=lambda line: emit({"event": "log", "line": line}))
-            emit({"event": "droplet", "droplet": to_wire(record)})
+            emit({"event": "result", **work(lambda line: emit({"event": "log", "line": line}))})
         except FenceError as exc:
             emit({"event": "error", "error": exc.to_wire()})
         except Exception as exc:  # a bug: report it as one line, log the traceback
-            log.exception("staging %s failed", staging_id)
+            log.exception("%s failed", name)
             emit({"event": "error", "error": InternalError(detail=f"{type(exc).__name__}: {exc}").to_wire()})
         finally:
             emit(None)
 
-    threading.Thread(target=work, name=f"staging-{staging_id}", daemon=True).start()
+    threading.Thread(target=run, name=name, daemon=True).start()
     finished = False
     try:
-        yield json.dumps({"event": "staging", "id": staging_id}) + "\n"
         while (event := await queue.get()) is not None:
             yield json.dumps(event) + "\n"
         finished = True
     finally:
         if not finished:
-            log.info("staging client went away; cancelling", extra={"staging": staging_id})
-            service.cancel_staging(staging_id)
+            log.info("client went away", extra={"work": name})
+            on_gone()
+
+
+def _required(value: int | None, name: str) -> int:
+    if value is None:
+        raise UsageError(detail=f"{name} is required")
+    return value
+
+
+def _str_map(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise UsageError(detail="set must map names to string values")
+    return dict(value)
+
+
+def _str_list(value: object) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UsageError(detail="expected a list of strings")
+    return list(value)
+
+
+def _ndjson(events: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(events, media_type="application/x-ndjson")
 
 
 def create_app(service: NodeService) -> FastAPI:
@@ -138,10 +166,13 @@ def create_app(service: NodeService) -> FastAPI:
     @app.post("/v1/stagings")
     async def stage(request: Request, name: str | None = None, fallback_name: str | None = None,
                     buildpack: list[str] = Query(default=[]), env: list[str] = Query(default=[]),
-                    git: str | None = None, filename: str = "upload.tar.gz") -> StreamingResponse:
-        """Stage an app: the body is an archive (or empty with ``git=URL``); the answer streams
-        NDJSON events: ``staging`` (its id), ``log`` lines, then ``droplet`` or ``error``."""
+                    git: str | None = None, filename: str = "upload.tar.gz", deploy: bool = False,
+                    instances: int | None = None, mem: str | None = None) -> StreamingResponse:
+        """Stage an app (and with ``deploy=true`` run it: push): the body is an archive (or empty
+        with ``git=URL``); the answer streams NDJSON ``log`` events, then ``result`` (``droplet``,
+        or ``app`` for a push) or ``error``."""
         staging_id = uuid.uuid4().hex[:12]
+        mem_mib = parse_memory(mem) if mem else None
         order = StageOrder(origin="", app=name, fallback_name=fallback_name,
                            buildpacks=tuple(buildpack), env=env_from_pairs(env))
         if git:
@@ -150,8 +181,16 @@ def create_app(service: NodeService) -> FastAPI:
         else:
             host_upload = await _receive_upload(request, service, staging_id, filename)
             order = dataclasses.replace(order, origin=str(host_upload))
-        return StreamingResponse(_staging_events(service, order, staging_id),
-                                 media_type="application/x-ndjson")
+        if deploy:
+            def work(on_line: Callable[[str], None]) -> dict[str, Any]:
+                view = service.push(order, instances=instances, memory_mib=mem_mib, staging_id=staging_id,
+                                    on_line=on_line)
+                return {"app": to_wire(view)}
+        else:
+            def work(on_line: Callable[[str], None]) -> dict[str, Any]:
+                return {"droplet": to_wire(service.stage(order, staging_id=staging_id, on_line=on_line))}
+        return _ndjson(_work_events(work, name=f"staging-{staging_id}",
+                                    on_gone=lambda: service.cancel_staging(staging_id)))
 
     @app.get("/v1/droplets")
     def droplets(app_name: str | None = Query(default=None, alias="app")) -> list[dict[str, Any]]:
@@ -162,6 +201,59 @@ def create_app(service: NodeService) -> FastAPI:
     def droplet(droplet_id: str) -> dict[str, Any]:
         """One droplet's record and staging info."""
         return to_wire(service.droplet(droplet_id))
+
+    @app.get("/v1/apps")
+    def apps() -> list[dict[str, Any]]:
+        """Every app with its instances."""
+        return to_wire(service.apps.views())
+
+    @app.get("/v1/apps/{name}")
+    def app_detail(name: str) -> dict[str, Any]:
+        """One app: url, instances (index, state, container, host_port, restarts), releases."""
+        return to_wire(service.apps.view(name))
+
+    @app.delete("/v1/apps/{name}")
+    def delete_app(name: str) -> dict[str, Any]:
+        """Remove the app: instances, releases, droplets, cache and logs."""
+        service.apps.delete(name)
+        return {"deleted": name}
+
+    @app.post("/v1/apps/{name}/{action}")
+    async def act(name: str, action: str, request: Request, instances: int | None = None,
+                  release: int | None = None) -> StreamingResponse:
+        """start, stop, restart, scale (``instances``), rollback (``release``), env (JSON body
+        ``{"set": {…}, "unset": […]}``), run (JSON body ``{"argv": […]}``): streamed NDJSON."""
+        apps = service.apps
+        body = await request.json() if action in ("env", "run") else {}
+        works: dict[str, Callable[[Callable[[str], None]], Any]] = {
+            "start": lambda out: apps.start(name, out),
+            "stop": lambda out: apps.stop(name),
+            "restart": lambda out: apps.restart(name, out),
+            "scale": lambda out: apps.scale(name, _required(instances, "instances"), out),
+            "rollback": lambda out: apps.rollback(name, release, out),
+            "env": lambda out: apps.set_env(name, _str_map(body.get("set")), tuple(_str_list(body.get("unset"))), out),
+        }
+        if action == "run":
+            argv = tuple(_str_list(body.get("argv")))
+            return _ndjson(_work_events(lambda out: {"exit_code": apps.run_task(name, argv, out)},
+                                        name=f"run-{name}"))
+        if action not in works:
+            raise UsageError(detail=f"unknown action {action!r}")
+        apps.app(name)  # an unknown app is a 404 before any streaming starts
+        chosen = works[action]
+        return _ndjson(_work_events(lambda out: {"app": to_wire(chosen(out))}, name=f"{action}-{name}"))
+
+    @app.get("/v1/apps/{name}/releases")
+    def releases(name: str) -> list[dict[str, Any]]:
+        """The app's kept releases, newest first."""
+        return to_wire(list(service.apps.view(name).releases))
+
+    @app.get("/v1/apps/{name}/logs")
+    def logs(name: str, follow: bool = False, staging: bool = False, tail: int = 100) -> StreamingResponse:
+        """The app's instance logs (or its last staging log), one NDJSON ``log`` event a line."""
+        lines = service.apps.staging_log(name) if staging else service.apps.instance_logs(name, follow=follow, tail=tail)
+        return StreamingResponse((json.dumps({"event": "log", "line": line}) + "\n" for line in lines),
+                                 media_type="application/x-ndjson")
 
     @app.get("/v1/images")
     def images() -> list[dict[str, Any]]:

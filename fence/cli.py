@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from fence import __version__
-from fence.client import FenceClient
+from fence.cli_apps import COMMANDS, absolute_buildpacks, client
 from fence.console import debug_option, render, run_cli
 from fence.home import NodeHome
 from fence.staging.stager import check_app_name, env_from_pairs
@@ -35,10 +33,6 @@ def serve(log_level: str) -> None:
     serve_daemon(node_service(NodeHome.from_env()))
 
 
-def _client() -> FenceClient:
-    return FenceClient(host_socket=NodeHome.from_env().host_socket)
-
-
 @fence.command()
 @click.argument("source", default=".")
 @click.option("--name", "app", help="App name [default: stackato.yml's name, else the folder's].")
@@ -51,12 +45,10 @@ def stage(source: str, app: str | None, buildpacks: tuple[str, ...], env_pairs: 
           as_json: bool) -> None:
     """Stage SOURCE (a folder, .tar.gz/.zip, or git URL[#ref]) into a droplet; prints the log."""
     env_from_pairs(env_pairs)  # refuse a bad NAME=VALUE before uploading anything
-    # The daemon resolves paths on its side: send local buildpack folders as absolute paths.
-    buildpacks = tuple(str(Path(b).expanduser().resolve()) if b.startswith(("./", "../", "~")) or b in (".", "..")
-                       else b for b in buildpacks)
+    buildpacks = absolute_buildpacks(buildpacks)
     if app is not None:
         check_app_name(app)
-    record = _client().stage(source=source, app=app, buildpacks=buildpacks, env_pairs=env_pairs,
+    record = client().stage(source=source, app=app, buildpacks=buildpacks, env_pairs=env_pairs,
                              on_line=lambda line: click.echo(line, err=as_json))
     if as_json:
         click.echo(render(to_wire(record), "json"))
@@ -72,7 +64,7 @@ def droplets(app: str | None, as_json: bool) -> None:
     """List droplets (of APP), newest first, with their buildpack and start command."""
     if app is not None:
         check_app_name(app)
-    records = _client().droplets(app)
+    records = client().droplets(app)
     if as_json:
         click.echo(render(to_wire(records), "json"))
         return
@@ -81,6 +73,10 @@ def droplets(app: str | None, as_json: bool) -> None:
         buildpack = record.buildpacks[-1].name if record.buildpacks else "-"
         click.echo(f"{record.id[:12]:<14}{record.app:<20}{buildpack[:13]:<14}"
                    f"{record.size / 1e6:>6.1f}MB  {record.staged_at:<26}{record.start_command or '-'}")
+
+
+for _command in COMMANDS:
+    fence.add_command(_command)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable
 import httpx
 
 from fence.errors import DaemonNotRunning, InternalError, UsageError, from_wire
-from fence.models import DropletRecord, NodeStatus, SourceLimits, StackImage
+from fence.models import AppView, DropletRecord, NodeStatus, ReleaseRecord, SourceLimits, StackImage
 from fence.staging.gitfetch import looks_like_git_url
 from fence.staging.sources import pack_directory_for_upload
 from fence.tarstream import file_chunks
@@ -64,7 +64,14 @@ class FenceClient:
             UsageError: the source is neither a folder, an archive nor a git URL.
             FenceError: whatever the staging failed with, as the daemon reported it.
         """
-        params: list[tuple[str, str]] = [("buildpack", b) for b in buildpacks]
+        result = self._upload(source=source, app=app, buildpacks=buildpacks, env_pairs=env_pairs,
+                              on_line=on_line, limits=limits, extra=[])
+        return model_from_wire(DropletRecord, result["droplet"])
+
+    def _upload(self, *, source: str, app: str | None, buildpacks: tuple[str, ...],
+                env_pairs: tuple[str, ...], on_line: Callable[[str], None],
+                limits: SourceLimits | None, extra: list[tuple[str, str]]) -> dict[str, Any]:
+        params: list[tuple[str, str]] = [("buildpack", b) for b in buildpacks] + extra
         params += [("env", pair) for pair in env_pairs]
         if app:
             params.append(("name", app))
@@ -96,10 +103,17 @@ class FenceClient:
         params = {"app": app} if app else {}
         return [model_from_wire(DropletRecord, item) for item in self._get("/v1/droplets", params)]
 
-    def _stream_staging(self, params: list[tuple[str, str]], body: Iterable[bytes],
-                        on_line: Callable[[str], None]) -> DropletRecord:
+    def _stream(self, method: str, path: str, *, params: list[tuple[str, str]] | None = None,
+                content: Iterable[bytes] | None = None, body: Any = None,
+                on_line: Callable[[str], None]) -> dict[str, Any]:
+        """Send a request whose answer is NDJSON events; pass ``log`` lines on, return ``result``.
+
+        Raises:
+            DaemonNotRunning: nothing answers on the socket.
+            FenceError: the ``error`` event, as the same class.
+        """
         try:
-            with self._http.stream("POST", "/v1/stagings", params=params, content=body,
+            with self._http.stream(method, path, params=params, content=content, json=body,
                                    timeout=httpx.Timeout(30.0, read=None)) as response:
                 if response.is_error:
                     response.read()
@@ -110,15 +124,70 @@ class FenceClient:
                     event = json.loads(raw)
                     if event.get("event") == "log":
                         on_line(str(event.get("line", "")))
-                    elif event.get("event") == "droplet":
-                        return model_from_wire(DropletRecord, event["droplet"])
+                    elif event.get("event") == "result":
+                        return event
                     elif event.get("event") == "error":
                         raise from_wire(event["error"])
         except (httpx.ConnectError, FileNotFoundError) as exc:
             raise DaemonNotRunning(socket=self._host_socket) from exc
         except httpx.RemoteProtocolError as exc:
-            raise InternalError(detail=f"the daemon closed the staging stream ({exc})") from exc
-        raise InternalError(detail="the daemon ended the staging stream without a result")
+            raise InternalError(detail=f"the daemon closed the stream ({exc})") from exc
+        return {}
+
+    def _stream_staging(self, params: list[tuple[str, str]], body: Iterable[bytes],
+                        on_line: Callable[[str], None]) -> dict[str, Any]:
+        result = self._stream("POST", "/v1/stagings", params=params, content=body, on_line=on_line)
+        if not result:
+            raise InternalError(detail="the daemon ended the staging stream without a result")
+        return result
+
+    def push(self, *, source: str, app: str | None, buildpacks: tuple[str, ...], env_pairs: tuple[str, ...],
+             instances: int | None, mem: str | None, on_line: Callable[[str], None],
+             limits: SourceLimits | None = None) -> AppView:
+        """Stage and run an app (see ``stage`` for the arguments); returns it once healthy.
+
+        Raises:
+            FenceError: staging or deploy failures, as the daemon reported them.
+        """
+        extra = [("deploy", "true")]
+        if instances is not None:
+            extra.append(("instances", str(instances)))
+        if mem:
+            extra.append(("mem", mem))
+        result = self._upload(source=source, app=app, buildpacks=buildpacks, env_pairs=env_pairs,
+                              on_line=on_line, limits=limits, extra=extra)
+        return model_from_wire(AppView, result["app"])
+
+    def apps(self) -> list[AppView]:
+        """Every app."""
+        return [model_from_wire(AppView, item) for item in self._get("/v1/apps")]
+
+    def app(self, name: str) -> AppView:
+        """One app in detail."""
+        return model_from_wire(AppView, self._get(f"/v1/apps/{name}"))
+
+    def releases(self, name: str) -> list[ReleaseRecord]:
+        """An app's releases, newest first."""
+        return [model_from_wire(ReleaseRecord, r) for r in self._get(f"/v1/apps/{name}/releases")]
+
+    def act(self, name: str, action: str, *, on_line: Callable[[str], None],
+            params: dict[str, str] | None = None, body: Any = None) -> dict[str, Any]:
+        """start, stop, restart, scale, rollback, env or run; returns the result event."""
+        return self._stream("POST", f"/v1/apps/{name}/{action}", params=list((params or {}).items()),
+                            body=body, on_line=on_line)
+
+    def delete(self, name: str) -> None:
+        """Delete an app."""
+        try:
+            response = self._http.delete(f"/v1/apps/{name}", timeout=httpx.Timeout(30.0, read=120.0))
+        except (httpx.ConnectError, FileNotFoundError) as exc:
+            raise DaemonNotRunning(socket=self._host_socket) from exc
+        _payload(response)
+
+    def logs(self, name: str, *, follow: bool, staging: bool, on_line: Callable[[str], None]) -> None:
+        """Pass the app's log lines on (until the stream ends)."""
+        params = [("follow", str(follow).lower()), ("staging", str(staging).lower())]
+        self._stream("GET", f"/v1/apps/{name}/logs", params=params, on_line=on_line)
 
     def close(self) -> None:
         """Close the connection pool."""

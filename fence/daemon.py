@@ -55,6 +55,7 @@ def serve(service: NodeService) -> None:
     sock = bind_socket(host_socket)
     for line in service.recover():
         log.info("removed after an unclean stop", extra={"what": line})
+    service.start()
     config = uvicorn.Config(create_app(service), log_config=None, access_log=False,
                             timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)

@@ -262,6 +262,36 @@ class DropletCorrupt(FenceError):
     user_error = False
 
 
+# --- apps --------------------------------------------------------------------------------------
+
+class AppNotFound(FenceError):
+    """An app name the node does not know."""
+
+    template = "no app named {app!r} on this node (see `fence apps`)"
+    exit_code = EXIT_NOT_FOUND
+
+
+class NoRelease(FenceError):
+    """An app that was never staged successfully."""
+
+    template = "app {app!r} has no release yet: push it first"
+    exit_code = EXIT_CONFLICT
+
+
+class ReleaseNotFound(FenceError):
+    """A release that is not among the app's kept releases."""
+
+    template = "app {app!r} has no release {release} (see `fence releases {app}`)"
+    exit_code = EXIT_NOT_FOUND
+
+
+class DeployFailed(FenceError):
+    """New instances did not become healthy; the previous ones keep serving."""
+
+    template = "release {release} of {app} did not start: {why}; the previous release keeps serving"
+    exit_code = EXIT_CONFLICT
+
+
 # --- daemon ------------------------------------------------------------------------------------
 
 class DaemonNotRunning(FenceError):
@@ -291,6 +321,31 @@ class InternalError(FenceError):
 
     template = "internal error: {detail}"
     exit_code = EXIT_INTERNAL
+    user_error = False
+
+
+# --- router ------------------------------------------------------------------------------------
+
+class RouteInvalid(FenceError):
+    """A route the router cannot serve: a bad upstream, or a host or app claimed twice."""
+
+    template = "route for app {app!r}: {why}"
+    exit_code = EXIT_USAGE
+
+
+class RouterConfigRefused(FenceError):
+    """nginx refused a router config (``nginx -t`` or the reload); the old config keeps serving."""
+
+    template = "router config refused, the previous one keeps serving: {detail}"
+    exit_code = EXIT_CONFLICT
+    user_error = False
+
+
+class RouterUnavailable(FenceError):
+    """The router's nginx could not be started or stopped."""
+
+    template = "the router (nginx) {action} failed: {detail}"
+    exit_code = EXIT_UNAVAILABLE
     user_error = False
 
 

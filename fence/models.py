@@ -129,6 +129,7 @@ class ContainerInfo:
         oom_killed: whether the kernel's OOM killer ended it.
         started_at: ISO timestamp of the last start, if any.
         ports: published ports.
+        ip_address: the container's address on its bridge network, if it has one.
     """
 
     id: str
@@ -142,6 +143,7 @@ class ContainerInfo:
     oom_killed: bool = False
     started_at: str | None = None
     ports: tuple[PublishedPort, ...] = ()
+    ip_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,7 @@ class NodeStatus:
         containers: this node's containers, by role.
         schema_version: the state store's schema version.
         warnings: things the admin should act on.
+        router: the router's status, ``None`` when the node has none.
     """
 
     version: str
@@ -262,6 +265,7 @@ class NodeStatus:
     containers: Mapping[str, int]
     schema_version: int
     warnings: tuple[str, ...] = ()
+    router: RouterStatus | None = None
 
 
 # --- staging -----------------------------------------------------------------------------------
@@ -435,3 +439,164 @@ class DropletRecord:
     staged_at: str
     staging_id: str
     pre_running: tuple[str, ...] = ()
+
+
+# --- router ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Upstream:
+    """One healthy instance a route sends requests to.
+
+    Attributes:
+        address: IP address nginx connects to.
+        port: TCP port.
+    """
+
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one app is reached through the node's router.
+
+    Attributes:
+        app: the app's name (it answers at ``APP.<router/domain>``).
+        hosts: every host name of the app: ``APP.<domain>`` first, then its extra ``url:`` names.
+        upstreams: its healthy web instances (empty: the app answers 503 "no instance running").
+    """
+
+    app: str
+    hosts: tuple[str, ...]
+    upstreams: tuple[Upstream, ...] = ()
+
+
+@dataclass(frozen=True)
+class RouterStatus:
+    """What ``kato status`` shows of the router.
+
+    Attributes:
+        running: whether the nginx master process runs.
+        pid: its pid, if running.
+        port: the port it listens on (``router/port``).
+        domain: ``router/domain``.
+        routes: how many apps it routes.
+        last_reload: ISO time of the last successful reload, if any.
+        last_error: why the last config was refused (``nginx -t``), if it was.
+    """
+
+    running: bool
+    pid: int | None
+    port: int
+    domain: str
+    routes: int
+    last_reload: str | None = None
+    last_error: str | None = None
+
+
+# --- apps and instances ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AppRecord:
+    """An app's desired state.
+
+    Attributes:
+        name: the app's name.
+        instances: how many web instances should run.
+        memory_mib: memory limit per instance.
+        env: the app's environment (set with --env, stackato.yml, `fence env`).
+        started: whether instances should run at all (`fence stop` clears it).
+        release: the current release number, ``None`` before the first successful staging.
+        health_timeout: seconds the web process has to accept connections (manifest ``timeout``).
+        urls: extra host names the app answers at.
+        created_at: ISO time the app was first pushed.
+    """
+
+    name: str
+    instances: int
+    memory_mib: int
+    env: Mapping[str, str]
+    started: bool
+    release: int | None
+    health_timeout: int | None
+    urls: tuple[str, ...]
+    created_at: str
+
+
+@dataclass(frozen=True)
+class ReleaseRecord:
+    """One release of an app: a droplet it ran or runs.
+
+    Attributes:
+        app: the app's name.
+        number: 1, 2, … per app.
+        droplet: the droplet's id.
+        created_at: ISO time.
+        note: what made it (``push``, ``rollback to 3`` …).
+    """
+
+    app: str
+    number: int
+    droplet: str
+    created_at: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    """One instance as `fence app` shows it.
+
+    Attributes:
+        index: the instance index.
+        state: ``starting``, ``running``, ``crashed``, ``stopping``, ``stopped``.
+        container: the container id (short).
+        host_port: where its web port is published on ``container/bind_address``.
+        restarts: crashes counted by the restart policy.
+        release: the release it runs.
+        uptime: seconds since it became healthy, 0 if it is not.
+        reason: why it is not running (``exited 1``, ``out of memory``, ``unhealthy`` …).
+    """
+
+    index: int
+    state: str
+    container: str
+    host_port: int | None
+    restarts: int
+    release: int
+    uptime: float = 0.0
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class AppView:
+    """An app as `fence apps` and `fence app` show it.
+
+    Attributes:
+        name: the app's name.
+        url: its stable URL through the router.
+        urls: every URL it answers at.
+        state: ``started`` or ``stopped``.
+        instances: desired instance count.
+        running: instances running now.
+        memory_mib: memory per instance.
+        release: current release number.
+        droplet: current droplet id.
+        stack_image: the stack its droplet was staged on.
+        env: its environment.
+        instance_list: the instances.
+        releases: its releases, newest first.
+    """
+
+    name: str
+    url: str
+    urls: tuple[str, ...]
+    state: str
+    instances: int
+    running: int
+    memory_mib: int
+    release: int | None
+    droplet: str | None
+    stack_image: str | None
+    env: Mapping[str, str]
+    instance_list: tuple[InstanceView, ...] = ()
+    releases: tuple[ReleaseRecord, ...] = ()

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, TextIO
+from typing import Callable, Mapping, Protocol, TextIO
 
 from fence import __version__, labels
 from fence.backend.base import ContainerBackend
 from fence.config import ConfigStore
 from fence.droplets import DropletStore
-from fence.errors import DropletNotFound, EngineUnavailable
+from fence.apps import AppOps
+from fence.errors import DropletNotFound, EngineUnavailable, FenceError
 from fence.home import NodeHome
-from fence.models import DropletRecord, EngineInfo, NodeStatus, SourceLimits, StackImage, StackStatus
+from fence.models import (AppView, DropletRecord, EngineInfo, Manifest, NodeStatus, Route, RouterStatus,
+                          SourceLimits, StackImage, StackStatus)
+from fence.running.manager import InstanceManager
 from fence.stack.resolve import stack_status
 from fence.staging.queue import StagingSlots
 from fence.staging.sources import prepare_source
@@ -44,17 +48,37 @@ class StageOrder:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
+log = logging.getLogger("fence.service")
+
+
+class Router(Protocol):
+    """The node's router as the service uses it (``fence.router.nginx.NginxRouter``)."""
+
+    def ensure_running(self) -> None:
+        """Start the router if it is not running."""
+
+    def apply(self, *, routes: list[Route], port: int, domain: str) -> None:
+        """Route apps to their healthy instances (checked, then a graceful reload)."""
+
+    def status(self) -> RouterStatus:
+        """Running, port, routes, last reload, last error."""
+
+
 class NodeService:
     """One node's operations."""
 
     def __init__(self, *, home: NodeHome, config: ConfigStore, backend: ContainerBackend,
-                 store: StateStore, stager: Stager, droplets: DropletStore) -> None:
+                 store: StateStore, stager: Stager, droplets: DropletStore, apps: AppOps,
+                 manager: InstanceManager, router: Router | None) -> None:
         self.home = home
         self.config = config
         self.backend = backend
         self.store = store
         self.stager = stager
         self.droplets = droplets
+        self.apps = apps
+        self.manager = manager
+        self.router = router
         self.paths = HostPaths(host_root=home.host_root)
         self.node_id = home.node_id
         self.started_at = _now()
@@ -82,6 +106,24 @@ class NodeService:
         Raises:
             FenceError: any staging failure (see ``Stager.stage``), or a refused source.
         """
+        return self._stage(order, staging_id=staging_id, on_line=on_line)[0]
+
+    def push(self, order: StageOrder, *, instances: int | None, memory_mib: int | None,
+             staging_id: str, on_line: Callable[[str], None]) -> AppView:
+        """Stage, then make the droplet the app's new release and wait for healthy instances.
+
+        A failed staging changes nothing: the running release keeps serving.
+
+        Raises:
+            FenceError: a staging failure, or DeployFailed.
+        """
+        droplet, manifest = self._stage(order, staging_id=staging_id, on_line=on_line)
+        return self.apps.deploy(droplet, instances=instances if instances is not None else manifest.instances,
+                                memory_mib=memory_mib or manifest.mem_mib, env={**manifest.env, **order.env},
+                                urls=manifest.urls, health_timeout=manifest.timeout, on_line=on_line)
+
+    def _stage(self, order: StageOrder, *, staging_id: str,
+               on_line: Callable[[str], None]) -> tuple[DropletRecord, Manifest]:
         host_work = self.paths.host_work / staging_id
         host_work.mkdir(parents=True, exist_ok=True)
         try:
@@ -96,7 +138,7 @@ class NodeService:
             name = app_name(request)
             with _LogFile(self.paths.host_staging_log(name, staging_id), on_line) as logged:
                 with self._slots.slot(on_line=logged, cancelled=lambda: staging_id in self._cancelled):
-                    return self.stager.stage(request, on_line=logged, staging_id=staging_id)
+                    return self.stager.stage(request, on_line=logged, staging_id=staging_id), source.manifest
         finally:
             self._cancelled.discard(staging_id)
             shutil.rmtree(host_work, ignore_errors=True)
@@ -170,7 +212,15 @@ class NodeService:
             warnings.extend(_engine_warnings(engine, bool(self.config.fence("security/require_userns"))))
         if stack is not None:
             warnings.extend(_stack_warnings(stack))
+        router = None
+        if self.router is not None:
+            router = self.router.status()
+            if not router.running:
+                warnings.append("the router (nginx) is not running: apps are not reachable at their URLs")
+            if router.last_error:
+                warnings.append(f"the router refused its last config: {router.last_error}")
         return NodeStatus(
+            router=router,
             version=__version__,
             node_id=self.node_id,
             home=str(self.home.host_root),
@@ -211,8 +261,26 @@ class NodeService:
             ))
         return found
 
+    def start(self) -> None:
+        """Bring the node's own processes up: the router, then the instance reconciler (which
+        re-adopts running instances from their labels without restarting them)."""
+        if self.router is not None:
+            try:
+                self.router.ensure_running()
+            except FenceError as exc:
+                log.warning("router not running: %s", exc.message)
+        self.manager.run_in_background()
+
+    def apply_routes(self, routes: list[Route]) -> None:
+        """Hand the routes to the router (called by the reconciler on every pass; the router
+        reloads only when its config changes, e.g. routes or router/port)."""
+        if self.router is not None:
+            self.router.apply(routes=routes, port=int(self.config.fence("router/port")),
+                              domain=str(self.config.fence("router/domain")))
+
     def close(self) -> None:
-        """Cancel running stagings and release the state store."""
+        """Stop reconciling and cancel running stagings; instances keep running."""
+        self.manager.shutdown()
         self.stager.cancel_all()
         self.store.close()
 

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from fence.errors import StoreError
-from fence.models import DropletRecord
+from fence.models import AppRecord, DropletRecord, ReleaseRecord
 from fence.wire import from_wire, to_wire
 
 # Each entry upgrades the schema by one version; never edit a released entry, append a new one.
@@ -32,7 +32,23 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX droplets_by_app ON droplets (app, staged_at);
     """,
+    """
+    ALTER TABLE apps ADD COLUMN started INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE apps ADD COLUMN release INTEGER;
+    ALTER TABLE apps ADD COLUMN health_timeout INTEGER;
+    ALTER TABLE apps ADD COLUMN urls_json TEXT NOT NULL DEFAULT '[]';
+    CREATE TABLE releases (
+        app         TEXT NOT NULL REFERENCES apps (name) ON DELETE CASCADE,
+        number      INTEGER NOT NULL,
+        droplet     TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        note        TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (app, number)
+    );
+    """,
 )
+
+KEEP_RELEASES = 5
 
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -102,6 +118,11 @@ class StateStore:
                                      (droplet_id,)).fetchone()
         return from_wire(DropletRecord, json.loads(row[0])) if row else None
 
+    def delete_droplet(self, droplet_id: str) -> None:
+        """Forget a droplet's record."""
+        with self._lock:
+            self._conn.execute("DELETE FROM droplets WHERE id = ?", (droplet_id,))
+
     def droplets(self, app: str | None = None) -> list[DropletRecord]:
         """Droplets, newest first; only one app's when ``app`` is given."""
         query = "SELECT record_json FROM droplets"
@@ -113,10 +134,95 @@ class StateStore:
             rows = self._conn.execute(query + " ORDER BY staged_at DESC, rowid DESC", args).fetchall()
         return [from_wire(DropletRecord, json.loads(row[0])) for row in rows]
 
+    # --- apps --------------------------------------------------------------------------------
+
+    def put_app(self, app: AppRecord) -> None:
+        """Create or replace an app's desired state."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO apps (name, created_at, instances, memory_mib, env_json, started, release, "
+                "health_timeout, urls_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET instances = excluded.instances, "
+                "memory_mib = excluded.memory_mib, env_json = excluded.env_json, "
+                "started = excluded.started, release = excluded.release, "
+                "health_timeout = excluded.health_timeout, urls_json = excluded.urls_json",
+                (app.name, app.created_at, app.instances, app.memory_mib, json.dumps(dict(app.env)),
+                 int(app.started), app.release, app.health_timeout, json.dumps(list(app.urls))))
+
+    def app(self, name: str) -> AppRecord | None:
+        """An app's desired state, or ``None``."""
+        with self._lock:
+            row = self._conn.execute(_APP_SELECT + " WHERE name = ?", (name,)).fetchone()
+        return _app(row) if row else None
+
+    def apps(self) -> list[AppRecord]:
+        """Every app, by name."""
+        with self._lock:
+            rows = self._conn.execute(_APP_SELECT + " ORDER BY name").fetchall()
+        return [_app(row) for row in rows]
+
+    def delete_app(self, name: str) -> list[str]:
+        """Forget an app, its releases and its droplet records; returns the droplet ids it had."""
+        with self._lock:
+            droplets = [r[0] for r in self._conn.execute("SELECT id FROM droplets WHERE app = ?", (name,))]
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("DELETE FROM releases WHERE app = ?", (name,))
+                self._conn.execute("DELETE FROM droplets WHERE app = ?", (name,))
+                self._conn.execute("DELETE FROM apps WHERE name = ?", (name,))
+                self._conn.execute("COMMIT")
+            except sqlite3.Error:
+                self._conn.execute("ROLLBACK")
+                raise
+        return droplets
+
+    def add_release(self, app: str, droplet: str, created_at: str, note: str) -> tuple[ReleaseRecord, list[str]]:
+        """Record a new release and make it current; keep only the last ``KEEP_RELEASES``.
+
+        Returns:
+            The release, and the droplets of pruned releases that no kept release refers to.
+        """
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                number = 1 + int(self._conn.execute(
+                    "SELECT COALESCE(MAX(number), 0) FROM releases WHERE app = ?", (app,)).fetchone()[0])
+                self._conn.execute("INSERT INTO releases (app, number, droplet, created_at, note) "
+                                   "VALUES (?, ?, ?, ?, ?)", (app, number, droplet, created_at, note))
+                self._conn.execute("UPDATE apps SET release = ? WHERE name = ?", (number, app))
+                pruned = {r[0] for r in self._conn.execute(
+                    "SELECT droplet FROM releases WHERE app = ? AND number <= ?", (app, number - KEEP_RELEASES))}
+                self._conn.execute("DELETE FROM releases WHERE app = ? AND number <= ?",
+                                   (app, number - KEEP_RELEASES))
+                kept = {r[0] for r in self._conn.execute("SELECT droplet FROM releases WHERE app = ?", (app,))}
+                dropped = sorted(pruned - kept)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error:
+                self._conn.execute("ROLLBACK")
+                raise
+        return ReleaseRecord(app=app, number=number, droplet=droplet, created_at=created_at, note=note), dropped
+
+    def releases(self, app: str) -> list[ReleaseRecord]:
+        """An app's kept releases, newest first."""
+        with self._lock:
+            rows = self._conn.execute("SELECT app, number, droplet, created_at, note FROM releases "
+                                      "WHERE app = ? ORDER BY number DESC", (app,)).fetchall()
+        return [ReleaseRecord(app=r[0], number=r[1], droplet=r[2], created_at=r[3], note=r[4]) for r in rows]
+
     def close(self) -> None:
         """Close the database."""
         with self._lock:
             self._conn.close()
+
+
+_APP_SELECT = ("SELECT name, instances, memory_mib, env_json, started, release, health_timeout, "
+               "urls_json, created_at FROM apps")
+
+
+def _app(row: tuple) -> AppRecord:
+    return AppRecord(name=row[0], instances=row[1], memory_mib=row[2], env=json.loads(row[3]),
+                     started=bool(row[4]), release=row[5], health_timeout=row[6],
+                     urls=tuple(json.loads(row[7])), created_at=row[8])
 
 
 def _statements(script: str) -> list[str]:

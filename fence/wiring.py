@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from fence.backend.base import ContainerBackend
+from fence.models import Route
 from fence.config import ConfigStore
 from fence.home import NodeHome
 
@@ -19,13 +22,23 @@ def docker_backend(config: ConfigStore) -> ContainerBackend:
     return DockerBackend(require_userns=lambda: bool(config.fence("security/require_userns")))
 
 
-def node_service(home: NodeHome, *, backend: ContainerBackend | None = None):  # noqa: ANN201
-    """The service facade for a node, with the real engine unless a backend is given.
+def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, router: object | None = None,
+                 manager_options: dict | None = None):  # noqa: ANN201
+    """The service facade for a node, with the real engine and nginx unless others are given.
+
+    Args:
+        home: the node's FENCE_HOME.
+        backend: a container backend (default: the Docker Engine).
+        router: a router (default: nginx under FENCE_HOME/router).
+        manager_options: extra InstanceManager arguments (tests: clock, health, drain).
 
     Returns:
         A ``fence.service.NodeService``.
     """
+    from fence.apps import AppOps
     from fence.droplets import DropletStore
+    from fence.running.manager import InstanceManager
+    from fence.running.starter import InstanceStarter
     from fence.service import NodeService
     from fence.staging.buildpacks import BuildpackResolver, builtin_dir
     from fence.staging.stager import Stager
@@ -42,5 +55,22 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None):  #
                     node_id=home.node_id,
                     resolver=BuildpackResolver(host_builtin=builtin_dir(),
                                                host_cache=paths.host_buildpack_cache))
-    return NodeService(home=home, config=config, backend=engine, store=store, stager=stager,
-                       droplets=droplets)
+    starter = InstanceStarter(backend=engine, config=config, droplets=droplets, node_id=home.node_id)
+    routes_to: list[Callable[[list[Route]], None]] = []
+    manager = InstanceManager(backend=engine, store=store, config=config, starter=starter,
+                              node_id=home.node_id, on_routes=lambda routes: [f(routes) for f in routes_to],
+                              **(manager_options or {}))
+    apps = AppOps(store=store, config=config, manager=manager, starter=starter, backend=engine,
+                  droplets=droplets, paths=paths, node_id=home.node_id)
+    service = NodeService(home=home, config=config, backend=engine, store=store, stager=stager,
+                          droplets=droplets, apps=apps, manager=manager,
+                          router=router if router is not None else nginx_router(home))
+    routes_to.append(service.apply_routes)
+    return service
+
+
+def nginx_router(home: NodeHome):  # noqa: ANN201
+    """The node's nginx router under FENCE_HOME/router."""
+    from fence.router.nginx import NginxRouter
+
+    return NginxRouter(host_dir=home.host_root / "router")

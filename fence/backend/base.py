@@ -91,6 +91,18 @@ class Container(Protocol):
             ContainerNotFound: the container was destroyed.
         """
 
+    def logs(self, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+        """The main process's output from the engine's log, line by line.
+
+        Args:
+            follow: keep streaming new lines until the container stops.
+            tail: only the last ``tail`` lines already logged.
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+        """
+
     def stop(self, grace: float = 10.0) -> None:
         """Send TERM to the main process, then KILL after ``grace`` seconds. A stopped container
         is left as it is.
@@ -147,6 +159,14 @@ class ContainerBackend(Protocol):
 
     def list(self, labels: Mapping[str, str]) -> list[Container]:
         """Containers (running or not) that carry all the given labels.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def list_info(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        """``info()`` of every container carrying all the labels, in one engine call; without
+        ``oom_killed`` and ``started_at`` (ask ``info()`` of an exited container for those).
 
         Raises:
             EngineUnavailable: the engine does not answer.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import threading
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -320,6 +321,22 @@ class DockerBackend:
         return [DockerContainer(backend=self, container_id=c["Id"]) for c in found]
 
 
+    def list_info(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        """What the engine knows of every container carrying all the given labels, in one call.
+
+        Cheaper than ``info()`` per container; ``oom_killed`` and ``started_at`` are not filled
+        in (call ``info()`` on an exited container for them).
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+        api = self._api()
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]} if labels else None
+        with _engine("listing containers"):
+            found = api.containers(all=True, filters=filters)
+        return [_summary_info(c) for c in found]
+
+
 class DockerContainer:
     """One container on the Docker Engine; made by ``DockerBackend``, used as a ``Container``.
 
@@ -472,6 +489,29 @@ class DockerContainer:
             attrs = api.inspect_container(self._id)
         return _container_info(attrs)
 
+    def logs(self, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+        """The main process's output (stdout and stderr) from the engine's log, line by line.
+
+        Args:
+            follow: keep streaming new lines until the container stops.
+            tail: only the last ``tail`` lines of what is already logged.
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+        """
+        api = self._backend._stream_api() if follow else self._backend._api()
+        with _engine("reading container logs", container=self._id):
+            chunks = api.logs(self._id, stream=True, follow=follow, tail="all" if tail is None else tail)
+        buffer = b""
+        for chunk in _translated(chunks, "reading container logs", self._id):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                yield line.decode("utf-8", errors="replace").rstrip("\r")
+        if buffer:
+            yield buffer.decode("utf-8", errors="replace")
+
     def stop(self, grace: float = 10.0) -> None:
         """TERM the main process, then KILL it after ``grace`` seconds (rounded up to whole
         seconds); a stopped container is left as it is.
@@ -595,4 +635,34 @@ def _container_info(attrs: Mapping[str, Any]) -> ContainerInfo:
         oom_killed=bool(state.get("OOMKilled")),
         started_at=started,
         ports=tuple(sorted(ports, key=lambda p: (p.container_port, p.host_ip, p.host_port))),
+        ip_address=_ip_address(attrs.get("NetworkSettings") or {}),
     )
+
+
+def _ip_address(network: Mapping[str, Any]) -> str | None:
+    if network.get("IPAddress"):
+        return str(network["IPAddress"])
+    for settings in (network.get("Networks") or {}).values():
+        if settings and settings.get("IPAddress"):
+            return str(settings["IPAddress"])
+    return None
+
+
+def _summary_info(summary: Mapping[str, Any]) -> ContainerInfo:
+    """ContainerInfo from a /containers/json entry (no OOM flag; exit code parsed from Status)."""
+    state = str(summary.get("State") or "unknown")
+    exit_code = None
+    if state in ("exited", "dead"):
+        found = re.search(r"\((-?[0-9]+)\)", str(summary.get("Status") or ""))
+        exit_code = int(found.group(1)) if found else None
+    ports = tuple(sorted(
+        (PublishedPort(container_port=int(p["PrivatePort"]), host_ip=str(p.get("IP") or ""),
+                       host_port=int(p["PublicPort"]))
+         for p in summary.get("Ports") or () if p.get("PublicPort") and p.get("Type") == "tcp"),
+        key=lambda p: (p.container_port, p.host_ip, p.host_port)))
+    names = summary.get("Names") or [""]
+    return ContainerInfo(
+        id=str(summary["Id"]), name=str(names[0]).lstrip("/"), image=str(summary.get("Image") or ""),
+        image_id=str(summary.get("ImageID") or ""), labels=dict(summary.get("Labels") or {}),
+        state=state, running=state == "running", exit_code=exit_code, ports=ports,
+        ip_address=_ip_address(summary.get("NetworkSettings") or {}))

@@ -240,6 +240,14 @@ class FakeBackend:
             raise ContainerNotFound(container=container_id[:12] or "''")
         return found[0]
 
+    def list_info(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        """``info()`` of every container carrying all the labels.
+
+        Raises:
+            EngineUnavailable: never, in the fake.
+        """
+        return [container.info() for container in self.list(labels)]
+
     def list(self, labels: Mapping[str, str]) -> list[FakeContainer]:
         """Containers (running or not) that carry all the given labels, newest first.
 
@@ -283,7 +291,7 @@ class FakeContainer:
         self.files = {PurePosixPath(d): FakeFile(kind="dir", mode=0o1777 if d == "/tmp" else 0o755)
                       for d in _BASE_DIRS}
         _make_dirs(self.files, spec.workdir)  # the engine creates a missing workdir too
-        self.logs: list[str] = []
+        self.log_lines: list[str] = []
         self.killed = False
         self._state, self._exit_code = "created", None
         self._started_at: str | None = None
@@ -328,7 +336,7 @@ class FakeContainer:
         except StillRunning:
             pass
         finally:
-            self.logs.extend("".join(output).splitlines())
+            self.log_lines.extend("".join(output).splitlines())
 
     def run(self, spec: ProcessSpec, on_output: OutputCallback | None = None) -> ProcessResult:
         """Run a fake program in the running container; see ``Container.run``.
@@ -474,7 +482,18 @@ class FakeContainer:
             id=self._id, name=self.name, image=self.spec.image, image_id=self.image_id,
             labels=dict(self.spec.labels), state=self._state, running=running,
             exit_code=self._exit_code, started_at=self._started_at,
-            ports=self._ports if running else ())
+            ports=self._ports if running else (),
+            ip_address=f"192.0.2.{int(self._id[:2], 16) % 250 + 2}" if running and self.spec.network == "bridge" else None)
+
+    def logs(self, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+        """The main program's output lines (``follow`` ends at the last line: nothing runs on).
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+        """
+        self._check_exists()
+        lines = list(self.log_lines)
+        return iter(lines if tail is None else lines[-tail:] if tail else [])
 
     def stop(self, grace: float = 10.0) -> None:
         """End the main process as TERM would (exit status 143); a stopped one is left as it is.

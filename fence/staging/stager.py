@@ -18,6 +18,7 @@ from fence import labels
 from fence.backend.base import Container, ContainerBackend
 from fence.config import ConfigStore
 from fence.config.schema import NAME_PATTERN
+from fence.config.types import BadValue, MemoryType
 from fence.droplets import DropletStore
 from fence.errors import BuildpackInvalid, FenceError, InvalidName, StagingFailed, UsageError
 from fence.models import (
@@ -97,6 +98,20 @@ def check_env(env: Mapping[str, str]) -> dict[str, str]:
             raise InvalidName(what="value of env variable", value=name,
                               why="values may not hold NUL or exceed 64 KiB")
     return dict(env)
+
+
+def parse_memory(text: str) -> int:
+    """A memory size such as ``256M``, ``1G`` or ``512`` (MiB) in MiB.
+
+    Raises:
+        UsageError: not a size from 16 MiB to 1 TiB.
+    """
+    kind = MemoryType(16, 1024 * 1024)
+    try:
+        return kind.parse(text)
+    except BadValue:
+        raise UsageError(detail=f"memory {text[:40]!r} is not a size like 256M or 1G "
+                                f"({kind.allowed()})") from None
 
 
 def env_from_pairs(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:

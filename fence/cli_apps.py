@@ -1,0 +1,209 @@
+"""The `fence` commands that run apps: push, apps, app, start/stop/restart/delete, scale, env, logs, run, releases, rollback."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from fence.client import FenceClient
+from fence.console import debug_option, render
+from fence.home import NodeHome
+from fence.models import AppView
+from fence.staging.stager import check_app_name, env_from_pairs, parse_memory
+from fence.wire import to_wire
+
+
+def client() -> FenceClient:
+    """A client for this node's daemon."""
+    return FenceClient(host_socket=NodeHome.from_env().host_socket)
+
+
+def absolute_buildpacks(buildpacks: tuple[str, ...]) -> tuple[str, ...]:
+    """Local buildpack folders as absolute paths: the daemon resolves paths on its side."""
+    return tuple(str(Path(b).expanduser().resolve()) if b.startswith(("./", "../", "~")) or b in (".", "..")
+                 else b for b in buildpacks)
+
+
+def _echo(line: str) -> None:
+    click.echo(line)
+
+
+def _name(name: str) -> str:
+    return check_app_name(name)
+
+
+@click.command()
+@click.argument("source", default=".")
+@click.option("--name", "app", help="App name [default: stackato.yml's name, else the folder's].")
+@click.option("--buildpack", "buildpacks", multiple=True, help="Built-in name, folder or git URL[#ref]; repeatable.")
+@click.option("--instances", type=click.IntRange(0, 100), help="Web instances [default: stackato.yml's, else 1].")
+@click.option("--mem", help="Memory per instance, e.g. 256M or 1G [default: stackato.yml's, else container/memory].")
+@click.option("--env", "env_pairs", multiple=True, help="NAME=VALUE for the app; repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print the app as JSON at the end.")
+@debug_option
+def push(source: str, app: str | None, buildpacks: tuple[str, ...], instances: int | None, mem: str | None,
+         env_pairs: tuple[str, ...], as_json: bool) -> None:
+    """Stage SOURCE and run it; a redeploy keeps the old release serving until the new one is healthy."""
+    env_from_pairs(env_pairs)
+    if app is not None:
+        check_app_name(app)
+    if mem is not None:
+        parse_memory(mem)
+    view = client().push(source=source, app=app, buildpacks=absolute_buildpacks(buildpacks), env_pairs=env_pairs,
+                         instances=instances, mem=mem, on_line=lambda line: click.echo(line, err=as_json))
+    if as_json:
+        click.echo(render(to_wire(view), "json"))
+    else:
+        click.echo(f"{view.name}: {view.url}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@debug_option
+def apps(as_json: bool) -> None:
+    """List apps: state, instances running/desired, URL, droplet, stack."""
+    views = client().apps()
+    if as_json:
+        click.echo(render(to_wire(views), "json"))
+        return
+    click.echo(f"{'NAME':<24}{'STATE':<9}{'INST':>7}  {'MEM':>6}  {'RELEASE':<8}{'DROPLET':<14}URL")
+    for view in views:
+        click.echo(f"{view.name:<24}{view.state:<9}{view.running:>3}/{view.instances:<3}  {view.memory_mib:>4}M  "
+                   f"{('r' + str(view.release)) if view.release else '-':<8}{(view.droplet or '-')[:12]:<14}{view.url}")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@debug_option
+def app(name: str, as_json: bool) -> None:
+    """Show one app: URL, instances (state, host port, restarts, uptime), releases."""
+    view = client().app(_name(name))
+    if as_json:
+        click.echo(render(to_wire(view), "json"))
+        return
+    click.echo(_describe(view))
+
+
+def _describe(view: AppView) -> str:
+    lines = [f"{view.name}: {view.state}, {view.running}/{view.instances} running, {view.memory_mib} MiB each",
+             f"url:      {', '.join(view.urls)}",
+             f"release:  {view.release or '-'} (droplet {(view.droplet or '-')[:12]}, stack {view.stack_image or '-'})"]
+    lines.append("instances:")
+    for inst in view.instance_list:
+        reason = f"  ({inst.reason})" if inst.reason else ""
+        lines.append(f"  #{inst.index} {inst.state:<9} r{inst.release:<3} container {inst.container or '-':<13} "
+                     f"port {inst.host_port or '-':<6} restarts {inst.restarts:<3} up {inst.uptime:.0f}s{reason}")
+    return "\n".join(lines)
+
+
+def _action(action: str, helptext: str):  # noqa: ANN202
+    @click.command(name=action, help=helptext)
+    @click.argument("name")
+    @debug_option
+    def command(name: str) -> None:
+        result = client().act(_name(name), action, on_line=_echo)
+        if "app" in result:
+            view = result["app"]
+            click.echo(f"{view['name']}: {view['state']}, {view['running']}/{view['instances']} running")
+    return command
+
+
+start = _action("start", "Start a stopped app and wait until its instances are healthy.")
+stop = _action("stop", "Stop every instance of an app (TERM, KILL after 10 s).")
+restart = _action("restart", "Replace every instance, each new one healthy before its old one stops.")
+
+
+@click.command()
+@click.argument("name")
+@debug_option
+def delete(name: str) -> None:
+    """Delete an app: instances, releases, droplets, build cache and logs."""
+    client().delete(_name(name))
+    click.echo(f"deleted {name}")
+
+
+@click.command()
+@click.argument("name")
+@click.argument("instances", type=click.IntRange(0, 100))
+@debug_option
+def scale(name: str, instances: int) -> None:
+    """Run INSTANCES web instances of the app."""
+    result = client().act(_name(name), "scale", params={"instances": str(instances)}, on_line=_echo)
+    view = result.get("app", {})
+    click.echo(f"{name}: {view.get('running', '?')}/{view.get('instances', instances)} running")
+
+
+@click.command()
+@click.argument("name")
+@click.argument("changes", nargs=-1)
+@debug_option
+def env(name: str, changes: tuple[str, ...]) -> None:
+    """Show the app's env, or change it: `set K=V …` or `unset K …` (then the app restarts)."""
+    _name(name)
+    if not changes:
+        current = dict(client().app(name).env)
+        if current:
+            click.echo(render(current, "yaml"))
+        return
+    verb, args = changes[0], changes[1:]
+    if verb == "set" and args:
+        body = {"set": env_from_pairs(args), "unset": []}
+    elif verb == "unset" and args:
+        body = {"set": {}, "unset": list(args)}
+    else:
+        raise click.UsageError("use `fence env NAME set K=V …` or `fence env NAME unset K …`")
+    client().act(name, "env", body=body, on_line=_echo)
+    click.echo(render(dict(client().app(name).env), "yaml"))
+
+
+@click.command()
+@click.argument("name")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
+@click.option("--staging", is_flag=True, help="The last staging's log instead.")
+@debug_option
+def logs(name: str, follow: bool, staging: bool) -> None:
+    """Print the app's instance logs (prefixed [web.INDEX]), or its last staging log."""
+    client().logs(_name(name), follow=follow, staging=staging, on_line=_echo)
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("name")
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+@debug_option
+def run(name: str, argv: tuple[str, ...]) -> None:
+    """Run a one-off command (after --) in a fresh container from the app's current droplet."""
+    command = argv[1:] if argv[:1] == ("--",) else argv
+    if not command:
+        raise click.UsageError("give the command after --, e.g. fence run myapp -- id -u")
+    result = client().act(_name(name), "run", body={"argv": list(command)}, on_line=_echo)
+    sys.exit(int(result.get("exit_code", 1)))
+
+
+@click.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@debug_option
+def releases(name: str, as_json: bool) -> None:
+    """List the app's kept releases (the last 5), newest first."""
+    found = client().releases(_name(name))
+    if as_json:
+        click.echo(render(to_wire(found), "json"))
+        return
+    for rel in found:
+        click.echo(f"r{rel.number:<4} {rel.droplet[:12]}  {rel.created_at}  {rel.note}")
+
+
+@click.command()
+@click.argument("name")
+@click.argument("release", required=False, type=int)
+@debug_option
+def rollback(name: str, release: int | None) -> None:
+    """Run an earlier release again (the previous one, or RELEASE)."""
+    params = {"release": str(release)} if release is not None else {}
+    client().act(_name(name), "rollback", params=params, on_line=_echo)
+
+
+COMMANDS = (push, apps, app, start, stop, restart, delete, scale, env, logs, run, releases, rollback)

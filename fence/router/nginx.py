@@ -1,0 +1,494 @@
+"""Runs the node's router: a detached nginx with its own config under FENCE_HOME/router, reloaded on change."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import json
+import logging
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fence.config.schema import key_spec
+from fence.errors import RouterConfigRefused, RouterUnavailable, ToolMissing
+from fence.models import Route, RouterStatus
+from fence.router.render import LISTEN_ADDRESS, render_config
+
+log = logging.getLogger(__name__)
+
+_NGINX_HINT = "apt-get install nginx-light; make test installs it"
+# Where Debian puts nginx; often not on a non-root user's PATH.
+_EXTRA_PATH = ("/usr/sbin", "/sbin", "/usr/local/sbin")
+_WORKER_USERS = ("www-data", "nobody")
+_CHECK_TIMEOUT = 30.0
+_START_TIMEOUT = 15.0
+_RELOAD_TIMEOUT = 10.0
+_STOP_TIMEOUT = 35.0   # a little more than worker_shutdown_timeout in the template
+_MAX_DETAIL = 600
+# "2024/01/02 03:04:05 [emerg] 12#12: unknown directive ..." (or "nginx: [emerg] ...").
+_PROBLEM = re.compile(r"\[(?:emerg|alert|crit|error)\] (?:\d+#\d+: )?(?:\*\d+ )?(.*)")
+
+
+@dataclass(frozen=True)
+class _State:
+    """What the router last applied, kept in ``state.json`` across fence restarts."""
+
+    port: int | None = None
+    domain: str | None = None
+    apps: tuple[str, ...] = ()
+    last_reload: str | None = None
+    last_error: str | None = None
+
+
+class NginxRouter:
+    """The node's nginx, configured only through files under ``host_dir``.
+
+    nginx runs detached (its own session, no inherited descriptors), so it keeps serving while
+    the fence daemon restarts or is killed. The system nginx (``/etc/nginx``, ``/run/nginx.pid``)
+    is never read or touched. Methods are safe to call from several threads and processes.
+    """
+
+    def __init__(self, *, host_dir: Path, nginx: str = "nginx") -> None:
+        self._host_dir = host_dir.absolute()
+        self._nginx = nginx
+        self._lock = threading.Lock()
+
+    # --- paths --------------------------------------------------------------------------------
+
+    @property
+    def host_conf(self) -> Path:
+        """The config nginx runs with (the last one that passed ``nginx -t``)."""
+        return self._host_dir / "nginx.conf"
+
+    @property
+    def host_pid(self) -> Path:
+        """The nginx master's pid file."""
+        return self._host_dir / "run" / "nginx.pid"
+
+    @property
+    def host_error_log(self) -> Path:
+        """nginx's error log (reloads and refusals are logged here too)."""
+        return self._host_dir / "logs" / "error.log"
+
+    @property
+    def host_access_log(self) -> Path:
+        """nginx's access log."""
+        return self._host_dir / "logs" / "access.log"
+
+    @property
+    def _host_state(self) -> Path:
+        return self._host_dir / "state.json"
+
+    @property
+    def _host_start_log(self) -> Path:
+        return self._host_dir / "logs" / "start.log"
+
+    # --- public API ---------------------------------------------------------------------------
+
+    def apply(self, *, routes: Sequence[Route], port: int, domain: str) -> None:
+        """Make nginx serve exactly these routes, starting it if it is not running.
+
+        The config is rendered, written to a candidate file and checked with ``nginx -t``; only
+        then does it replace ``nginx.conf`` and nginx reload gracefully (in-flight requests
+        finish on the old workers). An unchanged config while nginx runs does nothing.
+
+        Args:
+            routes: every app the node routes (apps not listed stop answering).
+            port: ``router/port``.
+            domain: ``router/domain``.
+
+        Raises:
+            InvalidName: a hostile app or host name (nothing is written).
+            RouteInvalid: a bad upstream, or a host claimed by two apps (nothing is written).
+            UsageError: a bad port (nothing is written).
+            RouterConfigRefused: nginx refused the config or the port is taken; the previous
+                config keeps serving and ``status().last_error`` says why.
+            RouterUnavailable: nginx could not be started.
+            ToolMissing: nginx is not installed.
+        """
+        text = render_config(routes=routes, port=port, domain=domain, host_prefix=self._host_dir,
+                             worker_user=_worker_user())
+        apps = tuple(sorted(route.app for route in routes))
+        with self._locked():
+            self._apply_text(text, port=port, domain=domain, apps=apps)
+
+    def ensure_running(self) -> None:
+        """Start nginx with its current config if its master is not running; idempotent.
+
+        Without any applied config yet, it starts with no routes on the last known (else the
+        default) port and domain.
+
+        Raises:
+            RouterConfigRefused: the current config no longer passes ``nginx -t``, or the port
+                is taken.
+            RouterUnavailable: nginx could not be started.
+            ToolMissing: nginx is not installed.
+        """
+        with self._locked():
+            if self._running_pid() is not None:
+                return
+            state = self._read_state()
+            port = state.port if state.port is not None else _default_port()
+            domain = state.domain if state.domain is not None else _default_domain()
+            try:
+                text = self.host_conf.read_text()
+            except FileNotFoundError:
+                text = render_config(routes=(), port=port, domain=domain,
+                                     host_prefix=self._host_dir, worker_user=_worker_user())
+            self._apply_text(text, port=port, domain=domain, apps=state.apps)
+
+    def status(self) -> RouterStatus:
+        """What the router runs now and what it last applied.
+
+        Returns:
+            Whether the nginx master is alive (and its pid), the port, domain and route count of
+            the last applied config, the time of the last successful (re)load and the last error.
+        """
+        pid = self._running_pid()
+        state = self._read_state()
+        return RouterStatus(
+            running=pid is not None,
+            pid=pid,
+            port=state.port if state.port is not None else _default_port(),
+            domain=state.domain if state.domain is not None else _default_domain(),
+            routes=len(state.apps),
+            last_reload=state.last_reload,
+            last_error=state.last_error,
+        )
+
+    def stop(self) -> None:
+        """Stop nginx gracefully (QUIT: in-flight requests finish), forcing it after a timeout.
+
+        Raises:
+            RouterUnavailable: nginx is still running after being killed.
+        """
+        with self._locked():
+            pid = self._running_pid()
+            if pid is None:
+                return
+            workers = _children(pid)
+            for sig, wait in ((signal.SIGQUIT, _STOP_TIMEOUT), (signal.SIGTERM, 5.0),
+                              (signal.SIGKILL, 5.0)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+                if sig == signal.SIGKILL:
+                    # Workers outlive a killed master; they go too.
+                    for worker in workers:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(worker, signal.SIGKILL)
+                if _wait_gone([pid, *workers] if sig == signal.SIGKILL else [pid], wait):
+                    log.info("router: nginx (pid %s) stopped", pid)
+                    return
+                log.warning("router: nginx (pid %s) ignored %s", pid, sig.name)
+            raise RouterUnavailable(action="stop", detail=f"pid {pid} survived SIGKILL")
+
+    # --- applying -----------------------------------------------------------------------------
+
+    def _apply_text(self, text: str, *, port: int, domain: str, apps: tuple[str, ...]) -> None:
+        """Check, install and load a rendered config; the caller holds the lock."""
+        binary = self._binary()
+        self._prepare_dirs()
+        state = self._read_state()
+        pid = self._running_pid()
+        try:
+            old_text: str | None = self.host_conf.read_text()
+        except FileNotFoundError:
+            old_text = None
+        if pid is not None and text == old_text:
+            current = dataclasses.replace(state, port=port, domain=domain, apps=apps,
+                                          last_error=None)
+            if current != state:
+                self._write_state(current)
+            return
+        try:
+            if pid is None or (state.port is not None and state.port != port):
+                _check_port_free(port)
+            self._check(binary, text)
+            _write_atomic(self.host_conf, text)
+            try:
+                if pid is None:
+                    self._start(binary)
+                else:
+                    self._reload(pid)
+            except (RouterConfigRefused, RouterUnavailable):
+                # nginx.conf is always the config that last served.
+                if old_text is None:
+                    self.host_conf.unlink(missing_ok=True)
+                else:
+                    _write_atomic(self.host_conf, old_text)
+                raise
+        except (RouterConfigRefused, RouterUnavailable) as exc:
+            log.error("router: %s", exc.message)
+            self._write_state(dataclasses.replace(state, last_error=exc.message))
+            raise
+        self._write_state(_State(port=port, domain=domain, apps=apps, last_reload=_now(),
+                                 last_error=None))
+        log.info("router: nginx serves %d route(s) on %s:%d", len(apps), LISTEN_ADDRESS, port)
+
+    def _check(self, binary: str, text: str) -> None:
+        """``nginx -t`` on a candidate file next to nginx.conf."""
+        fd, name = tempfile.mkstemp(prefix=".nginx.conf.", suffix=".candidate", dir=self._host_dir)
+        host_candidate = Path(name)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+            try:
+                proc = subprocess.run(
+                    [binary, "-t", "-q", "-p", f"{self._host_dir}/", "-c", str(host_candidate),
+                     "-e", "stderr"],
+                    check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                    timeout=_CHECK_TIMEOUT, cwd=self._host_dir)
+            except subprocess.TimeoutExpired:
+                raise RouterConfigRefused(
+                    detail=f"nginx -t did not finish in {_CHECK_TIMEOUT:.0f} s") from None
+        finally:
+            host_candidate.unlink(missing_ok=True)
+        if proc.returncode != 0:
+            output = proc.stderr.replace(str(host_candidate), "new nginx.conf")
+            raise RouterConfigRefused(detail=_problem_lines(output) or f"nginx -t exited {proc.returncode}")
+
+    def _start(self, binary: str) -> None:
+        """Start the nginx master detached, and wait for its pid file."""
+        with open(self._host_start_log, "wb") as out:
+            try:
+                # nginx daemonizes itself; a new session and no inherited fds keep it
+                # independent of fence, which may stop or be killed at any time.
+                proc = subprocess.Popen(
+                    [binary, "-p", f"{self._host_dir}/", "-c", str(self.host_conf), "-e", "stderr"],
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=out, close_fds=True,
+                    start_new_session=True, cwd=self._host_dir)
+            except FileNotFoundError:
+                raise ToolMissing(tool="nginx", hint=_NGINX_HINT) from None
+            try:
+                code = proc.wait(timeout=_START_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise RouterUnavailable(action="start", detail=f"nginx did not daemonize within "
+                                                               f"{_START_TIMEOUT:.0f} s") from None
+        output = self._host_start_log.read_text(errors="replace")
+        if code != 0:
+            raise RouterUnavailable(action="start",
+                                    detail=_problem_lines(output) or f"nginx exited {code}")
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            pid = self._running_pid()
+            if pid is not None:
+                log.info("router: nginx started (pid %s)", pid)
+                return
+            time.sleep(0.05)
+        raise RouterUnavailable(action="start", detail="no nginx master appeared; see "
+                                                       f"{self.host_error_log}")
+
+    def _reload(self, pid: int) -> None:
+        """HUP the master and wait until its error log shows new workers (or a refusal)."""
+        try:
+            offset = self.host_error_log.stat().st_size
+        except FileNotFoundError:
+            offset = 0
+        os.kill(pid, signal.SIGHUP)
+        marker = f" {pid}#"
+        deadline = time.monotonic() + _RELOAD_TIMEOUT
+        while time.monotonic() < deadline:
+            for line in _read_from(self.host_error_log, offset):
+                if marker not in line:
+                    continue
+                if "[emerg]" in line or "[alert]" in line:
+                    raise RouterConfigRefused(detail=_problem_lines(line) or line.strip())
+                if "start worker process" in line:
+                    return
+            time.sleep(0.02)
+        log.warning("router: nginx (pid %s) did not confirm the reload within %.0f s; see %s",
+                    pid, _RELOAD_TIMEOUT, self.host_error_log)
+
+    # --- process and files --------------------------------------------------------------------
+
+    def _running_pid(self) -> int | None:
+        """The pid of this router's live nginx master, or ``None``.
+
+        The pid file alone is not trusted: the process must be an nginx master started with
+        this config, so a reused pid or the system nginx is never taken for ours.
+        """
+        try:
+            pid = int(self.host_pid.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        argv = cmdline.replace(b"\0", b" ").decode(errors="replace")
+        if argv.startswith("nginx: master process") and str(self.host_conf) in argv:
+            return pid
+        return None
+
+    def _binary(self) -> str:
+        search = os.pathsep.join([os.environ.get("PATH", ""), *_EXTRA_PATH])
+        found = shutil.which(self._nginx, path=search)
+        if found is None:
+            raise ToolMissing(tool="nginx", hint=_NGINX_HINT)
+        return found
+
+    def _prepare_dirs(self) -> None:
+        self._host_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        for sub in ("run", "logs", "tmp"):
+            (self._host_dir / sub).mkdir(exist_ok=True, mode=0o750)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        # The thread lock serialises this process; flock serialises fence processes.
+        with self._lock:
+            self._host_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+            with open(self._host_dir / ".lock", "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _read_state(self) -> _State:
+        try:
+            raw = json.loads(self._host_state.read_text())
+            return _State(
+                port=int(raw["port"]) if raw.get("port") is not None else None,
+                domain=str(raw["domain"]) if raw.get("domain") is not None else None,
+                apps=tuple(str(app) for app in raw.get("apps", ())),
+                last_reload=raw.get("last_reload"),
+                last_error=raw.get("last_error"),
+            )
+        except FileNotFoundError:
+            return _State()
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.warning("router: ignoring unreadable %s: %s", self._host_state, exc)
+            return _State()
+
+    def _write_state(self, state: _State) -> None:
+        payload = dataclasses.asdict(state)
+        payload["apps"] = list(state.apps)
+        _write_atomic(self._host_state, json.dumps(payload, indent=2) + "\n")
+
+
+def _worker_user() -> str | None:
+    """The unprivileged user nginx's workers run as when fence runs as root."""
+    if os.geteuid() != 0:
+        return None
+    for name in _WORKER_USERS:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name
+    log.warning("router: neither www-data nor nobody exists; nginx workers run as root")
+    return None
+
+
+def _check_port_free(port: int) -> None:
+    """Refuse a port another program already listens on (nginx would fail to bind it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((LISTEN_ADDRESS, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise RouterConfigRefused(
+                    detail=f"port {port} on {LISTEN_ADDRESS} is in use by another program; choose "
+                           "another with `kato config set fence router/port N`") from None
+            if exc.errno == errno.EACCES:
+                raise RouterConfigRefused(
+                    detail=f"port {port} needs root to listen on; choose one above 1023 with "
+                           "`kato config set fence router/port N`") from None
+            raise
+
+
+def _problem_lines(output: str) -> str:
+    """nginx's error lines as one line, without the ``nginx:`` prefixes."""
+    problems = [match.group(1).strip() for match in _PROBLEM.finditer(output)]
+    text = "; ".join(problems)
+    return text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL - 3] + "..."
+
+
+def _read_from(host_file: Path, offset: int) -> list[str]:
+    try:
+        with open(host_file, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return []
+    # A partly written last line is read again on the next poll.
+    complete = data[: data.rfind(b"\n") + 1]
+    return complete.decode(errors="replace").splitlines()
+
+
+def _write_atomic(host_file: Path, text: str) -> None:
+    fd, name = tempfile.mkstemp(prefix=f".{host_file.name}.", dir=host_file.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(name, 0o640)
+        os.replace(name, host_file)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # A zombie is dead; pid 1 may be slow to reap it.
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _wait_gone(pids: list[int], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(_alive(pid) for pid in pids):
+            return True
+        time.sleep(0.05)
+    return not any(_alive(pid) for pid in pids)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            found.append(int(entry.name))
+    return found
+
+
+def _default_port() -> int:
+    spec = key_spec("fence", "router/port")
+    return int(spec.default) if spec is not None else 8080
+
+
+def _default_domain() -> str:
+    spec = key_spec("fence", "router/domain")
+    return str(spec.default) if spec is not None else "localhost"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

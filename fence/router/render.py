@@ -1,0 +1,187 @@
+"""Renders the router's nginx config from routes, validating every name and address first."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from fence.config.schema import NAME_PATTERN
+from fence.errors import InvalidName, RouteInvalid, UsageError
+from fence.models import Route, Upstream
+
+_APP_NAME = re.compile(NAME_PATTERN)
+_DNS_NAME = re.compile(rf"{NAME_PATTERN}(?:\.{NAME_PATTERN})*")
+_MAX_DNS_NAME = 253
+# Characters allowed in a path written into the config: nothing nginx would parse (quotes,
+# `;`, braces, `$` variables, whitespace, backslashes) and no control characters.
+_SAFE_PATH = re.compile(r"/[A-Za-z0-9._/+@:,=-]*")
+_TEMPLATE = "nginx.conf.j2"
+CONNECT_TIMEOUT = "2s"
+LISTEN_ADDRESS = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class _RenderedRoute:
+    """A route after validation, in the form the template writes it."""
+
+    app: str
+    hosts: tuple[str, ...]
+    upstreams: tuple[str, ...]
+
+
+def render_config(*, routes: Sequence[Route], port: int, domain: str, host_prefix: Path,
+                  worker_user: str | None = None) -> str:
+    """Render the router's nginx.conf.
+
+    Every value is validated before it reaches the template, so a hostile name can never add
+    a directive. Routes are sorted by app, upstreams by address, so the same routes always give
+    the same text (an unchanged config needs no reload). Each app also answers at
+    ``APP.<domain>`` even if its hosts omit it.
+
+    Args:
+        routes: one per app; apps without upstreams answer 503 "app X has no running instance".
+        port: the TCP port to listen on, on 127.0.0.1 only (``router/port``).
+        domain: ``router/domain``.
+        host_prefix: absolute folder for the pid file, logs and temp paths (``FENCE_HOME/router``).
+        worker_user: the user nginx's workers run as (only when nginx starts as root), or
+            ``None`` to leave them as the user that starts nginx.
+
+    Returns:
+        The config text.
+
+    Raises:
+        InvalidName: an app name, host name, domain or worker user breaks its pattern.
+        RouteInvalid: a bad upstream, or an app or host name that appears in two routes.
+        UsageError: a bad port or prefix path.
+    """
+    _check_port(port, what="router port")
+    domain = check_dns_name(domain, what="router domain")
+    prefix = _check_prefix(host_prefix)
+    if worker_user is not None and not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", worker_user):
+        raise InvalidName(what="worker user", value=_shorten(worker_user), why="not a user name")
+    rendered = _validate_routes(routes, domain)
+    template = _environment().get_template(_TEMPLATE)
+    return template.render(routes=rendered, listen=f"{LISTEN_ADDRESS}:{port}", host_prefix=prefix,
+                           worker_user=worker_user, connect_timeout=CONNECT_TIMEOUT)
+
+
+def check_app_name(name: object) -> str:
+    """Check an app name against ``NAME_PATTERN``.
+
+    Args:
+        name: the candidate name.
+
+    Returns:
+        The name, unchanged.
+
+    Raises:
+        InvalidName: it is not a string matching the pattern.
+    """
+    if not isinstance(name, str) or not _APP_NAME.fullmatch(name):
+        raise InvalidName(what="app name", value=_shorten(name),
+                          why="use 1-63 lower-case letters, digits and inner dashes")
+    return name
+
+
+def check_dns_name(name: object, *, what: str = "host name") -> str:
+    """Check a DNS name: dot-separated lower-case labels of letters, digits and inner dashes.
+
+    Args:
+        name: the candidate name.
+        what: what the name is, for the error message.
+
+    Returns:
+        The name, unchanged.
+
+    Raises:
+        InvalidName: it is not such a name, or longer than 253 characters.
+    """
+    if not isinstance(name, str) or len(name) > _MAX_DNS_NAME or not _DNS_NAME.fullmatch(name):
+        raise InvalidName(what=what, value=_shorten(name),
+                          why="use dot-separated labels of lower-case letters, digits and inner "
+                              "dashes, at most 253 characters")
+    return name
+
+
+def _validate_routes(routes: Sequence[Route], domain: str) -> list[_RenderedRoute]:
+    owner_of_host: dict[str, str] = {}
+    seen_apps: set[str] = set()
+    rendered: list[_RenderedRoute] = []
+    for route in routes:
+        app = check_app_name(route.app)
+        if app in seen_apps:
+            raise RouteInvalid(app=app, why="the app has two routes")
+        seen_apps.add(app)
+        if isinstance(route.hosts, str):
+            raise RouteInvalid(app=app, why="hosts must be a tuple of host names, not a string")
+        hosts: list[str] = []
+        for host in (f"{app}.{domain}", *route.hosts):
+            check_dns_name(host)
+            if host in hosts:
+                continue
+            if owner_of_host.get(host, app) != app:
+                raise RouteInvalid(app=app, why=f"host {host} already belongs to app "
+                                                f"{owner_of_host[host]!r}")
+            owner_of_host[host] = app
+            hosts.append(host)
+        upstreams = sorted({_upstream_text(app, upstream) for upstream in route.upstreams})
+        rendered.append(_RenderedRoute(app=app, hosts=tuple(hosts), upstreams=tuple(upstreams)))
+    return sorted(rendered, key=lambda r: r.app)
+
+
+def _upstream_text(app: str, upstream: Upstream) -> str:
+    if not isinstance(upstream, Upstream):
+        raise RouteInvalid(app=app, why=f"upstream {_shorten(upstream)!r} is not an Upstream")
+    try:
+        address = ipaddress.ip_address(upstream.address)
+    except (TypeError, ValueError):
+        raise RouteInvalid(app=app, why=f"upstream address {_shorten(upstream.address)!r} is not "
+                                        "an IP address") from None
+    if address.is_unspecified or address.is_multicast or "%" in str(address):
+        raise RouteInvalid(app=app, why=f"upstream address {address} cannot be connected to")
+    try:
+        _check_port(upstream.port, what="upstream port")
+    except UsageError as exc:
+        raise RouteInvalid(app=app, why=exc.message) from None
+    host = f"[{address}]" if address.version == 6 else str(address)
+    return f"{host}:{upstream.port}"
+
+
+def _check_port(port: object, *, what: str) -> int:
+    # bool is an int in Python; True is no port.
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise UsageError(detail=f"{what} {_shorten(port)!r} is not a TCP port (1-65535)")
+    return port
+
+
+def _check_prefix(host_prefix: Path) -> str:
+    text = str(host_prefix)
+    if not Path(text).is_absolute() or not _SAFE_PATH.fullmatch(text):
+        raise UsageError(detail=f"router folder {_shorten(text)!r} must be an absolute path of "
+                                "letters, digits and ._/+@:,=- only")
+    return text.rstrip("/") or "/"
+
+
+def _shorten(value: object) -> object:
+    if isinstance(value, str) and len(value) > 64:
+        return value[:60] + "..."
+    return value
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    # Not HTML: values are validated above instead of escaped; undefined names are bugs.
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )

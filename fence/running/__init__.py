@@ -1,0 +1,1 @@
+"""Running droplets: start scripts, health checks, restart backoff, and the instance reconciler."""

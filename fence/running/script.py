@@ -1,0 +1,71 @@
+"""Renders an instance's start script from a jinja2 template: a pure function of its inputs."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+import jinja2
+
+from fence.errors import InternalError
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENVIRONMENT = jinja2.Environment(
+    loader=jinja2.PackageLoader("fence.running", "templates"),
+    autoescape=False,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+)
+_ENVIRONMENT.filters["q"] = lambda value: shlex.quote(str(value))
+
+
+@dataclass(frozen=True)
+class StartScript:
+    """What a start script does.
+
+    Attributes:
+        app: the app's name.
+        role: ``instance`` or ``task``.
+        index: the instance index.
+        process: the process type (``web`` …).
+        ctr_app: the app folder.
+        env: exported in this order.
+        hooks: pre-running hook commands (a leading ``-`` lets one fail).
+        ctr_admin_hook: the stack's admin pre-running hook (run when executable).
+        command: the process command, run with ``bash -c``.
+        command_argv: an argv to exec directly instead of ``command`` (one-off tasks).
+    """
+
+    app: str
+    role: str
+    index: int
+    process: str
+    ctr_app: PurePosixPath
+    env: tuple[tuple[str, str], ...]
+    hooks: tuple[str, ...]
+    ctr_admin_hook: PurePosixPath
+    command: str = ""
+    command_argv: tuple[str, ...] = ()
+
+
+def render_start_script(script: StartScript) -> str:
+    """The bash start script: cd to the app, export env, source ``.profile.d``, run pre-running
+    hooks (app's, then admin's), then ``exec`` the process.
+
+    Raises:
+        InternalError: an env name that is not an identifier (callers check names earlier).
+    """
+    for name, _ in script.env:
+        if not _ENV_NAME.fullmatch(name):
+            raise InternalError(detail=f"env name {name!r} reached the start script")
+    hooks = [{"tolerant": h.startswith("-"), "command": h[1:].lstrip() if h.startswith("-") else h}
+             for h in script.hooks]
+    return _ENVIRONMENT.get_template("start.sh.j2").render(
+        app=script.app, role=script.role, index=script.index, process=script.process,
+        app_dir=str(script.ctr_app), env=list(script.env), hooks=hooks,
+        admin_hook=str(script.ctr_admin_hook), command=script.command,
+        command_argv=list(script.command_argv))
+
