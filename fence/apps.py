@@ -155,7 +155,8 @@ class AppOps:
                     why = f" ({instance.reason})" if instance.reason else ""
                     on_line(f"       instance {instance.index}: {instance.state}{why}")
             running = [i for i in current if i.state == "running"]
-            if len(running) >= view.instances:
+            leaving = [i for i in view.instance_list if i.index >= view.instances]
+            if len(running) >= view.instances and not leaving:
                 on_line(f"-----> {name} is running: {view.url}")
                 return view
             crashed = [i for i in current if i.state == "crashed" and i.restarts >= 3]

@@ -555,6 +555,7 @@ class InstanceView:
         release: the release it runs.
         uptime: seconds since it became healthy, 0 if it is not.
         reason: why it is not running (``exited 1``, ``out of memory``, ``unhealthy`` …).
+        last_crash: why its slot last crashed, if it ever did (kept after the restart).
     """
 
     index: int
@@ -565,6 +566,7 @@ class InstanceView:
     release: int
     uptime: float = 0.0
     reason: str | None = None
+    last_crash: str | None = None
 
 
 @dataclass(frozen=True)

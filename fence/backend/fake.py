@@ -292,6 +292,7 @@ class FakeContainer:
                       for d in _BASE_DIRS}
         _make_dirs(self.files, spec.workdir)  # the engine creates a missing workdir too
         self.log_lines: list[str] = []
+        self._oom = False
         self.killed = False
         self._state, self._exit_code = "created", None
         self._started_at: str | None = None
@@ -481,7 +482,7 @@ class FakeContainer:
         return ContainerInfo(
             id=self._id, name=self.name, image=self.spec.image, image_id=self.image_id,
             labels=dict(self.spec.labels), state=self._state, running=running,
-            exit_code=self._exit_code, started_at=self._started_at,
+            exit_code=self._exit_code, started_at=self._started_at, oom_killed=self._oom,
             ports=self._ports if running else (),
             ip_address=f"192.0.2.{int(self._id[:2], 16) % 250 + 2}" if running and self.spec.network == "bridge" else None)
 
@@ -507,6 +508,13 @@ class FakeContainer:
         self._check_exists()
         if self._state == "running":
             self._end(143)
+
+    def exit(self, code: int, *, oom: bool = False) -> None:
+        """Make the main process end now with ``code`` (tests: a crash; ``oom``: killed by the
+        memory limit, as the engine reports it)."""
+        self._check_exists()
+        self._oom = oom
+        self._end(code)
 
     def destroy(self) -> None:
         """Forget the container. Idempotent."""

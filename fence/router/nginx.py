@@ -1,4 +1,4 @@
-"""Runs the node's router: a detached nginx with its own config under FENCE_HOME/router, reloaded on change."""
+"""Runs the node's router: a detached nginx with its own config under FENCE_HOME/router."""
 
 from __future__ import annotations
 
@@ -66,6 +66,8 @@ class NginxRouter:
         self._host_dir = host_dir.absolute()
         self._nginx = nginx
         self._lock = threading.Lock()
+        self._host_state = self._host_dir / "state.json"
+        self._host_start_log = self._host_dir / "logs" / "start.log"
 
     # --- paths --------------------------------------------------------------------------------
 
@@ -88,14 +90,6 @@ class NginxRouter:
     def host_access_log(self) -> Path:
         """nginx's access log."""
         return self._host_dir / "logs" / "access.log"
-
-    @property
-    def _host_state(self) -> Path:
-        return self._host_dir / "state.json"
-
-    @property
-    def _host_start_log(self) -> Path:
-        return self._host_dir / "logs" / "start.log"
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -142,8 +136,7 @@ class NginxRouter:
             if self._running_pid() is not None:
                 return
             state = self._read_state()
-            port = state.port if state.port is not None else _default_port()
-            domain = state.domain if state.domain is not None else _default_domain()
+            port, domain = _known(state)
             try:
                 text = self.host_conf.read_text()
             except FileNotFoundError:
@@ -160,11 +153,12 @@ class NginxRouter:
         """
         pid = self._running_pid()
         state = self._read_state()
+        port, domain = _known(state)
         return RouterStatus(
             running=pid is not None,
             pid=pid,
-            port=state.port if state.port is not None else _default_port(),
-            domain=state.domain if state.domain is not None else _default_domain(),
+            port=port,
+            domain=domain,
             routes=len(state.apps),
             last_reload=state.last_reload,
             last_error=state.last_error,
@@ -259,7 +253,8 @@ class NginxRouter:
             host_candidate.unlink(missing_ok=True)
         if proc.returncode != 0:
             output = proc.stderr.replace(str(host_candidate), "new nginx.conf")
-            raise RouterConfigRefused(detail=_problem_lines(output) or f"nginx -t exited {proc.returncode}")
+            detail = _problem_lines(output) or f"nginx -t exited {proc.returncode}"
+            raise RouterConfigRefused(detail=detail)
 
     def _start(self, binary: str) -> None:
         """Start the nginx master detached, and wait for its pid file."""
@@ -295,23 +290,29 @@ class NginxRouter:
                                                        f"{self.host_error_log}")
 
     def _reload(self, pid: int) -> None:
-        """HUP the master and wait until its error log shows new workers (or a refusal)."""
+        """HUP the master; return once new workers run and the old ones stopped accepting.
+
+        Old workers finish their in-flight requests, but take no new connection after this.
+        """
         try:
             offset = self.host_error_log.stat().st_size
         except FileNotFoundError:
             offset = 0
+        old_workers = _children(pid)
         os.kill(pid, signal.SIGHUP)
         marker = f" {pid}#"
+        started = False
         deadline = time.monotonic() + _RELOAD_TIMEOUT
         while time.monotonic() < deadline:
-            for line in _read_from(self.host_error_log, offset):
+            for line in [] if started else _read_from(self.host_error_log, offset):
                 if marker not in line:
                     continue
                 if "[emerg]" in line or "[alert]" in line:
                     raise RouterConfigRefused(detail=_problem_lines(line) or line.strip())
-                if "start worker process" in line:
-                    return
-            time.sleep(0.02)
+                started = started or "start worker process" in line
+            if started and not any(_accepting(worker) for worker in old_workers):
+                return
+            time.sleep(0.01)
         log.warning("router: nginx (pid %s) did not confirm the reload within %.0f s; see %s",
                     pid, _RELOAD_TIMEOUT, self.host_error_log)
 
@@ -456,6 +457,16 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+def _accepting(worker: int) -> bool:
+    # A worker told to quit renames itself "worker process is shutting down" as it closes its
+    # listening sockets.
+    try:
+        title = Path(f"/proc/{worker}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return bool(title) and b"shutting down" not in title
+
+
 def _wait_gone(pids: list[int], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -480,14 +491,13 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _default_port() -> int:
-    spec = key_spec("fence", "router/port")
-    return int(spec.default) if spec is not None else 8080
-
-
-def _default_domain() -> str:
-    spec = key_spec("fence", "router/domain")
-    return str(spec.default) if spec is not None else "localhost"
+def _known(state: _State) -> tuple[int, str]:
+    """The last applied port and domain, else the config defaults."""
+    port_spec, domain_spec = key_spec("fence", "router/port"), key_spec("fence", "router/domain")
+    port = state.port if state.port is not None else (port_spec.default if port_spec else 8080)
+    domain = state.domain if state.domain is not None else (
+        domain_spec.default if domain_spec else "localhost")
+    return int(port), str(domain)
 
 
 def _now() -> str:

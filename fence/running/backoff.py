@@ -52,13 +52,13 @@ class CrashCount:
 
     Attributes:
         crashes: crashes since the last reset.
-        last_start: clock time of the last (re)start.
+        last_start: clock time of the last (re)start, ``None`` before the first.
         restart_at: clock time the next restart may happen, ``None`` when not waiting.
         gave_up: whether the policy gave up on this slot.
     """
 
     crashes: int = 0
-    last_start: float = 0.0
+    last_start: float | None = None
     restart_at: float | None = None
     gave_up: bool = False
 
@@ -69,7 +69,7 @@ class CrashCount:
 
     def crashed(self, now: float, policy: BackoffPolicy) -> float | None:
         """Count a crash and schedule the restart; returns the delay, ``None`` if giving up."""
-        if self.last_start and now - self.last_start >= policy.reset_after:
+        if self.last_start is not None and now - self.last_start >= policy.reset_after:
             self.crashes = 0
         self.crashes += 1
         delay = policy.delay(self.crashes)
@@ -82,5 +82,5 @@ class CrashCount:
 
     def healthy_for(self, now: float, policy: BackoffPolicy) -> None:
         """Reset the count once the instance has run ``reset_after`` seconds."""
-        if self.crashes and now - self.last_start >= policy.reset_after:
+        if self.crashes and self.last_start is not None and now - self.last_start >= policy.reset_after:
             self.crashes = 0

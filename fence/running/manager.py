@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
 import socket
@@ -59,6 +60,7 @@ class _Instance:
     address: str | None = None
     healthy_since: float | None = None
     reason: str | None = None
+    seq: int = 0  # registration order: newer than a listing means the listing could not see it
 
     def move(self, state: InstanceState) -> None:
         self.state = check_transition(self.state, state)
@@ -106,7 +108,10 @@ class InstanceManager:
         self._instances: dict[str, _Instance] = {}
         self._crashes: dict[tuple[str, int], CrashCount] = {}
         self._slot_reasons: dict[tuple[str, int], str] = {}
+        self._last_crash: dict[tuple[str, int], str] = {}
         self._pending: set[tuple[str, int, int]] = set()
+        self._seq = 0
+        self._removed: collections.deque[str] = collections.deque(maxlen=4096)
         self._jobs = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="instance")
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -158,7 +163,8 @@ class InstanceManager:
         Raises:
             EngineUnavailable: the engine does not answer (nothing is changed).
         """
-        listed_at = self._clock.now()
+        with self._lock:
+            listed_at = self._seq
         infos = self._backend.list_info({labels.NODE: self._node_id, labels.ROLE: labels.ROLE_INSTANCE})
         apps = {app.name: app for app in self._store.apps()}
         now = self._clock.now()
@@ -182,22 +188,26 @@ class InstanceManager:
 
     # --- what the engine says ----------------------------------------------------------------
 
-    def _observe(self, infos: list[ContainerInfo], now: float, listed_at: float) -> None:
+    def _observe(self, infos: list[ContainerInfo], now: float, listed_at: int) -> None:
         seen = set()
         for info in infos:
             seen.add(info.id)
             instance = self._instances.get(info.id)
             if instance is None:
+                if info.id in self._removed:
+                    continue  # this manager stopped it after the listing was taken
                 if _slot_of(info) in self._pending:
                     continue  # its start job registers it
                 instance = self._adopt(info, now)
+            elif instance.seq > listed_at:
+                continue  # registered after the listing: this info may predate its start
             if info.ports:
                 instance.host_port = info.ports[0].host_port
             instance.address = info.ip_address or instance.address
             if not info.running and instance.state in (S.STARTING, S.RUNNING):
                 self._crash(instance, self._exit_reason(info), now)
         for container_id, instance in list(self._instances.items()):
-            if container_id in seen or instance.created > listed_at:
+            if container_id in seen or instance.seq > listed_at:
                 continue  # still there, or registered after the engine was asked
             if instance.state in (S.STARTING, S.RUNNING):
                 self._crash(instance, "the container vanished", now)
@@ -233,6 +243,7 @@ class InstanceManager:
     def _crash(self, instance: _Instance, reason: str, now: float) -> None:
         instance.move(S.CRASHED)
         instance.reason = reason
+        self._last_crash[(instance.app, instance.index)] = reason
         instance.healthy_since = None
         count = self._crashes.setdefault((instance.app, instance.index), CrashCount())
         delay = count.crashed(now, self._policy)
@@ -297,10 +308,12 @@ class InstanceManager:
             now = self._clock.now()
             timeout = app.health_timeout or int(self._config.fence("health/timeout"))
             with self._lock:
+                self._seq += 1
                 self._instances[container.id] = _Instance(
                     container_id=container.id, app=app.name, index=index, release=release,
                     state=S.STARTING, created=now, health_deadline=now + timeout,
-                    host_port=info.ports[0].host_port if info.ports else None, address=info.ip_address)
+                    host_port=info.ports[0].host_port if info.ports else None, address=info.ip_address,
+                    seq=self._seq)
                 self._slot_reasons.pop((app.name, index), None)
         except FenceError as exc:
             with self._lock:
@@ -326,6 +339,7 @@ class InstanceManager:
         finally:
             with self._lock:
                 instance.move(S.STOPPED)
+                self._removed.append(instance.container_id)
                 self._instances.pop(instance.container_id, None)
             self.wake()
 
@@ -345,7 +359,8 @@ class InstanceManager:
                 index=i.index, state=i.state.value, container=i.container_id[:12], host_port=i.host_port,
                 restarts=self._crashes.get((i.app, i.index), CrashCount()).crashes, release=i.release,
                 uptime=round(now - i.healthy_since, 1) if i.healthy_since is not None else 0.0,
-                reason=i.reason) for i in self._instances.values() if i.app == app]
+                reason=i.reason, last_crash=self._last_crash.get((i.app, i.index)))
+                for i in self._instances.values() if i.app == app]
             for (name, index), reason in self._slot_reasons.items():
                 if name == app and not any(v.index == index for v in views):
                     views.append(InstanceView(index=index, state=S.CRASHED.value, container="",
@@ -358,8 +373,9 @@ class InstanceManager:
         with self._lock:
             for key in [k for k in self._crashes if k[0] == app]:
                 del self._crashes[key]
-            for key in [k for k in self._slot_reasons if k[0] == app]:
-                del self._slot_reasons[key]
+            for table in (self._slot_reasons, self._last_crash):
+                for key in [k for k in table if k[0] == app]:
+                    del table[key]
 
     def _current_routes(self, apps: dict[str, AppRecord]) -> list[Route]:
         domain = str(self._config.fence("router/domain"))

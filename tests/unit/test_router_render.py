@@ -132,14 +132,16 @@ def test_a_253_character_host_is_allowed() -> None:
                                      "127.0.0.1; }", "fe80::1%eth0", "224.0.0.1", "", None])
 def test_bad_upstream_addresses_are_refused(address: object) -> None:
     with pytest.raises(RouteInvalid) as caught:
-        render([Route(app="demo", hosts=(), upstreams=(Upstream(address, 5000),))])  # type: ignore[arg-type]
+        upstream = Upstream(address=address, port=5000)  # type: ignore[arg-type]
+        render([Route(app="demo", hosts=(), upstreams=(upstream,))])
     assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize("port", [0, -1, 65536, "5000", True, 5000.0, None])
 def test_bad_upstream_ports_are_refused(port: object) -> None:
     with pytest.raises(RouteInvalid):
-        render([Route(app="demo", hosts=(), upstreams=(Upstream("127.0.0.1", port),))])  # type: ignore[arg-type]
+        upstream = Upstream(address="127.0.0.1", port=port)  # type: ignore[arg-type]
+        render([Route(app="demo", hosts=(), upstreams=(upstream,))])
 
 
 @pytest.mark.parametrize("port", [0, 65536, "8080", True, None])
