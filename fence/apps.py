@@ -43,11 +43,12 @@ class AppOps:
         droplets: the droplet store.
         paths: host paths (caches, logs).
         node_id: this node's id.
+        routing: whether a router must carry new instances before a deploy counts as done.
     """
 
     def __init__(self, *, store: StateStore, config: ConfigStore, manager: InstanceManager,
                  starter: InstanceStarter, backend: ContainerBackend, droplets: DropletStore,
-                 paths: HostPaths, node_id: str) -> None:
+                 paths: HostPaths, node_id: str, routing: bool = True) -> None:
         self._store = store
         self._config = config
         self._manager = manager
@@ -56,6 +57,7 @@ class AppOps:
         self._droplets = droplets
         self._paths = paths
         self._node_id = node_id
+        self._routing = routing
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -156,7 +158,8 @@ class AppOps:
                     on_line(f"       instance {instance.index}: {instance.state}{why}")
             running = [i for i in current if i.state == "running"]
             leaving = [i for i in view.instance_list if i.index >= view.instances]
-            if len(running) >= view.instances and not leaving:
+            routed = not self._routing or self._manager.routed(name, release) >= view.instances
+            if len(running) >= view.instances and not leaving and routed:
                 on_line(f"-----> {name} is running: {view.url}")
                 return view
             crashed = [i for i in current if i.state == "crashed" and i.restarts >= 3]

@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import os
 import shutil
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,9 @@ class NodeService:
         self.started_at = _now()
         self._slots = StagingSlots(limit=lambda: int(config.fence("staging/concurrency")))
         self._cancelled: set[str] = set()
+        self._router_key: object = None
+        self._router_failed: object = None
+        self._router_checked = 0.0
 
     def source_limits(self) -> SourceLimits:
         """Upload limits from config (staging/max_upload, max_files, max_depth)."""
@@ -262,21 +266,33 @@ class NodeService:
         return found
 
     def start(self) -> None:
-        """Bring the node's own processes up: the router, then the instance reconciler (which
-        re-adopts running instances from their labels without restarting them)."""
-        if self.router is not None:
-            try:
-                self.router.ensure_running()
-            except FenceError as exc:
-                log.warning("router not running: %s", exc.message)
+        """Start the instance reconciler: it re-adopts running instances from their labels
+        without restarting them, and its first pass (re)starts the router with their routes."""
         self.manager.run_in_background()
 
     def apply_routes(self, routes: list[Route]) -> None:
-        """Hand the routes to the router (called by the reconciler on every pass; the router
-        reloads only when its config changes, e.g. routes or router/port)."""
-        if self.router is not None:
-            self.router.apply(routes=routes, port=int(self.config.fence("router/port")),
-                              domain=str(self.config.fence("router/domain")))
+        """Hand the routes to the router; called after every reconcile pass. The router is asked
+        again when routes, router/port or router/domain change, and every 10 s (to restart a
+        router that died); it reloads only when its config text changes.
+
+        Raises:
+            FenceError: the router refused the config (logged once per config).
+        """
+        if self.router is None:
+            return
+        key = (tuple(routes), int(self.config.fence("router/port")), str(self.config.fence("router/domain")))
+        now = time.monotonic()
+        if key == self._router_key and now - self._router_checked < 10:
+            return
+        self._router_checked = now
+        try:
+            self.router.apply(routes=routes, port=key[1], domain=key[2])
+        except FenceError as exc:
+            if key != self._router_failed:
+                log.error("router refused its config: %s", exc.message)
+                self._router_failed = key
+            raise
+        self._router_key, self._router_failed = key, None
 
     def close(self) -> None:
         """Stop reconciling and cancel running stagings; instances keep running."""

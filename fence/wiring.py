@@ -60,11 +60,11 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     manager = InstanceManager(backend=engine, store=store, config=config, starter=starter,
                               node_id=home.node_id, on_routes=lambda routes: [f(routes) for f in routes_to],
                               **(manager_options or {}))
+    node_router = router if router is not None else nginx_router(home)
     apps = AppOps(store=store, config=config, manager=manager, starter=starter, backend=engine,
-                  droplets=droplets, paths=paths, node_id=home.node_id)
+                  droplets=droplets, paths=paths, node_id=home.node_id, routing=node_router is not None)
     service = NodeService(home=home, config=config, backend=engine, store=store, stager=stager,
-                          droplets=droplets, apps=apps, manager=manager,
-                          router=router if router is not None else nginx_router(home))
+                          droplets=droplets, apps=apps, manager=manager, router=node_router)
     routes_to.append(service.apply_routes)
     return service
 

@@ -137,12 +137,14 @@ class NginxRouter:
                 return
             state = self._read_state()
             port, domain = _known(state)
+            apps = state.apps
             try:
                 text = self.host_conf.read_text()
             except FileNotFoundError:
                 text = render_config(routes=(), port=port, domain=domain,
                                      host_prefix=self._host_dir, worker_user=_worker_user())
-            self._apply_text(text, port=port, domain=domain, apps=state.apps)
+                apps = ()
+            self._apply_text(text, port=port, domain=domain, apps=apps)
 
     def status(self) -> RouterStatus:
         """What the router runs now and what it last applied.
@@ -388,11 +390,8 @@ def _worker_user() -> str | None:
     if os.geteuid() != 0:
         return None
     for name in _WORKER_USERS:
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            continue
-        return name
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name).pw_name
     log.warning("router: neither www-data nor nobody exists; nginx workers run as root")
     return None
 
@@ -469,25 +468,20 @@ def _accepting(worker: int) -> bool:
 
 def _wait_gone(pids: list[int], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not any(_alive(pid) for pid in pids):
-            return True
+    while any(_alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.05)
-    return not any(_alive(pid) for pid in pids)
+    return True
 
 
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 1 and fields[1] == str(pid):
-            found.append(int(entry.name))
+        with contextlib.suppress(OSError, IndexError):
+            if entry.name.isdigit() and (
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(pid)):
+                found.append(int(entry.name))
     return found
 
 

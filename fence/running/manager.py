@@ -81,7 +81,7 @@ class InstanceManager:
         config: node config.
         starter: creates instance containers.
         node_id: this node's id.
-        on_routes: receives the routes whenever they change.
+        on_routes: receives the routes after every pass; raises if the router refused them.
         clock: time source (a fake in tests).
         health: health check (a fake in tests).
         policy: crash backoff.
@@ -177,12 +177,13 @@ class InstanceManager:
             for instance in to_stop:
                 instance.move(S.STOPPING)
             routes = self._current_routes(apps)
-        if routes != self._routes:
+        try:
+            self._on_routes(routes)  # the router reloads only when its config changes
             self._routes = routes
-            try:
-                self._on_routes(routes)
-            except Exception:
-                log.exception("router update failed")
+        except FenceError as exc:
+            log.warning("router update failed: %s", exc.message)
+        except Exception:
+            log.exception("router update failed")
         for instance in to_stop:
             self._jobs.submit(self._stop_job, instance)
 
@@ -390,8 +391,15 @@ class InstanceManager:
         return routes
 
     def routes(self) -> list[Route]:
-        """The routes as last computed."""
+        """The routes the router last accepted."""
         return list(self._routes or [])
+
+    def routed(self, app: str, release: int) -> int:
+        """How many running instances of the app's ``release`` the router last accepted."""
+        addresses = {u.address for route in self._routes or [] if route.app == app for u in route.upstreams}
+        with self._lock:
+            return sum(1 for i in self._instances.values() if i.app == app and i.release == release
+                       and i.state is S.RUNNING and i.address in addresses)
 
 
 def _slot_of(info: ContainerInfo) -> tuple[str, int, int]:

@@ -1,0 +1,141 @@
+"""A whole fence node for integration tests: its own FENCE_HOME, daemon, router port and nginx."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fence import labels
+from fence.home import NodeHome
+from tests.conftest import CliResult, run_cli
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (on loopback)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Node:
+    """One test node; ``start()`` runs its daemon, ``close()`` stops it, its apps and nginx."""
+
+    root: Path
+    router_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def home(self) -> NodeHome:
+        return NodeHome(host_root=self.root)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "FENCE_HOME": str(self.root)}
+
+    def cli(self, *args: str, timeout: float = 600, stdin: str | None = None) -> CliResult:
+        """`fence …` / `kato …` against this node (first argument picks the program)."""
+        return run_cli(args[0], *args[1:], timeout=timeout, env=self.env, stdin=stdin)
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not (self.root / "config.yml").exists():
+            assert self.cli("kato", "config", "set", "fence", "router/port", str(self.router_port)).exit_code == 0
+        log = open(self.root / "daemon.log", "ab")  # noqa: SIM115 - lives as long as the daemon
+        self.proc = subprocess.Popen([sys.executable, "-m", "fence", "serve"], stdout=log, stderr=log,
+                                     env=self.env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.cli("kato", "status", "--json").exit_code == 0:
+                return
+            assert self.proc.poll() is None, (self.root / "daemon.log").read_text()[-3000:]
+            time.sleep(0.1)
+        raise AssertionError("daemon did not answer within 30 s")
+
+    def kill_daemon(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop_daemon(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+    def app(self, name: str) -> dict:
+        result = self.cli("fence", "app", name, "--json")
+        assert result.exit_code == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def url_get(self, name: str, path: str = "/", timeout: float = 5) -> tuple[int, str]:
+        """GET through the router, with the app's host name."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.router_port}{path}",
+                                         headers={"Host": f"{name}.localhost"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+
+    def containers(self, role: str = labels.ROLE_INSTANCE) -> list[str]:
+        out = subprocess.run(["docker", "ps", "-aq", "--no-trunc", "--filter", f"label={labels.NODE}={self.home.node_id}",
+                              "--filter", f"label={labels.ROLE}={role}"], capture_output=True, text=True, check=True)
+        return sorted(out.stdout.split())
+
+    def close(self) -> None:
+        """Stop the daemon, remove everything this node created, stop its nginx."""
+        self.stop_daemon()
+        ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={labels.NODE}={self.home.node_id}"],
+                             capture_output=True, text=True).stdout.split()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        from fence.router.nginx import NginxRouter
+        NginxRouter(host_dir=self.root / "router").stop()
+
+
+class Poller:
+    """Sends GET requests through the router every 50 ms in the background, counting outcomes."""
+
+    def __init__(self, node: Node, app: str, interval: float = 0.05) -> None:
+        self.node, self.app, self.interval = node, app, interval
+        self.outcomes: Counter[str] = Counter()
+        self.bodies: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Poller":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 600  # bounded, whatever happens
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                status, body = self.node.url_get(self.app, timeout=5)
+                self.outcomes[str(status)] += 1
+                self.bodies[body.strip()[:80]] += 1
+                if status != 200:
+                    self.failures.append(f"{status}: {body[:80]}")
+            except OSError as exc:
+                self.outcomes["error"] += 1
+                self.failures.append(repr(exc))
+            time.sleep(self.interval)
+
+    @property
+    def total(self) -> int:
+        return sum(self.outcomes.values())
