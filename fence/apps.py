@@ -166,6 +166,11 @@ class AppOps:
             if crashed:
                 raise DeployFailed(app=name, release=release, why=crashed[0].reason or "crashed")
             time.sleep(0.2)
+        view = self._view(self.app(name), detail=True)
+        running = sum(1 for i in view.instance_list if i.release == release and i.state == "running")
+        if running >= view.instances:
+            raise DeployFailed(app=name, release=release, why="its instances run but the router did not take "
+                               "them (see `kato status` for the router's last error)")
         raise DeployFailed(app=name, release=release, why=f"instances not healthy within {timeout} s")
 
     # --- lifecycle -------------------------------------------------------------------------
