@@ -218,6 +218,15 @@ def create_app(service: NodeService) -> FastAPI:
         service.apps.delete(name)
         return {"deleted": name}
 
+    @app.post("/v1/apps/{name}/routes")
+    def routes(name: str, change: dict[str, str]) -> dict[str, Any]:
+        """Add or remove an extra host name: ``{"add": HOST}`` or ``{"remove": HOST}``."""
+        if set(change) == {"add"}:
+            return to_wire(service.apps.add_route(name, change["add"]))
+        if set(change) == {"remove"}:
+            return to_wire(service.apps.remove_route(name, change["remove"]))
+        raise UsageError(detail='send {"add": HOST} or {"remove": HOST}')
+
     @app.post("/v1/apps/{name}/{action}")
     async def act(name: str, action: str, request: Request, instances: int | None = None,
                   release: int | None = None) -> StreamingResponse:

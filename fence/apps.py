@@ -18,6 +18,7 @@ from fence.droplets import DropletStore
 from fence.errors import AppNotFound, DeployFailed, FenceError, NoRelease, ReleaseNotFound, UsageError
 from fence.models import AppRecord, AppView, DropletRecord, ProcessSpec, ReleaseRecord
 from fence.running.manager import InstanceManager
+from fence.router.render import check_dns_name
 from fence.running.starter import InstanceStarter, Launch
 from fence.staging.stager import check_app_name, check_env
 from fence.staging.workspace import HostPaths
@@ -123,6 +124,7 @@ class AppOps:
                 serving).
         """
         existing = self._store.app(droplet.app)
+        self._check_hosts(droplet.app, urls)
         record = AppRecord(
             name=droplet.app,
             instances=_count(instances if instances is not None else existing.instances if existing else 1),
@@ -255,6 +257,49 @@ class AppOps:
         if app.started and app.release is not None:
             return self.restart(name, on_line)
         return self.view(name)
+
+    def add_route(self, name: str, host: str) -> AppView:
+        """Let the app answer at another host name too (beside ``APP.<router/domain>``).
+
+        Raises:
+            InvalidName: not a DNS name.
+            UsageError: another app already answers at it.
+        """
+        app = self.app(name)
+        host = check_dns_name(host.strip().lower(), what="host name")
+        self._check_hosts(name, (host,))
+        if host not in app.urls:
+            self._store.put_app(_replace(app, urls=(*app.urls, host)))
+            self._manager.wake()
+        return self.view(name)
+
+    def remove_route(self, name: str, host: str) -> AppView:
+        """Stop answering at an extra host name.
+
+        Raises:
+            UsageError: the app has no such extra host name.
+        """
+        app = self.app(name)
+        host = host.strip().lower()
+        if host not in app.urls:
+            raise UsageError(detail=f"app {name} has no extra host name {host!r} (see `fence app {name}`)")
+        self._store.put_app(_replace(app, urls=tuple(u for u in app.urls if u != host)))
+        self._manager.wake()
+        return self.view(name)
+
+    def _check_hosts(self, name: str, hosts: tuple[str, ...]) -> None:
+        domain = str(self._config.fence("router/domain"))
+        for other in self._store.apps():
+            if other.name == name:
+                continue
+            taken = {f"{other.name}.{domain}", *other.urls}
+            for host in hosts:
+                if host in taken:
+                    raise UsageError(detail=f"host name {host} already routes to app {other.name}")
+        for host in hosts:
+            if host.endswith(f".{domain}") and host != f"{name}.{domain}" and \
+                    self._store.app(host[: -len(domain) - 1]) is not None:
+                raise UsageError(detail=f"host name {host} belongs to app {host[: -len(domain) - 1]}")
 
     def delete(self, name: str) -> None:
         """Remove the app: its instances, releases, droplets, build cache and logs."""

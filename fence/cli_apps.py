@@ -206,4 +206,30 @@ def rollback(name: str, release: int | None) -> None:
     client().act(_name(name), "rollback", params=params, on_line=_echo)
 
 
-COMMANDS = (push, apps, app, start, stop, restart, delete, scale, env, logs, run, releases, rollback)
+@click.group()
+@debug_option
+def route() -> None:
+    """Extra host names an app answers at (beside APP.<router/domain>)."""
+
+
+@route.command("add")
+@click.argument("name")
+@click.argument("host")
+@debug_option
+def route_add(name: str, host: str) -> None:
+    """Let app NAME answer at HOST too."""
+    view = client().route(_name(name), "add", host)
+    click.echo("\n".join(view.urls))
+
+
+@route.command("remove")
+@click.argument("name")
+@click.argument("host")
+@debug_option
+def route_remove(name: str, host: str) -> None:
+    """Stop app NAME answering at HOST."""
+    view = client().route(_name(name), "remove", host)
+    click.echo("\n".join(view.urls))
+
+
+COMMANDS = (route, push, apps, app, start, stop, restart, delete, scale, env, logs, run, releases, rollback)

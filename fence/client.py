@@ -176,6 +176,14 @@ class FenceClient:
         return self._stream("POST", f"/v1/apps/{name}/{action}", params=list((params or {}).items()),
                             body=body, on_line=on_line)
 
+    def route(self, name: str, verb: str, host: str) -> AppView:
+        """Add (``verb="add"``) or remove an extra host name of an app."""
+        try:
+            response = self._http.post(f"/v1/apps/{name}/routes", json={verb: host})
+        except (httpx.ConnectError, FileNotFoundError) as exc:
+            raise DaemonNotRunning(socket=self._host_socket) from exc
+        return model_from_wire(AppView, _payload(response))
+
     def delete(self, name: str) -> None:
         """Delete an app."""
         try:

@@ -49,6 +49,11 @@ def _text(info: NodeStatus) -> str:
                  f"MISSING, using fallback {stack.in_use}" if stack.fallback else "MISSING")
         image_id = f" ({stack.image_id[:19]})" if stack.image_id else ""
         lines.append(f"stack:         {stack.configured}: {state}{image_id}")
+    if info.router is not None:
+        router = info.router
+        state = f"running (pid {router.pid})" if router.running else "NOT RUNNING"
+        lines.append(f"router:        {state}, port {router.port}, domain {router.domain}, "
+                     f"{router.routes} routes, last reload {router.last_reload or 'never'}")
     roles = ", ".join(f"{n} {role}" for role, n in info.containers.items()) or "none"
     lines.append(f"apps:          {info.apps}")
     lines.append(f"containers:    {roles}")

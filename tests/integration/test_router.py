@@ -72,11 +72,9 @@ class Backend:
                 body = json.dumps({"name": backend.name,
                                    "headers": {k.lower(): v for k, v in self.headers.items()}})
                 data = body.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                # One write: an instance killed mid-request has then sent all or nothing.
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -187,3 +188,61 @@ def test_kill_9_of_the_daemon_loses_nothing(tmp_path: Path, engine: str) -> None
         assert node.containers("staging") == []
     finally:
         node.close()
+
+
+def test_extra_host_names_and_hostile_ones(node: Node, tmp_path: Path) -> None:
+    assert node.cli("fence", "push", str(EXAMPLES / "static-hello"), "--name", "hosts").exit_code == 0
+    added = node.cli("fence", "route", "add", "hosts", "www.example.test")
+    assert added.exit_code == 0, added.stderr
+    request = urllib.request.Request(f"http://127.0.0.1:{node.router_port}/", headers={"Host": "www.example.test"})
+    wait_for(lambda: _status(request) == 200)
+    for hostile in ("evil;}", "a b.test", "$(touch /tmp/x).test", "x" * 300, "a\nb.test"):
+        result = node.cli("fence", "route", "add", "hosts", hostile)
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, (hostile, result.stderr)
+    assert node.cli("fence", "push", str(EXAMPLES / "static-hello"), "--name", "hosts-b").exit_code == 0
+    for taken in ("www.example.test", "hosts.localhost"):
+        clash = node.cli("fence", "route", "add", "hosts-b", taken)
+        assert clash.exit_code == 2 and "already routes to app hosts" in clash.stderr, clash.stderr
+    conf = (node.root / "router" / "nginx.conf").read_text()
+    assert "evil" not in conf and "$(touch" not in conf and "www.example.test" in conf
+    assert node.cli("fence", "route", "remove", "hosts", "www.example.test").exit_code == 0
+    wait_for(lambda: _status(request) == 404)
+    bad = write_app(tmp_path / "badurl", {"index.html": "x", "stackato.yml": "name: badurl\nurl: ['evil;} server {']\n"})
+    result = node.cli("fence", "push", str(bad))
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "evil" in result.stderr
+    assert "evil" not in (node.root / "router" / "nginx.conf").read_text()
+
+
+def _status(request: urllib.request.Request) -> int:
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_router_port_moves_and_status_shows_the_router(tmp_path: Path, engine: str) -> None:
+    from tests.integration.node_kit import free_port
+    node = Node(root=tmp_path / "home")
+    node.start()
+    try:
+        assert node.cli("fence", "push", str(EXAMPLES / "static-hello"), "--name", "mover").exit_code == 0
+        status = json.loads(node.cli("kato", "status", "--json").stdout)
+        assert status["router"]["running"] and status["router"]["port"] == node.router_port
+        assert status["router"]["routes"] == 1 and status["router"]["last_reload"]
+        assert "router:" in node.cli("kato", "status").stdout
+        new_port = free_port()
+        assert node.cli("kato", "config", "set", "fence", "router/port", str(new_port)).exit_code == 0
+        node.router_port = new_port
+        wait_for(lambda: _ok(node), timeout=30)
+        assert json.loads(node.cli("kato", "status", "--json").stdout)["router"]["port"] == new_port
+        assert node.app("mover")["url"] == f"http://mover.localhost:{new_port}/"
+    finally:
+        node.close()
+
+
+def _ok(node: Node) -> bool:
+    try:
+        return node.url_get("mover")[0] == 200
+    except OSError:
+        return False
