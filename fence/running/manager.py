@@ -93,7 +93,7 @@ class InstanceManager:
                  starter: InstanceStarter, node_id: str,
                  on_routes: Callable[[list[Route]], None] = lambda routes: None,
                  clock: Clock | None = None, health: HealthCheck | None = None,
-                 policy: BackoffPolicy | None = None, drain_seconds: float = 1.0, workers: int = 8) -> None:
+                 policy: BackoffPolicy | None = None, drain_seconds: float = 2.0, workers: int = 8) -> None:
         self._backend = backend
         self._store = store
         self._config = config
