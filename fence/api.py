@@ -244,8 +244,9 @@ def create_app(service: NodeService) -> FastAPI:
         }
         if action == "run":
             argv = tuple(_str_list(body.get("argv")))
-            return _ndjson(_work_events(lambda out: {"exit_code": apps.run_task(name, argv, out)},
-                                        name=f"run-{name}"))
+            task_id = uuid.uuid4().hex[:12]
+            return _ndjson(_work_events(lambda out: {"exit_code": apps.run_task(name, argv, out, task_id)},
+                                        name=f"run-{name}", on_gone=lambda: apps.cancel_task(task_id)))
         if action not in works:
             raise UsageError(detail=f"unknown action {action!r}")
         apps.app(name)  # an unknown app is a 404 before any streaming starts

@@ -59,6 +59,8 @@ class AppOps:
         self._paths = paths
         self._node_id = node_id
         self._routing = routing
+        self._tasks: dict[str, Container] = {}
+        self._tasks_lock = threading.Lock()
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -385,7 +387,17 @@ class AppOps:
             else:
                 yield line
 
-    def run_task(self, name: str, argv: tuple[str, ...], on_line: LineCallback) -> int:
+    def cancel_task(self, task_id: str) -> None:
+        """End a one-off task whose client went away (its container is destroyed)."""
+        with self._tasks_lock:
+            container = self._tasks.pop(task_id, None)
+        if container is not None:
+            try:
+                container.destroy()
+            except FenceError:
+                pass
+
+    def run_task(self, name: str, argv: tuple[str, ...], on_line: LineCallback, task_id: str = "") -> int:
         """Run a one-off command in a fresh container from the app's current droplet.
 
         Returns:
@@ -404,12 +416,16 @@ class AppOps:
             raise NoRelease(app=name)
         container = self._starter.launch(Launch(app=app, release=release.number, droplet=droplet,
                                                 index=0, role=labels.ROLE_TASK, command_argv=argv))
+        with self._tasks_lock:
+            self._tasks[task_id or container.id] = container
         try:
             ws = self._starter.workspace()
             result = container.run(ProcessSpec(argv=("/bin/bash", str(ws.ctr_home / ".fence-start.sh")),
                                                user=f"{ws.uid}:{ws.uid}", cwd=ws.ctr_app), on_output=on_line)
             return result.exit_code
         finally:
+            with self._tasks_lock:
+                self._tasks.pop(task_id or container.id, None)
             try:
                 container.destroy()
             except FenceError:

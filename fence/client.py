@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable
 
 import httpx
 
-from fence.errors import DaemonNotRunning, InternalError, UsageError, from_wire
+from fence.errors import DaemonNotRunning, DaemonPermissionDenied, FenceError, InternalError, UsageError, from_wire
 from fence.models import AppView, DropletRecord, NodeStatus, ReleaseRecord, SourceLimits, StackImage
 from fence.staging.gitfetch import looks_like_git_url
 from fence.staging.sources import pack_directory_for_upload
@@ -128,8 +128,8 @@ class FenceClient:
                         return event
                     elif event.get("event") == "error":
                         raise from_wire(event["error"])
-        except (httpx.ConnectError, FileNotFoundError) as exc:
-            raise DaemonNotRunning(socket=self._host_socket) from exc
+        except (httpx.ConnectError, FileNotFoundError, PermissionError) as exc:
+            raise _unreachable(exc, self._host_socket) from exc
         except httpx.RemoteProtocolError as exc:
             raise InternalError(detail=f"the daemon closed the stream ({exc})") from exc
         return {}
@@ -180,16 +180,16 @@ class FenceClient:
         """Add (``verb="add"``) or remove an extra host name of an app."""
         try:
             response = self._http.post(f"/v1/apps/{name}/routes", json={verb: host})
-        except (httpx.ConnectError, FileNotFoundError) as exc:
-            raise DaemonNotRunning(socket=self._host_socket) from exc
+        except (httpx.ConnectError, FileNotFoundError, PermissionError) as exc:
+            raise _unreachable(exc, self._host_socket) from exc
         return model_from_wire(AppView, _payload(response))
 
     def delete(self, name: str) -> None:
         """Delete an app."""
         try:
             response = self._http.delete(f"/v1/apps/{name}", timeout=httpx.Timeout(30.0, read=120.0))
-        except (httpx.ConnectError, FileNotFoundError) as exc:
-            raise DaemonNotRunning(socket=self._host_socket) from exc
+        except (httpx.ConnectError, FileNotFoundError, PermissionError) as exc:
+            raise _unreachable(exc, self._host_socket) from exc
         _payload(response)
 
     def logs(self, name: str, *, follow: bool, staging: bool, on_line: Callable[[str], None]) -> None:
@@ -204,9 +204,16 @@ class FenceClient:
     def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
         try:
             response = self._http.get(path, params=params)
-        except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as exc:
-            raise DaemonNotRunning(socket=self._host_socket) from exc
+        except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError, PermissionError) as exc:
+            raise _unreachable(exc, self._host_socket) from exc
         return _payload(response)
+
+
+def _unreachable(exc: Exception, host_socket: Path) -> FenceError:
+    """The error for a socket that cannot be used: permission, or nothing listening."""
+    if isinstance(exc, PermissionError) or "Permission denied" in str(exc) or "Errno 13" in str(exc):
+        return DaemonPermissionDenied(socket=host_socket)
+    return DaemonNotRunning(socket=host_socket)
 
 
 def _name_from(text: str) -> str:

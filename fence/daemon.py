@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
 import signal
@@ -15,6 +16,7 @@ from fence.errors import DaemonAlreadyRunning
 from fence.service import NodeService
 
 log = logging.getLogger("fence.daemon")
+SOCKET_GROUP = "fence"
 
 
 def bind_socket(host_socket: Path) -> socket.socket:
@@ -41,8 +43,23 @@ def bind_socket(host_socket: Path) -> socket.socket:
     finally:
         os.umask(old_umask)
     os.chmod(host_socket, 0o660)
+    gid = socket_group()
+    if gid is not None:
+        # Members of the `fence` group may use the CLIs without root; nobody else may.
+        os.chown(host_socket, -1, gid)
+        if host_socket.parent.stat().st_uid == os.geteuid():
+            os.chown(host_socket.parent, -1, gid)
+            os.chmod(host_socket.parent, 0o750)
     sock.listen(128)
     return sock
+
+
+def socket_group(name: str = SOCKET_GROUP) -> int | None:
+    """The gid of the group allowed to use the daemon's socket, if the node has that group."""
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
 
 
 def serve(service: NodeService) -> None:

@@ -301,6 +301,14 @@ class DaemonNotRunning(FenceError):
     exit_code = EXIT_UNAVAILABLE
 
 
+class DaemonPermissionDenied(FenceError):
+    """The daemon's socket exists but this user may not use it."""
+
+    template = ("permission denied on {socket}: the fence daemon accepts root and members of the "
+                "`fence` group only")
+    exit_code = EXIT_SECURITY
+
+
 class DaemonAlreadyRunning(FenceError):
     """Another fence daemon already answers on the socket."""
 
