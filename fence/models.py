@@ -178,6 +178,8 @@ class EngineInfo:
         data_root: the engine's data directory.
         cgroup_version: ``"1"`` or ``"2"``.
         warnings: what the engine says it cannot enforce.
+        disk_quota: whether the storage driver can limit a container's disk use (overlay2 on
+            xfs with project quotas, btrfs, zfs); ``False`` means containers can fill the disk.
     """
 
     version: str
@@ -188,6 +190,7 @@ class EngineInfo:
     data_root: str
     cgroup_version: str
     warnings: tuple[str, ...] = ()
+    disk_quota: bool = False
 
 
 @dataclass(frozen=True)

@@ -312,6 +312,9 @@ def _engine_warnings(engine: EngineInfo, require_userns: bool) -> list[str]:
                          "(start dockerd with --userns-remap=default)")
     if not engine.seccomp:
         found.append("the engine applies no seccomp profile")
+    if not engine.disk_quota:
+        found.append(f"disk use of containers is not limited: disk limits are not enforced by the "
+                     f"{engine.storage_driver} storage driver here (it needs xfs with project quotas)")
     found.extend(f"engine: {w}" for w in engine.warnings)
     return found
 

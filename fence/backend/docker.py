@@ -110,6 +110,7 @@ class DockerBackend:
             seccomp=any(o.startswith("name=seccomp") and "profile=unconfined" not in o
                         for o in options),
             storage_driver=str(info.get("Driver", "")),
+            disk_quota=_disk_quota(info),
             data_root=str(info.get("DockerRootDir", "")),
             cgroup_version=str(info.get("CgroupVersion") or "1"),
             warnings=tuple(str(w) for w in info.get("Warnings") or ()),
@@ -637,6 +638,13 @@ def _container_info(attrs: Mapping[str, Any]) -> ContainerInfo:
         ports=tuple(sorted(ports, key=lambda p: (p.container_port, p.host_ip, p.host_port))),
         ip_address=_ip_address(attrs.get("NetworkSettings") or {}),
     )
+
+
+def _disk_quota(info: Mapping[str, Any]) -> bool:
+    """Whether the storage driver can enforce per-container disk quotas (``--storage-opt size``)."""
+    driver = str(info.get("Driver", ""))
+    backing = dict((str(k), str(v)) for k, v in info.get("DriverStatus") or ()).get("Backing Filesystem", "")
+    return driver in ("btrfs", "zfs") or (driver == "overlay2" and backing == "xfs")
 
 
 def _ip_address(network: Mapping[str, Any]) -> str | None:
