@@ -72,7 +72,8 @@ def test_scale_restart_and_redeploy_without_a_failed_request(node: Node, tmp_pat
     assert poll.failures == [] and poll.total > 50, poll.outcomes
     assert any(body.startswith("Hello v2") for body in poll.bodies)
     assert node.url_get("steady")[1].startswith("Hello v2")
-    assert [i["index"] for i in node.app("steady")["instance_list"]] == [0]
+    # The old release's instance drains (out of the router first, then TERM) after push returns.
+    wait_for(lambda: [i["index"] for i in node.app("steady")["instance_list"]] == [0], timeout=30)
     releases = json.loads(node.cli("fence", "releases", "steady", "--json").stdout)
     assert [r["number"] for r in releases] == [3, 2, 1]
 
