@@ -56,8 +56,12 @@ class NodeHome:
         return self.host_root / "logs"
 
     def ensure(self) -> None:
-        """Create FENCE_HOME (mode 0750) if missing."""
+        """Create FENCE_HOME if missing, and keep it closed to other users (mode 0750): it holds
+        droplets, build caches and logs of every app."""
         self.host_root.mkdir(parents=True, exist_ok=True, mode=0o750)
+        stat = self.host_root.stat()
+        if stat.st_uid == os.geteuid() and stat.st_mode & 0o027:
+            os.chmod(self.host_root, stat.st_mode & ~0o027 & 0o7777)
 
     @property
     def node_id(self) -> str:
