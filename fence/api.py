@@ -230,7 +230,7 @@ def create_app(service: NodeService) -> FastAPI:
     @app.post("/v1/apps/{name}/{action}")
     async def act(name: str, action: str, request: Request, instances: int | None = None,
                   release: int | None = None) -> StreamingResponse:
-        """start, stop, restart, scale (``instances``), rollback (``release``), env (JSON body
+        """start, stop, restart, restage, scale (``instances``), rollback (``release``), env (JSON body
         ``{"set": {…}, "unset": […]}``), run (JSON body ``{"argv": […]}``): streamed NDJSON."""
         apps = service.apps
         body = await request.json() if action in ("env", "run") else {}
@@ -240,6 +240,7 @@ def create_app(service: NodeService) -> FastAPI:
             "restart": lambda out: apps.restart(name, out),
             "scale": lambda out: apps.scale(name, _required(instances, "instances"), out),
             "rollback": lambda out: apps.rollback(name, release, out),
+            "restage": lambda out: service.restage(name, out),
             "env": lambda out: apps.set_env(name, _str_map(body.get("set")), tuple(_str_list(body.get("unset"))), out),
         }
         if action == "run":
@@ -269,5 +270,22 @@ def create_app(service: NodeService) -> FastAPI:
     def images() -> list[dict[str, Any]]:
         """Stack images fence knows, which one is configured and what runs on each."""
         return to_wire(service.images())
+
+    @app.post("/v1/stack/rollout")
+    def rollout(restage: bool = False) -> StreamingResponse:
+        """Move every app onto the configured stack (``restage=true``: restage each): streamed
+        NDJSON ``log`` events, then ``result`` (``rollout``) or ``error``."""
+        return _ndjson(_work_events(lambda out: {"rollout": to_wire(service.rollout(restage=restage, on_line=out))},
+                                    name="rollout"))
+
+    @app.post("/v1/gc")
+    def gc(dry_run: bool = False) -> dict[str, Any]:
+        """Garbage collection: what was removed (``dry_run=true``: what would be)."""
+        return to_wire(service.gc(dry_run=dry_run))
+
+    @app.get("/v1/node")
+    def node() -> dict[str, Any]:
+        """CPU, memory, disks and containers of the node."""
+        return to_wire(service.node_info())
 
     return app

@@ -16,6 +16,7 @@ from fence.backend.base import Container, ContainerBackend
 from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.errors import AppNotFound, DeployFailed, FenceError, NoRelease, ReleaseNotFound, UsageError
+from fence.kept_sources import host_app_sources
 from fence.models import AppRecord, AppView, DropletRecord, ProcessSpec, ReleaseRecord
 from fence.running.manager import InstanceManager
 from fence.router.render import check_dns_name
@@ -304,7 +305,7 @@ class AppOps:
                 raise UsageError(detail=f"host name {host} belongs to app {host[: -len(domain) - 1]}")
 
     def delete(self, name: str) -> None:
-        """Remove the app: its instances, releases, droplets, build cache and logs."""
+        """Remove the app: its instances, releases, droplets, kept sources, build cache and logs."""
         app = self.app(name)
         self._store.put_app(_replace(app, started=False))
         self._manager.wake()
@@ -315,6 +316,7 @@ class AppOps:
         self._manager.wake()
         self._paths.host_app_cache(name).unlink(missing_ok=True)
         shutil.rmtree(self._paths.host_root / "logs" / "staging" / name, ignore_errors=True)
+        shutil.rmtree(host_app_sources(self._paths.host_root, name), ignore_errors=True)
 
     def _wait_gone(self, name: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -1,4 +1,4 @@
-"""The `fence` commands that run apps: push, apps, app, start/stop/restart/delete, scale, env, logs, run, releases, rollback."""
+"""The `fence` commands that run apps: push, apps, app, start/stop/restart/restage/delete, scale, env, logs, run, releases, rollback."""
 
 from __future__ import annotations
 
@@ -94,8 +94,10 @@ def _describe(view: AppView) -> str:
     lines.append("instances:")
     for inst in view.instance_list:
         reason = f"  ({inst.reason})" if inst.reason else ""
+        stack = f"stack {inst.image_id.removeprefix('sha256:')[:12]} " if inst.image_id else ""
         lines.append(f"  #{inst.index} {inst.state:<9} r{inst.release:<3} container {inst.container or '-':<13} "
-                     f"port {inst.host_port or '-':<6} restarts {inst.restarts:<3} up {inst.uptime:.0f}s{reason}")
+                     f"port {inst.host_port or '-':<6} restarts {inst.restarts:<3} up {inst.uptime:.0f}s "
+                     f"{stack}{reason}".rstrip())
     return "\n".join(lines)
 
 
@@ -114,6 +116,8 @@ def _action(action: str, helptext: str):  # noqa: ANN202
 start = _action("start", "Start a stopped app and wait until its instances are healthy.")
 stop = _action("stop", "Stop every instance of an app (TERM, KILL after 10 s).")
 restart = _action("restart", "Replace every instance, each new one healthy before its old one stops.")
+restage = _action("restage", "Stage the app again from its kept source (today's stack and buildpacks), "
+                             "then replace its instances as a push does.")
 
 
 @click.command()
@@ -232,4 +236,4 @@ def route_remove(name: str, host: str) -> None:
     click.echo("\n".join(view.urls))
 
 
-COMMANDS = (route, push, apps, app, start, stop, restart, delete, scale, env, logs, run, releases, rollback)
+COMMANDS = (route, push, apps, app, start, stop, restart, restage, delete, scale, env, logs, run, releases, rollback)

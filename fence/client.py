@@ -11,7 +11,8 @@ from typing import Any, Callable, Iterable
 import httpx
 
 from fence.errors import DaemonNotRunning, DaemonPermissionDenied, FenceError, InternalError, UsageError, from_wire
-from fence.models import AppView, DropletRecord, NodeStatus, ReleaseRecord, SourceLimits, StackImage
+from fence.models import (AppView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord, RolloutReport,
+                          SourceLimits, StackImage)
 from fence.staging.gitfetch import looks_like_git_url
 from fence.staging.sources import pack_directory_for_upload
 from fence.tarstream import file_chunks
@@ -42,6 +43,43 @@ class FenceClient:
             EngineUnavailable: the daemon cannot reach the engine.
         """
         return [model_from_wire(StackImage, item) for item in self._get("/v1/images")]
+
+    def node_info(self) -> NodeInfo:
+        """CPU, memory, disks and containers of the node.
+
+        Raises:
+            DaemonNotRunning: nothing answers on the socket.
+            EngineUnavailable: the daemon cannot reach the engine.
+        """
+        return model_from_wire(NodeInfo, self._get("/v1/node"))
+
+    def gc(self, *, dry_run: bool) -> GcReport:
+        """Run garbage collection (``dry_run``: only list what it would remove).
+
+        Raises:
+            DaemonNotRunning: nothing answers on the socket.
+            EngineUnavailable: the daemon cannot reach the engine.
+        """
+        try:
+            response = self._http.post("/v1/gc", params={"dry_run": str(dry_run).lower()},
+                                       timeout=httpx.Timeout(30.0, read=600.0))
+        except (httpx.ConnectError, FileNotFoundError, PermissionError) as exc:
+            raise _unreachable(exc, self._host_socket) from exc
+        return model_from_wire(GcReport, _payload(response))
+
+    def rollout(self, *, restage: bool, on_line: Callable[[str], None]) -> RolloutReport:
+        """Move every app onto the configured stack, passing progress lines on.
+
+        Raises:
+            DaemonNotRunning: nothing answers on the socket.
+            ImageNotFound: no configured stack is on the engine.
+            RolloutFailed: some apps could not move (their old instances keep serving).
+        """
+        result = self._stream("POST", "/v1/stack/rollout", params=[("restage", str(restage).lower())],
+                              on_line=on_line)
+        if "rollout" not in result:
+            raise InternalError(detail="the daemon ended the rollout stream without a result")
+        return model_from_wire(RolloutReport, result["rollout"])
 
     def stage(self, *, source: str, app: str | None, buildpacks: tuple[str, ...],
               env_pairs: tuple[str, ...], on_line: Callable[[str], None],
@@ -172,7 +210,7 @@ class FenceClient:
 
     def act(self, name: str, action: str, *, on_line: Callable[[str], None],
             params: dict[str, str] | None = None, body: Any = None) -> dict[str, Any]:
-        """start, stop, restart, scale, rollback, env or run; returns the result event."""
+        """start, stop, restart, restage, scale, rollback, env or run; returns the result event."""
         return self._stream("POST", f"/v1/apps/{name}/{action}", params=list((params or {}).items()),
                             body=body, on_line=on_line)
 

@@ -357,6 +357,33 @@ class RouterUnavailable(FenceError):
     user_error = False
 
 
+# --- node operations ---------------------------------------------------------------------------
+
+class AdmissionRefused(FenceError):
+    """An instance start that would promise instances more memory than the node may give."""
+
+    template = ("not enough memory on this node for instance {index} of {app} ({need} MiB): "
+                "{promised} MiB of {limit} MiB are already promised to instances "
+                "(node/memory_overcommit {factor} x {total} MiB RAM)")
+    exit_code = EXIT_CONFLICT
+
+
+class RolloutFailed(FenceError):
+    """A stack rollout stopped for some apps; their old instances keep serving."""
+
+    template = "rollout onto {image} failed for {failed} of {total} apps: {detail}"
+    exit_code = EXIT_CONFLICT
+
+
+class SourceNotKept(FenceError):
+    """A restage of an app whose current droplet's source fence did not keep."""
+
+    template = ("cannot restage {app}: fence keeps the source of droplets staged from now on, and "
+                "its current droplet {droplet} was staged without a kept source; push the app "
+                "again (`fence push`), after that `fence restage {app}` works")
+    exit_code = EXIT_CONFLICT
+
+
 def error_classes() -> dict[str, type[FenceError]]:
     """Every FenceError subclass by name, for re-raising errors that crossed the API."""
     found: dict[str, type[FenceError]] = {}

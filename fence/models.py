@@ -225,6 +225,9 @@ class StackImage:
         configured: whether ``docker/image`` names it.
         fallback: whether ``docker/images`` lists it.
         containers: how many of this node's containers run from it.
+        apps: the apps whose instances run on it, by name.
+        in_use: whether it is the image new containers start from (``docker/image``, or the
+            fallback from ``docker/images`` that stands in for it).
     """
 
     ref: str
@@ -234,6 +237,8 @@ class StackImage:
     configured: bool
     fallback: bool
     containers: int
+    apps: tuple[str, ...] = ()
+    in_use: bool = False
 
 
 @dataclass(frozen=True)
@@ -559,6 +564,7 @@ class InstanceView:
         uptime: seconds since it became healthy, 0 if it is not.
         reason: why it is not running (``exited 1``, ``out of memory``, ``unhealthy`` …).
         last_crash: why its slot last crashed, if it ever did (kept after the restart).
+        image_id: the id of the stack image its container runs on (``""`` when it has none).
     """
 
     index: int
@@ -570,6 +576,7 @@ class InstanceView:
     uptime: float = 0.0
     reason: str | None = None
     last_crash: str | None = None
+    image_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -605,3 +612,166 @@ class AppView:
     env: Mapping[str, str]
     instance_list: tuple[InstanceView, ...] = ()
     releases: tuple[ReleaseRecord, ...] = ()
+
+
+# --- stack rollouts ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RolloutProgress:
+    """Where one app's move onto a stack image stands (the instance manager's view).
+
+    Attributes:
+        app: the app's name.
+        image_id: the stack image id its instances move to.
+        replaced: instances replaced so far (new one healthy, old one stopped).
+        remaining: indexes whose serving instance still runs on another image.
+        events: what happened, one line each, oldest first (progress for the admin).
+        failed: why the rollout stopped, ``None`` while it goes on or when it is done.
+        done: every serving instance runs on ``image_id`` and the old ones are gone.
+    """
+
+    app: str
+    image_id: str
+    replaced: int
+    remaining: tuple[int, ...]
+    events: tuple[str, ...] = ()
+    failed: str | None = None
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class AppRollout:
+    """How one app's rollout ended.
+
+    Attributes:
+        app: the app's name.
+        outcome: ``moved`` (every instance on the new stack), ``restaged`` (a new release staged
+            and running on it), ``already`` (nothing to replace), ``skipped`` (stopped or never
+            staged) or ``failed``.
+        replaced: instances replaced.
+        why: for ``failed`` and ``skipped``: the reason.
+    """
+
+    app: str
+    outcome: str
+    replaced: int = 0
+    why: str | None = None
+
+
+@dataclass(frozen=True)
+class RolloutReport:
+    """What ``kato stack rollout`` did.
+
+    Attributes:
+        image: the stack image reference instances moved to.
+        image_id: its id.
+        restage: whether apps were restaged rather than restarted.
+        apps: one entry per app, by name.
+        seconds: how long the rollout took.
+    """
+
+    image: str
+    image_id: str
+    restage: bool
+    apps: tuple[AppRollout, ...]
+    seconds: float = 0.0
+
+
+# --- garbage collection ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GcItem:
+    """One thing garbage collection removes (or, in a dry run, would remove).
+
+    Attributes:
+        kind: ``droplet``, ``droplet-record``, ``cache``, ``source``, ``container``, ``image``,
+            ``staging-log`` or ``buildpack``.
+        name: what it is: a droplet digest, an app name, a container or image id, a path
+            relative to FENCE_HOME.
+        size: bytes it frees (0 where the engine does not say, e.g. a stopped container).
+        detail: why it is garbage, for the admin.
+    """
+
+    kind: str
+    name: str
+    size: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What one garbage collection removed, or would remove.
+
+    Attributes:
+        dry_run: nothing was removed; ``items`` is what a real run removes now.
+        items: removed (or removable) things, by kind then name.
+        errors: things that could not be removed, one line each.
+        notes: categories skipped and why (e.g. a staging was running).
+    """
+
+    dry_run: bool
+    items: tuple[GcItem, ...] = ()
+    errors: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def freed(self) -> int:
+        """Bytes freed (or that would be)."""
+        return sum(item.size for item in self.items)
+
+
+# --- node operations ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DiskUsage:
+    """One file system's usage, as ``kato node info`` shows it.
+
+    Attributes:
+        label: what lives there (``FENCE_HOME``, ``engine data root``).
+        path: the folder measured.
+        total: bytes.
+        used: bytes.
+        free: bytes available to unprivileged users.
+        percent: used, in percent of total.
+    """
+
+    label: str
+    path: str
+    total: int
+    used: int
+    free: int
+    percent: float
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """The node's resources, as ``kato node info`` shows them.
+
+    Attributes:
+        node_id: this node's id.
+        cpus: logical CPUs.
+        load: the 1, 5 and 15 minute load averages.
+        cpu_percent: CPU busy, in percent, over a short sample.
+        memory_total: RAM in bytes.
+        memory_available: RAM available without swapping, in bytes.
+        memory_promised_mib: the sum of the memory limits of this node's instances, in MiB.
+        memory_limit_mib: what they may add up to (``node/memory_overcommit`` × RAM), in MiB.
+        disks: FENCE_HOME's and the engine data root's file systems.
+        containers: this node's containers by role and state (``instance/running`` …).
+        engine_containers: every container on the engine by state, other nodes' and non-fence
+            ones included.
+        engine: the engine's facts, ``None`` if it does not answer.
+    """
+
+    node_id: str
+    cpus: int
+    load: tuple[float, ...]
+    cpu_percent: float
+    memory_total: int
+    memory_available: int
+    memory_promised_mib: int
+    memory_limit_mib: int
+    disks: tuple[DiskUsage, ...]
+    containers: Mapping[str, int]
+    engine_containers: Mapping[str, int]
+    engine: EngineInfo | None = None

@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import shutil
+import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Protocol, TextIO
+from typing import Callable, Iterator, Mapping, Protocol, TextIO
 
 from fence import __version__, labels
 from fence.backend.base import ContainerBackend
 from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.apps import AppOps
-from fence.errors import DropletNotFound, EngineUnavailable, FenceError
+from fence.errors import DropletNotFound, EngineUnavailable, FenceError, NoRelease
+from fence.gc import GarbageCollector
 from fence.home import NodeHome
-from fence.models import (AppView, DropletRecord, EngineInfo, Manifest, NodeStatus, Route, RouterStatus,
-                          SourceLimits, StackImage, StackStatus)
+from fence.kept_sources import KeptSources
+from fence.models import (AppView, DropletRecord, EngineInfo, GcReport, Manifest, NodeInfo, NodeStatus,
+                          PreparedSource, Route, RolloutReport, RouterStatus, SourceLimits, StackImage,
+                          StackStatus)
+from fence.node import crash_loop_warnings, disk_warnings, disks, node_info
 from fence.running.manager import InstanceManager
 from fence.stack.resolve import stack_status
+from fence.stack.images import stack_images
+from fence.stack.rollout import StackRollout
 from fence.staging.queue import StagingSlots
 from fence.staging.sources import prepare_source
 from fence.staging.stager import StageRequest, Stager, app_name, check_app_name
@@ -88,6 +97,14 @@ class NodeService:
         self._router_key: object = None
         self._router_failed: object = None
         self._router_checked = 0.0
+        self.sources = KeptSources(host_root=home.host_root)
+        self._busy: dict[object, float] = {}  # stagings and deploys in flight → wall-clock start
+        self._busy_lock = threading.Lock()
+        self.collector = GarbageCollector(host_root=home.host_root, node_id=self.node_id, config=config,
+                                          backend=backend, store=store, droplets=droplets, sources=self.sources,
+                                          tracked=manager.tracked, busy_since=self._busy_since)
+        self._gc_stop = threading.Event()
+        self._gc_thread: threading.Thread | None = None
 
     def source_limits(self) -> SourceLimits:
         """Upload limits from config (staging/max_upload, max_files, max_depth)."""
@@ -121,10 +138,102 @@ class NodeService:
         Raises:
             FenceError: a staging failure, or DeployFailed.
         """
-        droplet, manifest = self._stage(order, staging_id=staging_id, on_line=on_line)
-        return self.apps.deploy(droplet, instances=instances if instances is not None else manifest.instances,
-                                memory_mib=memory_mib or manifest.mem_mib, env={**manifest.env, **order.env},
-                                urls=manifest.urls, health_timeout=manifest.timeout, on_line=on_line)
+        with self._in_flight():  # until the droplet is a release, garbage collection leaves it be
+            droplet, manifest = self._stage(order, staging_id=staging_id, on_line=on_line)
+            return self.apps.deploy(droplet, instances=instances if instances is not None else manifest.instances,
+                                    memory_mib=memory_mib or manifest.mem_mib, env={**manifest.env, **order.env},
+                                    urls=manifest.urls, health_timeout=manifest.timeout, on_line=on_line)
+
+    def restage(self, name: str, on_line: Callable[[str], None]) -> AppView:
+        """Stage the app again from the source its current droplet was staged from (on today's
+        stack and buildpacks), then roll it out as a new release like a push.
+
+        Raises:
+            AppNotFound: no such app.
+            NoRelease: it was never staged.
+            SourceNotKept: its current droplet was staged before fence kept sources.
+            FenceError: a staging failure, or DeployFailed (the old release keeps serving).
+        """
+        app = self.apps.app(name)
+        release = next((r for r in self.store.releases(app.name) if r.number == app.release), None)
+        if release is None:
+            raise NoRelease(app=app.name)
+        staging_id = uuid.uuid4().hex[:12]
+        host_work = self.paths.host_work / staging_id
+        with self._in_flight():
+            try:
+                kept = self.sources.load(app=app.name, droplet=release.droplet, host_workdir=host_work)
+                on_line(f"-----> Restaging {app.name} from the source of release {release.number} "
+                        f"(droplet {release.droplet[:12]})")
+                request = StageRequest(source=kept.source, app=app.name, buildpacks=kept.buildpacks,
+                                       env=dict(app.env))
+                with _LogFile(self.paths.host_staging_log(app.name, staging_id), on_line) as logged:
+                    with self._slots.slot(on_line=logged, cancelled=lambda: staging_id in self._cancelled):
+                        droplet = self.stager.stage(request, on_line=logged, staging_id=staging_id)
+                self.store.note_stack(droplet.stack_image_id, droplet.stack_image, droplet.staged_at)
+                self._keep_source(droplet, kept.source, kept.buildpacks)
+            finally:
+                self._cancelled.discard(staging_id)
+                shutil.rmtree(host_work, ignore_errors=True)
+            return self.apps.deploy(droplet, instances=None, memory_mib=None, env={}, urls=(),
+                                    health_timeout=None, on_line=on_line,
+                                    note=f"restage of release {release.number}")
+
+    def rollout(self, *, restage: bool, on_line: Callable[[str], None]) -> RolloutReport:
+        """Move every app onto the stack new containers start from (``kato stack rollout``).
+
+        Raises:
+            ImageNotFound: no configured stack is on the engine.
+            RolloutFailed: some apps could not move; their old instances keep serving.
+        """
+        return StackRollout(config=self.config, backend=self.backend, store=self.store, manager=self.manager,
+                            restage=self.restage).run(restage=restage, on_line=on_line)
+
+    def gc(self, *, dry_run: bool) -> GcReport:
+        """Remove (or with ``dry_run`` list) what this node owns and no longer needs.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+        return self.collector.collect(dry_run=dry_run)
+
+    def node_info(self) -> NodeInfo:
+        """CPU, memory (and what instances are promised), disks and containers.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+        engine = self.backend.engine_info()
+        return node_info(node_id=self.node_id, host_home=self.home.host_root, engine=engine,
+                         node_containers=self.backend.list_info({labels.NODE: self.node_id}),
+                         engine_containers=self.backend.list_info({}),
+                         promised_mib=self.manager.promised_mib(),
+                         overcommit=float(self.config.fence("node/memory_overcommit")))
+
+    @contextlib.contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        token = object()
+        with self._busy_lock:
+            self._busy[token] = time.time()
+        try:
+            yield
+        finally:
+            with self._busy_lock:
+                del self._busy[token]
+
+    def _busy_since(self) -> float | None:
+        with self._busy_lock:
+            return min(self._busy.values(), default=None)
+
+    def _keep_source(self, droplet: DropletRecord, source: PreparedSource, buildpacks: tuple[str, ...]) -> None:
+        """Keep what the droplet was staged from (for ``fence restage``), and drop the app's kept
+        sources of droplets no kept release runs."""
+        try:
+            self.sources.save(app=droplet.app, droplet=droplet.id, source=source, buildpacks=buildpacks)
+            keep = {r.droplet for r in self.store.releases(droplet.app)} | {droplet.id}
+            self.sources.prune(app=droplet.app, keep=keep)
+        except OSError as exc:  # the droplet is good; only a later restage needs the source
+            log.warning("could not keep the source", extra={"app": droplet.app, "error": str(exc)})
 
     def _stage(self, order: StageOrder, *, staging_id: str,
                on_line: Callable[[str], None]) -> tuple[DropletRecord, Manifest]:
@@ -140,9 +249,12 @@ class NodeService:
             request = StageRequest(source=source, app=order.app or source.manifest.name or order.fallback_name,
                                    buildpacks=order.buildpacks, env=order.env)
             name = app_name(request)
-            with _LogFile(self.paths.host_staging_log(name, staging_id), on_line) as logged:
+            with _LogFile(self.paths.host_staging_log(name, staging_id), on_line) as logged, self._in_flight():
                 with self._slots.slot(on_line=logged, cancelled=lambda: staging_id in self._cancelled):
-                    return self.stager.stage(request, on_line=logged, staging_id=staging_id), source.manifest
+                    droplet = self.stager.stage(request, on_line=logged, staging_id=staging_id)
+                self.store.note_stack(droplet.stack_image_id, droplet.stack_image, droplet.staged_at)
+                self._keep_source(droplet, source, order.buildpacks)
+                return droplet, source.manifest
         finally:
             self._cancelled.discard(staging_id)
             shutil.rmtree(host_work, ignore_errors=True)
@@ -216,6 +328,9 @@ class NodeService:
             warnings.extend(_engine_warnings(engine, bool(self.config.fence("security/require_userns"))))
         if stack is not None:
             warnings.extend(_stack_warnings(stack))
+        warnings.extend(disk_warnings(disks(self.home.host_root, engine)))
+        warnings.extend(crash_loop_warnings({app.name: self.manager.instances(app.name)
+                                             for app in self.store.apps()}))
         router = None
         if self.router is not None:
             router = self.router.status()
@@ -240,35 +355,39 @@ class NodeService:
         )
 
     def images(self) -> list[StackImage]:
-        """Stack images fence knows: the configured one, the fallbacks, and stacks fence built.
+        """Stack images fence knows (see ``fence.stack.images.stack_images``).
 
         Raises:
             EngineUnavailable: the engine does not answer.
         """
-        configured = str(self.config.fence("docker/image"))
-        fallbacks = [str(ref) for ref in self.config.fence("docker/images")]
-        in_use = Counter(c.info().image_id for c in self.backend.list({labels.NODE: self.node_id}))
-        refs = [configured] + [ref for ref in fallbacks if ref != configured]
-        for image in self.backend.list_images({labels.STACK: ""}):
-            refs.extend(tag for tag in image.tags if tag not in refs)
-        found: list[StackImage] = []
-        for ref in refs:
-            image = self.backend.image_info(ref)
-            found.append(StackImage(
-                ref=ref,
-                image_id=image.id if image else None,
-                size=image.size if image else 0,
-                created=image.created if image else "",
-                configured=ref == configured,
-                fallback=ref in fallbacks,
-                containers=in_use.get(image.id, 0) if image else 0,
-            ))
-        return found
+        return stack_images(config=self.config, backend=self.backend, node_id=self.node_id)
 
     def start(self) -> None:
         """Start the instance reconciler: it re-adopts running instances from their labels
-        without restarting them, and its first pass (re)starts the router with their routes."""
+        without restarting them, and its first pass (re)starts the router with their routes.
+        Garbage collection then runs every ``gc/interval`` seconds, the first time one interval
+        after the start."""
         self.manager.run_in_background()
+        self._gc_thread = threading.Thread(target=self._gc_loop, name="gc", daemon=True)
+        self._gc_thread.start()
+
+    def _gc_loop(self) -> None:
+        last = time.monotonic()
+        while not self._gc_stop.wait(timeout=5):
+            interval = int(self.config.fence("gc/interval"))
+            if interval <= 0 or time.monotonic() - last < interval:
+                continue
+            last = time.monotonic()
+            try:
+                report = self.collector.collect(dry_run=False)
+            except FenceError as exc:
+                log.warning("garbage collection failed: %s", exc.message)
+                continue
+            except Exception:  # a bug must not end the loop
+                log.exception("garbage collection failed")
+                continue
+            for line in report.errors:
+                log.warning("garbage collection could not remove %s", line)
 
     def apply_routes(self, routes: list[Route]) -> None:
         """Hand the routes to the router; called after every reconcile pass. The router is asked
@@ -296,6 +415,7 @@ class NodeService:
 
     def close(self) -> None:
         """Stop reconciling and cancel running stagings; instances keep running."""
+        self._gc_stop.set()
         self.manager.shutdown()
         self.stager.cancel_all()
         self.store.close()

@@ -1,4 +1,4 @@
-"""The node's desired state (apps, and later releases and instances) in SQLite, with a versioned schema."""
+"""The node's desired state (apps, releases, droplets, stacks it ran on) in SQLite, with a versioned schema."""
 
 from __future__ import annotations
 
@@ -44,6 +44,14 @@ _MIGRATIONS: tuple[str, ...] = (
         created_at  TEXT NOT NULL,
         note        TEXT NOT NULL DEFAULT '',
         PRIMARY KEY (app, number)
+    );
+    """,
+    """
+    CREATE TABLE stacks_used (
+        image_id    TEXT PRIMARY KEY,
+        ref         TEXT NOT NULL,
+        first_used  TEXT NOT NULL,
+        last_used   TEXT NOT NULL
     );
     """,
 )
@@ -208,6 +216,30 @@ class StateStore:
             rows = self._conn.execute("SELECT app, number, droplet, created_at, note FROM releases "
                                       "WHERE app = ? ORDER BY number DESC", (app,)).fetchall()
         return [ReleaseRecord(app=r[0], number=r[1], droplet=r[2], created_at=r[3], note=r[4]) for r in rows]
+
+    # --- stacks ------------------------------------------------------------------------------
+
+    def note_stack(self, image_id: str, ref: str, at: str) -> None:
+        """Remember that this node ran a container on a stack image (garbage collection only
+        ever removes stack images the node once used)."""
+        if not image_id:
+            return
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO stacks_used (image_id, ref, first_used, last_used) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (image_id) DO UPDATE SET ref = excluded.ref, last_used = excluded.last_used",
+                (image_id, ref, at, at))
+
+    def stacks_used(self) -> dict[str, str]:
+        """Stack image ids this node has run containers on, with the reference last used."""
+        with self._lock:
+            rows = self._conn.execute("SELECT image_id, ref FROM stacks_used ORDER BY image_id").fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    def forget_stack(self, image_id: str) -> None:
+        """Forget a stack image (it was removed from the engine)."""
+        with self._lock:
+            self._conn.execute("DELETE FROM stacks_used WHERE image_id = ?", (image_id,))
 
     def close(self) -> None:
         """Close the database."""

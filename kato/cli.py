@@ -1,4 +1,4 @@
-"""The `kato` CLI: the node administrator's commands (config, stack image, status)."""
+"""The `kato` CLI: the node administrator's commands (config, stack image and rollouts, status, gc, node)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import click
 from fence import __version__
 from fence.console import debug_option, run_cli
 from kato.config_cmd import config
+from kato.gc_cmd import gc
 from kato.image_cmd import image
+from kato.node_cmd import node
+from kato.stack_cmd import stack
 from kato.status_cmd import status
 
 
@@ -15,12 +18,15 @@ from kato.status_cmd import status
 @click.version_option(__version__, prog_name="kato")
 @debug_option
 def kato() -> None:
-    """kato: administer this fence node (config, stack image, status)."""
+    """kato: administer this fence node (config, stack image and rollouts, status, gc, node)."""
 
 
 kato.add_command(config)
 kato.add_command(image)
 kato.add_command(status)
+kato.add_command(stack)
+kato.add_command(gc)
+kato.add_command(node)
 
 
 def main() -> None:

@@ -58,11 +58,21 @@ _VALUE_ARGS = {"ignore_unknown_options": True}  # so a VALUE like -5 is a value,
 @click.argument("value", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Parse VALUE as JSON.")
 @click.option("--force", is_flag=True, help="Allow changing the type of a key.")
+@click.option("--rollout", is_flag=True,
+              help="For fence docker/image or docker/images: then move every app onto the new stack "
+                   "(as `kato stack rollout`).")
 @debug_option
-def set_cmd(component: str, key_path: str, value: str | None, as_json: bool, force: bool) -> None:
+def set_cmd(component: str, key_path: str, value: str | None, as_json: bool, force: bool, rollout: bool) -> None:
     """Set KEY_PATH of COMPONENT to VALUE (read from stdin when omitted); prints the new value."""
+    if rollout and (component != "fence" or key_path.strip("/") not in _IMAGE_KEYS):
+        raise UsageError(detail="--rollout goes with fence docker/image or fence docker/images only")
     raw = value if value is not None else _stdin_value()
     _report(component, key_path, _store().set(component, key_path, raw, as_json=as_json, force=force))
+    if rollout:
+        from kato.stack_cmd import run_rollout
+        from kato.status_cmd import api_client
+
+        run_rollout(api_client(), restage=False)
 
 
 @config.command("del")

@@ -47,14 +47,19 @@ def build_cmd(tag: str | None, suite: str, mirror: str, security_mirror: str, ho
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @debug_option
 def list_cmd(as_json: bool) -> None:
-    """Show the stack images fence knows, which is configured, and what runs on each."""
+    """Show the stack images fence knows, which is configured, and which apps run on each."""
     images = api_client().images()
     if as_json:
         click.echo(render(to_wire(images), "json"))
         return
-    click.echo(f"{'IMAGE':<36} {'ID':<19} {'SIZE':>8}  {'ROLE':<10} CONTAINERS")
+    click.echo(f"{'IMAGE':<36} {'ID':<19} {'SIZE':>8}  {'ROLE':<10} {'CONTAINERS':>10}  APPS")
     for item in images:
         role = "configured" if item.configured else "fallback" if item.fallback else "-"
+        if item.in_use and item.fallback:
+            role = "fallback*"
         image_id = item.image_id[:19] if item.image_id else "(missing)"
         size = f"{item.size / 1e6:.0f}MB" if item.image_id else "-"
-        click.echo(f"{item.ref:<36} {image_id:<19} {size:>8}  {role:<10} {item.containers}")
+        click.echo(f"{item.ref:<36} {image_id:<19} {size:>8}  {role:<10} {item.containers:>10}  "
+                   f"{', '.join(item.apps) or '-'}")
+    if any(item.in_use and item.fallback for item in images):
+        click.echo("* in use: docker/image is missing, new containers start from this fallback")

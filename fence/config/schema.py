@@ -9,6 +9,7 @@ from typing import Any
 from fence.config.types import (
     BoolType,
     EnumType,
+    FloatType,
     IntType,
     IPAddressType,
     KeyType,
@@ -88,6 +89,11 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
             "TCP port the node's router listens on"),
     KeySpec("router/domain", PatternType(_DNS_NAME, "a DNS name like localhost or apps.example.com"),
             "localhost", "apps answer at http://APP.<domain>:<port>/"),
+    KeySpec("node/memory_overcommit", FloatType(0.1, 100.0), 1.0,
+            "instance memory limits may add up to this many times the node's RAM; a start "
+            "beyond it is refused"),
+    KeySpec("gc/interval", IntType(0, 7 * 86400, "of seconds"), 3600,
+            "seconds between the daemon's garbage collections; 0 turns them off"),
 )
 
 # Components whose keys are typed; any other component name is free-form, as in Stackato.

@@ -242,3 +242,28 @@ class ListType:
 
     def allowed(self) -> str:
         return f"a list (comma-separated, or JSON with --json) of {self.item.allowed()}"
+
+
+@dataclass(frozen=True)
+class FloatType:
+    """A number (fractions allowed) within bounds."""
+
+    minimum: float
+    maximum: float
+    name: str = "float"
+
+    def parse(self, raw: str) -> float:
+        text = raw.strip()
+        if not re.fullmatch(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", text):
+            raise BadValue(raw)
+        return self.check(float(text))
+
+    def check(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadValue(value)
+        if not self.minimum <= value <= self.maximum:  # also refuses NaN
+            raise BadValue(value)
+        return float(value)
+
+    def allowed(self) -> str:
+        return f"a number from {self.minimum:g} to {self.maximum:g}"

@@ -4,66 +4,27 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import datetime as dt
 import logging
-import socket
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable
 
 from fence import labels
 from fence.backend.base import ContainerBackend
 from fence.config import ConfigStore
-from fence.errors import ContainerNotFound, FenceError
-from fence.models import AppRecord, ContainerInfo, InstanceView, Route, Upstream
+from fence.errors import AdmissionRefused, ContainerNotFound, FenceError
+from fence.models import AppRecord, ContainerInfo, InstanceView, Route, RolloutProgress, Upstream
+from fence.node import total_memory_mib
 from fence.running.backoff import BackoffPolicy, Clock, CrashCount, SystemClock
-from fence.running.starter import CONTAINER_PORT, RELEASE_LABEL, InstanceStarter, Launch
-from fence.states import InstanceState, check_transition
+from fence.running.instance import HealthCheck, Instance, PendingStart, TcpHealth, slot_of
+from fence.running.rollout import RolloutState, short_id
+from fence.running.starter import CONTAINER_PORT, InstanceStarter, Launch
+from fence.states import InstanceState
 from fence.store import StateStore
 
 log = logging.getLogger("fence.instances")
 S = InstanceState
-
-
-class HealthCheck(Protocol):
-    """Whether an instance's web process accepts connections."""
-
-    def ready(self, address: str, port: int) -> bool:
-        """True when ``address:port`` accepts a TCP connection now."""
-
-
-class TcpHealth:
-    """Connects to the instance's address on its bridge network (not through the published
-    port, whose userland proxy accepts connections even when nothing listens behind it)."""
-
-    def ready(self, address: str, port: int) -> bool:
-        """True when a TCP connection to ``address:port`` succeeds within 0.25 s."""
-        try:
-            with socket.create_connection((address, port), timeout=0.25):
-                return True
-        except OSError:
-            return False
-
-
-@dataclass
-class _Instance:
-    """The manager's record of one instance container (mutable, never leaves this module)."""
-
-    container_id: str
-    app: str
-    index: int
-    release: int
-    state: InstanceState
-    created: float
-    health_deadline: float
-    host_port: int | None = None
-    address: str | None = None
-    healthy_since: float | None = None
-    reason: str | None = None
-    seq: int = 0  # registration order: newer than a listing means the listing could not see it
-
-    def move(self, state: InstanceState) -> None:
-        self.state = check_transition(self.state, state)
 
 
 class InstanceManager:
@@ -74,6 +35,12 @@ class InstanceManager:
     stops what is no longer wanted: surplus indexes, stopped or deleted apps, and an old
     release's instance once the new release's instance at the same index is healthy (rolling,
     zero-downtime redeploys). The router is updated before an instance is stopped.
+
+    An app may have a *surge*: at most that many of its slots get a replacement started at once
+    while their old instance still serves. A *rollout* (``roll``) replaces, ``surge`` at a time,
+    every serving instance whose container runs on another image than the rollout's; a
+    replacement that fails stops the rollout and leaves the old instance serving. A start that
+    would promise instances more memory than ``node/memory_overcommit`` × RAM is refused.
 
     Args:
         backend: the engine.
@@ -87,13 +54,15 @@ class InstanceManager:
         policy: crash backoff.
         drain_seconds: pause between leaving the router and TERM.
         workers: containers started or stopped at once.
+        memory_total: the node's RAM in MiB (a fake in tests).
     """
 
     def __init__(self, *, backend: ContainerBackend, store: StateStore, config: ConfigStore,
                  starter: InstanceStarter, node_id: str,
                  on_routes: Callable[[list[Route]], None] = lambda routes: None,
                  clock: Clock | None = None, health: HealthCheck | None = None,
-                 policy: BackoffPolicy | None = None, drain_seconds: float = 2.0, workers: int = 8) -> None:
+                 policy: BackoffPolicy | None = None, drain_seconds: float = 2.0, workers: int = 8,
+                 memory_total: Callable[[], int] = total_memory_mib) -> None:
         self._backend = backend
         self._store = store
         self._config = config
@@ -105,11 +74,15 @@ class InstanceManager:
         self._policy = policy or BackoffPolicy()
         self._drain = drain_seconds
         self._lock = threading.RLock()
-        self._instances: dict[str, _Instance] = {}
+        self._instances: dict[str, Instance] = {}
         self._crashes: dict[tuple[str, int], CrashCount] = {}
-        self._slot_reasons: dict[tuple[str, int], str] = {}
+        self._slot_reasons: dict[tuple[str, int], tuple[str, int]] = {}  # why a start failed, release
         self._last_crash: dict[tuple[str, int], str] = {}
         self._pending: set[tuple[str, int, int]] = set()
+        self._starting: dict[tuple[str, int, int], PendingStart] = {}
+        self._surge: dict[str, int] = {}
+        self._rollouts: dict[str, RolloutState] = {}
+        self._memory_total = memory_total
         self._seq = 0
         self._removed: collections.deque[str] = collections.deque(maxlen=4096)
         self._jobs = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="instance")
@@ -168,9 +141,9 @@ class InstanceManager:
         infos = self._backend.list_info({labels.NODE: self._node_id, labels.ROLE: labels.ROLE_INSTANCE})
         apps = {app.name: app for app in self._store.apps()}
         now = self._clock.now()
-        to_stop: list[_Instance] = []
+        to_stop: list[Instance] = []
         with self._lock:
-            self._observe(infos, now, listed_at)
+            self._observe(infos, now, listed_at, apps)
             self._check_health(now)
             for name in {i.app for i in self._instances.values()} | set(apps):
                 to_stop += self._plan(name, apps.get(name), now)
@@ -189,7 +162,8 @@ class InstanceManager:
 
     # --- what the engine says ----------------------------------------------------------------
 
-    def _observe(self, infos: list[ContainerInfo], now: float, listed_at: int) -> None:
+    def _observe(self, infos: list[ContainerInfo], now: float, listed_at: int,
+                 apps: dict[str, AppRecord]) -> None:
         seen = set()
         for info in infos:
             seen.add(info.id)
@@ -197,9 +171,9 @@ class InstanceManager:
             if instance is None:
                 if info.id in self._removed:
                     continue  # this manager stopped it after the listing was taken
-                if _slot_of(info) in self._pending:
+                if slot_of(info) in self._pending:
                     continue  # its start job registers it
-                instance = self._adopt(info, now)
+                instance = self._adopt(info, now, apps.get(slot_of(info)[0]))
             elif instance.seq > listed_at:
                 continue  # registered after the listing: this info may predate its start
             if info.ports:
@@ -215,14 +189,16 @@ class InstanceManager:
             if instance.state is not S.STOPPING:
                 del self._instances[container_id]
 
-    def _adopt(self, info: ContainerInfo, now: float) -> _Instance:
+    def _adopt(self, info: ContainerInfo, now: float, record: AppRecord | None) -> Instance:
         """A container found by label that this manager did not start (after a daemon restart)."""
-        app, index, release = _slot_of(info)
+        app, index, release = slot_of(info)
         state = S.RUNNING if info.running else S.CRASHED
-        instance = _Instance(container_id=info.id, app=app, index=index, release=release, state=state,
+        instance = Instance(container_id=info.id, app=app, index=index, release=release, state=state,
                              created=now, health_deadline=now, healthy_since=now if info.running else None,
-                             reason=None if info.running else self._exit_reason(info))
+                             reason=None if info.running else self._exit_reason(info),
+                             image_id=info.image_id, memory_mib=record.memory_mib if record else 0)
         self._instances[info.id] = instance
+        self._store.note_stack(info.image_id, info.image, _wall_now())
         count = self._crashes.setdefault((app, index), CrashCount())
         if info.running:
             count.started(now)
@@ -241,9 +217,19 @@ class InstanceManager:
             return "out of memory (killed at its memory limit)"
         return f"exited {full.exit_code}" if full.exit_code is not None else "exited"
 
-    def _crash(self, instance: _Instance, reason: str, now: float) -> None:
+    def _crash(self, instance: Instance, reason: str, now: float) -> None:
         instance.move(S.CRASHED)
         instance.reason = reason
+        if instance.rollout:
+            # A replacement on the new stack: the rollout stops; the old instance keeps serving
+            # and the slot's crash count (the serving instance's) is left alone.
+            instance.healthy_since = None
+            rollout = self._rollouts.get(instance.app)
+            if rollout is not None:
+                rollout.fail(instance.index, reason)
+            log.warning("rollout replacement failed", extra={"app": instance.app, "index": instance.index,
+                                                             "reason": reason})
+            return
         self._last_crash[(instance.app, instance.index)] = reason
         instance.healthy_since = None
         count = self._crashes.setdefault((instance.app, instance.index), CrashCount())
@@ -270,35 +256,111 @@ class InstanceManager:
 
     # --- what should be --------------------------------------------------------------------
 
-    def _plan(self, name: str, app: AppRecord | None, now: float) -> list[_Instance]:
+    def _plan(self, name: str, app: AppRecord | None, now: float) -> list[Instance]:
         """Start what the app lacks; return what must stop (everything, for a deleted app)."""
         mine = [i for i in self._instances.values() if i.app == name and i.state is not S.STOPPING]
         if app is None or not app.started or app.release is None:
             return mine
         stop = [i for i in mine if i.index >= app.instances]
+        rollout = self._rollouts.get(name)
+        surge = rollout.surge if rollout is not None else self._surge.get(name)
+        replacing = sum(1 for i in mine if i.replacing and i.state is S.STARTING) + \
+            sum(1 for (a, _, _), start in self._starting.items() if a == name and start.replacing)
         for index in range(app.instances):
             slot = [i for i in mine if i.index == index]
             current = [i for i in slot if i.release == app.release and i.state in (S.STARTING, S.RUNNING)]
-            if any(i.state is S.RUNNING for i in current):
+            running = [i for i in current if i.state is S.RUNNING]
+            if running:
+                # Keep the newest healthy instance (during a rollout: the newest on its image).
+                keep = max(running, key=lambda i: (rollout is not None and i.image_id == rollout.image_id,
+                                                   i.created))
                 stop += [i for i in slot if i.release != app.release or i.state is S.CRASHED]
-                stop += sorted((i for i in current if i.state is S.RUNNING), key=lambda i: i.created)[:-1]
+                stop += [i for i in running if i is not keep]
+                if rollout is not None:
+                    self._note_replaced(rollout, keep, [i for i in running if i is not keep])
+                    if self._roll_slot(app, index, keep, current, rollout, surge - replacing, now):
+                        replacing += 1
             elif not current and (app.name, index, app.release) not in self._pending:
+                serving = any(i.state is S.RUNNING for i in slot)
+                if serving and surge is not None and replacing >= surge:
+                    continue  # the app's surge is used up: this slot's old instance serves on
                 count = self._crashes.setdefault((app.name, index), CrashCount())
                 if count.gave_up or (count.restart_at is not None and now < count.restart_at):
                     continue
                 stop += [i for i in slot if i.state is S.CRASHED]
-                self._start(app, index, now)
+                if self._start(app, index, now, replacing=serving) and serving:
+                    replacing += 1
         return stop
 
-    def _start(self, app: AppRecord, index: int, now: float) -> None:
+    def _note_replaced(self, rollout: RolloutState, keep: Instance, stopped: list[Instance]) -> None:
+        if keep.image_id != rollout.image_id:
+            return
+        for old in stopped:
+            if old.image_id != rollout.image_id:
+                rollout.replaced += 1
+                rollout.note(f"instance {keep.index}: container {keep.container_id[:12]} on "
+                             f"{short_id(keep.image_id)} is healthy; stopping container "
+                             f"{old.container_id[:12]} (on {short_id(old.image_id)})")
+        keep.rollout = keep.replacing = False
+
+    def _roll_slot(self, app: AppRecord, index: int, keep: Instance, current: list[Instance],
+                   rollout: RolloutState, room: int, now: float) -> bool:
+        """Start a replacement for a slot whose serving instance runs on another image."""
+        if rollout.failed is not None or keep.image_id == rollout.image_id or room <= 0:
+            return False
+        if any(i.state is S.STARTING for i in current) or (app.name, index, app.release) in self._pending:
+            return False
+        if not self._start(app, index, now, replacing=True, rollout=rollout):
+            return False
+        rollout.note(f"instance {index}: starting a replacement on the new stack (container "
+                     f"{keep.container_id[:12]} on {short_id(keep.image_id)} keeps serving)")
+        return True
+
+    def _start(self, app: AppRecord, index: int, now: float, *, replacing: bool = False,
+               rollout: RolloutState | None = None) -> bool:
+        """Submit a start job, unless admission refuses it (then the refusal counts as a crash)."""
         release = app.release
         assert release is not None
+        refusal = self._admission(app, index)
+        if refusal is not None:
+            log.warning("instance start refused", extra={"app": app.name, "index": index,
+                                                          "error": refusal.message})
+            if rollout is not None:
+                rollout.fail(index, f"could not start: {refusal.message}")
+            else:
+                self._slot_reasons[(app.name, index)] = (f"could not start: {refusal.message}", release)
+                count = self._crashes.setdefault((app.name, index), CrashCount())
+                count.started(now)  # a start that failed at once, as a failed start job counts
+                count.crashed(now, self._policy)
+            return False
         self._pending.add((app.name, index, release))
-        self._crashes.setdefault((app.name, index), CrashCount()).started(now)
+        self._starting[(app.name, index, release)] = PendingStart(memory_mib=app.memory_mib, replacing=replacing,
+                                                            rollout=rollout is not None)
+        if rollout is None:
+            self._crashes.setdefault((app.name, index), CrashCount()).started(now)
         self._jobs.submit(self._start_job, app, index, release)
+        return True
+
+    def _admission(self, app: AppRecord, index: int) -> AdmissionRefused | None:
+        """Refuse a start that would promise instances more memory than the node may give."""
+        factor = float(self._config.fence("node/memory_overcommit"))
+        total = self._memory_total()
+        limit = int(factor * total)
+        promised = self._promised()
+        if promised + app.memory_mib <= limit:
+            return None
+        return AdmissionRefused(app=app.name, index=index, need=app.memory_mib, promised=promised,
+                                limit=limit, factor=f"{factor:g}", total=total)
+
+    def _promised(self) -> int:
+        return sum(i.memory_mib for i in self._instances.values()
+                   if i.state in (S.STARTING, S.RUNNING, S.STOPPING)) + \
+            sum(start.memory_mib for start in self._starting.values())
 
     def _start_job(self, app: AppRecord, index: int, release: int) -> None:
         slot = (app.name, index, release)
+        with self._lock:
+            start = self._starting.get(slot, PendingStart(memory_mib=app.memory_mib, replacing=False, rollout=False))
         try:
             record = next((r for r in self._store.releases(app.name) if r.number == release), None)
             droplet = self._store.droplet(record.droplet) if record else None
@@ -306,27 +368,39 @@ class InstanceManager:
                 raise ContainerNotFound(container=f"release {release} of {app.name} (droplet gone)")
             container = self._starter.launch(Launch(app=app, release=release, droplet=droplet, index=index))
             info = container.info()
+            self._store.note_stack(info.image_id, info.image, _wall_now())
             now = self._clock.now()
             timeout = app.health_timeout or int(self._config.fence("health/timeout"))
             with self._lock:
                 self._seq += 1
-                self._instances[container.id] = _Instance(
+                self._instances[container.id] = Instance(
                     container_id=container.id, app=app.name, index=index, release=release,
                     state=S.STARTING, created=now, health_deadline=now + timeout,
                     host_port=info.ports[0].host_port if info.ports else None, address=info.ip_address,
-                    seq=self._seq)
-                self._slot_reasons.pop((app.name, index), None)
+                    seq=self._seq, image_id=info.image_id, memory_mib=app.memory_mib,
+                    replacing=start.replacing, rollout=start.rollout)
+                rollout = self._rollouts.get(app.name) if start.rollout else None
+                if rollout is not None and info.image_id != rollout.image_id:
+                    rollout.fail(index, f"the stack changed during the rollout (the new container runs on "
+                                        f"{short_id(info.image_id)}); run the rollout again")
+                if not start.rollout:
+                    self._slot_reasons.pop((app.name, index), None)
         except FenceError as exc:
             with self._lock:
-                self._slot_reasons[(app.name, index)] = f"could not start: {exc.message}"
-                self._crashes.setdefault((app.name, index), CrashCount()).crashed(self._clock.now(), self._policy)
+                rollout = self._rollouts.get(app.name) if start.rollout else None
+                if rollout is not None:
+                    rollout.fail(index, f"could not start: {exc.message}")
+                elif not start.rollout:
+                    self._slot_reasons[(app.name, index)] = (f"could not start: {exc.message}", release)
+                    self._crashes.setdefault((app.name, index), CrashCount()).crashed(self._clock.now(), self._policy)
             log.warning("instance start failed", extra={"app": app.name, "index": index, "error": exc.message})
         finally:
             with self._lock:
                 self._pending.discard(slot)
+                self._starting.pop(slot, None)
             self.wake()
 
-    def _stop_job(self, instance: _Instance) -> None:
+    def _stop_job(self, instance: Instance) -> None:
         try:
             if self._drain and instance.healthy_since is not None:
                 time.sleep(self._drain)  # the router has already dropped it; let requests finish
@@ -360,23 +434,78 @@ class InstanceManager:
                 index=i.index, state=i.state.value, container=i.container_id[:12], host_port=i.host_port,
                 restarts=self._crashes.get((i.app, i.index), CrashCount()).crashes, release=i.release,
                 uptime=round(now - i.healthy_since, 1) if i.healthy_since is not None else 0.0,
-                reason=i.reason, last_crash=self._last_crash.get((i.app, i.index)))
+                reason=i.reason, last_crash=self._last_crash.get((i.app, i.index)), image_id=i.image_id)
                 for i in self._instances.values() if i.app == app]
-            for (name, index), reason in self._slot_reasons.items():
+            for (name, index), (reason, release) in self._slot_reasons.items():
                 if name == app and not any(v.index == index for v in views):
                     views.append(InstanceView(index=index, state=S.CRASHED.value, container="",
                                               host_port=None, restarts=self._crashes.get((name, index), CrashCount()).crashes,
-                                              release=0, reason=reason))
+                                              release=release, reason=reason))
         return sorted(views, key=lambda v: (v.index, v.release))
 
     def forget(self, app: str) -> None:
-        """Drop the crash counts of a deleted app."""
+        """Drop the crash counts, surge and rollout of a deleted app."""
         with self._lock:
+            self._surge.pop(app, None)
+            self._rollouts.pop(app, None)
             for key in [k for k in self._crashes if k[0] == app]:
                 del self._crashes[key]
             for table in (self._slot_reasons, self._last_crash):
                 for key in [k for k in table if k[0] == app]:
                     del table[key]
+
+    # --- surge, rollouts, memory ---------------------------------------------------------------
+
+    def set_surge(self, app: str, surge: int | None) -> None:
+        """Replace at most ``surge`` of the app's serving instances at once (``None``: no limit)."""
+        with self._lock:
+            if surge is None:
+                self._surge.pop(app, None)
+            else:
+                self._surge[app] = max(1, surge)
+        self.wake()
+
+    def roll(self, app: str, *, image_id: str, surge: int = 1) -> None:
+        """Move the app's serving instances onto containers from ``image_id``, ``surge`` at a time.
+
+        The new containers start from the configured stack (``stack_image``), which must resolve
+        to ``image_id``; follow with ``rollout_progress`` and finish with ``end_rollout``.
+        """
+        with self._lock:
+            self._rollouts[app] = RolloutState(app=app, image_id=image_id, surge=max(1, surge))
+        self.wake()
+
+    def rollout_progress(self, app: str) -> RolloutProgress | None:
+        """Where the app's rollout stands, ``None`` without one."""
+        with self._lock:
+            rollout = self._rollouts.get(app)
+            if rollout is None:
+                return None
+            mine = [i for i in self._instances.values() if i.app == app]
+            remaining = tuple(sorted({i.index for i in mine if i.state is S.RUNNING
+                                      and i.image_id != rollout.image_id}))
+            busy = any(i.rollout and i.state is S.STARTING for i in mine) or \
+                any(i.state is S.STOPPING and i.image_id != rollout.image_id for i in mine) or \
+                any(a == app and start.rollout for (a, _, _), start in self._starting.items())
+            return rollout.progress(remaining=remaining, busy=busy)
+
+    def end_rollout(self, app: str) -> None:
+        """Forget the app's rollout (a replacement still starting finishes as a normal instance)."""
+        with self._lock:
+            self._rollouts.pop(app, None)
+            for instance in self._instances.values():
+                if instance.app == app:
+                    instance.rollout = False
+
+    def promised_mib(self) -> int:
+        """The sum of the memory limits of this node's instances (starting, running, stopping)."""
+        with self._lock:
+            return self._promised()
+
+    def tracked(self) -> set[str]:
+        """Ids of the containers this manager keeps a record of (running or crashed)."""
+        with self._lock:
+            return set(self._instances) | set(self._removed)
 
     def _current_routes(self, apps: dict[str, AppRecord]) -> list[Route]:
         domain = str(self._config.fence("router/domain"))
@@ -402,9 +531,5 @@ class InstanceManager:
                        and i.state is S.RUNNING and i.address in addresses)
 
 
-def _slot_of(info: ContainerInfo) -> tuple[str, int, int]:
-    found = info.labels
-    try:
-        return found.get(labels.APP, ""), int(found.get(labels.INSTANCE, "0")), int(found.get(RELEASE_LABEL, "0"))
-    except ValueError:
-        return found.get(labels.APP, ""), 0, 0
+def _wall_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
