@@ -13,6 +13,10 @@ test: engine venv stack
 demo: engine venv stack
 	bash scripts/demo
 
+# Benchmarks beside raw Docker (not part of `make test`); BENCH_ARGS="--reps 3" to shorten.
+bench: engine venv stack
+	$(VENV)/bin/python -m bench $(BENCH_ARGS)
+
 engine:
 	bash scripts/ensure-engine
 

@@ -1,0 +1,1 @@
+"""fence's benchmarks: each figure measured beside its raw-Docker baseline in the same run (`make bench`)."""

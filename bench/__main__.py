@@ -1,0 +1,153 @@
+"""`python -m bench`: runs every figure beside its baseline, prints the table, writes bench/results/latest.json."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from bench import running, staging
+from bench.baseline import Docker
+from bench.node import REPO, BenchNode
+from bench.report import Row, absolute_row, ratio_row, table, write_json
+from bench.stats import Summary
+
+
+def main() -> int:
+    """Entry point of ``make bench``."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--reps", type=int, default=5, help="repetitions of each staging and start figure")
+    parser.add_argument("--scale", type=int, default=50, help="instances started together")
+    parser.add_argument("--scale-reps", type=int, default=2, help="repetitions of the scale figure")
+    parser.add_argument("--concurrency", type=int, default=8,
+                        help="docker runs at once (fence's reconciler starts 8 at a time)")
+    parser.add_argument("--apps", type=int, default=200, help="apps in the store for the API latency")
+    parser.add_argument("--calls", type=int, default=200, help="timed API calls")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest.json")
+    parser.add_argument("--keep-home", action="store_true", help="keep the node's FENCE_HOME (daemon log)")
+    args = parser.parse_args()
+
+    say = lambda text: print(text, flush=True)  # noqa: E731
+    started = time.monotonic()
+    run_id = uuid.uuid4().hex[:8]
+    docker = Docker(run_id=run_id)
+    node = BenchNode(keep=args.keep_home)
+    host_work = Path(tempfile.mkdtemp(prefix="fence-bench-work-"))
+    figures: dict[str, Summary] = {}
+    extra: dict[str, object] = {}
+    try:
+        say(f"-----> fence node at {node.root} (router port {node.router_port}), run {run_id}")
+        node.start()
+        say(f"-----> Staging ({args.reps} repetitions each)")
+        staged = staging.measure(node, docker, reps=args.reps, host_work=host_work, say=say)
+        figures.update(staged.figures)
+        say(f"-----> Instance start ({args.reps} repetitions)")
+        started_run = running.measure_start(node, docker, reps=args.reps, host_work=host_work, say=say)
+        figures.update(started_run.figures)
+        say(f"-----> {args.scale} instances at once ({args.scale_reps} repetitions)")
+        figures.update(running.measure_scale(node, docker, image=started_run.baseline_image, count=args.scale,
+                                             reps=args.scale_reps, concurrency=args.concurrency, say=say))
+        say(f"-----> Apps API with {args.apps} apps ({args.calls} calls)")
+        figures.update(running.measure_api(node, apps=args.apps, calls=args.calls,
+                                           droplet=staged.droplets["python"].id, say=say))
+        for sample, record in staged.droplets.items():
+            extra[f"droplet.{sample}"] = {
+                "source_bytes": staged.source_bytes[sample], "droplet_bytes": record.size,
+                "entries": staging.droplet_entries(node.root / "droplets" / f"{record.id}.tgz")}
+    finally:
+        node.close()
+        docker.close()
+        shutil.rmtree(host_work, ignore_errors=True)
+    rows = _rows(figures, extra, args.scale, args.apps)
+    elapsed = time.monotonic() - started
+    meta = {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "run": run_id,
+            "seconds": round(elapsed, 1), "reps": args.reps, "scale": args.scale,
+            "scale_reps": args.scale_reps, "concurrency": args.concurrency, "apps": args.apps,
+            "calls": args.calls, "commit": _commit(), "python": platform.python_version(),
+            "cpus": os.cpu_count(), "docker": _docker_version()}
+    write_json(args.out, meta=meta, rows=rows, figures=figures, extra=extra)
+    say("")
+    say(table(rows))
+    say("")
+    say(f"-----> {sum(1 for r in rows if r.met)} of {sum(1 for r in rows if r.met is not None)} targets met; "
+        f"{elapsed / 60:.1f} min; written to {args.out}")
+    return 0
+
+
+def _rows(f: dict[str, Summary], extra: dict[str, object], scale: int, apps: int) -> list[Row]:
+    rows = [
+        ratio_row("instance start, first of a droplet (API call → first 200)", f["start.first.fence"],
+                  f["start.docker"], "docker run of an image holding the droplet", 1.15),
+        ratio_row("instance start, further instance", f["start.further.fence"], f["start.docker"],
+                  "docker run", 1.15),
+        ratio_row("instance start, first: until the API call returns (routed)", f["start.first.fence_api"],
+                  f["start.docker"], "docker run", None),
+    ]
+    for sample in staging.SAMPLES:
+        cold, warm = f[f"stage.{sample}.cold.fence"], f[f"stage.{sample}.warm.fence"]
+        rows += [
+            ratio_row(f"stage {sample}, cold", cold, f[f"stage.{sample}.cold.docker"], "docker build --no-cache", 1.2),
+            ratio_row(f"stage {sample}, warm (restage)", warm, f[f"stage.{sample}.warm.docker"],
+                      "docker build (builder cache)", None),
+            absolute_row(f"stage {sample}, warm / cold", f"{warm.median:.2f} s / {cold.median:.2f} s",
+                         warm.median / cold.median, 0.35, "× cold"),
+        ]
+    noop = f["stage.noop.fence"]
+    rows.append(absolute_row("fixed staging overhead (compile does nothing)", noop.text(), noop.median, 1.5, "s",
+                             baseline=f["stage.noop.docker"].text(), baseline_name="docker build --no-cache"))
+    rows.append(ratio_row(f"{scale} instances at once → all healthy", f["scale.fence"], f["scale.docker"],
+                          f"{scale} docker runs, same concurrency", 1.3))
+    rss = f["rss.running"]
+    rows.append(absolute_row(f"daemon RSS with {scale} running", rss.text(), rss.high, 120, "MB",
+                             baseline=f["rss.idle"].text(), baseline_name="idle daemon"))
+    api = f["api.fence"]
+    rows.append(absolute_row(f"apps API, {apps} apps: p50 / p99", f"{api.percentile(50):.1f} / {api.percentile(99):.1f} ms",
+                             api.percentile(99), 100, "ms (p99)",
+                             baseline=f"{f['api.docker'].percentile(50):.1f} / {f['api.docker'].percentile(99):.1f} ms",
+                             baseline_name="engine GET /containers/json"))
+    rows.append(absolute_row(f"`fence apps --json` (CLI process), {apps} apps", f["api.cli"].text(), f["api.cli"].median,
+                             None, "ms"))
+    for sample in staging.SAMPLES:
+        info = extra.get(f"droplet.{sample}")
+        if isinstance(info, dict):
+            rows.append(absolute_row(f"droplet size, {sample} (value: × source)",
+                                     f"{_bytes(info['droplet_bytes'])} ({info['entries']} entries)",
+                                     info["droplet_bytes"] / max(1, info["source_bytes"]),
+                                     None, "", baseline=_bytes(info["source_bytes"]),
+                                     baseline_name="source files"))
+    copied, plain = f["droplet.copied.fence"], f["droplet.copied.docker"]
+    rows.append(absolute_row("bytes written into an instance's layer at start (value: MB)", _bytes(copied.median),
+                             copied.median / 1e6, None, "MB", baseline=_bytes(plain.median),
+                             baseline_name="docker run (app in the image)"))
+    return rows
+
+
+def _bytes(count: float) -> str:
+    for unit, size in (("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:.2f} {unit}"
+    return f"{count:.0f} B"
+
+
+def _commit() -> str:
+    done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "fence"],
+                           capture_output=True, text=True).stdout.strip()
+    return done.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def _docker_version() -> str:
+    done = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Running figures: instance start, 50 instances at once, daemon RSS, and the apps API's latency."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import docker as docker_sdk
+import psutil
+
+from bench.baseline import Docker, running_context
+from bench.node import EXAMPLES, BenchNode, free_port, wait_for_200
+from bench.stats import Summary, summary
+from fence import labels
+from fence.models import AppRecord
+from fence.store import StateStore
+
+APP = "bench-start"
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunningResults:
+    """What the running sections measured.
+
+    Attributes:
+        figures: figure name → summary.
+        droplet_bytes: the python droplet's size.
+        baseline_image: the image the docker-run baselines used.
+    """
+
+    figures: dict[str, Summary]
+    droplet_bytes: int
+    baseline_image: str
+
+
+def _timed_scale(node: BenchNode, instances: int, *, containing: str) -> tuple[float, float]:
+    """Scale APP to ``instances``; returns (seconds to the first 200 that names the new instance,
+    seconds until the API call returned)."""
+    assert node.client is not None
+    host = f"{APP}.localhost"
+    seen: list[float] = []
+    poller = threading.Thread(target=lambda: seen.append(
+        wait_for_200(node.router_port, host=host, containing=containing)), daemon=True)
+    started = time.perf_counter()
+    poller.start()
+    node.client.act(APP, "scale", on_line=lambda line: None, params={"instances": str(instances)})
+    returned = time.perf_counter() - started
+    poller.join(timeout=180)
+    if not seen:
+        raise RuntimeError(f"scaling {APP} to {instances}: no 200 naming {containing!r}")
+    return seen[0] - started, returned
+
+
+def _push(node: BenchNode, instances: int) -> str:
+    assert node.client is not None
+    view = node.client.push(source=str(EXAMPLES / "python-hello"), app=APP, buildpacks=(), env_pairs=(),
+                            instances=instances, mem=None, on_line=lambda line: None)
+    assert view.droplet
+    return view.droplet
+
+
+def _baseline_image(node: BenchNode, docker: Docker, droplet: str, host_work: Path) -> str:
+    """An image holding the same droplet and start script as fence's instance 0."""
+    container = next(iter(_app_containers(node, APP)))
+    script = subprocess.run(["docker", "exec", container, "cat", "/home/stackato/.fence-start.sh"],
+                            capture_output=True, check=True).stdout
+    context = running_context(host_work / "ctx-run", host_droplet=node.root / "droplets" / f"{droplet}.tgz",
+                              start_script=script)
+    _, image = docker.build(context, tag=f"fence-bench/run:{docker.run_id}", cache=True)
+    return image
+
+
+def _app_containers(node: BenchNode, app: str) -> list[str]:
+    out = subprocess.run(["docker", "ps", "-q", "--no-trunc", "--filter", f"label={labels.NODE}={node.home.node_id}",
+                          "--filter", f"label={labels.APP}={app}"], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def _docker_run_to_200(docker: Docker, image: str) -> tuple[float, str]:
+    port = free_port()
+    started = time.perf_counter()
+    container = docker.run(image, host_port=port)
+    return wait_for_200(port) - started, container
+
+
+def measure_start(node: BenchNode, docker: Docker, *, reps: int, host_work: Path, say: Say) -> RunningResults:
+    """Instance start: per rep a fresh droplet (push with 0 instances), then scale 0→1 (the first
+    instance of that droplet on the node) and 1→2 (a further one), each from the API call to the
+    first 200 naming the new instance through the router; beside it ``docker run`` of an image
+    holding the same droplet and start script, to its first 200.
+    """
+    figures: dict[str, list[float]] = {}
+    image = ""
+    droplet_bytes = 0
+    for rep in range(reps):
+        droplet = _push(node, 0)
+        droplet_bytes = (node.root / "droplets" / f"{droplet}.tgz").stat().st_size
+        first, first_api = _timed_scale(node, 1, containing="(instance 0)")
+        further, further_api = _timed_scale(node, 2, containing="(instance 1)")
+        if not image:
+            image = _baseline_image(node, docker, droplet, host_work)
+            fence_rw = [docker.size_rw(c) for c in _app_containers(node, APP)]
+            figures["droplet.copied.fence"] = [float(min(fence_rw))]
+        runs = []
+        for _ in range(2):
+            seconds, container = _docker_run_to_200(docker, image)
+            runs.append(seconds)
+            if "droplet.copied.docker" not in figures:
+                figures["droplet.copied.docker"] = [float(docker.size_rw(container))]
+            docker.remove(container)
+        for key, value in (("start.first.fence", first), ("start.further.fence", further),
+                           ("start.first.fence_api", first_api), ("start.further.fence_api", further_api)):
+            figures.setdefault(key, []).append(value)
+        figures.setdefault("start.docker", []).extend(runs)
+        say(f"  start #{rep + 1}: fence first {first:.3f} s (API returned {first_api:.3f} s), "
+            f"further {further:.3f} s ({further_api:.3f} s); docker run {runs[0]:.3f} s, {runs[1]:.3f} s")
+        _scale_quietly(node, 0)
+    units = {"droplet.copied.fence": "B", "droplet.copied.docker": "B"}
+    return RunningResults(figures={k: summary(v, units.get(k, "s")) for k, v in figures.items()},
+                          droplet_bytes=droplet_bytes, baseline_image=image)
+
+
+def _scale_quietly(node: BenchNode, instances: int) -> None:
+    assert node.client is not None
+    node.client.act(APP, "scale", on_line=lambda line: None, params={"instances": str(instances)})
+
+
+def measure_scale(node: BenchNode, docker: Docker, *, image: str, count: int, reps: int,
+                  concurrency: int, say: Say) -> dict[str, Summary]:
+    """``count`` instances of one app at once (scale 0→count, until the API says all run and are
+    routed) against ``count`` ``docker run``s of the baseline image, ``concurrency`` at a time,
+    each until it answers 200; the daemon's RSS with them running."""
+    assert node.client is not None and node.proc is not None
+    daemon = psutil.Process(node.proc.pid)
+    figures: dict[str, list[float]] = {"rss.idle": [daemon.memory_info().rss / 1e6]}
+    for rep in range(reps):
+        started = time.perf_counter()
+        _scale_quietly(node, count)
+        fence = time.perf_counter() - started
+        running = len(_app_containers(node, APP))
+        figures.setdefault("rss.running", []).append(daemon.memory_info().rss / 1e6)
+        _scale_quietly(node, 0)
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as pool:
+            results = list(pool.map(lambda _: _docker_run_to_200(docker, image), range(count)))
+        plain = time.perf_counter() - started
+        with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as pool:
+            list(pool.map(lambda result: docker.remove(result[1]), results))
+        figures.setdefault("scale.fence", []).append(fence)
+        figures.setdefault("scale.docker", []).append(plain)
+        say(f"  scale #{rep + 1}: fence {count} instances {fence:.2f} s ({running} running), "
+            f"{count} docker runs {plain:.2f} s; daemon RSS {figures['rss.running'][-1]:.0f} MB")
+    units = {"rss.idle": "MB", "rss.running": "MB"}
+    return {k: summary(v, units.get(k, "s")) for k, v in figures.items()}
+
+
+def measure_api(node: BenchNode, *, apps: int, calls: int, droplet: str, say: Say) -> dict[str, Summary]:
+    """Latency of the apps list (``fence apps --json``'s API call, decoded as the CLI does) with
+    ``apps`` apps in the store, written straight into the node's StateStore; beside it the
+    engine's own container list (``GET /containers/json``)."""
+    assert node.client is not None
+    store = StateStore(host_db=node.home.host_db)
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    for index in range(apps):
+        name = f"bench-api-{index:03d}"
+        store.put_app(AppRecord(name=name, instances=1, memory_mib=128, env={"K": "v"}, started=False,
+                                release=None, health_timeout=None, urls=(), created_at=now))
+        store.add_release(name, droplet, now, "bench")
+    listed = len(node.client.apps())
+    fence = []
+    for _ in range(calls + 10):
+        started = time.perf_counter()
+        node.client.apps()
+        fence.append((time.perf_counter() - started) * 1000)
+    engine = []
+    api = docker_sdk.APIClient(version="auto")
+    try:
+        for _ in range(calls + 10):
+            started = time.perf_counter()
+            api.containers(all=True)
+            engine.append((time.perf_counter() - started) * 1000)
+    finally:
+        api.close()
+    cli = []
+    for _ in range(5):
+        started = time.perf_counter()
+        done = node.cli("fence", "apps", "--json")
+        cli.append((time.perf_counter() - started) * 1000)
+        assert done.returncode == 0, done.stderr
+    result = {"api.fence": summary(fence[10:], "ms"), "api.docker": summary(engine[10:], "ms"),
+              "api.cli": summary(cli, "ms")}
+    say(f"  apps API with {listed} apps: p50 {result['api.fence'].percentile(50):.1f} ms, "
+        f"p99 {result['api.fence'].percentile(99):.1f} ms; engine list p99 "
+        f"{result['api.docker'].percentile(99):.1f} ms; `fence apps --json` {result['api.cli'].median:.0f} ms")
+    for index in range(apps):
+        store.delete_app(f"bench-api-{index:03d}")
+    return result
