@@ -69,6 +69,7 @@ def test_scale_restart_and_redeploy_without_a_failed_request(node: Node, tmp_pat
         changed = node.cli("fence", "push", str(python_app(tmp_path, "Hello v2")), "--name", "steady")
         assert changed.exit_code == 0, changed.stderr
         time.sleep(1)
+    print(f"scale 1->3->1, restart, redeploy: {poll.total} requests every 50 ms, outcomes {dict(poll.outcomes)}")
     assert poll.failures == [] and poll.total > 50, poll.outcomes
     assert any(body.startswith("Hello v2") for body in poll.bodies)
     assert node.url_get("steady")[1].startswith("Hello v2")
@@ -181,6 +182,7 @@ def test_kill_9_of_the_daemon_loses_nothing(tmp_path: Path, engine: str) -> None
             time.sleep(1)
             node.start()
             time.sleep(2)
+        print(f"kill -9 of the daemon and restart: {poll.total} requests every 50 ms, outcomes {dict(poll.outcomes)}")
         assert poll.failures == [] and poll.total > 20
         assert node.containers() == before and len(before) == 3
         for name in ("one", "two", "three"):
