@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tarfile
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
@@ -85,3 +88,90 @@ def as_stream(handle: IO[bytes]) -> Iterator[bytes]:
     """An open binary file as chunks."""
     while chunk := handle.read(_CHUNK):
         yield chunk
+
+
+@dataclass(frozen=True)
+class TarMember:
+    """One entry of a tar stream built on the fly.
+
+    Attributes:
+        name: the entry's relative path.
+        mode: permission bits.
+        uid: owner and group.
+        data: a file's content, when it is small and in memory.
+        host_file: a file to stream the content from (read once, in chunks), instead of ``data``.
+        directory: a folder rather than a file.
+    """
+
+    name: str
+    mode: int
+    uid: int
+    data: bytes = b""
+    host_file: Path | None = None
+    directory: bool = False
+
+
+def tar_stream(members: Iterable[TarMember]) -> Iterator[bytes]:
+    """A tar archive of ``members`` as chunks, built while it is sent: a large file is read once
+    from disk and never held in memory or re-packed.
+
+    Raises:
+        OSError: a host file cannot be read, or changed size while it was read.
+    """
+    now = time.time()
+    for member in members:
+        info = tarfile.TarInfo(member.name)
+        info.mode, info.uid, info.gid, info.mtime = member.mode, member.uid, member.uid, now
+        if member.directory:
+            info.type = tarfile.DIRTYPE
+            yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+            continue
+        if member.host_file is None:
+            info.size = len(member.data)
+            yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+            yield member.data
+        else:
+            with member.host_file.open("rb") as handle:
+                info.size = os.fstat(handle.fileno()).st_size
+                yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+                left = info.size
+                while left > 0:
+                    chunk = handle.read(min(_CHUNK, left))
+                    if not chunk:
+                        raise OSError(f"{member.host_file} shrank while it was read")
+                    left -= len(chunk)
+                    yield chunk
+        yield bytes(-info.size % tarfile.BLOCKSIZE)
+    yield bytes(2 * tarfile.BLOCKSIZE)
+
+
+def concat_tars(parts: Iterable[bytes | Path]) -> Iterator[bytes]:
+    """Several tar archives (in memory or files) as one stream: each part's entries in order,
+    one end-of-archive marker at the end; one engine call unpacks them all.
+
+    Raises:
+        tarfile.TarError: a part is not a tar archive.
+        OSError: a file cannot be read.
+    """
+    for part in parts:
+        if isinstance(part, (bytes, bytearray)):
+            yield bytes(part[:_entries_end(io.BytesIO(part))])
+            continue
+        with part.open("rb") as handle:
+            left = _entries_end(handle)
+            handle.seek(0)
+            while left > 0:
+                chunk = handle.read(min(_CHUNK, left))
+                if not chunk:
+                    raise OSError(f"{part} shrank while it was read")
+                left -= len(chunk)
+                yield chunk
+    yield bytes(2 * tarfile.BLOCKSIZE)
+
+
+def _entries_end(handle: IO[bytes]) -> int:
+    """Where a seekable tar archive's end-of-archive marker starts (headers only are read)."""
+    with tarfile.open(fileobj=handle, mode="r:") as tar:
+        for _ in tar:
+            pass
+        return tar.offset
