@@ -12,7 +12,8 @@ from fence.droplets import DropletStore
 from fence.models import AppRecord, ContainerSpec, DropletRecord, Limits, PortSpec
 from fence.running.script import StartScript, render_start_script
 from fence.stack.resolve import stack_image
-from fence.staging.workspace import ADMIN_HOOKS, Workspace, tar_bytes
+from fence.staging.workspace import ADMIN_HOOKS, Workspace
+from fence.tarstream import TarMember, tar_stream
 
 CONTAINER_PORT = 8080
 RELEASE_LABEL = "fence.release"
@@ -107,11 +108,13 @@ class InstanceStarter:
         ws = self.workspace()
         env = self.env(launch)
         task = launch.role == labels.ROLE_TASK
+        ctr_droplet = ws.ctr_home / ".fence-droplet.tgz"
         script = StartScript(
             app=launch.app.name, role=launch.role, index=launch.index, process="web",
             ctr_app=ws.ctr_app, env=tuple(sorted(env.items())), hooks=launch.droplet.pre_running,
             ctr_admin_hook=ADMIN_HOOKS / "pre-running",
-            command=launch.droplet.start_command or "", command_argv=launch.command_argv)
+            command=launch.droplet.start_command or "", command_argv=launch.command_argv,
+            ctr_droplet=ctr_droplet)
         ctr_script = ws.ctr_home / ".fence-start.sh"
         spec = ContainerSpec(
             image=stack_image(config=self._config, backend=self._backend),
@@ -127,14 +130,22 @@ class InstanceStarter:
                                             host_ip=str(self._config.fence("container/bind_address"))),),
             network="bridge",
         )
+        host_droplet = self._droplets.host_path(launch.droplet.id)
+        home = str(ws.ctr_home).lstrip("/")
+        # One engine call copies the home folder, the start script and the droplet, still packed:
+        # the engine writing the droplet's files one by one costs far more than unpacking it with
+        # tar inside the container, which the start script does first.
+        bundle = tar_stream([
+            TarMember(name=home, mode=0o755, uid=ws.uid, directory=True),
+            # A task's command runs in the app folder (as an exec) before the script unpacks it.
+            TarMember(name=str(ws.ctr_app).lstrip("/"), mode=0o755, uid=ws.uid, directory=True),
+            TarMember(name=f"{home}/{ctr_script.name}", mode=0o755, uid=ws.uid,
+                      data=render_start_script(script).encode()),
+            TarMember(name=f"{home}/{ctr_droplet.name}", mode=0o600, uid=ws.uid, host_file=host_droplet),
+        ])
         container = self._backend.create(spec)
         try:
-            container.stream_in(PurePosixPath("/"), tar_bytes(
-                directories=[str(ws.ctr_home).lstrip("/")], files={}, uid=ws.uid))
-            container.stream_in(ws.ctr_home, self._droplets.chunks(launch.droplet.id))
-            container.stream_in(ws.ctr_home, tar_bytes(
-                directories=[], files={ctr_script.name: render_start_script(script).encode()},
-                uid=ws.uid, mode=0o755))
+            container.stream_in(PurePosixPath("/"), bundle)
             container.start()
         except BaseException:
             container.destroy()
