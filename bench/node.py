@@ -29,9 +29,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def http_get(port: int, *, host: str = "localhost", timeout: float = 1.0) -> tuple[int, str]:
-    """One GET of ``/`` on 127.0.0.1:port with a Host header; ``(0, "")`` when nothing answers."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def http_get(port: int, *, host: str = "localhost", address: str = "127.0.0.1",
+             timeout: float = 1.0) -> tuple[int, str]:
+    """One GET of ``/`` on address:port with a Host header; ``(0, "")`` when nothing answers."""
+    conn = http.client.HTTPConnection(address, port, timeout=timeout)
     try:
         conn.request("GET", "/", headers={"Host": host})
         response = conn.getresponse()
@@ -43,7 +44,7 @@ def http_get(port: int, *, host: str = "localhost", timeout: float = 1.0) -> tup
 
 
 def wait_for_200(port: int, *, host: str = "localhost", containing: str = "", timeout: float = 120.0,
-                 interval: float = 0.005) -> float:
+                 interval: float = 0.005, address: str = "127.0.0.1") -> float:
     """Poll until a GET answers 200 (with ``containing`` in the body); returns perf_counter() then.
 
     Raises:
@@ -51,11 +52,11 @@ def wait_for_200(port: int, *, host: str = "localhost", containing: str = "", ti
     """
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
-        status, body = http_get(port, host=host, timeout=0.5)
+        status, body = http_get(port, host=host, address=address, timeout=0.5)
         if status == 200 and containing in body:
             return time.perf_counter()
         time.sleep(interval)
-    raise TimeoutError(f"no 200 from 127.0.0.1:{port} ({host}) within {timeout:.0f} s")
+    raise TimeoutError(f"no 200 from {address}:{port} ({host}) within {timeout:.0f} s")
 
 
 class BenchNode:
