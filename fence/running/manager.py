@@ -226,7 +226,8 @@ class InstanceManager:
             instance.healthy_since = None
             rollout = self._rollouts.get(instance.app)
             if rollout is not None:
-                rollout.fail(instance.index, reason)
+                output = self._last_output(instance.container_id)
+                rollout.fail(instance.index, f"{reason} (its last output: {output})" if output else reason)
             log.warning("rollout replacement failed", extra={"app": instance.app, "index": instance.index,
                                                              "reason": reason})
             return
@@ -237,6 +238,14 @@ class InstanceManager:
         log.warning("instance crashed", extra={"app": instance.app, "index": instance.index,
                                                "reason": reason, "crashes": count.crashes,
                                                "restart_in": delay})
+
+    def _last_output(self, container_id: str) -> str:
+        """The last line the container's main process wrote (why a new stack failed, often)."""
+        try:
+            lines = [line.strip() for line in self._backend.lookup(container_id).logs(tail=5) if line.strip()]
+        except FenceError:
+            return ""
+        return lines[-1][:300] if lines else ""
 
     def _check_health(self, now: float) -> None:
         for instance in self._instances.values():
