@@ -16,6 +16,7 @@ from fence.config import ConfigStore
 from fence.errors import AdmissionRefused, ContainerNotFound, FenceError
 from fence.models import AppRecord, ContainerInfo, InstanceView, Route, RolloutProgress, Upstream
 from fence.node import total_memory_mib
+from fence.running.admission import admit, promised_mib
 from fence.running.backoff import BackoffPolicy, Clock, CrashCount, SystemClock
 from fence.running.instance import HealthCheck, Instance, PendingStart, TcpHealth, slot_of
 from fence.running.rollout import RolloutState, short_id
@@ -286,7 +287,7 @@ class InstanceManager:
                 stop += [i for i in slot if i.release != app.release or i.state is S.CRASHED]
                 stop += [i for i in running if i is not keep]
                 if rollout is not None:
-                    self._note_replaced(rollout, keep, [i for i in running if i is not keep])
+                    rollout.replaced_by(keep, [i for i in running if i is not keep])
                     if self._roll_slot(app, index, keep, current, rollout, surge - replacing, now):
                         replacing += 1
             elif not current and (app.name, index, app.release) not in self._pending:
@@ -300,17 +301,6 @@ class InstanceManager:
                 if self._start(app, index, now, replacing=serving) and serving:
                     replacing += 1
         return stop
-
-    def _note_replaced(self, rollout: RolloutState, keep: Instance, stopped: list[Instance]) -> None:
-        if keep.image_id != rollout.image_id:
-            return
-        for old in stopped:
-            if old.image_id != rollout.image_id:
-                rollout.replaced += 1
-                rollout.note(f"instance {keep.index}: container {keep.container_id[:12]} on "
-                             f"{short_id(keep.image_id)} is healthy; stopping container "
-                             f"{old.container_id[:12]} (on {short_id(old.image_id)})")
-        keep.rollout = keep.replacing = False
 
     def _roll_slot(self, app: AppRecord, index: int, keep: Instance, current: list[Instance],
                    rollout: RolloutState, room: int, now: float) -> bool:
@@ -351,20 +341,11 @@ class InstanceManager:
         return True
 
     def _admission(self, app: AppRecord, index: int) -> AdmissionRefused | None:
-        """Refuse a start that would promise instances more memory than the node may give."""
-        factor = float(self._config.fence("node/memory_overcommit"))
-        total = self._memory_total()
-        limit = int(factor * total)
-        promised = self._promised()
-        if promised + app.memory_mib <= limit:
-            return None
-        return AdmissionRefused(app=app.name, index=index, need=app.memory_mib, promised=promised,
-                                limit=limit, factor=f"{factor:g}", total=total)
+        return admit(app=app.name, index=index, need_mib=app.memory_mib, promised=self._promised(),
+                     total_mib=self._memory_total(), factor=float(self._config.fence("node/memory_overcommit")))
 
     def _promised(self) -> int:
-        return sum(i.memory_mib for i in self._instances.values()
-                   if i.state in (S.STARTING, S.RUNNING, S.STOPPING)) + \
-            sum(start.memory_mib for start in self._starting.values())
+        return promised_mib(self._instances.values(), self._starting.values())
 
     def _start_job(self, app: AppRecord, index: int, release: int) -> None:
         slot = (app.name, index, release)
@@ -446,7 +427,8 @@ class InstanceManager:
                 reason=i.reason, last_crash=self._last_crash.get((i.app, i.index)), image_id=i.image_id)
                 for i in self._instances.values() if i.app == app]
             for (name, index), (reason, release) in self._slot_reasons.items():
-                if name == app and not any(v.index == index for v in views):
+                # A refused start of a new release shows beside the old release's instance.
+                if name == app and not any(v.index == index and v.release >= release for v in views):
                     views.append(InstanceView(index=index, state=S.CRASHED.value, container="",
                                               host_port=None, restarts=self._crashes.get((name, index), CrashCount()).crashes,
                                               release=release, reason=reason))
@@ -490,13 +472,8 @@ class InstanceManager:
             rollout = self._rollouts.get(app)
             if rollout is None:
                 return None
-            mine = [i for i in self._instances.values() if i.app == app]
-            remaining = tuple(sorted({i.index for i in mine if i.state is S.RUNNING
-                                      and i.image_id != rollout.image_id}))
-            busy = any(i.rollout and i.state is S.STARTING for i in mine) or \
-                any(i.state is S.STOPPING and i.image_id != rollout.image_id for i in mine) or \
-                any(a == app and start.rollout for (a, _, _), start in self._starting.items())
-            return rollout.progress(remaining=remaining, busy=busy)
+            starting = any(a == app and start.rollout for (a, _, _), start in self._starting.items())
+            return rollout.progress([i for i in self._instances.values() if i.app == app], starting=starting)
 
     def end_rollout(self, app: str) -> None:
         """Forget the app's rollout (a replacement still starting finishes as a normal instance)."""

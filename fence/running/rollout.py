@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fence.models import RolloutProgress
+from fence.running.instance import Instance
+from fence.states import InstanceState
 
 MAX_EVENTS = 1000
 
@@ -40,16 +42,32 @@ class RolloutState:
             self.failed = f"instance {index}: {why}"
             self.note(f"instance {index}: failed on the new stack: {why}; its old instance keeps serving")
 
-    def progress(self, *, remaining: tuple[int, ...], busy: bool) -> RolloutProgress:
-        """A snapshot for the service.
+    def replaced_by(self, keep: Instance, stopped: list[Instance]) -> None:
+        """Count the slot's old instances that ``keep``, healthy on the new image, replaces; from
+        here on ``keep`` is the slot's instance like any other."""
+        if keep.image_id != self.image_id:
+            return
+        for old in stopped:
+            if old.image_id != self.image_id:
+                self.replaced += 1
+                self.note(f"instance {keep.index}: container {keep.container_id[:12]} on "
+                          f"{short_id(keep.image_id)} is healthy; stopping container "
+                          f"{old.container_id[:12]} (on {short_id(old.image_id)})")
+        keep.rollout = keep.replacing = False
+
+    def progress(self, instances: list[Instance], *, starting: bool) -> RolloutProgress:
+        """A snapshot for the service: ``done`` once no serving instance runs on another image,
+        no replacement is starting (``starting``: a start job is in flight) and the old
+        instances are gone, unless it failed.
 
         Args:
-            remaining: indexes whose serving instance still runs on another image.
-            busy: whether a replacement is starting or an old instance is still stopping.
-
-        Returns:
-            The progress; ``done`` when nothing remains, nothing is busy and nothing failed.
+            instances: the app's instances.
+            starting: whether a replacement's start job is in flight.
         """
+        remaining = tuple(sorted({i.index for i in instances
+                                  if i.state is InstanceState.RUNNING and i.image_id != self.image_id}))
+        busy = starting or any(i.rollout and i.state is InstanceState.STARTING for i in instances) or \
+            any(i.state is InstanceState.STOPPING and i.image_id != self.image_id for i in instances)
         return RolloutProgress(app=self.app, image_id=self.image_id, replaced=self.replaced,
                                remaining=remaining, events=tuple(self.events), failed=self.failed,
                                done=self.failed is None and not remaining and not busy)

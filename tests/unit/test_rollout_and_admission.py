@@ -56,7 +56,9 @@ def test_rollout_replaces_one_instance_at_a_time_new_healthy_before_old_stops(tm
         starting = [v for v in views if v[1] == "starting"]
         assert len(starting) == 1 and starting[0][2] == new_id, views
         assert sum(1 for v in views if v[1] == "running") == 3  # every slot still serves
-        assert len(node.routes[-1][0].upstreams) == 3
+        serving = {node.backend.lookup(v.container).info().ip_address
+                   for v in node.manager.instances("web") if v.state == "running"}
+        assert {u.address for u in node.routes[-1][0].upstreams} == serving  # the starting one is not routed
         node.health.all_ready = True
         step(node)
         node.health.all_ready = False
