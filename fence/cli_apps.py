@@ -90,7 +90,7 @@ def app(name: str, as_json: bool) -> None:
 def _describe(view: AppView) -> str:
     lines = [f"{view.name}: {view.state}, {view.running}/{view.instances} running, {view.memory_mib} MiB each",
              f"url:      {', '.join(view.urls)}",
-             f"release:  {view.release or '-'} (droplet {(view.droplet or '-')[:12]}, stack {view.stack_image or '-'})"]
+             f"release:  {view.release or '-'} (droplet {(view.droplet or '-')[:12]}, staged on {view.stack_image or '-'})"]
     lines.append("instances:")
     for inst in view.instance_list:
         reason = f"  ({inst.reason})" if inst.reason else ""

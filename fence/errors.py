@@ -375,6 +375,13 @@ class RolloutFailed(FenceError):
     exit_code = EXIT_CONFLICT
 
 
+class RolloutBusy(FenceError):
+    """A stack rollout asked for while another one runs on the node."""
+
+    template = "another stack rollout is running on this node; wait for it to finish, then run it again"
+    exit_code = EXIT_CONFLICT
+
+
 class SourceNotKept(FenceError):
     """A restage of an app whose current droplet's source fence did not keep."""
 

@@ -20,7 +20,7 @@ from fence.backend.base import ContainerBackend
 from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.apps import AppOps
-from fence.errors import DropletNotFound, EngineUnavailable, FenceError, NoRelease
+from fence.errors import DropletNotFound, EngineUnavailable, FenceError, NoRelease, RolloutBusy
 from fence.gc import GarbageCollector
 from fence.home import NodeHome
 from fence.kept_sources import KeptSources
@@ -100,6 +100,7 @@ class NodeService:
         self.sources = KeptSources(host_root=home.host_root)
         self._busy: dict[object, float] = {}  # stagings and deploys in flight → wall-clock start
         self._busy_lock = threading.Lock()
+        self._rollout_lock = threading.Lock()
         self.collector = GarbageCollector(host_root=home.host_root, node_id=self.node_id, config=config,
                                           backend=backend, store=store, droplets=droplets, sources=self.sources,
                                           tracked=manager.tracked, busy_since=self._busy_since)
@@ -185,9 +186,15 @@ class NodeService:
         Raises:
             ImageNotFound: no configured stack is on the engine.
             RolloutFailed: some apps could not move; their old instances keep serving.
+            RolloutBusy: another rollout runs.
         """
-        return StackRollout(config=self.config, backend=self.backend, store=self.store, manager=self.manager,
-                            restage=self.restage).run(restage=restage, on_line=on_line)
+        if not self._rollout_lock.acquire(blocking=False):
+            raise RolloutBusy()
+        try:
+            return StackRollout(config=self.config, backend=self.backend, store=self.store, manager=self.manager,
+                                restage=self.restage).run(restage=restage, on_line=on_line)
+        finally:
+            self._rollout_lock.release()
 
     def gc(self, *, dry_run: bool) -> GcReport:
         """Remove (or with ``dry_run`` list) what this node owns and no longer needs.

@@ -101,3 +101,26 @@ def test_gc_text() -> None:
         "would remove container 0123456789ab: stopped",
         "would free 2.5 MB in 2 items (1 droplet, 1 container)"]
     assert gc_text(GcReport(dry_run=False)) == "freed 0 B in 0 items"
+
+
+def test_one_rollout_at_a_time_and_restage_needs_a_kept_source(home: NodeHome) -> None:
+    from fence.errors import NoRelease, RolloutBusy, SourceNotKept
+    from fence.models import AppRecord
+
+    service = node_service(home, backend=FakeBackend(), router=None)
+    try:
+        with service._rollout_lock:  # noqa: SLF001 - what a running rollout holds
+            with pytest.raises(RolloutBusy):
+                service.rollout(restage=False, on_line=print)
+        assert service.rollout(restage=False, on_line=print).apps == ()
+        service.store.put_app(AppRecord(name="web", instances=1, memory_mib=64, env={}, started=True, release=None,
+                                        health_timeout=None, urls=(), created_at="t"))
+        with pytest.raises(NoRelease):
+            service.restage("web", print)
+        service.store.add_release("web", "f" * 64, "t", "push")
+        with pytest.raises(SourceNotKept) as missing:
+            service.restage("web", print)
+        assert missing.value.message.startswith("cannot restage web: fence keeps the source of droplets staged")
+        assert missing.value.exit_code == 4
+    finally:
+        service.close()
