@@ -380,7 +380,7 @@ class NodeService:
 
     def _gc_loop(self) -> None:
         last = time.monotonic()
-        while not self._gc_stop.wait(timeout=5):
+        while not self._gc_stop.wait(timeout=min(5, max(1, int(self.config.fence("gc/interval"))))):
             interval = int(self.config.fence("gc/interval"))
             if interval <= 0 or time.monotonic() - last < interval:
                 continue

@@ -124,3 +124,21 @@ def test_one_rollout_at_a_time_and_restage_needs_a_kept_source(home: NodeHome) -
         assert missing.value.exit_code == 4
     finally:
         service.close()
+
+
+def test_the_daemon_collects_garbage_every_gc_interval(home: NodeHome) -> None:
+    import time
+
+    service = node_service(home, backend=FakeBackend(), router=None)
+    service.config.set("fence", "gc/interval", "1")
+    ghost = home.host_root / "caches" / "ghost.tar"
+    ghost.parent.mkdir()
+    ghost.write_bytes(b"x")
+    service.start()
+    try:
+        deadline = time.monotonic() + 10
+        while ghost.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not ghost.exists()
+    finally:
+        service.close()
