@@ -86,6 +86,7 @@ class InstanceManager:
         self._memory_total = memory_total
         self._seq = 0
         self._removed: collections.deque[str] = collections.deque(maxlen=4096)
+        self._unstopped: set[str] = set()
         self._jobs = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="instance")
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -201,7 +202,12 @@ class InstanceManager:
         self._instances[info.id] = instance
         self._store.note_stack(info.image_id, info.image, _wall_now())
         count = self._crashes.setdefault((app, index), CrashCount())
-        if info.running:
+        if info.id in self._unstopped:
+            # A stop that failed while the engine was away: stop it again, it is no new crash.
+            self._unstopped.discard(info.id)
+            instance.state = S.CRASHED
+            instance.reason = "left over from an interrupted stop"
+        elif info.running:
             count.started(now)
         else:
             count.crashed(now, self._policy)
@@ -391,6 +397,7 @@ class InstanceManager:
             self.wake()
 
     def _stop_job(self, instance: Instance) -> None:
+        removed = True
         try:
             if self._drain and instance.healthy_since is not None:
                 time.sleep(self._drain)  # the router has already dropped it; let requests finish
@@ -400,11 +407,17 @@ class InstanceManager:
         except ContainerNotFound:
             pass
         except FenceError as exc:
+            # The container may still exist (the engine was away): forget the record but not the
+            # container, so a later pass finds it again and stops it, without counting a crash.
+            removed = False
             log.warning("instance stop failed", extra={"container": instance.container_id[:12], "error": exc.message})
         finally:
             with self._lock:
                 instance.move(S.STOPPED)
-                self._removed.append(instance.container_id)
+                if removed:
+                    self._removed.append(instance.container_id)
+                else:
+                    self._unstopped.add(instance.container_id)
                 self._instances.pop(instance.container_id, None)
             self.wake()
 
