@@ -315,11 +315,7 @@ class DockerBackend:
         Raises:
             EngineUnavailable: the engine does not answer.
         """
-        api = self._api()
-        filters = {"label": [f"{k}={v}" for k, v in labels.items()]} if labels else None
-        with _engine("listing containers"):
-            found = api.containers(all=True, filters=filters)
-        return [DockerContainer(backend=self, container_id=c["Id"]) for c in found]
+        return [DockerContainer(backend=self, container_id=c["Id"]) for c in self._summaries(labels)]
 
 
     def list_info(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
@@ -331,11 +327,13 @@ class DockerBackend:
         Raises:
             EngineUnavailable: the engine does not answer.
         """
-        api = self._api()
+        return [_summary_info(c) for c in self._summaries(labels)]
+
+    def _summaries(self, labels: Mapping[str, str]) -> list[Mapping[str, Any]]:
+        """The engine's /containers/json entries (running or not) carrying all the labels."""
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]} if labels else None
         with _engine("listing containers"):
-            found = api.containers(all=True, filters=filters)
-        return [_summary_info(c) for c in found]
+            return self._api().containers(all=True, filters=filters)
 
 
 class DockerContainer:
