@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
+from fence.atomic import fsync_dir
 from fence.errors import DropletCorrupt, DropletNotFound
 from fence.tarstream import copy_members, file_chunks
 
@@ -85,7 +86,7 @@ class DropletStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
             raise
-        _fsync_dir(self._host_dir)
+        fsync_dir(self._host_dir)
         return digest, hashing.size
 
     def host_path(self, digest: str) -> Path:
@@ -140,11 +141,3 @@ class DropletStore:
             path.unlink(missing_ok=True)
             removed += 1
         return removed
-
-
-def _fsync_dir(host_dir: Path) -> None:
-    fd = os.open(host_dir, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

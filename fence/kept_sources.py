@@ -6,13 +6,12 @@ import contextlib
 import dataclasses
 import gzip
 import json
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from fence.atomic import atomic_file
 from fence.errors import SourceNotKept
 from fence.models import PreparedSource
 from fence.staging.sources import SOURCE_TAR_NAME
@@ -80,11 +79,11 @@ class KeptSources:
         host_dir.mkdir(parents=True, exist_ok=True)
         described = {"source": to_wire(dataclasses.replace(source, host_tar=Path(SOURCE_TAR_NAME))),
                      "buildpacks": list(buildpacks)}
-        with _atomic(host_dir / f"{droplet}.tar.gz") as handle, \
+        with atomic_file(host_dir / f"{droplet}.tar.gz", prefix=".", suffix=".tmp") as handle, \
                 gzip.GzipFile(fileobj=handle, mode="wb", compresslevel=3, mtime=0) as packed, \
                 source.host_tar.open("rb") as raw:
             shutil.copyfileobj(raw, packed, _CHUNK)
-        with _atomic(host_dir / f"{droplet}.json") as handle:
+        with atomic_file(host_dir / f"{droplet}.json", prefix=".", suffix=".tmp") as handle:
             handle.write(json.dumps(described, sort_keys=True).encode())
 
     def load(self, *, app: str, droplet: str, host_workdir: Path) -> KeptSource:
@@ -141,18 +140,3 @@ class KeptSources:
         for kept in self.files():
             if kept.app == app and kept.droplet not in keep and kept.droplet != ".tmp":
                 self.remove(kept)
-
-
-@contextlib.contextmanager
-def _atomic(host_file: Path):  # noqa: ANN202 - a context manager yielding a binary file
-    fd, tmp_name = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=host_file.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, host_file)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable, Iterator
+
+from fence.atomic import atomic_file
 
 _CHUNK = 1024 * 1024
 
@@ -70,18 +70,9 @@ def save_owned_tar(chunks: Iterable[bytes], host_out: Path, *, uid: int) -> None
         OSError: the disk is full or unwritable (the old file, if any, stays).
     """
     host_out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{host_out.name}.", dir=host_out.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            with tarfile.open(fileobj=handle, mode="w|", format=tarfile.PAX_FORMAT) as out:
-                copy_members(chunks, out, uid=uid)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, host_out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    with atomic_file(host_out) as handle, \
+            tarfile.open(fileobj=handle, mode="w|", format=tarfile.PAX_FORMAT) as out:
+        copy_members(chunks, out, uid=uid)
 
 
 def as_stream(handle: IO[bytes]) -> Iterator[bytes]:

@@ -8,13 +8,13 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 
+from fence.atomic import atomic_file
 from fence.config.schema import SCHEMAS, defaults_tree, key_spec
 from fence.config.types import BadValue, type_name_of
 from fence.errors import (
@@ -353,24 +353,8 @@ class ConfigStore:
 
     def _write(self, stored: dict[str, Any]) -> None:
         text = yaml.safe_dump(stored, default_flow_style=False, sort_keys=True)
-        host_dir = self._host_file.parent
-        fd, tmp_name = tempfile.mkstemp(prefix=".config.", dir=host_dir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp_name, 0o640)
-            os.replace(tmp_name, self._host_file)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_name)
-            raise
-        dir_fd = os.open(host_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        with atomic_file(self._host_file, mode=0o640, prefix=".config.", sync_dir=True) as handle:
+            handle.write(text.encode("utf-8"))
         self._cache_key = None
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from fence.atomic import atomic_file
 from fence.config.schema import key_spec
 from fence.errors import RouterConfigRefused, RouterUnavailable, ToolMissing
 from fence.models import Route, RouterStatus
@@ -434,17 +435,8 @@ def _read_from(host_file: Path, offset: int) -> list[str]:
 
 
 def _write_atomic(host_file: Path, text: str) -> None:
-    fd, name = tempfile.mkstemp(prefix=f".{host_file.name}.", dir=host_file.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(name, 0o640)
-        os.replace(name, host_file)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    with atomic_file(host_file, mode=0o640) as handle:
+        handle.write(text.encode())
 
 
 def _alive(pid: int) -> bool:
