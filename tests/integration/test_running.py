@@ -125,7 +125,7 @@ def test_run_as_app_user_and_pre_running_hooks_take_effect(node: Node, tmp_path:
     logs = node.cli("fence", "logs", "hooked")
     assert logs.exit_code == 0 and "[web.0]" in logs.stdout
     staging = node.cli("fence", "logs", "hooked", "--staging")
-    assert "-----> Detecting buildpack" not in staging.stdout or True
+    assert "-----> Detecting buildpack" in staging.stdout
     assert "-----> Running procfile compile" in staging.stdout or "-----> Running Procfile compile" in staging.stdout
 
 
