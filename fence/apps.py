@@ -86,25 +86,45 @@ class AppOps:
         return self._view(self.app(name), detail=True)
 
     def views(self) -> list[AppView]:
-        """Every app, with its instances."""
-        return [self._view(app, detail=True) for app in self._store.apps()]
+        """Every app, with its instances.
+
+        One query each for the apps, their releases and their current droplets, and one config
+        read, however many apps there are (``fence apps`` on a node with hundreds of apps).
+        """
+        apps = self._store.apps()
+        releases = self._store.releases_by_app()
+        current = [_current(releases.get(app.name, []), app) for app in apps]
+        droplets = self._store.droplets_by_id(r.droplet for r in current if r is not None)
+        router = self._router_address()
+        return [self._assemble(app, releases.get(app.name, []), release,
+                               droplets.get(release.droplet) if release else None, router, detail=True)
+                for app, release in zip(apps, current)]
 
     def url(self, name: str) -> str:
         """The app's stable URL through the node's router."""
+        domain, suffix = self._router_address()
+        return f"http://{name}.{domain}{suffix}/"
+
+    def _router_address(self) -> tuple[str, str]:
+        """The router's domain, and the ``:PORT`` its URLs carry (``""`` for port 80)."""
         domain = str(self._config.fence("router/domain"))
         port = int(self._config.fence("router/port"))
-        return f"http://{name}.{domain}" + ("" if port == 80 else f":{port}") + "/"
+        return domain, "" if port == 80 else f":{port}"
 
     def _view(self, app: AppRecord, *, detail: bool) -> AppView:
         releases = self._store.releases(app.name)
-        current = next((r for r in releases if r.number == app.release), None)
+        current = _current(releases, app)
         droplet = self._store.droplet(current.droplet) if current else None
+        return self._assemble(app, releases, current, droplet, self._router_address(), detail=detail)
+
+    def _assemble(self, app: AppRecord, releases: list[ReleaseRecord], current: ReleaseRecord | None,
+                  droplet: DropletRecord | None, router: tuple[str, str], *, detail: bool) -> AppView:
+        """The app's view from what the store holds (read by the caller) and its instances now."""
         instances = tuple(self._manager.instances(app.name))
-        port = int(self._config.fence("router/port"))
-        suffix = "" if port == 80 else f":{port}"
+        domain, suffix = router
+        url = f"http://{app.name}.{domain}{suffix}/"
         return AppView(
-            name=app.name, url=self.url(app.name),
-            urls=(self.url(app.name), *(f"http://{host}{suffix}/" for host in app.urls)),
+            name=app.name, url=url, urls=(url, *(f"http://{host}{suffix}/" for host in app.urls)),
             state="started" if app.started else "stopped", instances=app.instances,
             running=sum(1 for i in instances if i.state == "running" and i.release == app.release),
             memory_mib=app.memory_mib, release=app.release,
@@ -438,6 +458,11 @@ def _file_lines(host_file: Path) -> Iterator[str]:
     with host_file.open(encoding="utf-8", errors="replace") as handle:
         for line in handle:
             yield line.rstrip("\n")
+
+
+def _current(releases: list[ReleaseRecord], app: AppRecord) -> ReleaseRecord | None:
+    """The app's current release among its kept ones."""
+    return next((r for r in releases if r.number == app.release), None)
 
 
 def _count(instances: int) -> int:

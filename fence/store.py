@@ -6,6 +6,7 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Iterable
 
 from fence.errors import StoreError
 from fence.models import AppRecord, DropletRecord, ReleaseRecord
@@ -57,6 +58,9 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 
 KEEP_RELEASES = 5
+
+# Ids per ``IN (…)`` query: old SQLite builds allow only 999 parameters in one statement.
+_IN_CHUNK = 500
 
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -130,6 +134,18 @@ class StateStore:
         """Forget a droplet's record."""
         with self._lock:
             self._conn.execute("DELETE FROM droplets WHERE id = ?", (droplet_id,))
+
+    def droplets_by_id(self, droplet_ids: Iterable[str]) -> dict[str, DropletRecord]:
+        """The records of these droplets by id, each read and decoded once; unknown ids are left out."""
+        wanted = sorted(set(droplet_ids))
+        rows: list[tuple[str, str]] = []
+        with self._lock:
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start:start + _IN_CHUNK]
+                rows += self._conn.execute(
+                    f"SELECT id, record_json FROM droplets WHERE id IN ({', '.join('?' * len(chunk))})",
+                    chunk).fetchall()
+        return {row[0]: from_wire(DropletRecord, json.loads(row[1])) for row in rows}
 
     def droplets(self, app: str | None = None) -> list[DropletRecord]:
         """Droplets, newest first; only one app's when ``app`` is given."""
@@ -216,6 +232,17 @@ class StateStore:
             rows = self._conn.execute("SELECT app, number, droplet, created_at, note FROM releases "
                                       "WHERE app = ? ORDER BY number DESC", (app,)).fetchall()
         return [ReleaseRecord(app=r[0], number=r[1], droplet=r[2], created_at=r[3], note=r[4]) for r in rows]
+
+    def releases_by_app(self) -> dict[str, list[ReleaseRecord]]:
+        """Every app's kept releases, newest first, in one query (apps without any are left out)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT app, number, droplet, created_at, note FROM releases "
+                                      "ORDER BY app, number DESC").fetchall()
+        releases: dict[str, list[ReleaseRecord]] = {}
+        for r in rows:
+            releases.setdefault(r[0], []).append(
+                ReleaseRecord(app=r[0], number=r[1], droplet=r[2], created_at=r[3], note=r[4]))
+        return releases
 
     # --- stacks ------------------------------------------------------------------------------
 
