@@ -148,10 +148,18 @@ class AppOps:
         """
         existing = self._store.app(droplet.app)
         self._check_hosts(droplet.app, urls)
+        memory = memory_mib or (existing.memory_mib if existing else int(self._config.fence("container/memory")))
+        # The droplet's image (stack + unpacked droplet) is made before the release exists: a
+        # failure changes nothing, and the first instance then starts like `docker run`.
+        began = time.monotonic()
+        image = self._starter.prepare(droplet, memory)
+        if time.monotonic() - began > 0.05:
+            on_line(f"-----> Droplet image {image.ref} made on {image.stack_ref} "
+                    f"in {time.monotonic() - began:.1f} s")
         record = AppRecord(
             name=droplet.app,
             instances=_count(instances if instances is not None else existing.instances if existing else 1),
-            memory_mib=memory_mib or (existing.memory_mib if existing else int(self._config.fence("container/memory"))),
+            memory_mib=memory,
             env=check_env({**(existing.env if existing else {}), **env}),
             started=True,
             release=existing.release if existing else None,
@@ -190,7 +198,7 @@ class AppOps:
             crashed = [i for i in current if i.state == "crashed" and i.restarts >= 3]
             if crashed:
                 raise DeployFailed(app=name, release=release, why=crashed[0].reason or "crashed")
-            time.sleep(0.2)
+            self._manager.wait_pass(0.2)
         view = self._view(self.app(name), detail=True)
         running = sum(1 for i in view.instance_list if i.release == release and i.state == "running")
         if running >= view.instances:
@@ -436,14 +444,15 @@ class AppOps:
         droplet = self._store.droplet(release.droplet) if release else None
         if release is None or droplet is None:
             raise NoRelease(app=name)
-        container = self._starter.launch(Launch(app=app, release=release.number, droplet=droplet,
-                                                index=0, role=labels.ROLE_TASK, command_argv=argv))
+        launch = Launch(app=app, release=release.number, droplet=droplet, index=0, role=labels.ROLE_TASK,
+                        command_argv=argv)
+        container = self._starter.launch(launch)
         with self._tasks_lock:
             self._tasks[task_id or container.id] = container
         try:
             ws = self._starter.workspace()
-            result = container.run(ProcessSpec(argv=("/bin/bash", str(ws.ctr_home / ".fence-start.sh")),
-                                               user=f"{ws.uid}:{ws.uid}", cwd=ws.ctr_app), on_output=on_line)
+            result = container.run(ProcessSpec(argv=self._starter.task_argv(launch), user=f"{ws.uid}:{ws.uid}",
+                                               cwd=ws.ctr_app), on_output=on_line)
             return result.exit_code
         finally:
             with self._tasks_lock:

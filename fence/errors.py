@@ -254,6 +254,13 @@ class DropletNotFound(FenceError):
     exit_code = EXIT_NOT_FOUND
 
 
+class DropletImageFailed(FenceError):
+    """A droplet could not be unpacked onto the stack as the image its instances start from."""
+
+    template = "could not prepare droplet {droplet} on stack {stack} for running: {detail}"
+    exit_code = EXIT_CONFLICT
+
+
 class DropletCorrupt(FenceError):
     """A droplet whose content no longer matches its digest."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import shutil
 import threading
@@ -25,7 +26,7 @@ KEEP_STAGING_LOGS = 5
 BUILDPACK_UNUSED_DAYS = 7
 _STALE_TEMP_SECONDS = 3600
 _BUILDPACK_SCRIPTS = ("detect", "compile", "release", "supply", "finalize")
-_KIND_ORDER = ("container", "image", "droplet", "droplet-record", "source", "cache", "staging-log", "buildpack")
+_KIND_ORDER = ("container", "droplet-image", "image", "droplet", "droplet-record", "source", "cache", "staging-log", "buildpack")
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,9 @@ class _Found:
 class GarbageCollector:
     """Removes what this node owns and nothing needs: unreferenced droplets (and their kept
     sources), build caches of deleted apps, this node's stopped containers no instance record
-    needs, stack images this node ran on that are neither configured nor used by any container,
+    needs, droplet images no container uses whose droplet is in no kept release or whose stack
+    is no longer configured, stack images this node ran on that are neither configured nor used
+    by any container (or kept droplet image),
     staging logs beyond the last five per app, and git buildpack checkouts unused for a week.
 
     A dry run and the real run that follows it (with nothing changed between) list the same
@@ -111,7 +114,7 @@ class GarbageCollector:
         mine = self._backend.list_info({labels.NODE: self._node_id})
         referenced = {r.droplet for app in apps for r in self._store.releases(app)}
         referenced |= {c.labels[labels.DROPLET] for c in mine if c.labels.get(labels.DROPLET)}
-        found = self._containers(mine) + self._images()
+        found = self._containers(mine) + self._images(referenced, busy)
         found += self._droplet_files(referenced, busy) + self._kept_sources(apps, referenced, busy)
         found += self._caches(apps, busy) + self._staging_logs()
         if busy is None:
@@ -144,17 +147,35 @@ class GarbageCollector:
             raise ContainerNotFound(container=f"{container_id[:12]} (started again or not this node's)")
         container.destroy()
 
-    def _images(self) -> list[_Found]:
+    def _images(self, referenced: set[str], busy: float | None) -> list[_Found]:
         configured = set()
         for ref in [str(self._config.fence("docker/image")), *map(str, self._config.fence("docker/images"))]:
             image = self._backend.image_info(ref)
             if image is not None:
                 configured.add(image.id)
-        used = {c.image_id for c in self._backend.list_info({})}  # every container on the engine
-        history = self._store.stacks_used()
+        everything = self._backend.list_info({})  # every container on the engine
+        used = {c.image_id for c in everything} | {c.stack_image_id for c in everything}
         found = []
+        for image in self._backend.list_images({labels.NODE: self._node_id, labels.DROPLET: ""}):
+            if not labels.is_droplet_image(image.labels) or image.id in used:
+                continue
+            stack_id = image.labels[labels.STACK_ID]
+            if image.labels[labels.DROPLET] in referenced and stack_id in configured:
+                used.add(stack_id)  # its stack cannot go while it stays
+                continue
+            if busy is not None and _epoch(image.created) >= busy - 5:
+                used.add(stack_id)
+                continue  # a deploy in flight may have just made it for its new release
+            why = ("its droplet is in no kept release" if image.labels[labels.DROPLET] not in referenced
+                   else "its stack is no longer configured")
+            found.append(_Found(
+                GcItem(kind="droplet-image", name=image.tags[0] if image.tags else image.id, size=image.size,
+                       detail=f"image of a droplet of {image.labels.get(labels.APP, '?')}: {why}; no container uses it"),
+                lambda image=image: self._remove_image(image.id, image.tags, stack=False)))
+        history = self._store.stacks_used()
         for image in self._backend.list_images({labels.STACK: ""}):
-            if image.id in configured or image.id in used or image.id not in history:
+            if (labels.is_droplet_image(image.labels) or image.id in configured or image.id in used
+                    or image.id not in history):
                 continue
             shown = ", ".join(image.tags) or "untagged"
             found.append(_Found(
@@ -163,12 +184,13 @@ class GarbageCollector:
                 lambda image=image: self._remove_image(image.id, image.tags)))
         return found
 
-    def _remove_image(self, image_id: str, tags: tuple[str, ...]) -> None:
+    def _remove_image(self, image_id: str, tags: tuple[str, ...], *, stack: bool = True) -> None:
         for tag in tags:
             self._backend.remove_image(tag)
         if self._backend.image_info(image_id) is not None:
             self._backend.remove_image(image_id)
-        self._store.forget_stack(image_id)
+        if stack:
+            self._store.forget_stack(image_id)
 
     def _droplet_files(self, referenced: set[str], busy: float | None) -> list[_Found]:
         found = []
@@ -290,3 +312,13 @@ def _remove_checkout(host_dir: Path) -> None:
         host_dir.parent.rmdir()  # the repository's folder, once its last checkout is gone
     except OSError:
         pass
+
+
+def _epoch(iso: str) -> float:
+    """Seconds since the epoch of an engine timestamp (nanosecond digits allowed); 0 if unreadable."""
+    try:
+        head, dot, rest = iso.replace("Z", "+00:00").partition(".")
+        zone = rest[rest.find("+"):] if "+" in rest else rest[rest.find("-"):] if "-" in rest else ""
+        return dt.datetime.fromisoformat(head + zone).timestamp()
+    except ValueError:
+        return 0.0

@@ -10,12 +10,17 @@ APP = "fence.app"
 DROPLET = "fence.droplet"
 INSTANCE = "fence.instance"
 STACK = "fence.stack"
+# On instance and task containers, and on droplet images: the stack image they are built on
+# (a droplet image's own id is not the stack's; rollouts and gc need the stack's).
+STACK_ID = "fence.stack-id"
+STACK_REF = "fence.stack-ref"
 
 ROLE_STAGING = "staging"
 ROLE_INSTANCE = "instance"
 ROLE_TASK = "task"
 ROLE_PROBE = "probe"
-ROLES = frozenset({ROLE_STAGING, ROLE_INSTANCE, ROLE_TASK, ROLE_PROBE})
+ROLE_IMAGE = "image"  # a short-lived container that unpacks a droplet to commit a droplet image
+ROLES = frozenset({ROLE_STAGING, ROLE_INSTANCE, ROLE_TASK, ROLE_PROBE, ROLE_IMAGE})
 
 
 def owned(node_id: str, role: str, **extra: str) -> dict[str, str]:
@@ -24,7 +29,8 @@ def owned(node_id: str, role: str, **extra: str) -> dict[str, str]:
     Args:
         node_id: this node's id (``NodeHome.node_id``).
         role: one of ``ROLES``.
-        **extra: further labels by short name: ``app``, ``droplet``, ``instance``, ``stack``.
+        **extra: further labels by short name: ``app``, ``droplet``, ``instance``, ``stack``,
+            ``stack_id``, ``stack_ref``.
 
     Returns:
         The full label mapping.
@@ -34,7 +40,8 @@ def owned(node_id: str, role: str, **extra: str) -> dict[str, str]:
     """
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
-    names = {"app": APP, "droplet": DROPLET, "instance": INSTANCE, "stack": STACK}
+    names = {"app": APP, "droplet": DROPLET, "instance": INSTANCE, "stack": STACK,
+             "stack_id": STACK_ID, "stack_ref": STACK_REF}
     labels = {NODE: node_id, ROLE: role}
     for short, value in extra.items():
         if short not in names:
@@ -46,3 +53,9 @@ def owned(node_id: str, role: str, **extra: str) -> dict[str, str]:
 def is_owned_by(labels: Mapping[str, str], node_id: str) -> bool:
     """Whether something with these labels belongs to this node."""
     return labels.get(NODE) == node_id
+
+
+def is_droplet_image(image_labels: Mapping[str, str]) -> bool:
+    """Whether an image with these labels is a droplet image (a stack image never carries a
+    droplet label, though a droplet image inherits its stack's labels)."""
+    return DROPLET in image_labels and STACK_ID in image_labels

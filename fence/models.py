@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Mapping
 
+from fence.labels import STACK_ID
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -144,6 +146,12 @@ class ContainerInfo:
     started_at: str | None = None
     ports: tuple[PublishedPort, ...] = ()
     ip_address: str | None = None
+
+    @property
+    def stack_image_id(self) -> str:
+        """The stack image it runs on: its ``fence.stack-id`` label (a container from a droplet
+        image), else its own image."""
+        return str(self.labels.get(STACK_ID) or self.image_id)
 
 
 @dataclass(frozen=True)
@@ -684,7 +692,8 @@ class GcItem:
     """One thing garbage collection removes (or, in a dry run, would remove).
 
     Attributes:
-        kind: ``droplet``, ``droplet-record``, ``cache``, ``source``, ``container``, ``image``,
+        kind: ``droplet``, ``droplet-record``, ``cache``, ``source``, ``container``,
+            ``droplet-image``, ``image``,
             ``staging-log`` or ``buildpack``.
         name: what it is: a droplet digest, an app name, a container or image id, a path
             relative to FENCE_HOME.

@@ -267,16 +267,18 @@ class NodeService:
             shutil.rmtree(host_work, ignore_errors=True)
 
     def recover(self) -> list[str]:
-        """Clean up after a crash: staging containers of this node, partial droplets, scratch folders.
+        """Clean up after a crash: staging and droplet-image containers of this node, partial
+        droplets, scratch folders.
 
         Returns:
             What was removed, one line each (for the daemon's log).
         """
         removed = []
         try:
-            for container in self.backend.list({labels.NODE: self.node_id, labels.ROLE: labels.ROLE_STAGING}):
-                container.destroy()
-                removed.append(f"staging container {container.id[:12]}")
+            for role in (labels.ROLE_STAGING, labels.ROLE_IMAGE):
+                for container in self.backend.list({labels.NODE: self.node_id, labels.ROLE: role}):
+                    container.destroy()
+                    removed.append(f"{role} container {container.id[:12]}")
         except EngineUnavailable:
             pass
         partials = self.droplets.remove_partials()

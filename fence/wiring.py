@@ -37,6 +37,7 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     """
     from fence.apps import AppOps
     from fence.droplets import DropletStore
+    from fence.running.images import DropletImages
     from fence.running.manager import InstanceManager
     from fence.running.starter import InstanceStarter
     from fence.service import NodeService
@@ -55,7 +56,8 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
                     node_id=home.node_id,
                     resolver=BuildpackResolver(host_builtin=builtin_dir(),
                                                host_cache=paths.host_buildpack_cache))
-    starter = InstanceStarter(backend=engine, config=config, droplets=droplets, node_id=home.node_id)
+    images = DropletImages(backend=engine, config=config, droplets=droplets, node_id=home.node_id)
+    starter = InstanceStarter(backend=engine, config=config, images=images, node_id=home.node_id)
     routes_to: list[Callable[[list[Route]], None]] = []
     manager = InstanceManager(backend=engine, store=store, config=config, starter=starter,
                               node_id=home.node_id, on_routes=lambda routes: [f(routes) for f in routes_to],

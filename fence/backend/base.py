@@ -84,6 +84,26 @@ class Container(Protocol):
             ContainerNotFound: the container or the path does not exist.
         """
 
+    def commit(self, ref: str, labels: Mapping[str, str]) -> ImageInfo:
+        """Save the container's file system as a new image (a layer on its own image).
+
+        The image keeps its parent's config, with ``labels`` added (and the container's own);
+        a running container is paused while it is saved.
+
+        Args:
+            ref: ``repository:tag`` to give the image (moved from an older image that had it).
+            labels: labels to add to the image.
+
+        Returns:
+            The new image.
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+            UsageError: ``ref`` is malformed.
+            EngineUnavailable: the engine does not answer.
+            EngineError: the engine refused.
+        """
+
     def info(self) -> ContainerInfo:
         """What the engine knows of the container now.
 

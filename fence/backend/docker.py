@@ -473,6 +473,35 @@ class DockerContainer:
                 raise ContainerNotFound(container=f"{self._id[:12]}:{ctr_path}") from exc
         return _translated(chunks, action, self._id)
 
+    def commit(self, ref: str, labels: Mapping[str, str]) -> ImageInfo:
+        """Save the container's file system as an image on top of its own image.
+
+        The engine merges the container's config (user, env, command, labels) into the image's;
+        ``labels`` are added to it. A running container is paused while it is saved.
+
+        Args:
+            ref: ``repository:tag``.
+            labels: labels to add.
+
+        Returns:
+            The new image.
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+            UsageError: ``ref`` is not ``repository:tag``.
+            EngineUnavailable: the engine does not answer.
+            EngineError: the engine refused.
+        """
+        repository, _, tag = ref.rpartition(":")
+        if not repository or "/" in tag or "@" in ref:
+            raise UsageError(detail=f"cannot commit as {ref!r}: give repository:tag")
+        api = self._backend._api()
+        with _engine(f"saving container {self._id[:12]} as {ref}", container=self._id):
+            created = api.commit(self._id, repository=repository, tag=tag, pause=True,
+                                 conf={"Labels": dict(labels)})
+            attrs = api.inspect_image(created["Id"])
+        return _image_info(attrs)
+
     def info(self) -> ContainerInfo:
         """What the engine knows of the container now.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -34,7 +35,8 @@ class FakeBackend:
     """An in-memory ContainerBackend with the Docker backend's behaviour at the contract level.
 
     Processes are small built-in programs (``true``, ``false``, ``echo [-n]``, ``cat FILE…``,
-    ``sleep N``, ``id [-u|-g]``, ``pwd``, ``printenv [NAME…]``). Tests add more to ``programs``,
+    ``sleep N``, ``id [-u|-g]``, ``pwd``, ``printenv [NAME…]``, ``tar -xzpf FILE -C DIR``,
+    ``rm -f FILE…``). Committed images keep their files. Tests add more to ``programs``,
     keyed by argv[0] (a path is also tried by its base name); each is a ``Program``: called
     with the ``FakeProcess``, it writes output with ``proc.write(text)`` and returns its exit
     status. Unknown programs exit 127 with ``sh: NAME: not found``.
@@ -65,6 +67,8 @@ class FakeBackend:
         self._containers: dict[str, FakeContainer] = {}
         self._images: dict[str, ImageInfo] = {}
         self._tags: dict[str, str] = {}  # full reference → image id
+        self._trees: dict[str, dict[PurePosixPath, FakeFile]] = {}  # committed images' files
+        self._parents: dict[str, str] = {}  # committed image id → the image it was made on
         self._ports = itertools.count(32768)
         for ref in images:
             image_id = "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
@@ -186,9 +190,36 @@ class FakeBackend:
             if users:
                 raise EngineError(action=f"removing image {ref}",
                                   detail=f"conflict: image is used by container {users[0]}")
+            if image_id in self._parents.values():
+                raise EngineError(action=f"removing image {ref}",
+                                  detail="conflict: image has dependent child images")
             for tag in tags:
                 del self._tags[tag]
             del self._images[image_id]
+            self._trees.pop(image_id, None)
+            self._parents.pop(image_id, None)
+
+    def _commit(self, container: FakeContainer, ref: str, labels: Mapping[str, str]) -> ImageInfo:
+        """A new image holding the container's files (see ``FakeContainer.commit``)."""
+        repository, _, tag = ref.rpartition(":")
+        if not repository or "/" in tag or "@" in ref:
+            raise UsageError(detail=f"cannot commit as {ref!r}: give repository:tag")
+        with self._lock:
+            parent = self._images[container.image_id]
+            image_id = "sha256:" + hashlib.sha256(uuid.uuid4().bytes).hexdigest()
+            self._images[image_id] = ImageInfo(
+                id=image_id, tags=(), size=parent.size + sum(len(f.data) for f in container.files.values()),
+                created=datetime.now(timezone.utc).isoformat(),
+                labels={**parent.labels, **container.spec.labels, **labels})
+            self._trees[image_id] = {path: dataclasses.replace(node) for path, node in container.files.items()}
+            self._parents[image_id] = container.image_id
+            self._tags[_full_ref(ref)] = image_id
+        return self.image_info(image_id)  # type: ignore[return-value]
+
+    def _tree(self, image_id: str) -> dict[PurePosixPath, FakeFile] | None:
+        with self._lock:
+            tree = self._trees.get(image_id)
+            return {path: dataclasses.replace(node) for path, node in tree.items()} if tree else None
 
     def create(self, spec: ContainerSpec) -> FakeContainer:
         """Create (not start) a container after the same refusals as the Docker backend.
@@ -288,8 +319,8 @@ class FakeContainer:
         self._backend = backend
         self._id = hashlib.sha256(uuid.uuid4().bytes).hexdigest()
         self.spec, self.image_id, self.name = spec, image_id, name
-        self.files = {PurePosixPath(d): FakeFile(kind="dir", mode=0o1777 if d == "/tmp" else 0o755)
-                      for d in _BASE_DIRS}
+        self.files = backend._tree(image_id) or {
+            PurePosixPath(d): FakeFile(kind="dir", mode=0o1777 if d == "/tmp" else 0o755) for d in _BASE_DIRS}
         _make_dirs(self.files, spec.workdir)  # the engine creates a missing workdir too
         self.log_lines: list[str] = []
         self._oom = False
@@ -467,6 +498,18 @@ class FakeContainer:
                 archive.addfile(entry, io.BytesIO(node.data) if node.kind == "file" else None)
         raw = buffer.getvalue()
         return iter([raw[i:i + _CHUNK] for i in range(0, len(raw), _CHUNK)])
+
+    def commit(self, ref: str, labels: Mapping[str, str]) -> ImageInfo:
+        """A new image with the container's files; containers created from it start with them.
+
+        Its labels are the parent image's, the container's, then ``labels``.
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+            UsageError: ``ref`` is not ``repository:tag``.
+        """
+        self._check_exists()
+        return self._backend._commit(self, ref, labels)
 
     def info(self) -> ContainerInfo:
         """What the fake engine knows of the container now.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import posixpath
 import shlex
+import tarfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Callable, Mapping
@@ -150,7 +152,57 @@ def _printenv(proc: FakeProcess) -> int:
     return 0 if all(name in proc.env for name in names) else 1
 
 
+def _tar(proc: FakeProcess) -> int:
+    """``tar -xzpf FILE -C DIR`` (or ``-xpf``): extract only; the files belong to the process's user."""
+    args = list(proc.argv[1:])
+    if len(args) != 4 or args[0] not in ("-xzpf", "-xpf", "-xzf", "-xf") or args[2] != "-C":
+        proc.write(f"tar: the fake only extracts (-xzpf FILE -C DIR), not {shlex.join(args)}\n")
+        return 2
+    try:
+        data = proc.read(args[1])
+    except OSError:
+        proc.write(f"tar: {args[1]}: Cannot open: No such file or directory\n")
+        return 2
+    dest = proc.path(args[3])
+    if getattr(proc.files.get(dest), "kind", None) != "dir":
+        proc.write(f"tar: {args[3]}: Cannot open: No such file or directory\n")
+        return 2
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
+            for member in archive:
+                target = PurePosixPath(posixpath.normpath(posixpath.join(str(dest), member.name)))
+                if dest != target and dest not in target.parents:
+                    proc.write(f"tar: {member.name}: member name leaves the folder\n")
+                    return 2
+                node = FakeFile(kind="dir" if member.isdir() else "symlink" if member.issym() else "file",
+                                mode=member.mode & 0o7777, uid=proc.uid, gid=proc.gid, target=member.linkname)
+                if member.isfile():
+                    node.data = archive.extractfile(member).read()  # type: ignore[union-attr]
+                for parent in reversed(target.parents):
+                    proc.files.setdefault(parent, FakeFile(kind="dir", uid=proc.uid, gid=proc.gid))
+                proc.files[target] = node
+    except tarfile.TarError as exc:
+        proc.write(f"tar: {exc}\n")
+        return 2
+    return 0
+
+
+def _rm(proc: FakeProcess) -> int:
+    """``rm -f FILE…``: removes files (not folders)."""
+    for name in proc.argv[1:]:
+        if name == "-f":
+            continue
+        node = proc.files.get(proc.path(name))
+        if node is not None and node.kind == "dir":
+            proc.write(f"rm: cannot remove '{name}': Is a directory\n")
+            return 1
+        proc.files.pop(proc.path(name), None)
+    return 0
+
+
 BUILTIN_PROGRAMS: Mapping[str, Program] = {
+    "tar": _tar,
+    "rm": _rm,
     "true": lambda proc: 0,
     "false": lambda proc: 1,
     "echo": _echo,

@@ -89,6 +89,8 @@ class InstanceManager:
         self._unstopped: set[str] = set()
         self._jobs = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="instance")
         self._wake = threading.Event()
+        self._passed = threading.Condition()  # notified after every pass
+        self._ready: set[str] = set()  # starting instances the fast health probe found ready
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._routes: list[Route] | None = None
@@ -109,6 +111,21 @@ class InstanceManager:
                 self._wake.clear()
         self._thread = threading.Thread(target=loop, name="reconciler", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._probe_loop, name="health-probe", daemon=True).start()
+
+    def _probe_loop(self, interval: float = 0.05) -> None:
+        """Check starting instances every ``interval`` seconds, between passes, and wake the
+        reconciler as soon as one accepts connections (a pass alone would find it up to a pass
+        interval later)."""
+        while not self._stop.wait(interval):
+            with self._lock:
+                starting = [(i.container_id, i.address) for i in self._instances.values()
+                            if i.state is S.STARTING and i.address and i.container_id not in self._ready]
+            ready = {cid for cid, address in starting if self._health.ready(address, CONTAINER_PORT)}
+            if ready:
+                with self._lock:
+                    self._ready |= ready
+                self.wake()
 
     def wake(self) -> None:
         """Reconcile now (desired state changed)."""
@@ -161,6 +178,13 @@ class InstanceManager:
             log.exception("router update failed")
         for instance in to_stop:
             self._jobs.submit(self._stop_job, instance)
+        with self._passed:
+            self._passed.notify_all()
+
+    def wait_pass(self, timeout: float) -> None:
+        """Wait until the next reconcile pass has ended (or ``timeout`` seconds)."""
+        with self._passed:
+            self._passed.wait(timeout)
 
     # --- what the engine says ----------------------------------------------------------------
 
@@ -190,6 +214,7 @@ class InstanceManager:
                 self._crash(instance, "the container vanished", now)
             if instance.state is not S.STOPPING:
                 del self._instances[container_id]
+        self._ready &= {cid for cid, i in self._instances.items() if i.state is S.STARTING}
 
     def _adopt(self, info: ContainerInfo, now: float, record: AppRecord | None) -> Instance:
         """A container found by label that this manager did not start (after a daemon restart)."""
@@ -198,9 +223,9 @@ class InstanceManager:
         instance = Instance(container_id=info.id, app=app, index=index, release=release, state=state,
                              created=now, health_deadline=now, healthy_since=now if info.running else None,
                              reason=None if info.running else self._exit_reason(info),
-                             image_id=info.image_id, memory_mib=record.memory_mib if record else 0)
+                             image_id=info.stack_image_id, memory_mib=record.memory_mib if record else 0)
         self._instances[info.id] = instance
-        self._store.note_stack(info.image_id, info.image, _wall_now())
+        self._store.note_stack(info.stack_image_id, _stack_ref(info), _wall_now())
         count = self._crashes.setdefault((app, index), CrashCount())
         if info.id in self._unstopped:
             # A stop that failed while the engine was away: stop it again, it is no new crash.
@@ -261,7 +286,8 @@ class InstanceManager:
                 count.healthy_for(now, self._policy)
             if instance.state is not S.STARTING:
                 continue
-            if instance.address and self._health.ready(instance.address, CONTAINER_PORT):
+            if instance.address and (instance.container_id in self._ready
+                                     or self._health.ready(instance.address, CONTAINER_PORT)):
                 instance.move(S.RUNNING)
                 instance.healthy_since = now
                 instance.reason = None
@@ -364,7 +390,7 @@ class InstanceManager:
                 raise ContainerNotFound(container=f"release {release} of {app.name} (droplet gone)")
             container = self._starter.launch(Launch(app=app, release=release, droplet=droplet, index=index))
             info = container.info()
-            self._store.note_stack(info.image_id, info.image, _wall_now())
+            self._store.note_stack(info.stack_image_id, _stack_ref(info), _wall_now())
             now = self._clock.now()
             timeout = app.health_timeout or int(self._config.fence("health/timeout"))
             with self._lock:
@@ -373,12 +399,12 @@ class InstanceManager:
                     container_id=container.id, app=app.name, index=index, release=release,
                     state=S.STARTING, created=now, health_deadline=now + timeout,
                     host_port=info.ports[0].host_port if info.ports else None, address=info.ip_address,
-                    seq=self._seq, image_id=info.image_id, memory_mib=app.memory_mib,
+                    seq=self._seq, image_id=info.stack_image_id, memory_mib=app.memory_mib,
                     replacing=start.replacing, rollout=start.rollout)
                 rollout = self._rollouts.get(app.name) if start.rollout else None
-                if rollout is not None and info.image_id != rollout.image_id:
+                if rollout is not None and info.stack_image_id != rollout.image_id:
                     rollout.fail(index, f"the stack changed during the rollout (the new container runs on "
-                                        f"{short_id(info.image_id)}); run the rollout again")
+                                        f"{short_id(info.stack_image_id)}); run the rollout again")
                 if not start.rollout:
                     self._slot_reasons.pop((app.name, index), None)
         except FenceError as exc:
@@ -528,6 +554,11 @@ class InstanceManager:
         with self._lock:
             return sum(1 for i in self._instances.values() if i.app == app and i.release == release
                        and i.state is S.RUNNING and i.address in addresses)
+
+
+def _stack_ref(info: ContainerInfo) -> str:
+    """The stack image reference a container was started on (its label, else its image)."""
+    return str(info.labels.get(labels.STACK_REF) or info.image)
 
 
 def _wall_now() -> str:

@@ -37,9 +37,6 @@ class StartScript:
         ctr_admin_hook: the stack's admin pre-running hook (run when executable).
         command: the process command, run with ``bash -c``.
         command_argv: an argv to exec directly instead of ``command`` (one-off tasks).
-        ctr_droplet: the packed droplet copied into the container, unpacked (as the app user, into
-            ``ctr_droplet``'s folder) and removed before anything else; ``None`` when the droplet
-            is already unpacked.
     """
 
     app: str
@@ -52,11 +49,10 @@ class StartScript:
     ctr_admin_hook: PurePosixPath
     command: str = ""
     command_argv: tuple[str, ...] = ()
-    ctr_droplet: PurePosixPath | None = None
 
 
 def render_start_script(script: StartScript) -> str:
-    """The bash start script: unpack the droplet (when it came packed), cd to the app, export env,
+    """The bash start script: cd to the app (unpacked in the droplet's image), export env,
     source ``.profile.d``, run pre-running hooks (app's, then admin's), then ``exec`` the process.
 
     Raises:
@@ -71,7 +67,5 @@ def render_start_script(script: StartScript) -> str:
         app=script.app, role=script.role, index=script.index, process=script.process,
         app_dir=str(script.ctr_app), env=list(script.env), hooks=hooks,
         admin_hook=str(script.ctr_admin_hook), command=script.command,
-        command_argv=list(script.command_argv),
-        droplet=str(script.ctr_droplet) if script.ctr_droplet else "",
-        droplet_dir=str(script.ctr_droplet.parent) if script.ctr_droplet else "")
+        command_argv=list(script.command_argv))
 

@@ -1,23 +1,25 @@
-"""Creates instance and task containers from the stack, a droplet and a rendered start script."""
+"""Creates instance and task containers from a droplet's image and a rendered start script."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+
 from fence import labels
 from fence.backend.base import Container, ContainerBackend
 from fence.config import ConfigStore
-from fence.droplets import DropletStore
 from fence.models import AppRecord, ContainerSpec, DropletRecord, Limits, PortSpec
+from fence.running.images import DropletImage, DropletImages
 from fence.running.script import StartScript, render_start_script
-from fence.stack.resolve import stack_image
 from fence.staging.workspace import ADMIN_HOOKS, Workspace
 from fence.tarstream import TarMember, tar_stream
 
 CONTAINER_PORT = 8080
 RELEASE_LABEL = "fence.release"
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_SCRIPT_NAME = "fence-start"  # $0 of the start script
+_MAX_ARG = 120 * 1024  # Linux refuses one argument longer than 128 KiB (MAX_ARG_STRLEN)
 
 
 @dataclass(frozen=True)
@@ -47,15 +49,15 @@ class InstanceStarter:
     Args:
         backend: the engine.
         config: node config (read at every start).
-        droplets: the droplet store.
+        images: makes the droplet images instances start from.
         node_id: this node's id.
     """
 
-    def __init__(self, *, backend: ContainerBackend, config: ConfigStore, droplets: DropletStore,
+    def __init__(self, *, backend: ContainerBackend, config: ConfigStore, images: DropletImages,
                  node_id: str) -> None:
         self._backend = backend
         self._config = config
-        self._droplets = droplets
+        self._images = images
         self._node_id = node_id
 
     def workspace(self) -> Workspace:
@@ -92,10 +94,32 @@ class InstanceStarter:
             "VCAP_APPLICATION": json.dumps(vcap, sort_keys=True),
         }
 
-    def launch(self, launch: Launch) -> Container:
-        """Create the container, copy the droplet and start script in, and start it.
+    def prepare(self, droplet: DropletRecord, memory_mib: int) -> DropletImage:
+        """Make the droplet's image on the current stack now (a deploy does, so that its first
+        instance starts at once); see ``DropletImages.ensure``."""
+        return self._images.ensure(droplet, memory_mib=memory_mib)
 
-        A web instance publishes its port on ``container/bind_address``; a task gets no port.
+    def script(self, launch: Launch) -> str:
+        """The start script of a launch (rendered from the jinja2 template)."""
+        ws = self.workspace()
+        return render_start_script(StartScript(
+            app=launch.app.name, role=launch.role, index=launch.index, process="web",
+            ctr_app=ws.ctr_app, env=tuple(sorted(self.env(launch).items())), hooks=launch.droplet.pre_running,
+            ctr_admin_hook=ADMIN_HOOKS / "pre-running",
+            command=launch.droplet.start_command or "", command_argv=launch.command_argv))
+
+    def task_argv(self, launch: Launch) -> tuple[str, ...]:
+        """What a task container execs: its start script, which ends in the task's command."""
+        return ("/bin/bash", "-c", self.script(launch), _SCRIPT_NAME)
+
+    def launch(self, launch: Launch) -> Container:
+        """Create the container from the droplet's image (made first if missing) and start it.
+
+        The start script is the container's command (``bash -c``): nothing is copied in, so an
+        instance starts like ``docker run`` of a ready image. A script too long for one
+        argument (a very large app env) is copied in as a file instead. A web instance
+        publishes its port on ``container/bind_address``; a task gets no port and idles until
+        its command is exec'd (``task_argv``).
 
         Returns:
             The started container (the caller owns its life from here).
@@ -103,26 +127,24 @@ class InstanceStarter:
         Raises:
             ImageNotFound: no stack image on the node.
             DropletNotFound: the droplet file is gone.
+            DropletImageFailed: the droplet could not be unpacked onto the stack.
             EngineUnavailable, EngineError: the engine failed.
         """
         ws = self.workspace()
-        env = self.env(launch)
         task = launch.role == labels.ROLE_TASK
-        ctr_droplet = ws.ctr_home / ".fence-droplet.tgz"
-        script = StartScript(
-            app=launch.app.name, role=launch.role, index=launch.index, process="web",
-            ctr_app=ws.ctr_app, env=tuple(sorted(env.items())), hooks=launch.droplet.pre_running,
-            ctr_admin_hook=ADMIN_HOOKS / "pre-running",
-            command=launch.droplet.start_command or "", command_argv=launch.command_argv,
-            ctr_droplet=ctr_droplet)
+        image = self._images.ensure(launch.droplet, memory_mib=launch.app.memory_mib)
+        script = "" if task else self.script(launch)
         ctr_script = ws.ctr_home / ".fence-start.sh"
+        by_file = len(script.encode()) > _MAX_ARG
+        command = None if task else ("/bin/bash", str(ctr_script)) if by_file else \
+            ("/bin/bash", "-c", script, _SCRIPT_NAME)
         spec = ContainerSpec(
-            image=stack_image(config=self._config, backend=self._backend),
-            labels={**labels.owned(self._node_id, launch.role, app=launch.app.name,
-                                   droplet=launch.droplet.id, instance=str(launch.index)),
+            image=image.ref,
+            labels={**labels.owned(self._node_id, launch.role, app=launch.app.name, droplet=launch.droplet.id,
+                                   instance=str(launch.index), stack_id=image.stack_id, stack_ref=image.stack_ref),
                     RELEASE_LABEL: str(launch.release)},
             user=f"{ws.uid}:{ws.uid}",
-            command=None if task else ("/bin/bash", str(ctr_script)),
+            command=command,
             env={"HOME": str(ws.ctr_home), "PATH": _PATH},
             workdir=ws.ctr_home,
             limits=self._limits(launch.app.memory_mib),
@@ -130,22 +152,11 @@ class InstanceStarter:
                                             host_ip=str(self._config.fence("container/bind_address"))),),
             network="bridge",
         )
-        host_droplet = self._droplets.host_path(launch.droplet.id)
-        home = str(ws.ctr_home).lstrip("/")
-        # One engine call copies the home folder, the start script and the droplet, still packed:
-        # the engine writing the droplet's files one by one costs far more than unpacking it with
-        # tar inside the container, which the start script does first.
-        bundle = tar_stream([
-            TarMember(name=home, mode=0o755, uid=ws.uid, directory=True),
-            # A task's command runs in the app folder (as an exec) before the script unpacks it.
-            TarMember(name=str(ws.ctr_app).lstrip("/"), mode=0o755, uid=ws.uid, directory=True),
-            TarMember(name=f"{home}/{ctr_script.name}", mode=0o755, uid=ws.uid,
-                      data=render_start_script(script).encode()),
-            TarMember(name=f"{home}/{ctr_droplet.name}", mode=0o600, uid=ws.uid, host_file=host_droplet),
-        ])
         container = self._backend.create(spec)
         try:
-            container.stream_in(PurePosixPath("/"), bundle)
+            if by_file:
+                container.stream_in(PurePosixPath("/"), tar_stream([TarMember(
+                    name=str(ctr_script).lstrip("/"), mode=0o700, uid=ws.uid, data=script.encode())]))
             container.start()
         except BaseException:
             container.destroy()

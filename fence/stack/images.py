@@ -31,14 +31,15 @@ def stack_images(*, config: ConfigStore, backend: ContainerBackend, node_id: str
     fallbacks = [str(ref) for ref in config.fence("docker/images")]
     status = stack_status(config=config, backend=backend)
     mine = backend.list_info({labels.NODE: node_id})
-    in_use = Counter(c.image_id for c in mine)
+    in_use = Counter(c.stack_image_id for c in mine)
     apps: dict[str, set[str]] = {}
     for info in mine:
         if info.labels.get(labels.ROLE) == labels.ROLE_INSTANCE and info.labels.get(labels.APP):
-            apps.setdefault(info.image_id, set()).add(info.labels[labels.APP])
+            apps.setdefault(info.stack_image_id, set()).add(info.labels[labels.APP])
     refs = [configured] + [ref for ref in fallbacks if ref != configured]
     for image in backend.list_images({labels.STACK: ""}):
-        refs.extend(tag for tag in image.tags if tag not in refs)
+        if not labels.is_droplet_image(image.labels):  # droplet images are layers on a stack, not stacks
+            refs.extend(tag for tag in image.tags if tag not in refs)
     found = [_entry(backend, ref, configured=ref == configured, fallback=ref in fallbacks, in_use=in_use,
                     apps=apps, status=status) for ref in refs]
     listed = {image.image_id for image in found}

@@ -310,3 +310,45 @@ def test_engine_info(backend: ContainerBackend) -> None:
     info = backend.engine_info()
     assert info.version and info.api_version and info.seccomp
     assert info.cgroup_version in ("1", "2")
+
+
+def test_commit_makes_an_image_whose_containers_start_with_the_files(backend: ContainerBackend,
+                                                                    make_spec: SpecMaker,
+                                                                    node_id: str) -> None:
+    builder = started(backend, make_spec())
+    droplet = io.BytesIO()
+    with tarfile.open(fileobj=droplet, mode="w:gz") as archive:
+        for name, data in (("app/run.sh", b"echo from the image\n"), ("app/lib/data.txt", b"42\n")):
+            entry = tarfile.TarInfo(name)
+            entry.size, entry.mode = len(data), 0o640
+            archive.addfile(entry, io.BytesIO(data))
+    builder.stream_in(PurePosixPath("/tmp"), tar_of("droplet.tgz", droplet.getvalue(), uid=1000, mode=0o600))
+    # Unpacked by tar inside, as the container user: the files are that user's.
+    assert run(builder, "tar", "-xzpf", "/tmp/droplet.tgz", "-C", "/tmp")[0] == 0
+    assert run(builder, "rm", "-f", "/tmp/droplet.tgz")[0] == 0
+    ref = f"fence/contract-commit:{node_id}"
+    image = builder.commit(ref, {labels.NODE: node_id, labels.DROPLET: "d1"})
+    try:
+        assert ref in image.tags and backend.image_info(ref) == image
+        assert image.labels[labels.NODE] == node_id and image.labels[labels.DROPLET] == "d1"
+        assert image in backend.list_images({labels.NODE: node_id, labels.DROPLET: ""})  # type: ignore[attr-defined]
+        builder.destroy()
+        child = started(backend, make_spec(image=ref, user="1001"))
+        assert run(child, "cat", "/tmp/app/lib/data.txt", user="1000") == (0, ["42"])
+        assert run(child, "cat", "/tmp/app/lib/data.txt")[0] == 1  # mode 0640, owner 1000
+        assert run(child, "cat", "/tmp/droplet.tgz")[0] == 1  # removed before the commit
+        # The parent cannot go while the child image exists; the child cannot while a container uses it.
+        with pytest.raises(EngineError):
+            backend.remove_image(ref)
+        child.destroy()
+    finally:
+        for leftover in backend.list({labels.NODE: node_id}):
+            leftover.destroy()
+        backend.remove_image(ref)
+    assert backend.image_info(ref) is None
+
+
+def test_commit_refuses_a_malformed_reference(backend: ContainerBackend, make_spec: SpecMaker) -> None:
+    container = backend.create(make_spec())
+    with pytest.raises(UsageError):
+        container.commit("no-tag-here", {})

@@ -15,6 +15,7 @@ from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.models import AppRecord, DropletRecord, Route
 from fence.running.manager import InstanceManager
+from fence.running.images import DropletImages
 from fence.running.starter import InstanceStarter
 from fence.store import StateStore
 
@@ -54,7 +55,9 @@ class Node:
         self.health = FakeHealth()
         self.routes: list[list[Route]] = []
         self.node_id = node_id
-        starter = InstanceStarter(backend=self.backend, config=self.config, droplets=self.droplets, node_id=node_id)
+        starter = InstanceStarter(backend=self.backend, config=self.config, node_id=node_id,
+                                  images=DropletImages(backend=self.backend, config=self.config,
+                                                       droplets=self.droplets, node_id=node_id))
         self.manager = InstanceManager(backend=self.backend, store=self.store, config=self.config, starter=starter,
                                        node_id=node_id, on_routes=self.routes.append, clock=self.clock,
                                        health=self.health, drain_seconds=0, workers=2)

@@ -11,6 +11,7 @@ from fence.backend.fake import FakeBackend
 from fence.errors import ImageNotFound, RolloutFailed
 from fence.models import AppRecord
 from fence.running.manager import InstanceManager
+from fence.running.images import DropletImages
 from fence.running.starter import InstanceStarter
 from fence.stack.rollout import StackRollout
 from tests.unit.test_instance_manager import Node
@@ -22,8 +23,9 @@ def make_node(tmp_path: Path, *, memory_total: int | None = None) -> Node:
     node = Node(tmp_path, backend=FakeBackend(images=(OLD, NEW)))
     if memory_total is not None:
         node.manager.shutdown()
-        starter = InstanceStarter(backend=node.backend, config=node.config, droplets=node.droplets,
-                                  node_id=node.node_id)
+        starter = InstanceStarter(backend=node.backend, config=node.config, node_id=node.node_id,
+                                  images=DropletImages(backend=node.backend, config=node.config,
+                                                       droplets=node.droplets, node_id=node.node_id))
         node.manager = InstanceManager(backend=node.backend, store=node.store, config=node.config, starter=starter,
                                        node_id=node.node_id, on_routes=node.routes.append, clock=node.clock,
                                        health=node.health, drain_seconds=0, workers=2,
