@@ -21,6 +21,9 @@ from bench.report import Row, absolute_row, ratio_row, table, write_json
 from bench.stats import Summary
 
 
+SECTIONS = ("staging", "start", "scale", "api")
+
+
 def main() -> int:
     """Entry point of ``make bench``."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -33,7 +36,12 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=200, help="timed API calls")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest.json")
     parser.add_argument("--keep-home", action="store_true", help="keep the node's FENCE_HOME (daemon log)")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run, of {', '.join(SECTIONS)} (default: all)")
     args = parser.parse_args()
+    only = {part.strip() for part in args.only.split(",") if part.strip()}
+    if not only or only - set(SECTIONS):
+        parser.error(f"--only takes sections of {', '.join(SECTIONS)}, not {args.only!r}")
 
     say = lambda text: print(text, flush=True)  # noqa: E731
     started = time.monotonic()
@@ -46,22 +54,30 @@ def main() -> int:
     try:
         say(f"-----> fence node at {node.root} (router port {node.router_port}), run {run_id}")
         node.start()
-        say(f"-----> Staging ({args.reps} repetitions each)")
-        staged = staging.measure(node, docker, reps=args.reps, host_work=host_work, say=say)
-        figures.update(staged.figures)
-        say(f"-----> Instance start ({args.reps} repetitions)")
-        started_run = running.measure_start(node, docker, reps=args.reps, host_work=host_work, say=say)
-        figures.update(started_run.figures)
-        say(f"-----> {args.scale} instances at once ({args.scale_reps} repetitions)")
-        figures.update(running.measure_scale(node, docker, image=started_run.baseline_image, count=args.scale,
-                                             reps=args.scale_reps, concurrency=args.concurrency, say=say))
-        say(f"-----> Apps API with {args.apps} apps ({args.calls} calls)")
-        figures.update(running.measure_api(node, apps=args.apps, calls=args.calls,
-                                           droplet=staged.droplets["python"].id, say=say))
-        for sample, record in staged.droplets.items():
-            extra[f"droplet.{sample}"] = {
-                "source_bytes": staged.source_bytes[sample], "droplet_bytes": record.size,
-                "entries": staging.droplet_entries(node.root / "droplets" / f"{record.id}.tgz")}
+        droplet = ""
+        if "staging" in only:
+            say(f"-----> Staging ({args.reps} repetitions each)")
+            staged = staging.measure(node, docker, reps=args.reps, host_work=host_work, say=say)
+            figures.update(staged.figures)
+            droplet = staged.droplets["python"].id
+            for sample, record in staged.droplets.items():
+                extra[f"droplet.{sample}"] = {
+                    "source_bytes": staged.source_bytes[sample], "droplet_bytes": record.size,
+                    "entries": staging.droplet_entries(node.root / "droplets" / f"{record.id}.tgz")}
+        if only & {"start", "scale"}:
+            say(f"-----> Instance start ({args.reps} repetitions)")
+            started_run = running.measure_start(node, docker, reps=args.reps, host_work=host_work, say=say)
+            figures.update(started_run.figures)
+            droplet = droplet or started_run.droplet
+            if "scale" in only:
+                say(f"-----> {args.scale} instances at once ({args.scale_reps} repetitions)")
+                figures.update(running.measure_scale(node, docker, image=started_run.baseline_image,
+                                                     count=args.scale, reps=args.scale_reps,
+                                                     concurrency=args.concurrency, say=say))
+        if "api" in only:
+            say(f"-----> Apps API with {args.apps} apps ({args.calls} calls)")
+            figures.update(running.measure_api(node, apps=args.apps, calls=args.calls,
+                                               droplet=droplet or running.push_sample(node), say=say))
     finally:
         node.close()
         docker.close()
@@ -69,6 +85,7 @@ def main() -> int:
     rows = _rows(figures, extra, args.scale, args.apps)
     elapsed = time.monotonic() - started
     meta = {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "run": run_id,
+            "sections": sorted(only),
             "seconds": round(elapsed, 1), "reps": args.reps, "scale": args.scale,
             "scale_reps": args.scale_reps, "concurrency": args.concurrency, "apps": args.apps,
             "calls": args.calls, "commit": _commit(), "python": platform.python_version(),
@@ -83,17 +100,22 @@ def main() -> int:
 
 
 def _rows(f: dict[str, Summary], extra: dict[str, object], scale: int, apps: int) -> list[Row]:
-    rows = [
-        ratio_row("instance start, first of a droplet (API call → first 200 from it)", f["start.first.fence"],
-                  f["start.docker"], "docker run of an image holding the droplet", 1.15),
-        ratio_row("instance start, further instance", f["start.further.fence"], f["start.docker"],
-                  "docker run", 1.15),
-        ratio_row("instance start, first: first 200 through the router", f["start.first.fence_routed"],
-                  f["start.docker"], "docker run", None),
-        ratio_row("instance start, first: API call returned (healthy, routed)", f["start.first.fence_api"],
-                  f["start.docker"], "docker run", None),
-    ]
-    for sample in staging.SAMPLES:
+    """The table's rows for the figures measured (a section not run has none)."""
+    rows = []
+    if "start.docker" in f:
+        rows += [
+            ratio_row("instance start, first of a droplet (API call → first 200 from it)", f["start.first.fence"],
+                      f["start.docker"], "docker run of an image holding the droplet", 1.15),
+            ratio_row("instance start, further instance", f["start.further.fence"], f["start.docker"],
+                      "docker run", 1.15),
+            ratio_row("instance start, first: first 200 through the router", f["start.first.fence_routed"],
+                      f["start.docker"], "docker run", None),
+            ratio_row("instance start, first: API call returned (healthy, routed)", f["start.first.fence_api"],
+                      f["start.docker"], "docker run", None),
+            absolute_row("droplet image made at push (once per droplet and stack)", f["droplet.image"].text(),
+                         f["droplet.image"].median, None, "s"),
+        ]
+    for sample in staging.SAMPLES if "stage.noop.fence" in f else ():
         cold, warm = f[f"stage.{sample}.cold.fence"], f[f"stage.{sample}.warm.fence"]
         rows += [
             ratio_row(f"stage {sample}, cold", cold, f[f"stage.{sample}.cold.docker"], "docker build --no-cache", 1.2),
@@ -102,21 +124,26 @@ def _rows(f: dict[str, Summary], extra: dict[str, object], scale: int, apps: int
             absolute_row(f"stage {sample}, warm / cold", f"{warm.median:.2f} s / {cold.median:.2f} s",
                          warm.median / cold.median, 0.35, "× cold"),
         ]
-    noop = f["stage.noop.fence"]
-    rows.append(absolute_row("fixed staging overhead (compile does nothing)", noop.text(), noop.median, 1.5, "s",
-                             baseline=f["stage.noop.docker"].text(), baseline_name="docker build --no-cache"))
-    rows.append(ratio_row(f"{scale} instances at once → all healthy", f["scale.fence"], f["scale.docker"],
-                          f"{scale} docker runs, same concurrency", 1.3))
-    rss = f["rss.running"]
-    rows.append(absolute_row(f"daemon RSS with {scale} running", rss.text(), rss.high, 120, "MB",
-                             baseline=f["rss.idle"].text(), baseline_name="idle daemon"))
-    api = f["api.fence"]
-    rows.append(absolute_row(f"apps API, {apps} apps: p50 / p99", f"{api.percentile(50):.1f} / {api.percentile(99):.1f} ms",
-                             api.percentile(99), 100, "ms (p99)",
-                             baseline=f"{f['api.docker'].percentile(50):.1f} / {f['api.docker'].percentile(99):.1f} ms",
-                             baseline_name="engine GET /containers/json"))
-    rows.append(absolute_row(f"`fence apps --json` (CLI process), {apps} apps", f["api.cli"].text(), f["api.cli"].median,
-                             None, "ms"))
+    if "stage.noop.fence" in f:
+        noop = f["stage.noop.fence"]
+        rows.append(absolute_row("fixed staging overhead (compile does nothing)", noop.text(), noop.median, 1.5,
+                                 "s", baseline=f["stage.noop.docker"].text(), baseline_name="docker build --no-cache"))
+    if "scale.fence" in f:
+        rows.append(ratio_row(f"{scale} instances at once → all healthy", f["scale.fence"], f["scale.docker"],
+                              f"{scale} docker runs, same concurrency", 1.3))
+        rss = f["rss.running"]
+        rows.append(absolute_row(f"daemon RSS with {scale} running", rss.text(), rss.high, 120, "MB",
+                                 baseline=f["rss.idle"].text(), baseline_name="idle daemon"))
+    if "api.fence" in f:
+        api = f["api.fence"]
+        rows.append(absolute_row(f"apps API, {apps} apps: p50 / p99",
+                                 f"{api.percentile(50):.1f} / {api.percentile(99):.1f} ms",
+                                 api.percentile(99), 100, "ms (p99)",
+                                 baseline=f"{f['api.docker'].percentile(50):.1f} / "
+                                          f"{f['api.docker'].percentile(99):.1f} ms",
+                                 baseline_name="engine GET /containers/json"))
+        rows.append(absolute_row(f"`fence apps --json` (CLI process), {apps} apps", f["api.cli"].text(),
+                                 f["api.cli"].median, None, "ms"))
     for sample in staging.SAMPLES:
         info = extra.get(f"droplet.{sample}")
         if isinstance(info, dict):
@@ -125,10 +152,11 @@ def _rows(f: dict[str, Summary], extra: dict[str, object], scale: int, apps: int
                                      info["droplet_bytes"] / max(1, info["source_bytes"]),
                                      None, "", baseline=_bytes(info["source_bytes"]),
                                      baseline_name="source files"))
-    copied, plain = f["droplet.copied.fence"], f["droplet.copied.docker"]
-    rows.append(absolute_row("bytes written into an instance's layer at start (value: MB)", _bytes(copied.median),
-                             copied.median / 1e6, None, "MB", baseline=_bytes(plain.median),
-                             baseline_name="docker run (app in the image)"))
+    if "droplet.copied.fence" in f:
+        copied, plain = f["droplet.copied.fence"], f["droplet.copied.docker"]
+        rows.append(absolute_row("bytes written into an instance's layer at start (value: MB)",
+                                 _bytes(copied.median), copied.median / 1e6, None, "MB",
+                                 baseline=_bytes(plain.median), baseline_name="docker run (app in the image)"))
     return rows
 
 

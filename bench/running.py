@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import json
+import re
 import subprocess
 import threading
 import time
@@ -33,11 +35,13 @@ class RunningResults:
         figures: figure name → summary.
         droplet_bytes: the python droplet's size.
         baseline_image: the image the docker-run baselines used.
+        droplet: the id of the last droplet pushed.
     """
 
     figures: dict[str, Summary]
     droplet_bytes: int
     baseline_image: str
+    droplet: str
 
 
 def _timed_scale(node: BenchNode, instances: int) -> tuple[float, float, float]:
@@ -66,7 +70,7 @@ def _timed_scale(node: BenchNode, instances: int) -> tuple[float, float, float]:
 
 
 def _first_200_direct(node: BenchNode, index: int, timeout: float = 120.0) -> float:
-    """Find the instance's container (every 20 ms, by label) and GET its address until 200."""
+    """Find the instance's container (every 5 ms, by label) and GET its address until 200."""
     api = docker_sdk.APIClient(version="auto")
     filters = {"label": [f"{labels.NODE}={node.home.node_id}", f"{labels.APP}={APP}",
                          f"{labels.INSTANCE}={index}"], "status": ["running"]}
@@ -78,25 +82,35 @@ def _first_200_direct(node: BenchNode, index: int, timeout: float = 120.0) -> fl
                 address = next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")), None)
                 if address:
                     return wait_for_200(8080, address=address, timeout=deadline - time.perf_counter())
-            time.sleep(0.02)
+            time.sleep(0.005)
     finally:
         api.close()
     raise TimeoutError(f"instance {index} of {APP} never ran")
 
 
-def _push(node: BenchNode, instances: int) -> str:
+def _push(node: BenchNode, instances: int) -> tuple[str, float]:
+    """Push python-hello as APP; returns the droplet id and the seconds the push said its droplet
+    image took (0.0 when it was already there)."""
     assert node.client is not None
+    lines: list[str] = []
     view = node.client.push(source=str(EXAMPLES / "python-hello"), app=APP, buildpacks=(), env_pairs=(),
-                            instances=instances, mem=None, on_line=lambda line: None)
+                            instances=instances, mem=None, on_line=lines.append, force=True)
     assert view.droplet
-    return view.droplet
+    made = [re.search(r"Droplet image .* in ([0-9.]+) s", line) for line in lines]
+    return view.droplet, next((float(m.group(1)) for m in made if m), 0.0)
+
+
+def push_sample(node: BenchNode) -> str:
+    """A python-hello droplet on the node (for the API figure when staging was not measured)."""
+    return _push(node, 0)[0]
 
 
 def _baseline_image(node: BenchNode, docker: Docker, droplet: str, host_work: Path) -> str:
     """An image holding the same droplet and start script as fence's instance 0."""
     container = next(iter(_app_containers(node, APP)))
-    script = subprocess.run(["docker", "exec", container, "cat", "/home/stackato/.fence-start.sh"],
-                            capture_output=True, check=True).stdout
+    command = json.loads(subprocess.run(["docker", "inspect", "--format", "{{json .Config.Cmd}}", container],
+                                        capture_output=True, check=True, text=True).stdout)
+    script = command[2].encode()  # ["/bin/bash", "-c", SCRIPT, "fence-start"]
     context = running_context(host_work / "ctx-run", host_droplet=node.root / "droplets" / f"{droplet}.tgz",
                               start_script=script)
     _, image = docker.build(context, tag=f"fence-bench/run:{docker.run_id}", cache=True)
@@ -127,7 +141,8 @@ def measure_start(node: BenchNode, docker: Docker, *, reps: int, host_work: Path
     image = ""
     droplet_bytes = 0
     for rep in range(reps):
-        droplet = _push(node, 0)
+        droplet, made = _push(node, 0)
+        figures.setdefault("droplet.image", []).append(made)
         droplet_bytes = (node.root / "droplets" / f"{droplet}.tgz").stat().st_size
         first, first_routed, first_api = _timed_scale(node, 1)
         further, further_routed, further_api = _timed_scale(node, 2)
@@ -147,13 +162,13 @@ def measure_start(node: BenchNode, docker: Docker, *, reps: int, host_work: Path
                            ("start.first.fence_api", first_api), ("start.further.fence_api", further_api)):
             figures.setdefault(key, []).append(value)
         figures.setdefault("start.docker", []).extend(runs)
-        say(f"  start #{rep + 1}: fence first {first:.3f} s (routed {first_routed:.3f} s, API returned "
+        say(f"  start #{rep + 1}: droplet image made in {made:.2f} s at push; fence first {first:.3f} s (routed {first_routed:.3f} s, API returned "
             f"{first_api:.3f} s), further {further:.3f} s ({further_routed:.3f} s, {further_api:.3f} s); "
             f"docker run {runs[0]:.3f} s, {runs[1]:.3f} s")
         _scale_quietly(node, 0)
     units = {"droplet.copied.fence": "B", "droplet.copied.docker": "B"}
     return RunningResults(figures={k: summary(v, units.get(k, "s")) for k, v in figures.items()},
-                          droplet_bytes=droplet_bytes, baseline_image=image)
+                          droplet_bytes=droplet_bytes, baseline_image=image, droplet=droplet)
 
 
 def _scale_quietly(node: BenchNode, instances: int) -> None:

@@ -72,6 +72,7 @@ class DropletImages:
         self._node_id = node_id
         self._guard = threading.Lock()
         self._building: dict[str, threading.Lock] = {}
+        self._known: dict[str, str] = {}  # refs found or made by this process → image id
 
     def ensure(self, droplet: DropletRecord, *, memory_mib: int) -> DropletImage:
         """The droplet's image on the stack new containers use now, made if missing.
@@ -93,15 +94,24 @@ class DropletImages:
             raise ImageNotFound(image=status.configured)
         ref = droplet_image_ref(self._node_id, droplet.id, status.image_id)
         with self._guard:
+            known = self._known.get(ref)
             lock = self._building.setdefault(ref, threading.Lock())
-        with lock:
-            found = self._backend.image_info(ref)
-            if not (found and found.labels.get(labels.DROPLET) == droplet.id
-                    and found.labels.get(labels.STACK_ID) == status.image_id):
-                found = self._build(droplet, ref, status.in_use, status.image_id, memory_mib)
+        if known is None:
+            with lock:
+                found = self._backend.image_info(ref)
+                if not (found and found.labels.get(labels.DROPLET) == droplet.id
+                        and found.labels.get(labels.STACK_ID) == status.image_id):
+                    found = self._build(droplet, ref, status.in_use, status.image_id, memory_mib)
+            known = found.id
+            with self._guard:
+                self._known[ref] = known
+                self._building.pop(ref, None)
+        return DropletImage(ref=ref, image_id=known, stack_ref=status.in_use, stack_id=status.image_id)
+
+    def forget(self, ref: str) -> None:
+        """Look the image up again next time (it was removed, or a create did not find it)."""
         with self._guard:
-            self._building.pop(ref, None)
-        return DropletImage(ref=ref, image_id=found.id, stack_ref=status.in_use, stack_id=status.image_id)
+            self._known.pop(ref, None)
 
     def _build(self, droplet: DropletRecord, ref: str, stack_ref: str, stack_id: str,
                memory_mib: int) -> ImageInfo:

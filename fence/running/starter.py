@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -9,6 +10,7 @@ from pathlib import PurePosixPath
 from fence import labels
 from fence.backend.base import Container, ContainerBackend
 from fence.config import ConfigStore
+from fence.errors import ImageNotFound
 from fence.models import AppRecord, ContainerSpec, DropletRecord, Limits, PortSpec
 from fence.running.images import DropletImage, DropletImages
 from fence.running.script import StartScript, render_start_script
@@ -152,7 +154,14 @@ class InstanceStarter:
                                             host_ip=str(self._config.fence("container/bind_address"))),),
             network="bridge",
         )
-        container = self._backend.create(spec)
+        try:
+            container = self._backend.create(spec)
+        except ImageNotFound:
+            # Removed since it was last seen (gc, or by hand): make it again, once.
+            self._images.forget(image.ref)
+            image = self._images.ensure(launch.droplet, memory_mib=launch.app.memory_mib)
+            container = self._backend.create(dataclasses.replace(spec, image=image.ref, labels={
+                **spec.labels, labels.STACK_ID: image.stack_id, labels.STACK_REF: image.stack_ref}))
         try:
             if by_file:
                 container.stream_in(PurePosixPath("/"), tar_stream([TarMember(
