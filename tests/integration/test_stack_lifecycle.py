@@ -219,7 +219,8 @@ def test_gc_dry_run_lists_what_gc_removes_and_leaves_what_is_needed_or_not_ours(
         found = {(i["kind"], i["name"]) for i in removed["items"]}
         owned_id = docker("ps", "-aq", "--no-trunc", "--filter", f"name={owned_ctr}").stdout.strip()
         assert ("droplet", orphan) in found and ("image", old_id) in found and ("cache", "ghost") in found
-        assert {k for k, _ in found} <= {"droplet", "source", "image", "cache", "container", "staging-log"}
+        assert {k for k, _ in found} <= {"droplet", "source", "droplet-image", "image", "cache", "container",
+                                         "staging-log"}
         assert docker("image", "inspect", own_old, check=False).returncode != 0
         assert docker("ps", "-aq", "--filter", f"name={owned_ctr}").stdout.strip() == "" and owned_id == ""
         # untouched: what is not fence's, and what the app's kept releases need

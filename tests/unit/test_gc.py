@@ -12,8 +12,10 @@ import pytest
 
 from fence import labels
 from fence.backend.fake import FakeBackend
+from fence.errors import EngineError
 from fence.models import AppRecord, DropletRecord, ImageInfo, PreparedSource, Manifest
 from fence.home import NodeHome
+from fence.running.images import DropletImages
 from fence.wiring import node_service
 
 DAY = 86400
@@ -142,6 +144,42 @@ def test_dry_run_lists_exactly_what_the_real_run_removes_and_keeps_what_is_neede
     assert sorted(p.name for p in logs.iterdir()) == [f"s{n}.log" for n in range(2, 7)]
     assert (node.home / "caches" / "web.tar").exists() and fresh.is_dir() and not checkout.exists()
     assert node.service.gc(dry_run=True).items == ()
+
+
+def test_droplet_images_go_with_their_release_or_their_stack_and_then_the_stack_can_go(node: Fixture) -> None:
+    store, backend, config = node.service.store, node.backend, node.service.config
+    images = DropletImages(backend=backend, config=config, droplets=node.service.droplets, node_id=node.node_id)
+    web = [node.release("web") for _ in range(6)]  # release 1 falls out of the last five
+    old = node.stack_image("fence/stack:old")
+    store.note_stack(old.id, "fence/stack:old", "t")
+    config.set("fence", "docker/image", "fence/stack:old")
+    on_old = images.ensure(web[5], memory_mib=64)  # the current release, on the stack before
+    config.set("fence", "docker/image", "fence/stack:bookworm")
+    dropped = images.ensure(web[0], memory_mib=64)
+    current = images.ensure(web[5], memory_mib=64)
+    rollback = images.ensure(web[4], memory_mib=64)
+    running = images.ensure(web[0], memory_mib=64)  # same droplet and stack: the same image
+    assert running == dropped and len({on_old.ref, dropped.ref, current.ref, rollback.ref}) == 4
+    assert backend.image_info(current.ref).labels[labels.STACK_ID] == current.stack_id  # type: ignore[union-attr]
+    with pytest.raises(EngineError):
+        backend.remove_image(old.id)  # its droplet image still stands on it
+
+    dry = node.service.gc(dry_run=True)
+    assert {(i.kind, i.name) for i in dry.items} == {
+        ("droplet-image", dropped.ref), ("droplet-image", on_old.ref), ("image", old.id), ("droplet", web[0].id)}
+    real = node.service.gc(dry_run=False)
+    assert real.items == dry.items and real.errors == ()
+    assert backend.image_info(dropped.ref) is None and backend.image_info(on_old.ref) is None
+    assert backend.image_info(old.id) is None
+    assert backend.image_info(current.ref) is not None and backend.image_info(rollback.ref) is not None
+    # Once its release falls out, an image stays while a container uses it, and goes after.
+    task = backend.create(_spec(node.node_id, labels.ROLE_TASK, image=rollback.ref, app="web", droplet=web[4].id))
+    for _ in range(5):
+        store.add_release("web", web[5].id, "t", "push")
+    assert web[4].id not in {r.droplet for r in store.releases("web")}
+    assert ("droplet-image", rollback.ref) not in {(i.kind, i.name) for i in node.service.gc(dry_run=True).items}
+    task.destroy()
+    assert ("droplet-image", rollback.ref) in {(i.kind, i.name) for i in node.service.gc(dry_run=True).items}
 
 
 def test_a_staging_in_flight_protects_fresh_droplets_caches_and_checkouts(node: Fixture) -> None:
