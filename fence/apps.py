@@ -17,7 +17,7 @@ from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.errors import AppNotFound, DeployFailed, FenceError, NoRelease, ReleaseNotFound, UsageError
 from fence.kept_sources import host_app_sources
-from fence.models import AppRecord, AppView, DropletRecord, ProcessSpec, ReleaseRecord
+from fence.models import AppRecord, AppView, DropletRecord, InstanceView, ProcessSpec, ReleaseRecord
 from fence.running.manager import InstanceManager
 from fence.router.render import check_dns_name
 from fence.running.starter import InstanceStarter, Launch
@@ -96,8 +96,10 @@ class AppOps:
         current = [_current(releases.get(app.name, []), app) for app in apps]
         droplets = self._store.droplets_by_id(r.droplet for r in current if r is not None)
         router = self._router_address()
+        instances = self._manager.instances_by_app()
         return [self._assemble(app, releases.get(app.name, []), release,
-                               droplets.get(release.droplet) if release else None, router, detail=True)
+                               droplets.get(release.droplet) if release else None, router, detail=True,
+                               instances=tuple(instances.get(app.name, ())))
                 for app, release in zip(apps, current)]
 
     def url(self, name: str) -> str:
@@ -118,9 +120,12 @@ class AppOps:
         return self._assemble(app, releases, current, droplet, self._router_address(), detail=detail)
 
     def _assemble(self, app: AppRecord, releases: list[ReleaseRecord], current: ReleaseRecord | None,
-                  droplet: DropletRecord | None, router: tuple[str, str], *, detail: bool) -> AppView:
-        """The app's view from what the store holds (read by the caller) and its instances now."""
-        instances = tuple(self._manager.instances(app.name))
+                  droplet: DropletRecord | None, router: tuple[str, str], *, detail: bool,
+                  instances: tuple[InstanceView, ...] | None = None) -> AppView:
+        """The app's view from what the store holds (read by the caller) and its instances now
+        (given, or asked of the manager)."""
+        if instances is None:
+            instances = tuple(self._manager.instances(app.name))
         domain, suffix = router
         url = f"http://{app.name}.{domain}{suffix}/"
         return AppView(

@@ -164,11 +164,14 @@ class InstanceManager:
         with self._lock:
             self._observe(infos, now, listed_at, apps)
             self._check_health(now)
-            for name in {i.app for i in self._instances.values()} | set(apps):
-                to_stop += self._plan(name, apps.get(name), now)
+            by_app: dict[str, list[Instance]] = collections.defaultdict(list)
+            for instance in self._instances.values():
+                by_app[instance.app].append(instance)
+            for name in set(by_app) | set(apps):
+                to_stop += self._plan(name, apps.get(name), now, by_app.get(name, []))
             for instance in to_stop:
                 instance.move(S.STOPPING)
-            routes = self._current_routes(apps)
+            routes = self._current_routes(apps, by_app)
         try:
             self._on_routes(routes)  # the router reloads only when its config changes
             self._routes = routes
@@ -298,9 +301,11 @@ class InstanceManager:
 
     # --- what should be --------------------------------------------------------------------
 
-    def _plan(self, name: str, app: AppRecord | None, now: float) -> list[Instance]:
-        """Start what the app lacks; return what must stop (everything, for a deleted app)."""
-        mine = [i for i in self._instances.values() if i.app == name and i.state is not S.STOPPING]
+    def _plan(self, name: str, app: AppRecord | None, now: float, instances: list[Instance]) -> list[Instance]:
+        """Start what the app lacks; return what must stop (everything, for a deleted app).
+
+        ``instances`` are the app's instance records (the pass groups them by app once)."""
+        mine = [i for i in instances if i.state is not S.STOPPING]
         if app is None or not app.started or app.release is None:
             return mine
         stop = [i for i in mine if i.index >= app.instances]
@@ -457,21 +462,27 @@ class InstanceManager:
 
     def instances(self, app: str) -> list[InstanceView]:
         """The app's instances now, by index."""
+        return self.instances_by_app().get(app, [])
+
+    def instances_by_app(self) -> dict[str, list[InstanceView]]:
+        """Every app's instances now, by index, in one pass (the apps list of a busy node)."""
         now = self._clock.now()
+        views: dict[str, list[InstanceView]] = collections.defaultdict(list)
         with self._lock:
-            views = [InstanceView(
-                index=i.index, state=i.state.value, container=i.container_id[:12], host_port=i.host_port,
-                restarts=self._crashes.get((i.app, i.index), CrashCount()).crashes, release=i.release,
-                uptime=round(now - i.healthy_since, 1) if i.healthy_since is not None else 0.0,
-                reason=i.reason, last_crash=self._last_crash.get((i.app, i.index)), image_id=i.image_id)
-                for i in self._instances.values() if i.app == app]
+            for i in self._instances.values():
+                views[i.app].append(InstanceView(
+                    index=i.index, state=i.state.value, container=i.container_id[:12], host_port=i.host_port,
+                    restarts=self._crashes.get((i.app, i.index), CrashCount()).crashes, release=i.release,
+                    uptime=round(now - i.healthy_since, 1) if i.healthy_since is not None else 0.0,
+                    reason=i.reason, last_crash=self._last_crash.get((i.app, i.index)), image_id=i.image_id))
             for (name, index), (reason, release) in self._slot_reasons.items():
                 # A refused start of a new release shows beside the old release's instance.
-                if name == app and not any(v.index == index and v.release >= release for v in views):
-                    views.append(InstanceView(index=index, state=S.CRASHED.value, container="",
-                                              host_port=None, restarts=self._crashes.get((name, index), CrashCount()).crashes,
-                                              release=release, reason=reason))
-        return sorted(views, key=lambda v: (v.index, v.release))
+                if not any(v.index == index and v.release >= release for v in views[name]):
+                    views[name].append(InstanceView(
+                        index=index, state=S.CRASHED.value, container="", host_port=None,
+                        restarts=self._crashes.get((name, index), CrashCount()).crashes, release=release,
+                        reason=reason))
+        return {app: sorted(found, key=lambda v: (v.index, v.release)) for app, found in views.items()}
 
     def forget(self, app: str) -> None:
         """Drop the crash counts, surge and rollout of a deleted app."""
@@ -532,14 +543,14 @@ class InstanceManager:
         with self._lock:
             return set(self._instances) | set(self._removed)
 
-    def _current_routes(self, apps: dict[str, AppRecord]) -> list[Route]:
+    def _current_routes(self, apps: dict[str, AppRecord], by_app: dict[str, list[Instance]]) -> list[Route]:
         domain = str(self._config.fence("router/domain"))
         routes = []
         for name in sorted(apps):
             app = apps[name]
             upstreams = sorted({Upstream(address=i.address, port=CONTAINER_PORT)
-                                for i in self._instances.values()
-                                if i.app == name and i.state is S.RUNNING and i.address},
+                                for i in by_app.get(name, ())
+                                if i.state is S.RUNNING and i.address},
                                key=lambda u: (u.address, u.port))
             routes.append(Route(app=name, hosts=(f"{name}.{domain}", *app.urls), upstreams=tuple(upstreams)))
         return routes
