@@ -124,6 +124,11 @@ def _rows(f: dict[str, Summary], extra: dict[str, object], scale: int, apps: int
             absolute_row(f"stage {sample}, warm / cold", f"{warm.median:.2f} s / {cold.median:.2f} s",
                          warm.median / cold.median, 0.35, "× cold"),
         ]
+        forced = f.get(f"stage.{sample}.forced.fence")
+        if forced is not None:
+            rows.append(absolute_row(f"stage {sample}, warm --force (every step again) / cold",
+                                     f"{forced.median:.2f} s / {cold.median:.2f} s", forced.median / cold.median,
+                                     None, "× cold"))
     if "stage.noop.fence" in f:
         noop = f["stage.noop.fence"]
         rows.append(absolute_row("fixed staging overhead (compile does nothing)", noop.text(), noop.median, 1.5,

@@ -167,14 +167,15 @@ def create_app(service: NodeService) -> FastAPI:
     async def stage(request: Request, name: str | None = None, fallback_name: str | None = None,
                     buildpack: list[str] = Query(default=[]), env: list[str] = Query(default=[]),
                     git: str | None = None, filename: str = "upload.tar.gz", deploy: bool = False,
-                    instances: int | None = None, mem: str | None = None) -> StreamingResponse:
+                    instances: int | None = None, mem: str | None = None,
+                    force: bool = False) -> StreamingResponse:
         """Stage an app (and with ``deploy=true`` run it: push): the body is an archive (or empty
-        with ``git=URL``); the answer streams NDJSON ``log`` events, then ``result`` (``droplet``,
-        or ``app`` for a push) or ``error``."""
+        with ``git=URL``); ``force=true`` stages even when the inputs are unchanged; the answer
+        streams NDJSON ``log`` events, then ``result`` (``droplet``, or ``app`` for a push) or ``error``."""
         staging_id = uuid.uuid4().hex[:12]
         mem_mib = parse_memory(mem) if mem else None
         order = StageOrder(origin="", app=name, fallback_name=fallback_name,
-                           buildpacks=tuple(buildpack), env=env_from_pairs(env))
+                           buildpacks=tuple(buildpack), env=env_from_pairs(env), force=force)
         if git:
             parse_git_spec(git, what="source")
             order = dataclasses.replace(order, origin=git)
@@ -229,8 +230,8 @@ def create_app(service: NodeService) -> FastAPI:
 
     @app.post("/v1/apps/{name}/{action}")
     async def act(name: str, action: str, request: Request, instances: int | None = None,
-                  release: int | None = None) -> StreamingResponse:
-        """start, stop, restart, restage, scale (``instances``), rollback (``release``), env (JSON body
+                  release: int | None = None, force: bool = False) -> StreamingResponse:
+        """start, stop, restart, restage (``force``), scale (``instances``), rollback (``release``), env (JSON body
         ``{"set": {…}, "unset": […]}``), run (JSON body ``{"argv": […]}``): streamed NDJSON."""
         apps = service.apps
         body = await request.json() if action in ("env", "run") else {}
@@ -240,7 +241,7 @@ def create_app(service: NodeService) -> FastAPI:
             "restart": lambda out: apps.restart(name, out),
             "scale": lambda out: apps.scale(name, _required(instances, "instances"), out),
             "rollback": lambda out: apps.rollback(name, release, out),
-            "restage": lambda out: service.restage(name, out),
+            "restage": lambda out: service.restage(name, out, force=force),
             "env": lambda out: apps.set_env(name, _str_map(body.get("set")), tuple(_str_list(body.get("unset"))), out),
         }
         if action == "run":

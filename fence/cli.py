@@ -39,16 +39,17 @@ def serve(log_level: str) -> None:
 @click.option("--buildpack", "buildpacks", multiple=True,
               help="Built-in name, folder, or git URL[#ref]; repeat for a multi-buildpack chain.")
 @click.option("--env", "env_pairs", multiple=True, help="NAME=VALUE for the app; repeatable.")
+@click.option("--force", is_flag=True, help="Stage even when the inputs are unchanged (else their droplet is reused).")
 @click.option("--json", "as_json", is_flag=True, help="Print the droplet as JSON at the end.")
 @debug_option
 def stage(source: str, app: str | None, buildpacks: tuple[str, ...], env_pairs: tuple[str, ...],
-          as_json: bool) -> None:
+          force: bool, as_json: bool) -> None:
     """Stage SOURCE (a folder, .tar.gz/.zip, or git URL[#ref]) into a droplet; prints the log."""
     env_from_pairs(env_pairs)  # refuse a bad NAME=VALUE before uploading anything
     buildpacks = absolute_buildpacks(buildpacks)
     if app is not None:
         check_app_name(app)
-    record = client().stage(source=source, app=app, buildpacks=buildpacks, env_pairs=env_pairs,
+    record = client().stage(source=source, app=app, buildpacks=buildpacks, env_pairs=env_pairs, force=force,
                              on_line=lambda line: click.echo(line, err=as_json))
     if as_json:
         click.echo(render(to_wire(record), "json"))

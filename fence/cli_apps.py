@@ -41,10 +41,11 @@ def _name(name: str) -> str:
 @click.option("--instances", type=click.IntRange(0, 100), help="Web instances [default: stackato.yml's, else 1].")
 @click.option("--mem", help="Memory per instance, e.g. 256M or 1G [default: stackato.yml's, else container/memory].")
 @click.option("--env", "env_pairs", multiple=True, help="NAME=VALUE for the app; repeatable.")
+@click.option("--force", is_flag=True, help="Stage even when the inputs are unchanged (else their droplet is reused).")
 @click.option("--json", "as_json", is_flag=True, help="Print the app as JSON at the end.")
 @debug_option
 def push(source: str, app: str | None, buildpacks: tuple[str, ...], instances: int | None, mem: str | None,
-         env_pairs: tuple[str, ...], as_json: bool) -> None:
+         env_pairs: tuple[str, ...], force: bool, as_json: bool) -> None:
     """Stage SOURCE and run it; a redeploy keeps the old release serving until the new one is healthy."""
     env_from_pairs(env_pairs)
     if app is not None:
@@ -52,7 +53,7 @@ def push(source: str, app: str | None, buildpacks: tuple[str, ...], instances: i
     if mem is not None:
         parse_memory(mem)
     view = client().push(source=source, app=app, buildpacks=absolute_buildpacks(buildpacks), env_pairs=env_pairs,
-                         instances=instances, mem=mem, on_line=lambda line: click.echo(line, err=as_json))
+                         instances=instances, mem=mem, force=force, on_line=lambda line: click.echo(line, err=as_json))
     if as_json:
         click.echo(render(to_wire(view), "json"))
     else:
@@ -116,8 +117,20 @@ def _action(action: str, helptext: str):  # noqa: ANN202
 start = _action("start", "Start a stopped app and wait until its instances are healthy.")
 stop = _action("stop", "Stop every instance of an app (TERM, KILL after 10 s).")
 restart = _action("restart", "Replace every instance, each new one healthy before its old one stops.")
-restage = _action("restage", "Stage the app again from its kept source (today's stack and buildpacks), "
-                             "then replace its instances as a push does.")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Stage even when nothing changed (else the droplet staged from "
+                                           "the same inputs is reused).")
+@debug_option
+def restage(name: str, force: bool) -> None:
+    """Stage the app again from its kept source (today's stack and buildpacks), then replace its
+    instances as a push does; unchanged inputs reuse their droplet unless --force."""
+    result = client().act(_name(name), "restage", params={"force": "true"} if force else None, on_line=_echo)
+    view = result.get("app", {})
+    click.echo(f"{view.get('name', name)}: {view.get('state', '?')}, "
+               f"{view.get('running', '?')}/{view.get('instances', '?')} running")
 
 
 @click.command()

@@ -83,7 +83,7 @@ class FenceClient:
 
     def stage(self, *, source: str, app: str | None, buildpacks: tuple[str, ...],
               env_pairs: tuple[str, ...], on_line: Callable[[str], None],
-              limits: SourceLimits | None = None) -> DropletRecord:
+              limits: SourceLimits | None = None, force: bool = False) -> DropletRecord:
         """Send app source to the daemon and stage it, passing the log on as it comes.
 
         Args:
@@ -93,6 +93,8 @@ class FenceClient:
             env_pairs: ``NAME=VALUE`` settings.
             on_line: receives each log line.
             limits: bounds for packing a folder (the daemon checks again).
+            force: stage even when the staging inputs are unchanged (else the daemon reuses the
+                droplet staged from them).
 
         Returns:
             The droplet.
@@ -103,7 +105,7 @@ class FenceClient:
             FenceError: whatever the staging failed with, as the daemon reported it.
         """
         result = self._upload(source=source, app=app, buildpacks=buildpacks, env_pairs=env_pairs,
-                              on_line=on_line, limits=limits, extra=[])
+                              on_line=on_line, limits=limits, extra=[("force", "true")] if force else [])
         return model_from_wire(DropletRecord, result["droplet"])
 
     def _upload(self, *, source: str, app: str | None, buildpacks: tuple[str, ...],
@@ -181,13 +183,13 @@ class FenceClient:
 
     def push(self, *, source: str, app: str | None, buildpacks: tuple[str, ...], env_pairs: tuple[str, ...],
              instances: int | None, mem: str | None, on_line: Callable[[str], None],
-             limits: SourceLimits | None = None) -> AppView:
+             limits: SourceLimits | None = None, force: bool = False) -> AppView:
         """Stage and run an app (see ``stage`` for the arguments); returns it once healthy.
 
         Raises:
             FenceError: staging or deploy failures, as the daemon reported them.
         """
-        extra = [("deploy", "true")]
+        extra = [("deploy", "true")] + ([("force", "true")] if force else [])
         if instances is not None:
             extra.append(("instances", str(instances)))
         if mem:

@@ -102,6 +102,15 @@ class DropletStore:
             raise DropletNotFound(droplet=digest)
         return path
 
+    def touch(self, digest: str) -> bool:
+        """Mark a droplet as just used (its file's times set to now), so that a garbage
+        collection running while it is being reused leaves it be; returns whether it is there."""
+        try:
+            os.utime(self.host_path(digest))
+        except (DropletNotFound, FileNotFoundError):
+            return False
+        return True
+
     def chunks(self, digest: str) -> Iterator[bytes]:
         """The droplet file's bytes, in chunks.
 

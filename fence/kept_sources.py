@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import gzip
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -108,6 +109,19 @@ class KeptSources:
         """Whether a source is kept for the droplet."""
         host_dir = host_app_sources(self._host_root, app)
         return (host_dir / f"{droplet}.tar.gz").is_file() and (host_dir / f"{droplet}.json").is_file()
+
+    def touch(self, *, app: str, droplet: str) -> bool:
+        """Mark a kept source as just used (its files' times set to now, so a garbage collection
+        running meanwhile leaves it be); returns whether it is kept."""
+        if not _DIGEST.fullmatch(droplet):
+            return False
+        host_dir = host_app_sources(self._host_root, app)
+        try:
+            for host_file in (host_dir / f"{droplet}.tar.gz", host_dir / f"{droplet}.json"):
+                os.utime(host_file)
+        except FileNotFoundError:
+            return False
+        return True
 
     def files(self) -> list[KeptFile]:
         """Every kept source, by app then droplet (temporary files of a crashed write included,

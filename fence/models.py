@@ -399,12 +399,15 @@ class ResolvedBuildpack:
         host_dir: its folder on the host (``bin/detect`` … inside).
         version: the git commit, or ``builtin-<content hash>`` / ``path-<content hash>``.
         origin: the spec it was resolved from.
+        digest: what its content is known by in full: the sha256 of the folder's content, or
+            the git commit (part of the staging-input key).
     """
 
     name: str
     host_dir: Path
     version: str
     origin: str
+    digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -440,6 +443,8 @@ class DropletRecord:
         staged_at: ISO timestamp.
         staging_id: the staging that made it (names its log).
         pre_running: the app's pre-running hooks, run before every instance starts.
+        inputs_key: the digest of everything it was staged from (``fence.staging.inputs``); a
+            staging with the same key reuses this droplet. Empty for droplets staged before.
     """
 
     id: str
@@ -455,6 +460,7 @@ class DropletRecord:
     staged_at: str
     staging_id: str
     pre_running: tuple[str, ...] = ()
+    inputs_key: str = ""
 
 
 # --- router ------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ class StageOrder:
         fallback_name: a name to use when neither ``app`` nor the manifest gives one.
         buildpacks: buildpack specs given by the developer.
         env: env variables given by the developer.
+        force: stage even when the staging inputs are unchanged (no droplet reuse).
     """
 
     origin: str
@@ -56,6 +57,7 @@ class StageOrder:
     fallback_name: str | None = None
     buildpacks: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    force: bool = False
 
 
 log = logging.getLogger("fence.service")
@@ -122,8 +124,9 @@ class NodeService:
     def stage(self, order: StageOrder, *, staging_id: str, on_line: Callable[[str], None]) -> DropletRecord:
         """Check the source, wait for a staging slot, stage, and record the droplet.
 
-        The log also goes to ``FENCE_HOME/logs/staging/APP/ID.log``. The scratch folder
-        ``work/ID`` is removed on every path.
+        Unless ``order.force``, a droplet staged from the same inputs is reused when it and its
+        kept source are still there (see ``Stager.stage``). The log also goes to
+        ``FENCE_HOME/logs/staging/APP/ID.log``. The scratch folder ``work/ID`` is removed on every path.
 
         Raises:
             FenceError: any staging failure (see ``Stager.stage``), or a refused source.
@@ -145,9 +148,12 @@ class NodeService:
                                     memory_mib=memory_mib or manifest.mem_mib, env={**manifest.env, **order.env},
                                     urls=manifest.urls, health_timeout=manifest.timeout, on_line=on_line)
 
-    def restage(self, name: str, on_line: Callable[[str], None]) -> AppView:
+    def restage(self, name: str, on_line: Callable[[str], None], *, force: bool = False) -> AppView:
         """Stage the app again from the source its current droplet was staged from (on today's
         stack and buildpacks), then roll it out as a new release like a push.
+
+        When nothing the droplet depends on changed (same stack image, buildpacks, env, …) the
+        droplet is reused unless ``force``; the new release then runs it in fresh instances.
 
         Raises:
             AppNotFound: no such app.
@@ -167,10 +173,11 @@ class NodeService:
                 on_line(f"-----> Restaging {app.name} from the source of release {release.number} "
                         f"(droplet {release.droplet[:12]})")
                 request = StageRequest(source=kept.source, app=app.name, buildpacks=kept.buildpacks,
-                                       env=dict(app.env))
+                                       env=dict(app.env), force=force)
                 with _LogFile(self.paths.host_staging_log(app.name, staging_id), on_line) as logged:
                     with self._slots.slot(on_line=logged, cancelled=lambda: staging_id in self._cancelled):
-                        droplet = self.stager.stage(request, on_line=logged, staging_id=staging_id)
+                        droplet = self.stager.stage(request, on_line=logged, staging_id=staging_id,
+                                                    reusable=self._source_kept)
                 self.store.note_stack(droplet.stack_image_id, droplet.stack_image, droplet.staged_at)
                 self._keep_source(droplet, kept.source, kept.buildpacks)
             finally:
@@ -232,11 +239,17 @@ class NodeService:
         with self._busy_lock:
             return min(self._busy.values(), default=None)
 
+    def _source_kept(self, droplet: DropletRecord) -> bool:
+        """Whether a droplet's source is still kept (a reused droplet must stay restageable);
+        touching it keeps a concurrent garbage collection off it."""
+        return self.sources.touch(app=droplet.app, droplet=droplet.id)
+
     def _keep_source(self, droplet: DropletRecord, source: PreparedSource, buildpacks: tuple[str, ...]) -> None:
-        """Keep what the droplet was staged from (for ``fence restage``), and drop the app's kept
-        sources of droplets no kept release runs."""
+        """Keep what the droplet was staged from (for ``fence restage``; a reused droplet's is
+        already kept), and drop the app's kept sources of droplets no kept release runs."""
         try:
-            self.sources.save(app=droplet.app, droplet=droplet.id, source=source, buildpacks=buildpacks)
+            if not self.sources.has(app=droplet.app, droplet=droplet.id):
+                self.sources.save(app=droplet.app, droplet=droplet.id, source=source, buildpacks=buildpacks)
             keep = {r.droplet for r in self.store.releases(droplet.app)} | {droplet.id}
             self.sources.prune(app=droplet.app, keep=keep)
         except OSError as exc:  # the droplet is good; only a later restage needs the source
@@ -254,11 +267,12 @@ class NodeService:
             for warning in (*source.warnings, *source.manifest.warnings):
                 on_line(f"       warning: {warning}")
             request = StageRequest(source=source, app=order.app or source.manifest.name or order.fallback_name,
-                                   buildpacks=order.buildpacks, env=order.env)
+                                   buildpacks=order.buildpacks, env=order.env, force=order.force)
             name = app_name(request)
             with _LogFile(self.paths.host_staging_log(name, staging_id), on_line) as logged, self._in_flight():
                 with self._slots.slot(on_line=logged, cancelled=lambda: staging_id in self._cancelled):
-                    droplet = self.stager.stage(request, on_line=logged, staging_id=staging_id)
+                    droplet = self.stager.stage(request, on_line=logged, staging_id=staging_id,
+                                                reusable=self._source_kept)
                 self.store.note_stack(droplet.stack_image_id, droplet.stack_image, droplet.staged_at)
                 self._keep_source(droplet, source, order.buildpacks)
                 return droplet, source.manifest
@@ -427,6 +441,7 @@ class NodeService:
         self._gc_stop.set()
         self.manager.shutdown()
         self.stager.cancel_all()
+        self.stager.wait_removals()
         self.store.close()
 
 

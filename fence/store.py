@@ -55,6 +55,11 @@ _MIGRATIONS: tuple[str, ...] = (
         last_used   TEXT NOT NULL
     );
     """,
+    # The staging-input key of each droplet (fence.staging.inputs): an unchanged staging reuses it.
+    """
+    ALTER TABLE droplets ADD COLUMN inputs_key TEXT NOT NULL DEFAULT '';
+    CREATE INDEX droplets_by_inputs ON droplets (inputs_key);
+    """,
 )
 
 KEEP_RELEASES = 5
@@ -119,9 +124,19 @@ class StateStore:
         """Record a droplet (a droplet with the same digest is replaced)."""
         with self._lock:
             self._conn.execute(
-                "INSERT OR REPLACE INTO droplets (id, app, size, staged_at, record_json) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (record.id, record.app, record.size, record.staged_at, json.dumps(to_wire(record))))
+                "INSERT OR REPLACE INTO droplets (id, app, size, staged_at, record_json, inputs_key) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (record.id, record.app, record.size, record.staged_at, json.dumps(to_wire(record)),
+                 record.inputs_key))
+
+    def droplet_staged_from(self, inputs_key: str) -> DropletRecord | None:
+        """The newest droplet recorded with a staging-input key, or ``None`` (never for ``""``)."""
+        if not inputs_key:
+            return None
+        with self._lock:
+            row = self._conn.execute("SELECT record_json FROM droplets WHERE inputs_key = ? "
+                                     "ORDER BY staged_at DESC, rowid DESC LIMIT 1", (inputs_key,)).fetchone()
+        return from_wire(DropletRecord, json.loads(row[0])) if row else None
 
     def droplet(self, droplet_id: str) -> DropletRecord | None:
         """A droplet's record, or ``None``."""

@@ -152,7 +152,7 @@ class BuildpackResolver:
         host_dir = self._host_builtin / ref.location
         digest = _check_buildpack(host_dir, spec=ref.spec)
         return ResolvedBuildpack(name=ref.location, host_dir=host_dir,
-                                 version=f"builtin-{digest[:12]}", origin=ref.spec)
+                                 version=f"builtin-{digest[:12]}", origin=ref.spec, digest=digest)
 
     def _resolve_path(self, ref: BuildpackRef) -> ResolvedBuildpack:
         host_dir = Path(ref.location)
@@ -162,7 +162,7 @@ class BuildpackResolver:
             raise BuildpackInvalid(spec=_shown(ref.spec), why=f"{ref.location} is not a folder")
         digest = _check_buildpack(host_dir, spec=ref.spec)
         return ResolvedBuildpack(name=_short_name(host_dir.resolve().name), host_dir=host_dir,
-                                 version=f"path-{digest[:12]}", origin=ref.spec)
+                                 version=f"path-{digest[:12]}", origin=ref.spec, digest=digest)
 
     def _resolve_git(self, ref: BuildpackRef) -> ResolvedBuildpack:
         spec = gitfetch.GitSpec(url=ref.location, ref=ref.ref)
@@ -174,7 +174,7 @@ class BuildpackResolver:
             if host_dir.is_dir():
                 _check_buildpack(host_dir, spec=origin)
                 return ResolvedBuildpack(name=name, host_dir=host_dir, version=ref.ref.lower(),
-                                         origin=origin)
+                                         origin=origin, digest=ref.ref.lower())
         host_repo.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(host_repo)
         host_tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=host_repo))
@@ -192,7 +192,7 @@ class BuildpackResolver:
                     raise
         finally:
             shutil.rmtree(host_tmp, ignore_errors=True)
-        return ResolvedBuildpack(name=name, host_dir=host_dir, version=commit, origin=origin)
+        return ResolvedBuildpack(name=name, host_dir=host_dir, version=commit, origin=origin, digest=commit)
 
 
 def buildpack_tar(resolved: ResolvedBuildpack, *, ctr_prefix: str, uid: int, gid: int) -> bytes:

@@ -101,27 +101,58 @@ class PhaseRunner:
         test = "-x" if executable else "-e"
         return self.run(("test", test, str(ctr_path)), phase="setup", show=False).exit_code == 0
 
-    def probe(self, ctr_paths: list[PurePosixPath]) -> None:
+    def probe(self, ctr_paths: list[PurePosixPath], *, fingerprint: PurePosixPath | None = None) -> str | None:
         """Learn in one process whether each path exists and is executable, so that later
-        ``exists`` calls need no process each (every exec costs an engine round trip or three).
+        ``exists`` calls need no process each (every exec costs an engine round trip or three);
+        in the same process, take the fingerprint of a folder (see ``fingerprint``).
 
         Only for paths the staging does not change afterwards: the stack's admin hooks and the
         copied buildpacks' ``bin/`` programs.
+
+        Returns:
+            The folder's fingerprint, or ``None`` when none was asked for or it could not be taken.
         """
-        if not ctr_paths:
-            return
-        script = 'for p; do if [ -x "$p" ]; then echo x; elif [ -e "$p" ]; then echo e; else echo -; fi; done'
+        script = ('for p; do if [ -x "$p" ]; then echo x; elif [ -e "$p" ]; then echo e; else echo -; fi; done'
+                  + (f"; {{ {_FINGERPRINT}; }} || true" if fingerprint is not None else ""))
         lines: list[str] = []
         result = self.run(("bash", "-c", script, "fence-probe", *(str(p) for p in ctr_paths)),
-                          phase="setup", show=False, collect=lines)
+                          phase="setup", show=False, collect=lines,
+                          cwd=fingerprint if fingerprint is not None else None)
         answers = [line.strip() for line in lines]
+        found = _fingerprint_in(answers) if fingerprint is not None else None
+        if found is not None:
+            answers = answers[:-1]
         if result.exit_code != 0 or len(answers) != len(ctr_paths):
-            return  # no bash, or odd output: ``exists`` asks one by one
+            return None  # no bash, or odd output: ``exists`` asks one by one
         for path, answer in zip(ctr_paths, answers):
             self._known[path] = (answer in ("x", "e"), answer == "x")
+        return found
+
+    def fingerprint(self, ctr_dir: PurePosixPath) -> str | None:
+        """A digest of a folder's listing: every entry's kind, mode, size, modification and
+        change times, link target and path. Equal before and after means nothing in it was
+        written, added, removed or renamed (reading leaves it alone).
+
+        Returns:
+            The digest, or ``None`` when it could not be taken (no ``find``, a vanished folder).
+        """
+        lines: list[str] = []
+        result = self.run(("bash", "-c", _FINGERPRINT), phase="setup", show=False, collect=lines, cwd=ctr_dir)
+        return _fingerprint_in([line.strip() for line in lines]) if result.exit_code == 0 else None
 
     def _show(self, line: str) -> None:
         self.on_line(INDENT + line)
+
+
+# Run in the folder to fingerprint; the digest comes as the last line, ``fingerprint <sha256>``.
+_FINGERPRINT = ("set -o pipefail; sum=$(find . -printf '%y %m %s %T@ %C@ %l %P\\n' | LC_ALL=C sort | sha256sum) "
+                "&& echo \"fingerprint ${sum%% *}\"")
+
+
+def _fingerprint_in(lines: list[str]) -> str | None:
+    last = lines[-1] if lines else ""
+    kind, _, digest = last.partition(" ")
+    return digest if kind == "fingerprint" and len(digest) == 64 else None
 
 
 def run_hooks(runner: PhaseRunner, *, phase: str, commands: tuple[str, ...], whose: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import logging
 import re
 import tarfile
 import threading
@@ -33,12 +34,14 @@ from fence.models import (
 from fence.stack.resolve import stack_image
 from fence.staging import phases
 from fence.staging.buildpacks import BuildpackResolver, buildpack_tar, parse_buildpack
+from fence.staging.inputs import StagingInputs, buildpack_identity, manifest_digest, source_digest
 from fence.staging.workspace import HostPaths, Workspace
 from fence.store import StateStore
 from fence.staging.procfile import parse_procfile
 from fence.tarstream import ChunkReader, concat_tars, save_owned_tar
 
 LineCallback = Callable[[str], None]
+log = logging.getLogger("fence.staging")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _BIN_STEPS = ("compile", "finalize", "supply", "release")
@@ -53,12 +56,14 @@ class StageRequest:
         app: the app's name; ``None`` to take it from the manifest.
         buildpacks: buildpack specs given by the developer (override the manifest's).
         env: env variables given by the developer (override the manifest's).
+        force: stage even when a droplet staged from the same inputs is still in the store.
     """
 
     source: PreparedSource
     app: str | None = None
     buildpacks: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    force: bool = False
 
 
 def app_name(request: StageRequest) -> str:
@@ -155,17 +160,26 @@ class Stager:
         self._resolver = resolver
         self._lock = threading.Lock()
         self._running: dict[str, Container] = {}
+        self._removals: set[threading.Thread] = set()
 
-    def stage(self, request: StageRequest, *, on_line: LineCallback, staging_id: str | None = None) -> DropletRecord:
+    def stage(self, request: StageRequest, *, on_line: LineCallback, staging_id: str | None = None,
+              reusable: Callable[[DropletRecord], bool] | None = None) -> DropletRecord:
         """Stage an app into a droplet; the container is destroyed on every path.
 
+        First the staging-input key is computed (``fence.staging.inputs``: source content,
+        buildpacks resolved, stack image id, env, manifest, staging settings). Unless
+        ``request.force``, a droplet staged from the same key that is still in the store is
+        returned as it is, and no container is created.
+
         Args:
-            request: source, name, buildpacks, env.
+            request: source, name, buildpacks, env, force.
             on_line: receives the staging log, line by line, as it happens.
             staging_id: an id chosen by the caller (so it can cancel), else a new one.
+            reusable: says whether a droplet found for the same inputs may be reused (the
+                service checks that its kept source is still there); any is, when ``None``.
 
         Returns:
-            The recorded droplet.
+            The recorded droplet (an earlier one, when its inputs were the same).
 
         Raises:
             UsageError, InvalidName, BuildpackInvalid: bad input (nothing was created).
@@ -195,18 +209,33 @@ class Stager:
         image = stack_image(config=self._config, backend=self._backend)
         image_info = self._backend.image_info(image)
         image_id = image_info.id if image_info else ""
+        container_spec = self._container_spec(name, image, ws, env, timeout)
+        staging_env = self._staging_env(name, ws, env, timeout)
+        inputs = self._inputs(name, request.source, specs, explicit, resolved, image_id, container_spec, staging_env)
+        inputs_key = inputs.key() if image_id else ""
+        reused = None if request.force else self._reuse(inputs_key, reusable)
+        if reused is not None:
+            used = ", ".join(f"{u.name} {u.version}" for u in reused.buildpacks) or "none"
+            on_line(f"-----> Staging inputs unchanged (source {inputs.source[:12]}, buildpack {used}, stack "
+                    f"{image_id.removeprefix('sha256:')[:12]}): reusing droplet {reused.id[:12]}; "
+                    f"use --force to stage again")
+            on_line(f"-----> Droplet {reused.id[:12]} ({reused.size / 1e6:.1f} MB), "
+                    f"start command: {reused.start_command or '(none)'}")
+            return reused
         on_line(f"-----> Staging {name} on {image} ({len(resolved)} buildpack"
                 f"{'s' if len(resolved) != 1 else ''} {'given' if explicit else 'to try'})")
-        container = self._backend.create(self._container_spec(name, image, ws, env, timeout))
+        container = self._backend.create(container_spec)
+        staged = False
         with self._lock:
             self._running[staging_id] = container
         try:
             container.start()
-            runner = phases.PhaseRunner(container=container, workspace=ws, env=self._staging_env(name, ws, env, timeout),
+            runner = phases.PhaseRunner(container=container, workspace=ws, env=staging_env,
                                         deadline=deadline, timeout_seconds=timeout, on_line=on_line)
             copied = self._copy_in(container, ws, request.source, name, env, resolved, on_line)
-            runner.probe([ws.ctr_admin_hook("pre-staging"), ws.ctr_admin_hook("post-staging"),
-                          *(p.ctr_dir / "bin" / step for p in copied for step in _BIN_STEPS)])
+            cache_before = runner.probe([ws.ctr_admin_hook("pre-staging"), ws.ctr_admin_hook("post-staging"),
+                                         *(p.ctr_dir / "bin" / step for p in copied for step in _BIN_STEPS)],
+                                        fingerprint=ws.ctr_cache)
             phases.run_hooks(runner, phase="pre-staging", commands=manifest.hooks.pre_staging, whose="app")
             phases.run_admin_hook(runner, phase="pre-staging")
             chain = copied if explicit else [phases.detect(runner, copied)]
@@ -216,18 +245,27 @@ class Stager:
                              **manifest.processes}
             phases.run_hooks(runner, phase="post-staging", commands=manifest.hooks.post_staging, whose="app")
             phases.run_admin_hook(runner, phase="post-staging")
+            # A cache that nothing wrote to (a buildpack that found everything up to date) is
+            # already on the host as it is: streaming it out again would only cost time.
+            unchanged = cache_before is not None and runner.fingerprint(ws.ctr_cache) == cache_before
             # The droplet and the build cache stream out of the container at once: one is mostly
             # gzip (CPU), the other mostly the engine's archiving and disk writes.
             with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-save") as pool:
-                on_line("-----> Saving the build cache")
-                saved = pool.submit(save_owned_tar, container.stream_out(ws.ctr_cache),
-                                    self._paths.host_app_cache(name), uid=uid)
+                if unchanged:
+                    on_line("-----> Build cache unchanged: kept as it is")
+                    saved = None
+                else:
+                    on_line("-----> Saving the build cache")
+                    saved = pool.submit(save_owned_tar, container.stream_out(ws.ctr_cache),
+                                        self._paths.host_app_cache(name), uid=uid)
                 record = self._package(container, ws, staging_id, name, chain, release, process_types,
-                                       image, image_id, request.source, on_line)
-                saved.result()
+                                       image, image_id, request.source, inputs_key, on_line)
+                if saved is not None:
+                    saved.result()
             self._store.add_droplet(record)
             on_line(f"-----> Droplet {record.id[:12]} ({record.size / 1e6:.1f} MB), "
                     f"start command: {record.start_command or '(none)'}")
+            staged = True
             return record
         except FenceError as exc:
             if self._cancelled(staging_id):
@@ -236,7 +274,61 @@ class Stager:
         finally:
             with self._lock:
                 self._running.pop(staging_id, None)
-            container.destroy()
+            if staged:
+                self._remove_later(container)
+            else:
+                container.destroy()
+
+    def _inputs(self, name: str, source: PreparedSource, specs: tuple[str, ...], explicit: bool,
+                resolved: list[ResolvedBuildpack], image_id: str, spec: ContainerSpec,
+                staging_env: Mapping[str, str]) -> StagingInputs:
+        try:
+            content = source_digest(source.host_tar)
+        except (tarfile.TarError, OSError) as exc:
+            raise StagingFailed(phase="copying", buildpack="", detail=f"could not read {exc}") from None
+        limits = spec.limits
+        return StagingInputs(
+            app=name, source=content, commit=source.commit, manifest=manifest_digest(source.manifest),
+            buildpack_specs=tuple(specs), explicit=explicit,
+            buildpacks=tuple(buildpack_identity(pack) for pack in resolved), stack_image_id=image_id,
+            env=dict(staging_env),
+            container=(f"user={spec.user}", f"network={spec.network}", f"memory={limits.memory_bytes}",
+                       f"pids={limits.pids}", f"cpu_shares={limits.cpu_shares}", f"nofile={limits.nofile}"))
+
+    def _reuse(self, inputs_key: str, reusable: Callable[[DropletRecord], bool] | None) -> DropletRecord | None:
+        """The droplet staged from these inputs, if its record and file are still there (and the
+        caller accepts it); its file is touched so a concurrent garbage collection spares it."""
+        record = self._store.droplet_staged_from(inputs_key)
+        if record is None or not self._droplets.touch(record.id):
+            return None
+        if reusable is not None and not reusable(record):
+            return None
+        return record
+
+    def _remove_later(self, container: Container) -> None:
+        """Remove a finished staging's container in the background: the droplet is out and
+        nothing reads the container again, and removing its layer takes a few hundred ms that the
+        developer (or the deploy that follows) need not wait for. ``wait_removals`` joins them."""
+        def remove() -> None:
+            try:
+                container.destroy()
+            except FenceError as exc:  # the daemon's start-up recovery removes what is left
+                log.warning("could not remove a staging container: %s", exc.message)
+            finally:
+                with self._lock:
+                    self._removals.discard(threading.current_thread())
+        thread = threading.Thread(target=remove, name="staging-remove", daemon=True)
+        with self._lock:
+            self._removals.add(thread)
+        thread.start()
+
+    def wait_removals(self, timeout: float = 60.0) -> None:
+        """Wait until the containers of finished stagings are removed (daemon stop)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            pending = list(self._removals)
+        for thread in pending:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def cancel(self, staging_id: str) -> bool:
         """Stop a running staging by destroying its container; returns whether it was running."""
@@ -330,7 +422,7 @@ class Stager:
     def _package(self, container: Container, ws: Workspace, staging_id: str, name: str,
                  chain: list[phases.CopiedBuildpack], release: phases.Release,
                  process_types: Mapping[str, str], image: str, image_id: str,
-                 source: PreparedSource, on_line: LineCallback) -> DropletRecord:
+                 source: PreparedSource, inputs_key: str, on_line: LineCallback) -> DropletRecord:
         on_line("-----> Packaging the droplet")
         staged_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         uses = tuple(BuildpackUse(name=p.name, version=p.version, origin=p.origin) for p in chain)
@@ -356,7 +448,7 @@ class Stager:
                              start_command=process_types.get("web"), process_types=dict(process_types),
                              config_vars=dict(release.config_vars), stack_image=image,
                              stack_image_id=image_id, commit=source.commit, staged_at=staged_at,
-                             staging_id=staging_id, pre_running=tuple(pre_running))
+                             staging_id=staging_id, pre_running=tuple(pre_running), inputs_key=inputs_key)
 
 
 class _Cancelled:

@@ -38,10 +38,10 @@ def write_app(host_dir: Path, files: dict[str, str]) -> Path:
 
 
 def stage(node: NodeService, origin: Path | str, *, app: str | None = "app", buildpacks: tuple[str, ...] = (),
-          env: dict[str, str] | None = None, log: list[str] | None = None) -> DropletRecord:
-    """Stage through the service facade, collecting the log."""
+          env: dict[str, str] | None = None, log: list[str] | None = None, force: bool = False) -> DropletRecord:
+    """Stage through the service facade, collecting the log (``force``: no droplet reuse)."""
     lines = log if log is not None else []
-    return node.stage(StageOrder(origin=str(origin), app=app, buildpacks=buildpacks, env=env or {}),
+    return node.stage(StageOrder(origin=str(origin), app=app, buildpacks=buildpacks, env=env or {}, force=force),
                       staging_id=uuid.uuid4().hex[:12], on_line=lines.append)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fence.home import NodeHome
+from fence.models import AppRecord
 from fence.service import NodeService
 from fence.wiring import node_service
 from tests.integration.staging_kit import EXAMPLES, droplet_files, stage, staging_containers, staging_info
@@ -60,8 +61,35 @@ def test_python_installs_vendored_wheels_offline_and_caches(node: NodeService, t
     assert any(name.startswith("app/.venv/") and "tinypkg" in name for name in files), "wheel not installed"
     assert any(name.startswith("app/.profile.d/") for name in files)
     second: list[str] = []
-    stage(node, app, app="pyapp", log=second)
-    assert any("cache" in line.lower() and "using" in line.lower() for line in second), second
+    stage(node, app, app="pyapp", log=second, force=True)
+    assert any("pip install skipped" in line for line in second), second
+
+
+def test_python_warm_restage_skips_pip_and_its_droplet_runs(node: NodeService, tmp_path: Path) -> None:
+    app = tmp_path / "pyhello"
+    shutil.copytree(EXAMPLES / "python-hello", app)
+    stage(node, app, app="pyhello")
+    warm: list[str] = []
+    record = stage(node, app, app="pyhello", log=warm, force=True)
+    assert any("pip install skipped" in line for line in warm), warm
+    assert "-----> Build cache unchanged: kept as it is" in warm
+    assert any("post-staging, greeting 0.1.0 is installed" in line for line in warm), warm
+    node.store.put_app(AppRecord(name="pyhello", instances=0, memory_mib=128, env={}, started=False, release=None,
+                                 health_timeout=None, urls=(), created_at="2024-01-01T00:00:00+00:00"))
+    node.store.add_release("pyhello", record.id, "2024-01-01T00:00:00+00:00", "test")
+    output: list[str] = []
+    code = node.apps.run_task("pyhello", ("python", "-c", "import greeting; print(greeting.greet('7'))"),
+                              output.append)
+    assert code == 0 and "Hello from fence (instance 7)" in output, output
+
+    # A local package named in requirements.txt is part of the fingerprint: changing it runs pip.
+    package = app / "packages" / "greeting" / "greeting" / "__init__.py"
+    package.write_text(package.read_text().replace("Hello from fence", "Changed greeting"))
+    changed: list[str] = []
+    stage(node, app, app="pyhello", log=changed, force=True)
+    assert not any("pip install skipped" in line for line in changed)
+    assert any("Installing requirements.txt" in line for line in changed), changed
+    assert "-----> Saving the build cache" in changed
 
 
 def write_wheel(host_wheel: Path, files: dict[str, str]) -> None:

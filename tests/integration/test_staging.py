@@ -139,7 +139,7 @@ def test_second_staging_reuses_the_build_cache(node: NodeService, tmp_path: Path
     stage(node, app, buildpacks=(str(pack),), log=first)
     assert any("cache was empty" in line for line in first)
     second: list[str] = []
-    stage(node, app, buildpacks=(str(pack),), log=second)
+    stage(node, app, buildpacks=(str(pack),), log=second, force=True)
     assert any("found cached marker: first-run" in line for line in second)
 
 
