@@ -21,6 +21,7 @@ from bench.node import EXAMPLES, BenchNode, free_port, wait_for_200
 from bench.stats import Summary, summary
 from fence import labels
 from fence.models import AppRecord
+from fence.running.starter import SCRIPT_ENV
 from fence.store import StateStore
 
 APP = "bench-start"
@@ -108,9 +109,10 @@ def push_sample(node: BenchNode) -> str:
 def _baseline_image(node: BenchNode, docker: Docker, droplet: str, host_work: Path) -> str:
     """An image holding the same droplet and start script as fence's instance 0."""
     container = next(iter(_app_containers(node, APP)))
-    command = json.loads(subprocess.run(["docker", "inspect", "--format", "{{json .Config.Cmd}}", container],
-                                        capture_output=True, check=True, text=True).stdout)
-    script = command[2].encode()  # ["/bin/bash", "-c", SCRIPT, "fence-start"]
+    env = json.loads(subprocess.run(["docker", "inspect", "--format", "{{json .Config.Env}}", container],
+                                    capture_output=True, check=True, text=True).stdout)
+    prefix = f"{SCRIPT_ENV}="
+    script = next(e[len(prefix):] for e in env if e.startswith(prefix)).encode()
     context = running_context(host_work / "ctx-run", host_droplet=node.root / "droplets" / f"{droplet}.tgz",
                               start_script=script)
     _, image = docker.build(context, tag=f"fence-bench/run:{docker.run_id}", cache=True)

@@ -21,7 +21,13 @@ CONTAINER_PORT = 8080
 RELEASE_LABEL = "fence.release"
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _SCRIPT_NAME = "fence-start"  # $0 of the start script
-_MAX_ARG = 120 * 1024  # Linux refuses one argument longer than 128 KiB (MAX_ARG_STRLEN)
+_MAX_ARG = 120 * 1024  # Linux refuses an argument or env string longer than 128 KiB (MAX_ARG_STRLEN)
+# An instance's start script travels in this variable of its container's config; the command
+# takes it out of the environment (the app never sees it) and runs it. Its text stays out of
+# every process's command line (ps, pgrep -f).
+SCRIPT_ENV = "FENCE_START_SCRIPT"
+_BY_ENV = ("/bin/bash", "-c", f'fence_script=${SCRIPT_ENV}; unset {SCRIPT_ENV}; eval "$fence_script"',
+           _SCRIPT_NAME)
 
 
 @dataclass(frozen=True)
@@ -117,9 +123,9 @@ class InstanceStarter:
     def launch(self, launch: Launch) -> Container:
         """Create the container from the droplet's image (made first if missing) and start it.
 
-        The start script is the container's command (``bash -c``): nothing is copied in, so an
-        instance starts like ``docker run`` of a ready image. A script too long for one
-        argument (a very large app env) is copied in as a file instead. A web instance
+        The start script travels in the container's config (``SCRIPT_ENV``): nothing is copied
+        in, so an instance starts like ``docker run`` of a ready image. A script too long for
+        one environment string (a very large app env) is copied in as a file instead. A web instance
         publishes its port on ``container/bind_address``; a task gets no port and idles until
         its command is exec'd (``task_argv``).
 
@@ -138,8 +144,10 @@ class InstanceStarter:
         script = "" if task else self.script(launch)
         ctr_script = ws.ctr_home / ".fence-start.sh"
         by_file = len(script.encode()) > _MAX_ARG
-        command = None if task else ("/bin/bash", str(ctr_script)) if by_file else \
-            ("/bin/bash", "-c", script, _SCRIPT_NAME)
+        command = None if task else ("/bin/bash", str(ctr_script)) if by_file else _BY_ENV
+        env = {"HOME": str(ws.ctr_home), "PATH": _PATH}
+        if command is _BY_ENV:
+            env[SCRIPT_ENV] = script
         spec = ContainerSpec(
             image=image.ref,
             labels={**labels.owned(self._node_id, launch.role, app=launch.app.name, droplet=launch.droplet.id,
@@ -147,7 +155,7 @@ class InstanceStarter:
                     RELEASE_LABEL: str(launch.release)},
             user=f"{ws.uid}:{ws.uid}",
             command=command,
-            env={"HOME": str(ws.ctr_home), "PATH": _PATH},
+            env=env,
             workdir=ws.ctr_home,
             limits=self._limits(launch.app.memory_mib),
             ports=() if task else (PortSpec(container_port=CONTAINER_PORT,

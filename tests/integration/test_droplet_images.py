@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from fence import labels
+from fence.running.starter import SCRIPT_ENV
 from tests.integration.node_kit import Node
 from tests.integration.staging_kit import EXAMPLES
 
@@ -49,11 +50,21 @@ def test_instances_run_from_the_droplet_image_and_copy_nothing_at_start(node: No
         ctr = inspect("container", container_id)
         assert ctr["Config"]["Image"] == ref
         assert ctr["Config"]["Labels"][labels.STACK_ID] == stack["Id"]
-        assert ctr["Config"]["Cmd"][:2] == ["/bin/bash", "-c"]
+        assert ctr["Config"]["Cmd"][:2] == ["/bin/bash", "-c"] and "exec " not in ctr["Config"]["Cmd"][2]
+        assert any(e.startswith(f"{SCRIPT_ENV}=#!/bin/bash") for e in ctr["Config"]["Env"])
         assert ctr["SizeRw"] < 1_000_000, f"{ctr['SizeRw']} bytes written into an instance at start"
     assert {i["image_id"] for i in view["instance_list"]} == {stack["Id"]}  # the stack, for rollouts
     seen = {node.url_get("imaged")[1].strip() for _ in range(30)}
     assert seen == {"Hello from fence (instance 0)", "Hello from fence (instance 1)"}
+    # The app's processes see neither the script's variable nor its text on a command line.
+    # (docker exec itself gets the container's config env, so look at the app's own process.)
+    seen = subprocess.run(["docker", "exec", node.containers()[0], "bash", "-c",
+                           "app=$(pgrep -P 1 | head -1); tr '\\0' ' ' < /proc/1/cmdline; echo; "
+                           "tr '\\0' ' ' < /proc/$app/cmdline; echo; tr '\\0' '\\n' < /proc/$app/environ"],
+                          capture_output=True, text=True)
+    init, app, *environ = seen.stdout.splitlines()
+    assert "export" not in init and app.startswith("python"), seen.stdout
+    assert "PORT=8080" in environ and not any(e.startswith(SCRIPT_ENV) for e in environ), environ
     ran = node.cli("fence", "run", "imaged", "--", "bash", "-c", "pwd; ls -ld . | cut -d' ' -f3")
     assert ran.exit_code == 0, ran.stderr
     assert ran.stdout.splitlines()[-2:] == ["/home/stackato/app", "stackato"]  # after the app's hook output
