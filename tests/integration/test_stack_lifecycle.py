@@ -204,6 +204,7 @@ def test_gc_dry_run_lists_what_gc_removes_and_leaves_what_is_needed_or_not_ours(
         assert node.cli("kato", "config", "set", "fence", "docker/image", stacks.next, "--rollout").exit_code == 0
         docker("run", "--name", owned_ctr, "--network", "none", "--label", f"{labels.NODE}={node.home.node_id}",
                "--label", f"{labels.ROLE}={labels.ROLE_TASK}", stacks.base, "true")
+        (node.root / "caches").mkdir(exist_ok=True)  # an empty build cache is never saved
         (node.root / "caches" / "ghost.tar").write_bytes(b"g" * 4096)
 
         dry = node.cli("kato", "gc", "--dry-run", "--json")
