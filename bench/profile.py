@@ -49,7 +49,8 @@ def _report(title: str, lines: list[str], out: list[str]) -> None:
 
 
 def main() -> None:
-    """Stage python-hello twice (cold, warm), launch three instances, list 200 apps; print it all."""
+    """Stage python-hello (cold, warm, warm forced), make its droplet image, launch three instances,
+    list 200 apps; print it all."""
     docker_client.APIClient.send = _timed_send(docker_client.APIClient.send)
     from fence.home import NodeHome
     from fence.models import AppRecord
@@ -62,16 +63,19 @@ def main() -> None:
     out: list[str] = []
     service = node_service(NodeHome(host_root=root), router=None)
     try:
-        for label in ("cold", "warm"):
+        for label, force in (("cold", False), ("warm (inputs unchanged: reused)", False), ("warm --force", True)):
             log: list[str] = []
             _t0[0] = time.perf_counter()
             record = service.stage(StageOrder(origin=str(EXAMPLES / "python-hello"), app="profile", fallback_name="x",
-                                              buildpacks=(), env={}), staging_id=uuid.uuid4().hex[:12],
+                                              buildpacks=(), env={}, force=force), staging_id=uuid.uuid4().hex[:12],
                                    on_line=lambda line: log.append(f"   {time.perf_counter() - _t0[0]:6.3f} {line}")
                                    if line.startswith("-----> ") else None)
             _report(f"stage python-hello {label}: {time.perf_counter() - _t0[0]:.3f} s", log, out)
         app = AppRecord(name="profile", instances=1, memory_mib=128, env={}, started=True, release=1,
                         health_timeout=None, urls=(), created_at="x")
+        _t0[0] = time.perf_counter()
+        image = service.apps._starter.prepare(record, 128)
+        _report(f"droplet image {image.ref}: {time.perf_counter() - _t0[0]:.3f} s", [], out)
         for index in range(3):
             _t0[0] = time.perf_counter()
             container = service.apps._starter.launch(Launch(app=app, release=1, droplet=record, index=index))
@@ -97,6 +101,9 @@ def main() -> None:
         service.close()
         for container in service.backend.list({"fence.node": service.node_id}):
             container.destroy()
+        for image in service.backend.list_images({"fence.node": service.node_id}):
+            for tag in image.tags:
+                service.backend.remove_image(tag)
         shutil.rmtree(root, ignore_errors=True)
     print("\n".join(out))
 

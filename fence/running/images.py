@@ -14,6 +14,7 @@ from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.errors import DropletImageFailed, FenceError, ImageNotFound
 from fence.models import ContainerSpec, DropletRecord, ImageInfo, Limits, ProcessSpec
+from fence.reaper import ContainerReaper
 from fence.stack.resolve import stack_status
 from fence.staging.workspace import Workspace
 from fence.tarstream import TarMember, tar_stream
@@ -62,11 +63,13 @@ class DropletImages:
         config: node config (stack, app user).
         droplets: the droplet store.
         node_id: this node's id.
+        reaper: removes the unpacking containers in the background once committed.
     """
 
     def __init__(self, *, backend: ContainerBackend, config: ConfigStore, droplets: DropletStore,
-                 node_id: str) -> None:
+                 node_id: str, reaper: ContainerReaper | None = None) -> None:
         self._backend = backend
+        self._reaper = reaper or ContainerReaper()
         self._config = config
         self._droplets = droplets
         self._node_id = node_id
@@ -144,12 +147,14 @@ class DropletImages:
             image = container.commit(ref, {
                 labels.NODE: self._node_id, labels.DROPLET: droplet.id, labels.APP: droplet.app,
                 labels.STACK_ID: stack_id, labels.STACK_REF: stack_ref})
-        finally:
+        except BaseException:
             try:
                 container.destroy()
             except FenceError as exc:
                 log.warning("could not remove an image container", extra={"container": container.id[:12],
                                                                            "error": exc.message})
+            raise
+        self._reaper.remove_later(container, "droplet image")  # committed: nothing waits for it
         log.info("droplet image made", extra={"app": droplet.app, "droplet": droplet.id[:12],
                                               "stack": stack_ref, "image": ref})
         return image

@@ -31,6 +31,7 @@ from fence.models import (
     PreparedSource,
     ResolvedBuildpack,
 )
+from fence.reaper import ContainerReaper
 from fence.stack.resolve import stack_image
 from fence.staging import phases
 from fence.staging.buildpacks import BuildpackResolver, buildpack_tar, parse_buildpack
@@ -147,10 +148,12 @@ class Stager:
         paths: host paths under FENCE_HOME.
         node_id: this node's id (container labels).
         resolver: finds and caches buildpacks.
+        reaper: removes finished staging containers in the background.
     """
 
     def __init__(self, *, backend: ContainerBackend, config: ConfigStore, droplets: DropletStore,
-                 store: StateStore, paths: HostPaths, node_id: str, resolver: BuildpackResolver) -> None:
+                 store: StateStore, paths: HostPaths, node_id: str, resolver: BuildpackResolver,
+                 reaper: ContainerReaper | None = None) -> None:
         self._backend = backend
         self._config = config
         self._droplets = droplets
@@ -160,7 +163,7 @@ class Stager:
         self._resolver = resolver
         self._lock = threading.Lock()
         self._running: dict[str, Container] = {}
-        self._removals: set[threading.Thread] = set()
+        self._reaper = reaper or ContainerReaper()
 
     def stage(self, request: StageRequest, *, on_line: LineCallback, staging_id: str | None = None,
               reusable: Callable[[DropletRecord], bool] | None = None) -> DropletRecord:
@@ -275,7 +278,9 @@ class Stager:
             with self._lock:
                 self._running.pop(staging_id, None)
             if staged:
-                self._remove_later(container)
+                # The droplet is out: removing the container's layer need not hold up the
+                # developer or the deploy that follows.
+                self._reaper.remove_later(container, "staging")
             else:
                 container.destroy()
 
@@ -305,30 +310,9 @@ class Stager:
             return None
         return record
 
-    def _remove_later(self, container: Container) -> None:
-        """Remove a finished staging's container in the background: the droplet is out and
-        nothing reads the container again, and removing its layer takes a few hundred ms that the
-        developer (or the deploy that follows) need not wait for. ``wait_removals`` joins them."""
-        def remove() -> None:
-            try:
-                container.destroy()
-            except FenceError as exc:  # the daemon's start-up recovery removes what is left
-                log.warning("could not remove a staging container: %s", exc.message)
-            finally:
-                with self._lock:
-                    self._removals.discard(threading.current_thread())
-        thread = threading.Thread(target=remove, name="staging-remove", daemon=True)
-        with self._lock:
-            self._removals.add(thread)
-        thread.start()
-
     def wait_removals(self, timeout: float = 60.0) -> None:
         """Wait until the containers of finished stagings are removed (daemon stop)."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            pending = list(self._removals)
-        for thread in pending:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        self._reaper.wait(timeout)
 
     def cancel(self, staging_id: str) -> bool:
         """Stop a running staging by destroying its container; returns whether it was running."""
