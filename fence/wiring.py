@@ -37,7 +37,6 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     """
     from fence.apps import AppOps
     from fence.droplets import DropletStore
-    from fence.reaper import ContainerReaper
     from fence.running.images import DropletImages
     from fence.running.manager import InstanceManager
     from fence.running.starter import InstanceStarter
@@ -53,12 +52,11 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     store = StateStore(host_db=home.host_db)
     paths = HostPaths(host_root=home.host_root)
     droplets = DropletStore(host_dir=home.host_root / "droplets")
-    reaper = ContainerReaper()
     stager = Stager(backend=engine, config=config, droplets=droplets, store=store, paths=paths,
-                    node_id=home.node_id, reaper=reaper,
+                    node_id=home.node_id,
                     resolver=BuildpackResolver(host_builtin=builtin_dir(),
                                                host_cache=paths.host_buildpack_cache))
-    images = DropletImages(backend=engine, config=config, droplets=droplets, node_id=home.node_id, reaper=reaper)
+    images = DropletImages(backend=engine, config=config, droplets=droplets, node_id=home.node_id)
     starter = InstanceStarter(backend=engine, config=config, images=images, node_id=home.node_id)
     routes_to: list[Callable[[list[Route]], None]] = []
     manager = InstanceManager(backend=engine, store=store, config=config, starter=starter,

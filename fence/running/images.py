@@ -14,7 +14,6 @@ from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.errors import DropletImageFailed, FenceError, ImageNotFound
 from fence.models import ContainerSpec, DropletRecord, ImageInfo, Limits, ProcessSpec
-from fence.reaper import ContainerReaper
 from fence.stack.resolve import stack_status
 from fence.staging.workspace import Workspace
 from fence.tarstream import TarMember, tar_stream
@@ -63,13 +62,11 @@ class DropletImages:
         config: node config (stack, app user).
         droplets: the droplet store.
         node_id: this node's id.
-        reaper: removes the unpacking containers in the background once committed.
     """
 
     def __init__(self, *, backend: ContainerBackend, config: ConfigStore, droplets: DropletStore,
-                 node_id: str, reaper: ContainerReaper | None = None) -> None:
+                 node_id: str) -> None:
         self._backend = backend
-        self._reaper = reaper or ContainerReaper()
         self._config = config
         self._droplets = droplets
         self._node_id = node_id
@@ -147,14 +144,14 @@ class DropletImages:
             image = container.commit(ref, {
                 labels.NODE: self._node_id, labels.DROPLET: droplet.id, labels.APP: droplet.app,
                 labels.STACK_ID: stack_id, labels.STACK_REF: stack_ref})
-        except BaseException:
+        finally:
+            # Removed before the deploy goes on (~0.25 s): removing it in the background made the
+            # instance starts that follow compete with it (first start 0.32 s -> 0.43-0.70 s).
             try:
                 container.destroy()
             except FenceError as exc:
                 log.warning("could not remove an image container", extra={"container": container.id[:12],
                                                                            "error": exc.message})
-            raise
-        self._reaper.remove_later(container, "droplet image")  # committed: nothing waits for it
         log.info("droplet image made", extra={"app": droplet.app, "droplet": droplet.id[:12],
                                               "stack": stack_ref, "image": ref})
         return image

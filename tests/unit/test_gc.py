@@ -15,7 +15,6 @@ from fence.backend.fake import FakeBackend
 from fence.errors import EngineError
 from fence.models import AppRecord, DropletRecord, ImageInfo, PreparedSource, Manifest
 from fence.home import NodeHome
-from fence.reaper import ContainerReaper
 from fence.running.images import DropletImages
 from fence.wiring import node_service
 
@@ -149,9 +148,7 @@ def test_dry_run_lists_exactly_what_the_real_run_removes_and_keeps_what_is_neede
 
 def test_droplet_images_go_with_their_release_or_their_stack_and_then_the_stack_can_go(node: Fixture) -> None:
     store, backend, config = node.service.store, node.backend, node.service.config
-    reaper = ContainerReaper()
-    images = DropletImages(backend=backend, config=config, droplets=node.service.droplets, node_id=node.node_id,
-                           reaper=reaper)
+    images = DropletImages(backend=backend, config=config, droplets=node.service.droplets, node_id=node.node_id)
     web = [node.release("web") for _ in range(6)]  # release 1 falls out of the last five
     old = node.stack_image("fence/stack:old")
     store.note_stack(old.id, "fence/stack:old", "t")
@@ -164,7 +161,6 @@ def test_droplet_images_go_with_their_release_or_their_stack_and_then_the_stack_
     running = images.ensure(web[0], memory_mib=64)  # same droplet and stack: the same image
     assert running == dropped and len({on_old.ref, dropped.ref, current.ref, rollback.ref}) == 4
     assert backend.image_info(current.ref).labels[labels.STACK_ID] == current.stack_id  # type: ignore[union-attr]
-    reaper.wait()  # the containers that unpacked the droplets are removed in the background
     assert backend.list({labels.NODE: node.node_id, labels.ROLE: labels.ROLE_IMAGE}) == []
     with pytest.raises(EngineError):
         backend.remove_image(old.id)  # its droplet image still stands on it
