@@ -105,9 +105,11 @@ def _rows(f: dict[str, Summary], extra: dict[str, object], scale: int, apps: int
     if "start.docker" in f:
         rows += [
             ratio_row("instance start, first of a droplet (API call → first 200 from it)", f["start.first.fence"],
-                      f["start.docker"], "docker run of an image holding the droplet", 1.15),
+                      f["start.docker"], "docker run of an image holding the droplet, observed alike", 1.15),
             ratio_row("instance start, further instance", f["start.further.fence"], f["start.docker"],
                       "docker run", 1.15),
+            ratio_row("instance start, first, beside docker run with its port polled from the start",
+                      f["start.first.fence"], f["start.docker_port"], "docker run, published port polled", None),
             ratio_row("instance start, first: first 200 through the router", f["start.first.fence_routed"],
                       f["start.docker"], "docker run", None),
             ratio_row("instance start, first: API call returned (healthy, routed)", f["start.first.fence_api"],

@@ -46,8 +46,9 @@ class Docker:
         self._images.add(image)
         return elapsed, image
 
-    def run(self, image: str, *, host_port: int, name: str | None = None) -> str:
-        """``docker run -d -p 127.0.0.1:PORT:8080 IMAGE``; returns the container id.
+    def run(self, image: str, *, host_port: int, name: str | None = None, label: str | None = None) -> str:
+        """``docker run -d -p 127.0.0.1:PORT:8080 IMAGE`` (with one more ``label`` ``k=v`` if
+        given); returns the container id.
 
         Raises:
             RuntimeError: docker run failed.
@@ -56,6 +57,8 @@ class Docker:
                 "-p", f"127.0.0.1:{host_port}:8080"]
         if name:
             argv += ["--name", name]
+        if label:
+            argv += ["--label", label]
         done = subprocess.run([*argv, image], capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"docker run {image} failed: {done.stderr.strip()}")
