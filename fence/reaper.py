@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Callable
 
 from fence.backend.base import Container
 from fence.errors import FenceError
@@ -23,6 +24,18 @@ class ContainerReaper:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
+        self._listeners: list[Callable[[], None]] = []
+
+    @property
+    def pending(self) -> int:
+        """Removals started and not yet done."""
+        with self._lock:
+            return len(self._threads)
+
+    def on_removed(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every removal (done or failed)."""
+        with self._lock:
+            self._listeners.append(listener)
 
     def remove_later(self, container: Container, what: str) -> None:
         """Destroy ``container`` in the background; ``what`` names it in a failure's log line."""
@@ -34,6 +47,9 @@ class ContainerReaper:
             finally:
                 with self._lock:
                     self._threads.discard(threading.current_thread())
+                    listeners = list(self._listeners)
+                for listener in listeners:
+                    listener()
         thread = threading.Thread(target=remove, name=f"{what}-remove", daemon=True)
         with self._lock:
             self._threads.add(thread)

@@ -94,7 +94,9 @@ class NodeService:
         self.paths = HostPaths(host_root=home.host_root)
         self.node_id = home.node_id
         self.started_at = _now()
-        self._slots = StagingSlots(limit=lambda: int(config.fence("staging/concurrency")))
+        self._slots = StagingSlots(limit=lambda: int(config.fence("staging/concurrency")),
+                                   draining=lambda: stager.reaper.pending)
+        stager.reaper.on_removed(self._slots.notify)
         self._cancelled: set[str] = set()
         self._router_key: object = None
         self._router_failed: object = None

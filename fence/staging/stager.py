@@ -310,6 +310,11 @@ class Stager:
             return None
         return record
 
+    @property
+    def reaper(self) -> ContainerReaper:
+        """What removes finished staging containers in the background (staging slots count them)."""
+        return self._reaper
+
     def wait_removals(self, timeout: float = 60.0) -> None:
         """Wait until the containers of finished stagings are removed (daemon stop)."""
         self._reaper.wait(timeout)

@@ -14,6 +14,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from fence import labels
 from fence.home import NodeHome
@@ -139,3 +140,11 @@ class Poller:
     @property
     def total(self) -> int:
         return sum(self.outcomes.values())
+
+
+def started_node(tmp_path_factory, name: str = "node") -> Iterator[Node]:  # noqa: ANN001 - pytest's factory
+    """A node with its daemon running for a test module (``yield from`` it in a fixture); closed after."""
+    node = Node(root=tmp_path_factory.mktemp(name) / "home")
+    node.start()
+    yield node
+    node.close()

@@ -7,12 +7,15 @@ import tarfile
 import textwrap
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
 from fence import labels
 from fence.models import DropletRecord
+from fence.home import NodeHome
 from fence.service import NodeService, StageOrder
+from fence.wiring import node_service
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -81,3 +84,13 @@ def git_repo(host_dir: Path, files: dict[str, str], *, executable: tuple[str, ..
     run("-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "v1")
     run("tag", "v1")
     return run("rev-parse", "HEAD")
+
+
+def checked_service(home: NodeHome) -> Iterator[NodeService]:
+    """An in-process node service (``yield from`` it in a fixture); after the test it is closed and
+    no staging container or scratch folder of it may be left."""
+    service = node_service(home)
+    yield service
+    service.close()
+    assert staging_containers(service.node_id) == [], "a staging container was left behind"
+    assert not list((home.host_root / "work").glob("*")), "a scratch folder was left behind"

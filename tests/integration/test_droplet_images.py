@@ -10,16 +10,13 @@ import pytest
 
 from fence import labels
 from fence.running.starter import SCRIPT_ENV
-from tests.integration.node_kit import Node
+from tests.integration.node_kit import Node, started_node
 from tests.integration.staging_kit import EXAMPLES
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, engine: str):  # noqa: ANN201
-    node = Node(root=tmp_path_factory.mktemp("node") / "home")
-    node.start()
-    yield node
-    node.close()
+    yield from started_node(tmp_path_factory)
 
 
 def inspect(kind: str, ref: str) -> dict:

@@ -11,16 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.node_kit import Node, Poller
+from tests.integration.node_kit import Node, Poller, started_node
 from tests.integration.staging_kit import EXAMPLES, write_app
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, engine: str):  # noqa: ANN201
-    node = Node(root=tmp_path_factory.mktemp("node") / "home")
-    node.start()
-    yield node
-    node.close()
+    yield from started_node(tmp_path_factory)
 
 
 def python_app(tmp_path: Path, greeting: str) -> Path:

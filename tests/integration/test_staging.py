@@ -10,12 +10,11 @@ import pytest
 from fence.errors import NoBuildpackDetected, StagingFailed, StagingTimeout
 from fence.home import NodeHome
 from fence.service import NodeService
-from fence.wiring import node_service
 from tests.integration.staging_kit import (
+    checked_service,
     droplet_files,
     git_repo,
     stage,
-    staging_containers,
     staging_info,
     write_app,
     write_buildpack,
@@ -35,11 +34,7 @@ YAML
 
 @pytest.fixture
 def node(home: NodeHome, engine: str):  # noqa: ANN201
-    service = node_service(home)
-    yield service
-    service.close()
-    assert staging_containers(service.node_id) == [], "a staging container was left behind"
-    assert not list((home.host_root / "work").glob("*")), "a scratch folder was left behind"
+    yield from checked_service(home)
 
 
 def test_custom_buildpack_by_path_merges_release_with_procfile(node: NodeService, tmp_path: Path) -> None:

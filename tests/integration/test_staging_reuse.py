@@ -16,9 +16,8 @@ from fence import labels
 from fence.home import NodeHome
 from fence.models import DropletRecord
 from fence.service import NodeService
-from fence.wiring import node_service
 from tests.integration.node_kit import Node
-from tests.integration.staging_kit import stage, staging_containers, write_app, write_buildpack
+from tests.integration.staging_kit import checked_service, stage, write_app, write_buildpack
 
 COMPILE = """
 echo "compiled by $(basename "$(dirname "$(dirname "$0")")")" > "$1/compiled.txt"
@@ -30,10 +29,7 @@ printf -- '---\\ndefault_process_types:\\n  web: sleep 1000\\n'
 
 @pytest.fixture
 def node(home: NodeHome, engine: str):  # noqa: ANN201
-    service = node_service(home)
-    yield service
-    service.close()
-    assert staging_containers(service.node_id) == [], "a staging container was left behind"
+    yield from checked_service(home)
 
 
 def staging_creates(node_id: str, since: float) -> list[str]:

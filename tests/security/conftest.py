@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.node_kit import Node
+from tests.integration.node_kit import Node, started_node
 from tests.integration.staging_kit import write_app
 
 WEB = "web: python3 -m http.server $PORT\n"
@@ -14,10 +14,7 @@ WEB = "web: python3 -m http.server $PORT\n"
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, engine: str):  # noqa: ANN201
-    node = Node(root=tmp_path_factory.mktemp("secnode") / "home")
-    node.start()
-    yield node
-    node.close()
+    yield from started_node(tmp_path_factory, "secnode")
 
 
 @pytest.fixture(scope="module")

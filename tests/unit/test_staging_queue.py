@@ -8,6 +8,7 @@ import time
 import pytest
 
 from fence.errors import StagingFailed
+from fence.reaper import ContainerReaper
 from fence.staging.queue import StagingSlots
 
 
@@ -47,3 +48,36 @@ def test_cancelled_while_queued() -> None:
     with pytest.raises(StagingFailed, match="cancelled while waiting"):
         with slots.slot(on_line=lambda _: None, cancelled=lambda: True):
             pass
+
+
+def test_a_container_still_being_removed_keeps_its_place_until_it_is_gone() -> None:
+    gone = threading.Event()
+
+    class SlowToRemove:
+        id = "c" * 64
+
+        def destroy(self) -> None:
+            gone.wait(10)
+
+    reaper = ContainerReaper()
+    slots = StagingSlots(limit=lambda: 1, draining=lambda: reaper.pending)
+    reaper.on_removed(slots.notify)
+    with slots.slot(on_line=lambda _: None, cancelled=lambda: False):
+        pass
+    reaper.remove_later(SlowToRemove(), "staging")  # type: ignore[arg-type]  # what a finished staging leaves
+    told: list[str] = []
+    got_in = threading.Event()
+
+    def next_staging() -> None:
+        with slots.slot(on_line=told.append, cancelled=lambda: False):
+            got_in.set()
+
+    waiter = threading.Thread(target=next_staging)
+    waiter.start()
+    time.sleep(0.3)
+    assert not got_in.is_set() and told and told[0].startswith("-----> Queued")
+    gone.set()
+    assert got_in.wait(5)  # woken by the removal, not by its 0.5 s poll alone
+    waiter.join()
+    reaper.wait()
+    assert reaper.pending == 0 and slots.running == 0
