@@ -505,6 +505,7 @@ class RouterStatus:
         routes: how many apps it routes.
         last_reload: ISO time of the last successful reload, if any.
         last_error: why the last config was refused (``nginx -t``), if it was.
+        address: the address it listens on (``router/bind_address``).
     """
 
     running: bool
@@ -514,6 +515,7 @@ class RouterStatus:
     routes: int
     last_reload: str | None = None
     last_error: str | None = None
+    address: str = "127.0.0.1"
 
 
 # --- apps and instances ------------------------------------------------------------------------

@@ -69,7 +69,7 @@ class Router(Protocol):
     def ensure_running(self) -> None:
         """Start the router if it is not running."""
 
-    def apply(self, *, routes: list[Route], port: int, domain: str) -> None:
+    def apply(self, *, routes: list[Route], port: int, domain: str, address: str) -> None:
         """Route apps to their healthy instances (checked, then a graceful reload)."""
 
     def status(self) -> RouterStatus:
@@ -416,21 +416,22 @@ class NodeService:
 
     def apply_routes(self, routes: list[Route]) -> None:
         """Hand the routes to the router; called after every reconcile pass. The router is asked
-        again when routes, router/port or router/domain change, and every 10 s (to restart a
-        router that died); it reloads only when its config text changes.
+        again when routes, router/port, router/domain or router/bind_address change, and every
+        10 s (to restart a router that died); it reloads only when its config text changes.
 
         Raises:
             FenceError: the router refused the config (logged once per config).
         """
         if self.router is None:
             return
-        key = (tuple(routes), int(self.config.fence("router/port")), str(self.config.fence("router/domain")))
+        key = (tuple(routes), int(self.config.fence("router/port")), str(self.config.fence("router/domain")),
+               str(self.config.fence("router/bind_address")))
         now = time.monotonic()
         if key == self._router_key and now - self._router_checked < 10:
             return
         self._router_checked = now
         try:
-            self.router.apply(routes=routes, port=key[1], domain=key[2])
+            self.router.apply(routes=routes, port=key[1], domain=key[2], address=key[3])
         except FenceError as exc:
             if key != self._router_failed:
                 log.error("router refused its config: %s", exc.message)

@@ -8,6 +8,7 @@ from fence.client import FenceClient
 from fence.console import debug_option, render, warn
 from fence.home import NodeHome
 from fence.models import NodeStatus
+from fence.router.render import listen_address
 from fence.wire import to_wire
 
 
@@ -52,8 +53,9 @@ def _text(info: NodeStatus) -> str:
     if info.router is not None:
         router = info.router
         state = f"running (pid {router.pid})" if router.running else "NOT RUNNING"
-        lines.append(f"router:        {state}, port {router.port}, domain {router.domain}, "
-                     f"{router.routes} routes, last reload {router.last_reload or 'never'}")
+        lines.append(f"router:        {state}, on {listen_address(router.address, router.port)}, "
+                     f"domain {router.domain}, {router.routes} routes, "
+                     f"last reload {router.last_reload or 'never'}")
     roles = ", ".join(f"{n} {role}" for role, n in info.containers.items()) or "none"
     lines.append(f"apps:          {info.apps}")
     lines.append(f"containers:    {roles}")

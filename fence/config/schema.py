@@ -87,6 +87,9 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
             "seconds a web instance has to accept connections on $PORT"),
     KeySpec("router/port", IntType(1, 65535), 8080,
             "TCP port the node's router listens on"),
+    KeySpec("router/bind_address", IPAddressType(), "127.0.0.1",
+            "address the node's router listens on: 0.0.0.0 (or ::) for every interface, so that "
+            "other machines reach the apps; the default serves this machine only"),
     KeySpec("router/domain", PatternType(_DNS_NAME, "a DNS name like localhost or apps.example.com"),
             "localhost", "apps answer at http://APP.<domain>:<port>/"),
     KeySpec("node/memory_overcommit", FloatType(0.1, 100.0), 1.0,

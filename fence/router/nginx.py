@@ -27,7 +27,7 @@ from fence.atomic import atomic_file
 from fence.config.schema import key_spec
 from fence.errors import RouterConfigRefused, RouterUnavailable, ToolMissing
 from fence.models import Route, RouterStatus
-from fence.router.render import LISTEN_ADDRESS, render_config
+from fence.router.render import LISTEN_ADDRESS, listen_address, render_config
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class _State:
 
     port: int | None = None
     domain: str | None = None
+    address: str | None = None
     apps: tuple[str, ...] = ()
     last_reload: str | None = None
     last_error: str | None = None
@@ -94,7 +95,7 @@ class NginxRouter:
 
     # --- public API ---------------------------------------------------------------------------
 
-    def apply(self, *, routes: Sequence[Route], port: int, domain: str) -> None:
+    def apply(self, *, routes: Sequence[Route], port: int, domain: str, address: str = LISTEN_ADDRESS) -> None:
         """Make nginx serve exactly these routes, starting it if it is not running.
 
         The config is rendered, written to a candidate file and checked with ``nginx -t``; only
@@ -105,27 +106,28 @@ class NginxRouter:
             routes: every app the node routes (apps not listed stop answering).
             port: ``router/port``.
             domain: ``router/domain``.
+            address: ``router/bind_address``.
 
         Raises:
             InvalidName: a hostile app or host name (nothing is written).
             RouteInvalid: a bad upstream, or a host claimed by two apps (nothing is written).
-            UsageError: a bad port (nothing is written).
+            UsageError: a bad port or address (nothing is written).
             RouterConfigRefused: nginx refused the config or the port is taken; the previous
                 config keeps serving and ``status().last_error`` says why.
             RouterUnavailable: nginx could not be started.
             ToolMissing: nginx is not installed.
         """
         text = render_config(routes=routes, port=port, domain=domain, host_prefix=self._host_dir,
-                             worker_user=_worker_user())
+                             worker_user=_worker_user(), address=address)
         apps = tuple(sorted(route.app for route in routes))
         with self._locked():
-            self._apply_text(text, port=port, domain=domain, apps=apps)
+            self._apply_text(text, port=port, domain=domain, address=address, apps=apps)
 
     def ensure_running(self) -> None:
         """Start nginx with its current config if its master is not running; idempotent.
 
         Without any applied config yet, it starts with no routes on the last known (else the
-        default) port and domain.
+        default) address, port and domain.
 
         Raises:
             RouterConfigRefused: the current config no longer passes ``nginx -t``, or the port
@@ -137,31 +139,33 @@ class NginxRouter:
             if self._running_pid() is not None:
                 return
             state = self._read_state()
-            port, domain = _known(state)
+            port, domain, address = _known(state)
             apps = state.apps
             try:
                 text = self.host_conf.read_text()
             except FileNotFoundError:
-                text = render_config(routes=(), port=port, domain=domain,
+                text = render_config(routes=(), port=port, domain=domain, address=address,
                                      host_prefix=self._host_dir, worker_user=_worker_user())
                 apps = ()
-            self._apply_text(text, port=port, domain=domain, apps=apps)
+            self._apply_text(text, port=port, domain=domain, address=address, apps=apps)
 
     def status(self) -> RouterStatus:
         """What the router runs now and what it last applied.
 
         Returns:
-            Whether the nginx master is alive (and its pid), the port, domain and route count of
-            the last applied config, the time of the last successful (re)load and the last error.
+            Whether the nginx master is alive (and its pid), the address, port, domain and route
+            count of the last applied config, the time of the last successful (re)load and the
+            last error.
         """
         pid = self._running_pid()
         state = self._read_state()
-        port, domain = _known(state)
+        port, domain, address = _known(state)
         return RouterStatus(
             running=pid is not None,
             pid=pid,
             port=port,
             domain=domain,
+            address=address,
             routes=len(state.apps),
             last_reload=state.last_reload,
             last_error=state.last_error,
@@ -174,28 +178,32 @@ class NginxRouter:
             RouterUnavailable: nginx is still running after being killed.
         """
         with self._locked():
-            pid = self._running_pid()
-            if pid is None:
+            self._stop()
+
+    def _stop(self) -> None:
+        """``stop`` for a caller that holds the lock."""
+        pid = self._running_pid()
+        if pid is None:
+            return
+        workers = _children(pid)
+        for sig, wait in ((signal.SIGQUIT, _STOP_TIMEOUT), (signal.SIGTERM, 5.0),
+                          (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            if sig == signal.SIGKILL:
+                # Workers outlive a killed master; they go too.
+                for worker in workers:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(worker, signal.SIGKILL)
+            if _wait_gone([pid, *workers] if sig == signal.SIGKILL else [pid], wait):
+                log.info("router: nginx (pid %s) stopped", pid)
                 return
-            workers = _children(pid)
-            for sig, wait in ((signal.SIGQUIT, _STOP_TIMEOUT), (signal.SIGTERM, 5.0),
-                              (signal.SIGKILL, 5.0)):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-                if sig == signal.SIGKILL:
-                    # Workers outlive a killed master; they go too.
-                    for worker in workers:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(worker, signal.SIGKILL)
-                if _wait_gone([pid, *workers] if sig == signal.SIGKILL else [pid], wait):
-                    log.info("router: nginx (pid %s) stopped", pid)
-                    return
-                log.warning("router: nginx (pid %s) ignored %s", pid, sig.name)
-            raise RouterUnavailable(action="stop", detail=f"pid {pid} survived SIGKILL")
+            log.warning("router: nginx (pid %s) ignored %s", pid, sig.name)
+        raise RouterUnavailable(action="stop", detail=f"pid {pid} survived SIGKILL")
 
     # --- applying -----------------------------------------------------------------------------
 
-    def _apply_text(self, text: str, *, port: int, domain: str, apps: tuple[str, ...]) -> None:
+    def _apply_text(self, text: str, *, port: int, domain: str, address: str, apps: tuple[str, ...]) -> None:
         """Check, install and load a rendered config; the caller holds the lock."""
         binary = self._binary()
         self._prepare_dirs()
@@ -206,35 +214,61 @@ class NginxRouter:
         except FileNotFoundError:
             old_text = None
         if pid is not None and text == old_text:
-            current = dataclasses.replace(state, port=port, domain=domain, apps=apps,
+            current = dataclasses.replace(state, port=port, domain=domain, address=address, apps=apps,
                                           last_error=None)
             if current != state:
                 self._write_state(current)
             return
+        # A new listen address cannot be taken by a reload: 0.0.0.0:P and 127.0.0.1:P overlap,
+        # and the running master holds the old one. nginx is restarted on it instead.
+        moved = pid is not None and (state.address or LISTEN_ADDRESS) != address
         try:
-            if pid is None or (state.port is not None and state.port != port):
-                _check_port_free(port)
+            if moved:
+                _check_address(address)
+            elif pid is None or (state.port is not None and state.port != port):
+                _check_port_free(address, port)
             self._check(binary, text)
-            _write_atomic(self.host_conf, text)
-            try:
-                if pid is None:
-                    self._start(binary)
-                else:
-                    self._reload(pid)
-            except (RouterConfigRefused, RouterUnavailable):
-                # nginx.conf is always the config that last served.
-                if old_text is None:
-                    self.host_conf.unlink(missing_ok=True)
-                else:
-                    _write_atomic(self.host_conf, old_text)
-                raise
+            if moved:
+                self._move(binary, text, old_text, address=address, port=port)
+            else:
+                self._install(binary, text, old_text, pid)
         except (RouterConfigRefused, RouterUnavailable) as exc:
             log.error("router: %s", exc.message)
             self._write_state(dataclasses.replace(state, last_error=exc.message))
             raise
-        self._write_state(_State(port=port, domain=domain, apps=apps, last_reload=_now(),
+        self._write_state(_State(port=port, domain=domain, address=address, apps=apps, last_reload=_now(),
                                  last_error=None))
-        log.info("router: nginx serves %d route(s) on %s:%d", len(apps), LISTEN_ADDRESS, port)
+        log.info("router: nginx serves %d route(s) on %s", len(apps), listen_address(address, port))
+
+    def _install(self, binary: str, text: str, old_text: str | None, pid: int | None) -> None:
+        """Write a checked config and start nginx on it, or reload it; the old config comes back
+        if that fails."""
+        _write_atomic(self.host_conf, text)
+        try:
+            if pid is None:
+                self._start(binary)
+            else:
+                self._reload(pid)
+        except (RouterConfigRefused, RouterUnavailable):
+            # nginx.conf is always the config that last served.
+            if old_text is None:
+                self.host_conf.unlink(missing_ok=True)
+            else:
+                _write_atomic(self.host_conf, old_text)
+            raise
+
+    def _move(self, binary: str, text: str, old_text: str | None, *, address: str, port: int) -> None:
+        """Stop nginx (gracefully) and start it on a new listen address; if the address or port
+        turns out to be taken, start it again on the old config."""
+        self._stop()
+        try:
+            _check_port_free(address, port)
+            self._install(binary, text, old_text, None)
+        except (RouterConfigRefused, RouterUnavailable):
+            if old_text is not None and self._running_pid() is None:
+                with contextlib.suppress(RouterConfigRefused, RouterUnavailable):
+                    self._start(binary)
+            raise
 
     def _check(self, binary: str, text: str) -> None:
         """``nginx -t`` on a candidate file next to nginx.conf."""
@@ -370,6 +404,7 @@ class NginxRouter:
             return _State(
                 port=int(raw["port"]) if raw.get("port") is not None else None,
                 domain=str(raw["domain"]) if raw.get("domain") is not None else None,
+                address=str(raw["address"]) if raw.get("address") is not None else None,
                 apps=tuple(str(app) for app in raw.get("apps", ())),
                 last_reload=raw.get("last_reload"),
                 last_error=raw.get("last_error"),
@@ -397,17 +432,35 @@ def _worker_user() -> str | None:
     return None
 
 
-def _check_port_free(port: int) -> None:
-    """Refuse a port another program already listens on (nginx would fail to bind it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+def _check_address(address: str) -> None:
+    """Refuse an address this machine does not have (only a bind is tried; nothing is sent)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise RouterConfigRefused(
+                    detail=f"address {address} is not one of this machine's; choose another with "
+                           "`kato config set fence router/bind_address ADDRESS`") from None
+            raise
+
+
+def _check_port_free(address: str, port: int) -> None:
+    """Refuse a port another program already listens on (nginx would fail to bind it), and an
+    address this machine does not have."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((LISTEN_ADDRESS, port))
+            probe.bind((address, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise RouterConfigRefused(
-                    detail=f"port {port} on {LISTEN_ADDRESS} is in use by another program; choose "
+                    detail=f"port {port} on {address} is in use by another program; choose "
                            "another with `kato config set fence router/port N`") from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                _check_address(address)  # says why, in the same words
             if exc.errno == errno.EACCES:
                 raise RouterConfigRefused(
                     detail=f"port {port} needs root to listen on; choose one above 1023 with "
@@ -477,13 +530,13 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _known(state: _State) -> tuple[int, str]:
-    """The last applied port and domain, else the config defaults."""
+def _known(state: _State) -> tuple[int, str, str]:
+    """The last applied port, domain and address, else the config defaults."""
     port_spec, domain_spec = key_spec("fence", "router/port"), key_spec("fence", "router/domain")
     port = state.port if state.port is not None else (port_spec.default if port_spec else 8080)
     domain = state.domain if state.domain is not None else (
         domain_spec.default if domain_spec else "localhost")
-    return int(port), str(domain)
+    return int(port), str(domain), state.address or LISTEN_ADDRESS
 
 
 def _now() -> str:

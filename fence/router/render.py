@@ -23,7 +23,7 @@ _MAX_DNS_NAME = 253
 _SAFE_PATH = re.compile(r"/[A-Za-z0-9._/+@:,=-]*")
 _TEMPLATE = "nginx.conf.j2"
 CONNECT_TIMEOUT = "2s"
-LISTEN_ADDRESS = "127.0.0.1"
+LISTEN_ADDRESS = "127.0.0.1"  # router/bind_address's default
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class _RenderedRoute:
 
 
 def render_config(*, routes: Sequence[Route], port: int, domain: str, host_prefix: Path,
-                  worker_user: str | None = None) -> str:
+                  worker_user: str | None = None, address: str = LISTEN_ADDRESS) -> str:
     """Render the router's nginx.conf.
 
     Every value is validated before it reaches the template, so a hostile name can never add
@@ -46,11 +46,12 @@ def render_config(*, routes: Sequence[Route], port: int, domain: str, host_prefi
 
     Args:
         routes: one per app; apps without upstreams answer 503 "app X has no running instance".
-        port: the TCP port to listen on, on 127.0.0.1 only (``router/port``).
+        port: the TCP port to listen on (``router/port``).
         domain: ``router/domain``.
         host_prefix: absolute folder for the pid file, logs and temp paths (``FENCE_HOME/router``).
         worker_user: the user nginx's workers run as (only when nginx starts as root), or
             ``None`` to leave them as the user that starts nginx.
+        address: the IPv4 or IPv6 address to listen on (``router/bind_address``).
 
     Returns:
         The config text.
@@ -58,17 +59,31 @@ def render_config(*, routes: Sequence[Route], port: int, domain: str, host_prefi
     Raises:
         InvalidName: an app name, host name, domain or worker user breaks its pattern.
         RouteInvalid: a bad upstream, or an app or host name that appears in two routes.
-        UsageError: a bad port or prefix path.
+        UsageError: a bad port, address or prefix path.
     """
     _check_port(port, what="router port")
+    listen = listen_address(address, port)
     domain = check_dns_name(domain, what="router domain")
     prefix = _check_prefix(host_prefix)
     if worker_user is not None and not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", worker_user):
         raise InvalidName(what="worker user", value=_shorten(worker_user), why="not a user name")
     rendered = _validate_routes(routes, domain)
     template = _environment().get_template(_TEMPLATE)
-    return template.render(routes=rendered, listen=f"{LISTEN_ADDRESS}:{port}", host_prefix=prefix,
+    return template.render(routes=rendered, listen=listen, host_prefix=prefix,
                            worker_user=worker_user, connect_timeout=CONNECT_TIMEOUT)
+
+
+def listen_address(address: str, port: int) -> str:
+    """``ADDRESS:PORT`` as nginx's ``listen`` takes it (an IPv6 address in brackets).
+
+    Raises:
+        UsageError: ``address`` is not an IP address.
+    """
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        raise UsageError(detail=f"router bind address {_shorten(str(address))!r} is not an IP address") from None
+    return f"[{parsed}]:{port}" if parsed.version == 6 else f"{parsed}:{port}"
 
 
 def check_app_name(name: object) -> str:

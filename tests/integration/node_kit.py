@@ -78,9 +78,10 @@ class Node:
         assert result.exit_code == 0, result.stderr
         return json.loads(result.stdout)
 
-    def url_get(self, name: str, path: str = "/", timeout: float = 5) -> tuple[int, str]:
-        """GET through the router, with the app's host name."""
-        request = urllib.request.Request(f"http://127.0.0.1:{self.router_port}{path}",
+    def url_get(self, name: str, path: str = "/", timeout: float = 5,
+                address: str = "127.0.0.1") -> tuple[int, str]:
+        """GET through the router (at ``address``), with the app's host name."""
+        request = urllib.request.Request(f"http://{address}:{self.router_port}{path}",
                                          headers={"Host": f"{name}.localhost"})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:

@@ -107,9 +107,9 @@ class Backend:
                 pass
 
 
-def get(port: int, host: str, path: str = "/") -> tuple[int, str]:
+def get(port: int, host: str, path: str = "/", address: str = "127.0.0.1") -> tuple[int, str]:
     """One request through the router on a fresh connection."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn = http.client.HTTPConnection(address, port, timeout=10)
     try:
         conn.request("GET", path, headers={"Host": host})
         response = conn.getresponse()
@@ -365,6 +365,34 @@ def test_changing_the_port_moves_the_router(router: NginxRouter,
     with pytest.raises(ConnectionRefusedError):
         get(first, f"demo.{DOMAIN}")
     assert router.status().port == second
+
+
+def test_the_router_listens_on_its_bind_address_only(router: NginxRouter,
+                                                     backends: tuple[Backend, Backend]) -> None:
+    # 127.0.0.2 is loopback too (all of 127/8 is, on Linux): another address, no traffic leaves.
+    port = free_port()
+    router.apply(routes=[demo_route(backends[0])], port=port, domain=DOMAIN, address="127.0.0.2")
+    assert name_of(get(port, f"demo.{DOMAIN}", address="127.0.0.2")[1]) == "a"
+    with pytest.raises(ConnectionRefusedError):
+        get(port, f"demo.{DOMAIN}")
+    assert router.status().address == "127.0.0.2"
+    router.apply(routes=[demo_route(backends[0])], port=port, domain=DOMAIN, address="127.0.0.1")
+    assert get(port, f"demo.{DOMAIN}")[0] == 200
+    with pytest.raises(ConnectionRefusedError):
+        get(port, f"demo.{DOMAIN}", address="127.0.0.2")
+    # Every interface, on the same port (overlaps the old address: nginx is restarted on it, a
+    # reload could not bind it); asked over loopback only.
+    router.apply(routes=[demo_route(backends[0])], port=port, domain=DOMAIN, address="0.0.0.0")
+    assert get(port, f"demo.{DOMAIN}")[0] == 200 and get(port, f"demo.{DOMAIN}", address="127.0.0.2")[0] == 200
+    router.apply(routes=[demo_route(backends[0])], port=port, domain=DOMAIN, address="127.0.0.1")
+    with pytest.raises(ConnectionRefusedError):
+        get(port, f"demo.{DOMAIN}", address="127.0.0.2")
+    # An address the machine does not have is refused before nginx sees it (only a bind is
+    # tried; nothing is sent); the router keeps serving where it was.
+    with pytest.raises(RouterConfigRefused, match="not one of this machine's"):
+        router.apply(routes=[demo_route(backends[0])], port=port, domain=DOMAIN, address="192.0.2.1")
+    assert get(port, f"demo.{DOMAIN}")[0] == 200
+    assert router.status().address == "127.0.0.1"
 
 
 def test_nginx_outlives_the_fence_process_and_stop_ends_it(

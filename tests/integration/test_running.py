@@ -237,12 +237,19 @@ def test_router_port_moves_and_status_shows_the_router(tmp_path: Path, engine: s
         wait_for(lambda: _ok(node), timeout=30)
         assert json.loads(node.cli("kato", "status", "--json").stdout)["router"]["port"] == new_port
         assert node.app("mover")["url"] == f"http://mover.localhost:{new_port}/"
+        # Another address (127.0.0.2: loopback too, nothing leaves the machine): nginx restarts on it.
+        assert node.cli("kato", "config", "set", "fence", "router/bind_address", "127.0.0.2").exit_code == 0
+        wait_for(lambda: _ok(node, "127.0.0.2"), timeout=30)
+        assert not _ok(node)
+        assert f"on 127.0.0.2:{new_port}," in node.cli("kato", "status").stdout
+        refused = node.cli("kato", "config", "set", "fence", "router/bind_address", "localhost")
+        assert refused.exit_code != 0 and "IP address" in refused.stderr and refused.stderr.count("\n") == 1
     finally:
         node.close()
 
 
-def _ok(node: Node) -> bool:
+def _ok(node: Node, address: str = "127.0.0.1") -> bool:
     try:
-        return node.url_get("mover")[0] == 200
+        return node.url_get("mover", address=address)[0] == 200
     except OSError:
         return False

@@ -53,6 +53,7 @@ def test_set_then_get_and_a_second_reader_sees_it(store: ConfigStore, tmp_path: 
     ("health/timeout", "181", "from 1 to 180"),
     ("router/port", "70000", "from 1 to 65535"),
     ("container/bind_address", "localhost; rm -rf /", "IP address"),
+    ("router/bind_address", "0.0.0.0; listen 80", "IP address"),
     ("container/memory", "lots", "memory size"),
     ("container/uid", "0", "from 1"),
     ("security/require_userns", "maybe", "true or false"),

@@ -15,9 +15,9 @@ PREFIX = Path("/var/lib/fence/router")
 
 
 def render(routes: list[Route], *, port: int = 8080, domain: str = "localhost",
-           host_prefix: Path = PREFIX, worker_user: str | None = None) -> str:
+           host_prefix: Path = PREFIX, worker_user: str | None = None, address: str = "127.0.0.1") -> str:
     return render_config(routes=routes, port=port, domain=domain, host_prefix=host_prefix,
-                         worker_user=worker_user)
+                         worker_user=worker_user, address=address)
 
 
 DEMO = Route(app="demo", hosts=("demo.localhost", "www.example.com"),
@@ -47,6 +47,21 @@ def test_port_and_domain_are_used() -> None:
     assert "listen 80" not in text and "0.0.0.0" not in text
     # The app's own name under the domain is always served, even when hosts omit it.
     assert "server_name demo.apps.example.org;" in text
+
+
+@pytest.mark.parametrize(("address", "listen"), [("0.0.0.0", "0.0.0.0:8080"), ("10.1.2.3", "10.1.2.3:8080"),
+                                                 ("::", "[::]:8080"), ("::1", "[::1]:8080")])
+def test_the_bind_address_is_used(address: str, listen: str) -> None:
+    text = render([DEMO], address=address)
+    assert f"listen {listen};" in text and f"listen {listen} default_server;" in text
+    assert "127.0.0.1:8080" not in text
+
+
+@pytest.mark.parametrize("address", ["", "localhost", "0.0.0.0;", "1.2.3.4:80", "0.0.0.0 ssl", "::1]; x"])
+def test_a_bad_bind_address_is_refused_in_one_line(address: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        render([DEMO], address=address)
+    assert "router bind address" in caught.value.message and "\n" not in caught.value.message
 
 
 def test_default_server_answers_404_without_echoing_the_host() -> None:
@@ -196,5 +211,5 @@ def test_a_missing_nginx_is_a_tool_missing_error(tmp_path: Path) -> None:
 def test_status_before_anything_was_applied(tmp_path: Path) -> None:
     status = NginxRouter(host_dir=tmp_path / "router").status()
     assert (status.running, status.pid, status.routes) == (False, None, 0)
-    assert (status.port, status.domain) == (8080, "localhost")
+    assert (status.port, status.domain, status.address) == (8080, "localhost", "127.0.0.1")
     assert status.last_reload is None and status.last_error is None
