@@ -13,10 +13,16 @@ import time
 import pytest
 
 from fence.home import NodeHome
+from fence.router.nginx import NginxRouter
+from fence.wiring import config_store
 from tests.conftest import run_cli
+from tests.integration.node_kit import free_port
 
 
 def start_daemon(home: NodeHome) -> subprocess.Popen[bytes]:
+    """``fence serve`` for this home, its router on a free port (not the default 8080, which a
+    node of the machine may use); end it with ``end_daemon``."""
+    config_store(home).set("fence", "router/port", str(free_port()))
     log = open(home.host_root / "daemon.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([sys.executable, "-m", "fence", "serve"], stdout=log, stderr=log,
                             env=dict(os.environ, FENCE_HOME=str(home.host_root)))
@@ -31,13 +37,24 @@ def start_daemon(home: NodeHome) -> subprocess.Popen[bytes]:
     raise AssertionError("daemon did not come up: " + (home.host_root / "daemon.log").read_text()[-2000:])
 
 
+def end_daemon(proc: subprocess.Popen[bytes], home: NodeHome) -> None:
+    """Stop a ``start_daemon`` daemon (TERM, then KILL) and the nginx it started (which
+    outlives the daemon by design)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    NginxRouter(host_dir=home.host_root / "router").stop()
+
+
 @pytest.fixture
 def daemon(home: NodeHome, engine: str):  # noqa: ANN201
     proc = start_daemon(home)
     yield proc
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    end_daemon(proc, home)
 
 
 def test_status_reports_engine_userns_and_stack(daemon, home: NodeHome, engine: str) -> None:  # noqa: ANN001
@@ -101,5 +118,4 @@ def test_stale_socket_is_replaced(home: NodeHome, engine: str) -> None:
     try:
         assert run_cli("kato", "status", "--json").exit_code == 0
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        end_daemon(proc, home)

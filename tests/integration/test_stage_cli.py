@@ -14,15 +14,14 @@ import pytest
 from fence.home import NodeHome
 from tests.conftest import run_cli
 from tests.integration.staging_kit import EXAMPLES, staging_containers, write_app, write_buildpack
-from tests.integration.test_daemon import start_daemon
+from tests.integration.test_daemon import end_daemon, start_daemon
 
 
 @pytest.fixture
 def daemon(home: NodeHome, engine: str):  # noqa: ANN201
     proc = start_daemon(home)
     yield proc
-    proc.terminate()
-    proc.wait(timeout=30)
+    end_daemon(proc, home)
     assert staging_containers(home.node_id) == []
 
 
