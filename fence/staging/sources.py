@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import dataclasses
 import gzip
 import lzma
 import os
@@ -145,6 +146,7 @@ class _Reader(Protocol):
     """One kind of source: read its root-level special files, list its entries, stream their data."""
 
     ignored: list[str]
+    unwrapped: str | None  # the one top folder of an archive whose contents are the app
 
     def specials(self) -> dict[str, bytes | None]:
         """Root-level special files by name: bounded content, or None when not a regular file."""
@@ -161,6 +163,8 @@ def _pack(reader: _Reader, *, host_out: Path, uid: int, gid: int, limits: Source
           ) -> tuple[Manifest, Mapping[str, str] | None, tuple[str, ...], Repacker]:
     specials = reader.specials()
     notes = [f"{name} is not a regular file; not read" for name, data in specials.items() if data is None]
+    if reader.unwrapped is not None:
+        notes.insert(0, f"the archive holds one folder, {reader.unwrapped}/: staging what is inside it")
     manifest_name = next((name for name in MANIFEST_NAMES if name in specials), None)
     manifest_data = specials.get(manifest_name) if manifest_name else None
     manifest = (parse_manifest(manifest_data, source_name=manifest_name)
@@ -213,6 +217,48 @@ def _open_beneath(host_root: Path, parts: tuple[str, ...]) -> int:
         os.close(fd)
 
 
+class _OneFolder:
+    """Whether every entry of an archive lies in one top folder, as GitHub's downloads and
+    ``git archive --prefix`` make them: then that folder's contents are the app (as on Heroku).
+
+    While that is still possible, the special files one level down (manifest, Procfile, ignore
+    files) are kept too, at most one of each: there is only one folder they can be in.
+    """
+
+    def __init__(self) -> None:
+        self.top: str | None = None
+        self.possible = True
+        self.nested: dict[str, bytes | None] = {}
+
+    def note(self, entry: Entry) -> str | None:
+        """Take an entry in; returns the special file's name if it is one inside the top folder."""
+        if not self.possible:
+            return None
+        if self.top is None:
+            self.top = entry.parts[0]
+        if entry.parts[0] != self.top or (len(entry.parts) == 1 and entry.kind != "dir"):
+            self.possible = False
+            self.nested.clear()
+            return None
+        return entry.parts[1] if len(entry.parts) == 2 and entry.parts[1] in _SPECIALS else None
+
+    def applies(self, entries: Sequence[Entry]) -> bool:
+        """Whether the archive is one folder with something in it."""
+        return self.possible and any(len(entry.parts) > 1 for entry in entries)
+
+    def strip(self, entries: Sequence[Entry]) -> list[Entry]:
+        """The entries relative to the top folder (the folder itself left out)."""
+        stripped = []
+        for entry in entries:
+            if len(entry.parts) == 1:
+                continue
+            target = entry.target
+            if entry.kind == "hardlink" and target.startswith(f"{self.top}/"):
+                target = target[len(self.top) + 1:]  # type: ignore[arg-type]
+            stripped.append(dataclasses.replace(entry, parts=entry.parts[1:], target=target))
+        return stripped
+
+
 class _DirectoryReader:
     """A folder, walked without following symlinks; ignored directories are not descended into."""
 
@@ -221,6 +267,7 @@ class _DirectoryReader:
         self._limits = limits
         self._skip = {(st.st_dev, st.st_ino) for st in (_lstat(p) for p in skip) if st is not None}
         self.ignored: list[str] = []
+        self.unwrapped: str | None = None  # a folder is taken as it is
 
     def specials(self) -> dict[str, bytes | None]:
         found: dict[str, bytes | None] = {}
@@ -359,6 +406,8 @@ class _TarReader:
         self._entries: list[Entry] = []
         self._limit = limits.max_bytes + self._per_member
         self.ignored: list[str] = []
+        self.unwrapped: str | None = None
+        self._strip = 0  # leading name parts left out (1 when the archive is one folder)
 
     @contextmanager
     def _open(self) -> Iterator[tuple[tarfile.TarFile, _Capped]]:
@@ -384,6 +433,7 @@ class _TarReader:
 
     def specials(self) -> dict[str, bytes | None]:
         found: dict[str, bytes | None] = {}
+        one = _OneFolder()
         total = 0
         with self._open() as (archive, capped):
             for index, member in enumerate(archive):
@@ -399,13 +449,14 @@ class _TarReader:
                     total += entry.size
                     if total > self._limits.max_bytes:
                         raise _too_big(member.name, self._limits)
-                if len(entry.parts) == 1 and entry.path in _SPECIALS:
-                    if entry.kind != "file":
-                        found[entry.path] = None
-                        continue
-                    handle = archive.extractfile(member)
-                    assert handle is not None
-                    found[entry.path] = handle.read(_SPECIALS[entry.path] + 1)
+                nested = one.note(entry)
+                for name, into in ((entry.path if len(entry.parts) == 1 else None, found), (nested, one.nested)):
+                    if name in _SPECIALS:
+                        handle = archive.extractfile(member) if entry.kind == "file" else None
+                        into[name] = handle.read(_SPECIALS[name] + 1) if handle is not None else None
+        if one.applies(self._entries):
+            self._entries, self.unwrapped, self._strip = one.strip(self._entries), one.top, 1
+            return one.nested
         return found
 
     def scan(self, rules: IgnoreRules) -> list[Entry]:
@@ -418,7 +469,7 @@ class _TarReader:
                 entry = wanted.get(index)
                 if entry is None:
                     continue
-                if check_name(member.name, limits=self._limits) != entry.parts:
+                if check_name(member.name, limits=self._limits)[self._strip:] != entry.parts:
                     raise refuse(member.name, "changed while the archive was being read")
                 yield entry, archive.extractfile(member) if entry.kind == "file" else None
 
@@ -431,6 +482,7 @@ class _ZipReader:
         self._limits = limits
         self._entries: list[Entry] = []
         self.ignored: list[str] = []
+        self.unwrapped: str | None = None
 
     @contextmanager
     def _open(self) -> Iterator[zipfile.ZipFile]:
@@ -443,6 +495,7 @@ class _ZipReader:
 
     def specials(self) -> dict[str, bytes | None]:
         found: dict[str, bytes | None] = {}
+        one = _OneFolder()
         total = 0
         with self._open() as archive:
             infos = archive.infolist()
@@ -457,12 +510,17 @@ class _ZipReader:
                     total += entry.size
                     if total > self._limits.max_bytes:
                         raise _too_big(entry.path, self._limits)
-                if len(entry.parts) == 1 and entry.path in _SPECIALS:
-                    if entry.kind != "file":
-                        found[entry.path] = None
-                        continue
-                    with archive.open(info) as handle:
-                        found[entry.path] = handle.read(_SPECIALS[entry.path] + 1)
+                nested = one.note(entry)
+                for name, into in ((entry.path if len(entry.parts) == 1 else None, found), (nested, one.nested)):
+                    if name in _SPECIALS:
+                        if entry.kind != "file":
+                            into[name] = None
+                            continue
+                        with archive.open(info) as handle:
+                            into[name] = handle.read(_SPECIALS[name] + 1)
+        if one.applies(self._entries):
+            self._entries, self.unwrapped = one.strip(self._entries), one.top
+            return one.nested
         return found
 
     def scan(self, rules: IgnoreRules) -> list[Entry]:

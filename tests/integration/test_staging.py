@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tarfile
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from fence.errors import NoBuildpackDetected, StagingFailed, StagingTimeout
 from fence.home import NodeHome
 from fence.service import NodeService
 from tests.integration.staging_kit import (
+    EXAMPLES,
     checked_service,
     droplet_files,
     git_repo,
@@ -181,3 +183,15 @@ def test_failing_detect_in_configured_order_is_no_buildpack(node: NodeService, t
     node.config.set("fence", "staging/buildpacks", "static")
     with pytest.raises(NoBuildpackDetected):
         stage(node, app)
+
+
+def test_a_github_style_archive_of_one_folder_stages_its_contents(node: NodeService, tmp_path: Path) -> None:
+    host_archive = tmp_path / "procfile-hello-main.tar.gz"
+    with tarfile.open(host_archive, "w:gz") as archive:
+        archive.add(EXAMPLES / "procfile-hello", arcname="procfile-hello-main")
+    log: list[str] = []
+    record = stage(node, host_archive, app="wrapped", log=log)
+    assert "warning: the archive holds one folder, procfile-hello-main/: staging what is inside it" in \
+        "\n".join(log)
+    assert record.start_command == (EXAMPLES / "procfile-hello" / "Procfile").read_text().split(": ", 1)[1].strip()
+    assert "app/Procfile" in droplet_files(node, record)

@@ -484,3 +484,63 @@ def test_pack_directory_refuses_an_escaping_symlink(tmp_path: Path) -> None:
 def test_ignore_patterns(patterns: tuple[str, ...], path: str, is_dir: bool, ignored: bool) -> None:
     lines = parse_ignore_file("\n".join(patterns).encode(), source=".stackatoignore")
     assert IgnoreRules(patterns=lines).ignored(tuple(path.split("/")), is_dir=is_dir) is ignored
+
+
+# --- archives of one folder (GitHub downloads, git archive --prefix) -----------------------------
+
+def _one_folder_members(top: str) -> list[tuple[tarfile.TarInfo, bytes]]:
+    return [_member(f"{top}/", tarfile.DIRTYPE, mode=0o755),
+            _member(f"{top}/stackato.yml", data=b"name: wrapped\n"),
+            _member(f"{top}/Procfile", data=b"web: python3 app.py\n"),
+            _member(f"{top}/.cfignore", data=b"secret.txt\n"),
+            _member(f"{top}/secret.txt", data=b"not shipped\n"),
+            _member(f"{top}/app.py", data=b"print('hi')\n"),
+            _member(f"{top}/lib/", tarfile.DIRTYPE, mode=0o755),
+            _member(f"{top}/lib/util.py", data=b"x = 1\n"),
+            _member(f"{top}/lib/copy.py", tarfile.LNKTYPE, link=f"{top}/lib/util.py"),
+            _member(f"{top}/current", tarfile.SYMTYPE, link="lib")]
+
+
+def test_a_tar_of_one_folder_stages_what_is_inside_it(tmp_path: Path) -> None:
+    prepared = _prepare(_tar(tmp_path / "myapp-main.tar.gz", _one_folder_members("myapp-main")), tmp_path / "w")
+    listing = _listing(prepared)
+    assert set(listing) == {"app", "app/stackato.yml", "app/Procfile", "app/.cfignore", "app/app.py", "app/lib",
+                            "app/lib/util.py", "app/lib/copy.py", "app/current"}
+    assert prepared.manifest.name == "wrapped" and prepared.procfile == {"web": "python3 app.py"}
+    assert _content(prepared, "app/lib/copy.py") == b"x = 1\n"  # the hardlink, made a file
+    assert listing["app/current"].linkname == "lib"
+    assert prepared.warnings[0] == "the archive holds one folder, myapp-main/: staging what is inside it"
+
+
+def test_a_zip_of_one_folder_stages_what_is_inside_it(tmp_path: Path) -> None:
+    host_zip = tmp_path / "myapp-main.zip"
+    with zipfile.ZipFile(host_zip, "w") as archive:
+        archive.writestr("myapp-main/", b"")
+        archive.writestr("myapp-main/Procfile", b"web: python3 app.py\n")
+        archive.writestr("myapp-main/app.py", b"print('hi')\n")
+    prepared = _prepare(host_zip, tmp_path / "w")
+    assert set(_listing(prepared)) == {"app", "app/Procfile", "app/app.py"}
+    assert prepared.procfile == {"web": "python3 app.py"}
+
+
+@pytest.mark.parametrize("extra", [
+    _member("README.md", data=b"a file beside the folder\n"),  # something at the top level
+    _member("other/", tarfile.DIRTYPE, mode=0o755),  # a second folder
+])
+def test_an_archive_with_more_than_one_folder_at_the_top_is_taken_as_it_is(tmp_path: Path, extra) -> None:  # noqa: ANN001
+    prepared = _prepare(_tar(tmp_path / "a.tar.gz", [*_one_folder_members("myapp-main"), extra]), tmp_path / "w")
+    assert "app/myapp-main/app.py" in _listing(prepared)
+    assert prepared.manifest.name is None and prepared.procfile is None  # one level down: not the app's
+    assert not any("one folder" in warning for warning in prepared.warnings)
+
+
+def test_a_folder_holding_one_folder_is_taken_as_it_is(tmp_path: Path) -> None:
+    (tmp_path / "src" / "inner").mkdir(parents=True)
+    (tmp_path / "src" / "inner" / "Procfile").write_text("web: run\n")
+    prepared = _prepare(tmp_path / "src", tmp_path / "w")
+    assert "app/inner/Procfile" in _listing(prepared) and prepared.procfile is None
+
+
+def test_in_a_one_folder_archive_a_symlink_out_of_the_folder_is_refused(tmp_path: Path) -> None:
+    members = [*_one_folder_members("top"), _member("top/up", tarfile.SYMTYPE, link="../top/app.py")]
+    _refused(tmp_path, _tar(tmp_path / "a.tar.gz", members), entry="up")
