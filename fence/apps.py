@@ -158,7 +158,7 @@ class AppOps:
         # failure changes nothing, and the first instance then starts like `docker run`.
         began = time.monotonic()
         image = self._starter.prepare(droplet, memory)
-        if time.monotonic() - began > 0.05:
+        if image.made:
             on_line(f"-----> Droplet image {image.ref} made on {image.stack_ref} "
                     f"in {time.monotonic() - began:.1f} s")
         record = AppRecord(

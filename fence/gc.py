@@ -317,7 +317,7 @@ def _remove_checkout(host_dir: Path) -> None:
 def _epoch(iso: str) -> float:
     """Seconds since the epoch of an engine timestamp (nanosecond digits allowed); 0 if unreadable."""
     try:
-        head, dot, rest = iso.replace("Z", "+00:00").partition(".")
+        head, _, rest = iso.replace("Z", "+00:00").partition(".")
         zone = rest[rest.find("+"):] if "+" in rest else rest[rest.find("-"):] if "-" in rest else ""
         return dt.datetime.fromisoformat(head + zone).timestamp()
     except ValueError:

@@ -224,7 +224,7 @@ class NginxRouter:
         moved = pid is not None and (state.address or LISTEN_ADDRESS) != address
         try:
             if moved:
-                _check_address(address)
+                _check_port_free(address, 0)  # the address only: the running nginx holds the port
             elif pid is None or (state.port is not None and state.port != port):
                 _check_port_free(address, port)
             self._check(binary, text)
@@ -432,35 +432,24 @@ def _worker_user() -> str | None:
     return None
 
 
-def _check_address(address: str) -> None:
-    """Refuse an address this machine does not have (only a bind is tried; nothing is sent)."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((address, 0))
-        except OSError as exc:
-            if exc.errno == errno.EADDRNOTAVAIL:
-                raise RouterConfigRefused(
-                    detail=f"address {address} is not one of this machine's; choose another with "
-                           "`kato config set fence router/bind_address ADDRESS`") from None
-            raise
-
-
 def _check_port_free(address: str, port: int) -> None:
-    """Refuse a port another program already listens on (nginx would fail to bind it), and an
-    address this machine does not have."""
+    """Refuse an address this machine does not have and, unless ``port`` is 0 (the address
+    alone), a port another program already listens on there (nginx would fail to bind it). Only
+    a bind is tried; nothing is sent."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((address, port))
         except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise RouterConfigRefused(
+                    detail=f"address {address} is not one of this machine's; choose another with "
+                           "`kato config set fence router/bind_address ADDRESS`") from None
             if exc.errno == errno.EADDRINUSE:
                 raise RouterConfigRefused(
                     detail=f"port {port} on {address} is in use by another program; choose "
                            "another with `kato config set fence router/port N`") from None
-            if exc.errno == errno.EADDRNOTAVAIL:
-                _check_address(address)  # says why, in the same words
             if exc.errno == errno.EACCES:
                 raise RouterConfigRefused(
                     detail=f"port {port} needs root to listen on; choose one above 1023 with "

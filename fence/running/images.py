@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from fence import labels
@@ -21,7 +21,6 @@ from fence.tarstream import TarMember, tar_stream
 log = logging.getLogger("fence.images")
 
 REPOSITORY = "fence/droplet"
-_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _UNPACK_TIMEOUT = 600  # seconds; a droplet is at most what staging could write
 
 
@@ -34,12 +33,14 @@ class DropletImage:
         image_id: its id.
         stack_ref: the stack image reference it was made on.
         stack_id: that stack image's id.
+        made: whether this call made it (it was not on the engine); not part of equality.
     """
 
     ref: str
     image_id: str
     stack_ref: str
     stack_id: str
+    made: bool = field(default=False, compare=False)
 
 
 def droplet_image_ref(node_id: str, droplet_id: str, stack_id: str) -> str:
@@ -96,17 +97,18 @@ class DropletImages:
         with self._guard:
             known = self._known.get(ref)
             lock = self._building.setdefault(ref, threading.Lock())
+        made = False
         if known is None:
             with lock:
                 found = self._backend.image_info(ref)
                 if not (found and found.labels.get(labels.DROPLET) == droplet.id
                         and found.labels.get(labels.STACK_ID) == status.image_id):
-                    found = self._build(droplet, ref, status.in_use, status.image_id, memory_mib)
+                    found, made = self._build(droplet, ref, status.in_use, status.image_id, memory_mib), True
             known = found.id
             with self._guard:
                 self._known[ref] = known
-                self._building.pop(ref, None)
-        return DropletImage(ref=ref, image_id=known, stack_ref=status.in_use, stack_id=status.image_id)
+                self._building.pop(ref, None)  # after a failure it stays: waiters share one build
+        return DropletImage(ref=ref, image_id=known, stack_ref=status.in_use, stack_id=status.image_id, made=made)
 
     def forget(self, ref: str) -> None:
         """Look the image up again next time (it was removed, or a create did not find it)."""
@@ -115,8 +117,7 @@ class DropletImages:
 
     def _build(self, droplet: DropletRecord, ref: str, stack_ref: str, stack_id: str,
                memory_mib: int) -> ImageInfo:
-        ws = Workspace(ctr_home=PurePosixPath("/home") / str(self._config.fence("container/user")),
-                       uid=int(self._config.fence("container/uid")))
+        ws = Workspace.of(self._config)
         user = f"{ws.uid}:{ws.uid}"
         host_droplet = self._droplets.host_path(droplet.id)
         ctr_droplet = ws.ctr_home / ".fence-droplet.tgz"
@@ -124,7 +125,7 @@ class DropletImages:
         spec = ContainerSpec(
             image=stack_id,
             labels=labels.owned(self._node_id, labels.ROLE_IMAGE, app=droplet.app, droplet=droplet.id),
-            user=user, command=None, env={"HOME": str(ws.ctr_home), "PATH": _PATH}, workdir=ws.ctr_home,
+            user=user, command=None, env=ws.base_env, workdir=ws.ctr_home,
             limits=Limits(memory_bytes=max(memory_mib, 256) * 1024 * 1024,
                           pids=int(self._config.fence("max_container_processes"))),
             network="none")

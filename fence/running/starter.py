@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -14,12 +13,11 @@ from fence.errors import ImageNotFound
 from fence.models import AppRecord, ContainerSpec, DropletRecord, Limits, PortSpec
 from fence.running.images import DropletImage, DropletImages
 from fence.running.script import StartScript, render_start_script
-from fence.staging.workspace import ADMIN_HOOKS, Workspace
+from fence.staging.workspace import ADMIN_HOOKS, CONTAINER_PATH, Workspace
 from fence.tarstream import TarMember, tar_stream
 
 CONTAINER_PORT = 8080
 RELEASE_LABEL = "fence.release"
-_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _SCRIPT_NAME = "fence-start"  # $0 of the start script
 _MAX_ARG = 120 * 1024  # Linux refuses an argument or env string longer than 128 KiB (MAX_ARG_STRLEN)
 # An instance's start script travels in this variable of its container's config; the command
@@ -70,8 +68,7 @@ class InstanceStarter:
 
     def workspace(self) -> Workspace:
         """The app user's paths (the same as staging's)."""
-        return Workspace(ctr_home=PurePosixPath("/home") / str(self._config.fence("container/user")),
-                         uid=int(self._config.fence("container/uid")))
+        return Workspace.of(self._config)
 
     def env(self, launch: Launch) -> dict[str, str]:
         """The environment of an instance: the droplet's config_vars, the app's env, then fence's."""
@@ -91,7 +88,7 @@ class InstanceStarter:
             **app.env,
             "HOME": str(ws.ctr_home),
             "USER": str(self._config.fence("container/user")),
-            "PATH": _PATH,
+            "PATH": CONTAINER_PATH,
             "LANG": "C.UTF-8",
             "TMPDIR": "/tmp",
             "PORT": str(CONTAINER_PORT),
@@ -145,31 +142,33 @@ class InstanceStarter:
         ctr_script = ws.ctr_home / ".fence-start.sh"
         by_file = len(script.encode()) > _MAX_ARG
         command = None if task else ("/bin/bash", str(ctr_script)) if by_file else _BY_ENV
-        env = {"HOME": str(ws.ctr_home), "PATH": _PATH}
+        env = ws.base_env
         if command is _BY_ENV:
             env[SCRIPT_ENV] = script
-        spec = ContainerSpec(
-            image=image.ref,
-            labels={**labels.owned(self._node_id, launch.role, app=launch.app.name, droplet=launch.droplet.id,
-                                   instance=str(launch.index), stack_id=image.stack_id, stack_ref=image.stack_ref),
-                    RELEASE_LABEL: str(launch.release)},
-            user=f"{ws.uid}:{ws.uid}",
-            command=command,
-            env=env,
-            workdir=ws.ctr_home,
-            limits=self._limits(launch.app.memory_mib),
-            ports=() if task else (PortSpec(container_port=CONTAINER_PORT,
-                                            host_ip=str(self._config.fence("container/bind_address"))),),
-            network="bridge",
-        )
+
+        def spec(image: DropletImage) -> ContainerSpec:
+            return ContainerSpec(
+                image=image.ref,
+                labels={**labels.owned(self._node_id, launch.role, app=launch.app.name, droplet=launch.droplet.id,
+                                       instance=str(launch.index), stack_id=image.stack_id,
+                                       stack_ref=image.stack_ref),
+                        RELEASE_LABEL: str(launch.release)},
+                user=f"{ws.uid}:{ws.uid}",
+                command=command,
+                env=env,
+                workdir=ws.ctr_home,
+                limits=self._limits(launch.app.memory_mib),
+                ports=() if task else (PortSpec(container_port=CONTAINER_PORT,
+                                                host_ip=str(self._config.fence("container/bind_address"))),),
+                network="bridge",
+            )
         try:
-            container = self._backend.create(spec)
+            container = self._backend.create(spec(image))
         except ImageNotFound:
             # Removed since it was last seen (gc, or by hand): make it again, once.
             self._images.forget(image.ref)
-            image = self._images.ensure(launch.droplet, memory_mib=launch.app.memory_mib)
-            container = self._backend.create(dataclasses.replace(spec, image=image.ref, labels={
-                **spec.labels, labels.STACK_ID: image.stack_id, labels.STACK_REF: image.stack_ref}))
+            container = self._backend.create(spec(self._images.ensure(launch.droplet,
+                                                                      memory_mib=launch.app.memory_mib)))
         try:
             if by_file:
                 container.stream_in(PurePosixPath("/"), tar_stream([TarMember(

@@ -36,7 +36,7 @@ from fence.stack.resolve import stack_image
 from fence.staging import phases
 from fence.staging.buildpacks import BuildpackResolver, buildpack_tar, parse_buildpack
 from fence.staging.inputs import StagingInputs, buildpack_identity, manifest_digest, source_digest
-from fence.staging.workspace import HostPaths, Workspace
+from fence.staging.workspace import CONTAINER_PATH, HostPaths, Workspace
 from fence.store import StateStore
 from fence.staging.procfile import parse_procfile
 from fence.tarstream import ChunkReader, concat_tars, save_owned_tar
@@ -44,7 +44,6 @@ from fence.tarstream import ChunkReader, concat_tars, save_owned_tar
 LineCallback = Callable[[str], None]
 log = logging.getLogger("fence.staging")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
-_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _BIN_STEPS = ("compile", "finalize", "supply", "release")
 
 
@@ -195,8 +194,7 @@ class Stager:
         name = app_name(request)
         manifest = request.source.manifest
         env = check_env({**manifest.env, **request.env})
-        uid = int(self._config.fence("container/uid"))
-        ws = Workspace(ctr_home=PurePosixPath("/home") / str(self._config.fence("container/user")), uid=uid)
+        ws = Workspace.of(self._config)
         timeout = int(self._config.fence("staging/timeout"))
         deadline = time.monotonic() + timeout
         specs = request.buildpacks or manifest.buildpacks
@@ -260,7 +258,7 @@ class Stager:
                 else:
                     on_line("-----> Saving the build cache")
                     saved = pool.submit(save_owned_tar, container.stream_out(ws.ctr_cache),
-                                        self._paths.host_app_cache(name), uid=uid)
+                                        self._paths.host_app_cache(name), uid=ws.uid)
                 record = self._package(container, ws, staging_id, name, chain, release, process_types,
                                        image, image_id, request.source, inputs_key, on_line)
                 if saved is not None:
@@ -350,7 +348,7 @@ class Stager:
                         log_max_size=str(fence("container/log_max_size")),
                         log_max_files=int(fence("container/log_max_files")))
         return ContainerSpec(image=image, labels=labels.owned(self._node_id, labels.ROLE_STAGING, app=name),
-                             user=f"{ws.uid}:{ws.uid}", env={"HOME": str(ws.ctr_home), "PATH": _PATH},
+                             user=f"{ws.uid}:{ws.uid}", env=ws.base_env,
                              workdir=PurePosixPath("/"), limits=limits, network=str(fence("staging/network")))
 
     def _staging_env(self, name: str, ws: Workspace, env: Mapping[str, str], timeout: int) -> dict[str, str]:
@@ -358,7 +356,7 @@ class Stager:
         return {
             **env,
             "HOME": str(ws.ctr_home),
-            "PATH": _PATH,
+            "PATH": CONTAINER_PATH,
             "LANG": "C.UTF-8",
             "USER": str(fence("container/user")),
             "TMPDIR": str(ws.ctr_tmp),

@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Mapping
 
+from fence.config import ConfigStore
+
 ADMIN_HOOKS = PurePosixPath("/etc/stackato/hooks")
+CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,17 @@ class Workspace:
 
     ctr_home: PurePosixPath
     uid: int
+
+    @classmethod
+    def of(cls, config: ConfigStore) -> Workspace:
+        """The app user's layout as the node is configured (``container/user``, ``container/uid``)."""
+        return cls(ctr_home=PurePosixPath("/home") / str(config.fence("container/user")),
+                   uid=int(config.fence("container/uid")))
+
+    @property
+    def base_env(self) -> dict[str, str]:
+        """``HOME`` and ``PATH``: what every container of the app user starts with."""
+        return {"HOME": str(self.ctr_home), "PATH": CONTAINER_PATH}
 
     @property
     def ctr_app(self) -> PurePosixPath:

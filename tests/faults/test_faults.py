@@ -13,16 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.node_kit import Node
+from tests.integration.node_kit import Node, started_node
 from tests.integration.staging_kit import EXAMPLES, write_app, write_buildpack
 
 
 @pytest.fixture
 def node(tmp_path: Path, engine: str):  # noqa: ANN201
-    node = Node(root=tmp_path / "home")
-    node.start()
-    yield node
-    node.close()
+    yield from started_node(tmp_path / "home")
 
 
 def _droplets_whole(node: Node) -> int:

@@ -143,9 +143,9 @@ class Poller:
         return sum(self.outcomes.values())
 
 
-def started_node(tmp_path_factory, name: str = "node") -> Iterator[Node]:  # noqa: ANN001 - pytest's factory
-    """A node with its daemon running for a test module (``yield from`` it in a fixture); closed after."""
-    node = Node(root=tmp_path_factory.mktemp(name) / "home")
+def started_node(root: Path) -> Iterator[Node]:
+    """A node at ``root`` with its daemon running (``yield from`` it in a fixture); closed after."""
+    node = Node(root=root)
     node.start()
     yield node
     node.close()

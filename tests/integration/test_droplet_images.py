@@ -16,7 +16,7 @@ from tests.integration.staging_kit import EXAMPLES
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, engine: str):  # noqa: ANN201
-    yield from started_node(tmp_path_factory)
+    yield from started_node(tmp_path_factory.mktemp("node") / "home")
 
 
 def inspect(kind: str, ref: str) -> dict:

@@ -17,7 +17,7 @@ from tests.integration.staging_kit import EXAMPLES, write_app
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, engine: str):  # noqa: ANN201
-    yield from started_node(tmp_path_factory)
+    yield from started_node(tmp_path_factory.mktemp("node") / "home")
 
 
 def python_app(tmp_path: Path, greeting: str) -> Path:

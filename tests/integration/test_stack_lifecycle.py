@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from fence import labels
-from tests.integration.node_kit import Node, Poller
+from tests.integration.node_kit import Node, Poller, started_node
 from tests.integration.staging_kit import write_app
 
 SERVER = """
@@ -94,10 +94,7 @@ def stacks(engine: str) -> Iterator[Stacks]:
 
 @pytest.fixture
 def node(tmp_path: Path, engine: str) -> Iterator[Node]:
-    node = Node(root=tmp_path / "home")
-    node.start()
-    yield node
-    node.close()
+    yield from started_node(tmp_path / "home")
 
 
 def push(node: Node, tmp_path: Path, name: str, *extra: str, text: str = "") -> None:

@@ -16,7 +16,7 @@ from fence import labels
 from fence.home import NodeHome
 from fence.models import DropletRecord
 from fence.service import NodeService
-from tests.integration.node_kit import Node
+from tests.integration.node_kit import Node, started_node
 from tests.integration.staging_kit import checked_service, stage, write_app, write_buildpack
 
 COMPILE = """
@@ -120,10 +120,7 @@ def test_a_droplet_or_kept_source_that_gc_removed_is_not_reused(node: NodeServic
 
 @pytest.fixture
 def daemon_node(tmp_path: Path, engine: str):  # noqa: ANN201
-    node = Node(root=tmp_path / "home")
-    node.start()
-    yield node
-    node.close()
+    yield from started_node(tmp_path / "home")
 
 
 def test_push_and_restage_accept_a_reused_droplet_and_force_stages_again(daemon_node: Node, tmp_path: Path) -> None:

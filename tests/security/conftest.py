@@ -14,7 +14,7 @@ WEB = "web: python3 -m http.server $PORT\n"
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, engine: str):  # noqa: ANN201
-    yield from started_node(tmp_path_factory, "secnode")
+    yield from started_node(tmp_path_factory.mktemp("secnode") / "home")
 
 
 @pytest.fixture(scope="module")

@@ -160,6 +160,7 @@ def test_droplet_images_go_with_their_release_or_their_stack_and_then_the_stack_
     rollback = images.ensure(web[4], memory_mib=64)
     running = images.ensure(web[0], memory_mib=64)  # same droplet and stack: the same image
     assert running == dropped and len({on_old.ref, dropped.ref, current.ref, rollback.ref}) == 4
+    assert dropped.made and not running.made
     assert backend.image_info(current.ref).labels[labels.STACK_ID] == current.stack_id  # type: ignore[union-attr]
     assert backend.list({labels.NODE: node.node_id, labels.ROLE: labels.ROLE_IMAGE}) == []
     with pytest.raises(EngineError):
