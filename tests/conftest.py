@@ -72,3 +72,37 @@ def engine() -> str:
     if problem:
         pytest.skip(problem)
     return STACK_IMAGE
+
+
+# --- the suite-level leak check: nothing a test started survives the suite -------------------
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from tests.leaks import LeakWatch
+
+    session.config._fence_leaks = LeakWatch()  # noqa: SLF001 - pytest's config carries plugin state
+    session.config._fence_leaks.start()  # noqa: SLF001
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):  # noqa: ANN201
+    yield
+    watch = getattr(item.config, "_fence_leaks", None)
+    if watch is not None:
+        watch.after(item.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    watch = getattr(session.config, "_fence_leaks", None)
+    if watch is None:
+        return
+    leaks = watch.leaks()
+    if not leaks:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"LEAK: {item.kind} {item.ident} ({item.what}) left running by {test}"
+             for item, test in leaks.items()]
+    for line in lines:
+        (reporter.write_line if reporter else print)(line)
+    for item in leaks:
+        watch.stop(item)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,0 +1,47 @@
+"""The suite-level leak check names the test after which a daemon, nginx or container appeared."""
+
+from __future__ import annotations
+
+import subprocess
+
+from tests.leaks import LeakWatch, Leftover, _process_kind, running_processes
+
+
+def test_kinds_of_fence_started_processes() -> None:
+    assert _process_kind(["nginx: master process /usr/sbin/nginx -p /h/router/ -c /h/router/nginx.conf"]) == "nginx"
+    assert _process_kind(["/usr/bin/python3", "-m", "fence", "serve"]) == "daemon"
+    assert _process_kind(["/work/.venv/bin/fence", "serve"]) == "daemon"
+    assert _process_kind(["/usr/sbin/dockerd", "--data-root", "/tmp/x"]) == "engine"
+    assert _process_kind(["/usr/bin/python3", "-m", "fence", "apps"]) is None
+    assert _process_kind(["nginx: worker process"]) is None
+
+
+def test_a_process_left_running_is_reported_with_the_test_that_left_it() -> None:
+    items: set[Leftover] = {Leftover("engine", "1", "main engine")}
+    watch = LeakWatch(snapshot=lambda: set(items))
+    watch.start()
+    watch.after("tests/a.py::test_clean")
+    items.add(Leftover("nginx", "2", "nginx: master"))
+    watch.after("tests/b.py::test_leaky")
+    items.add(Leftover("daemon", "3", "fence serve"))
+    watch.after("tests/c.py::test_fixture_start")
+    items.discard(Leftover("daemon", "3", ""))  # stopped by its module's teardown: not a leak
+    watch.after("tests/c.py::test_fixture_end")
+    assert watch.leaks() == {Leftover("nginx", "2", ""): "tests/b.py::test_leaky"}
+
+
+def test_a_real_nginx_titled_process_is_seen_and_stopped() -> None:
+    proc = subprocess.Popen(["bash", "-c", 'exec -a "nginx: master process fake-for-test" sleep 60'])
+    try:
+        import time
+
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(
+                item.ident == str(proc.pid) for item in running_processes()):
+            time.sleep(0.05)
+        [item] = [item for item in running_processes() if item.ident == str(proc.pid)]
+        assert item.kind == "nginx"
+        LeakWatch.stop(item)
+        assert proc.wait(timeout=15) is not None
+    finally:
+        proc.kill()
