@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fence.errors import SourceRefused
 
@@ -61,7 +61,7 @@ class _Glob:
     ``len(name) * len(pattern)``.
     """
 
-    __slots__ = ("exact", "head", "middle", "tail", "starred", "size")
+    __slots__ = ("exact", "literal", "head", "middle", "tail", "starred", "size")
 
     def __init__(self, segment: str) -> None:
         pieces: list[_Piece] = []
@@ -96,12 +96,16 @@ class _Glob:
         self.starred = starred
         self.size = len(segment)
         self.exact = None if starred else pieces[0]
+        self.literal = None if starred else pieces[0].literal
         self.head = pieces[0] if starred and pieces[0].length else None
         self.tail = pieces[-1] if starred and pieces[-1].length else None
         self.middle = tuple(p for p in pieces[1:-1] if p.length) if starred else ()
 
     def match(self, name: str, work: list[int]) -> bool:
         """Whether ``name`` (one path component) matches; adds an upper bound of the steps taken to ``work[0]``."""
+        if self.literal is not None:
+            work[0] += len(self.literal) + 1
+            return name == self.literal
         if self.exact is not None:
             work[0] += self.exact.length + 1
             return len(name) == self.exact.length and self.exact.at(name, 0)
@@ -147,6 +151,17 @@ class IgnoreRule:
     tokens: tuple[_Token, ...]
     negated: bool
     dir_only: bool
+    _name_only: _Glob | None = field(init=False, repr=False, compare=False)
+    _least: int = field(init=False, repr=False, compare=False)
+    _fixed: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The shapes most patterns have, decided once rather than on every path.
+        tokens = self.tokens
+        name_only = tokens[1] if len(tokens) == 2 and tokens[0] is _ANY_DEPTH else None
+        object.__setattr__(self, "_name_only", name_only)
+        object.__setattr__(self, "_least", sum(token is not _ANY_DEPTH for token in tokens))
+        object.__setattr__(self, "_fixed", _ANY_DEPTH not in tokens)
 
     def matches(self, parts: tuple[str, ...], work: list[int]) -> bool:
         """Whether the path matches the pattern (``dir_only`` aside).
@@ -158,12 +173,17 @@ class IgnoreRule:
             parts: the path's components.
             work: ``work[0]`` grows by an upper bound of the steps taken.
         """
+        if self._name_only is not None:
+            return self._name_only.match(parts[-1], work)  # the common unanchored "name" pattern
         tokens = self.tokens
-        if len(tokens) == 2 and tokens[0] is _ANY_DEPTH and tokens[1] is not None:
-            return tokens[1].match(parts[-1], work)  # the common unanchored "name" pattern
-        if _ANY_DEPTH not in tokens:
+        if len(parts) < self._least:
+            return False
+        if self._fixed:
             return len(parts) == len(tokens) and all(
                 glob.match(part, work) for glob, part in zip(tokens, parts))  # type: ignore[union-attr]
+        first = tokens[0]
+        if first is not _ANY_DEPTH and not first.match(parts[0], work):
+            return False  # most anchored patterns end here
         end = len(tokens)
         states = _closure(tokens, {0})
         for part in parts:
@@ -226,6 +246,8 @@ class IgnoreRules:
                                     why=f"the ignore pattern is {len(pattern.text)} characters long "
                                         f"(at most {max_length}: staging/max_ignore_pattern_length)")
         self._rules = tuple(rule for rule in (_compile(p.text) for p in named) if rule is not None)
+        # What the per-path loop reads of each rule, unpacked once (that loop is the hot path).
+        self._checks = tuple((rule.dir_only, rule.negated, rule._name_only, rule) for rule in self._rules)
         self._dirs: dict[tuple[str, ...], bool] = {}
         self.work = [0]  # steps taken so far by every match: [0] is the count
 
@@ -257,13 +279,14 @@ class IgnoreRules:
 
     def _match(self, parts: tuple[str, ...], *, is_dir: bool) -> bool:
         result = False
-        for rule in self._rules:
-            if rule.dir_only and not is_dir:
+        name, work = parts[-1], self.work
+        for dir_only, negated, name_only, rule in self._checks:
+            if dir_only and not is_dir:
                 continue
-            if rule.negated != result:
+            if negated != result:
                 continue  # cannot change the outcome
-            if rule.matches(parts, self.work):
-                result = not rule.negated
+            if name_only.match(name, work) if name_only is not None else rule.matches(parts, work):
+                result = not negated
         return result
 
 
