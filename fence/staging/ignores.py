@@ -10,6 +10,12 @@ from fence.errors import SourceRefused
 
 IGNORE_FILES = (".stackatoignore", ".cfignore", ".slugignore")
 MAX_IGNORE_FILE_BYTES = 64 * 1024
+# Matching steps one source may cost: a base plus an allowance per path looked up. Everyday
+# pattern sets take tens of steps per path; within the count and length bounds a hostile set
+# could still take millions per path, so past this budget the source is refused (the base is
+# about 10 s of one core).
+MAX_IGNORE_WORK = 20_000_000
+IGNORE_WORK_PER_PATH = 5_000
 
 
 @dataclass(frozen=True)
@@ -223,13 +229,17 @@ class IgnoreRules:
     """
 
     def __init__(self, *, patterns: Sequence[str | IgnorePattern] = (), max_patterns: int | None = None,
-                 max_length: int | None = None) -> None:
+                 max_length: int | None = None, max_work: int = MAX_IGNORE_WORK,
+                 work_per_path: int = IGNORE_WORK_PER_PATH) -> None:
         """Compile the patterns, refusing too many or too long ones.
 
         Args:
             patterns: in order; plain strings are named by their position in errors.
             max_patterns: most patterns allowed (``staging/max_ignore_patterns``), or no bound.
             max_length: most characters in one pattern (``staging/max_ignore_pattern_length``), or no bound.
+            max_work: matching steps allowed beyond ``work_per_path`` for each path looked up
+                (``ignored`` refuses the source past them).
+            work_per_path: the steps each looked-up path adds to the budget.
 
         Raises:
             SourceRefused: past a bound, naming the file and line of the first pattern past it.
@@ -250,6 +260,8 @@ class IgnoreRules:
         self._checks = tuple((rule.dir_only, rule.negated, rule._name_only, rule) for rule in self._rules)
         self._dirs: dict[tuple[str, ...], bool] = {}
         self.work = [0]  # steps taken so far by every match: [0] is the count
+        self._budget = max_work
+        self._work_per_path = work_per_path
 
     @property
     def rules(self) -> tuple[IgnoreRule, ...]:
@@ -265,9 +277,13 @@ class IgnoreRules:
 
         Returns:
             True when the path must not be shipped.
+
+        Raises:
+            SourceRefused: the patterns have cost more than their budget on this source.
         """
         if not self._rules:
             return False
+        self._budget += self._work_per_path
         for depth in range(1, len(parts)):
             prefix = parts[:depth]
             known = self._dirs.get(prefix)
@@ -287,6 +303,10 @@ class IgnoreRules:
                 continue  # cannot change the outcome
             if name_only.match(name, work) if name_only is not None else rule.matches(parts, work):
                 result = not negated
+            if work[0] > self._budget:  # checked per rule: one rule on one path is at most ~4M steps
+                raise SourceRefused(entry=repr("/".join(parts)[:200]),
+                                    why=f"applying the {len(self._rules)} ignore patterns took more than "
+                                        f"{self._budget} steps by this entry; use fewer or simpler patterns")
         return result
 
 

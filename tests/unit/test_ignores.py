@@ -251,3 +251,19 @@ def test_an_upload_past_the_bounds_is_refused_in_one_line(tmp_path: Path) -> Non
     prepared = prepare_source(str(app), host_workdir=tmp_path / "work2", limits=SourceLimits(), uid=1, gid=1)
     with tarfile.open(prepared.host_tar) as archive:
         assert "app/app.py" in archive.getnames()
+
+
+def test_patterns_that_cost_more_than_their_budget_are_refused() -> None:
+    # Within the count and length bounds, many patterns that each walk the whole depth can still
+    # cost millions of steps per path: the work has a budget per source.
+    patterns = ["/".join(["**", "d"] * 30) + f"/z{n}" for n in range(50)]
+    rules = IgnoreRules(patterns=patterns, max_work=1_000_000, work_per_path=1_000)
+    with pytest.raises(SourceRefused) as caught:
+        for n in range(1000):
+            rules.ignored(tuple(["d"] * 60 + [f"f{n}"]), is_dir=False)
+    assert "ignore patterns took more than" in caught.value.message and "\n" not in caught.value.message
+    assert rules.work[0] <= 1_000_000 + 1_000 * 1000 + 4 * 1024 * 1024
+    everyday = IgnoreRules(patterns=["*.log", "node_modules/", "/build", "**/tmp", "docs/*.md", "src/**/gen/*.ts"])
+    for n in range(20_000):
+        everyday.ignored(("src", "lib", f"d{n % 50}", f"f{n}.py"), is_dir=False)
+    assert everyday.work[0] < 20_000 * 200  # far inside the default 5,000 per path
