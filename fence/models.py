@@ -340,12 +340,16 @@ class SourceLimits:
         max_files: number of entries.
         max_depth: directory depth of any path.
         max_path: length of any path in characters.
+        max_ignore_patterns: patterns the ignore files and ``ignores:`` may hold together.
+        max_ignore_pattern_length: characters in one ignore pattern.
     """
 
     max_bytes: int = 1024 ** 3
     max_files: int = 100_000
     max_depth: int = 64
     max_path: int = 1024
+    max_ignore_patterns: int = 1000
+    max_ignore_pattern_length: int = 1024
 
 
 @dataclass(frozen=True)

@@ -112,10 +112,12 @@ class NodeService:
         self._gc_thread: threading.Thread | None = None
 
     def source_limits(self) -> SourceLimits:
-        """Upload limits from config (staging/max_upload, max_files, max_depth)."""
+        """Upload limits from config (staging/max_upload, max_files, max_depth, max_ignore_…)."""
         return SourceLimits(max_bytes=int(self.config.fence("staging/max_upload")) * 1024 * 1024,
                             max_files=int(self.config.fence("staging/max_files")),
-                            max_depth=int(self.config.fence("staging/max_depth")))
+                            max_depth=int(self.config.fence("staging/max_depth")),
+                            max_ignore_patterns=int(self.config.fence("staging/max_ignore_patterns")),
+                            max_ignore_pattern_length=int(self.config.fence("staging/max_ignore_pattern_length")))
 
     def new_workdir(self, staging_id: str) -> Path:
         """A fresh scratch folder for one staging (removed by ``stage``)."""

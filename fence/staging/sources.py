@@ -35,8 +35,10 @@ from fence.staging.gitfetch import fetch, looks_like_git_url, parse_git_spec
 from fence.staging.ignores import (
     IGNORE_FILES,
     MAX_IGNORE_FILE_BYTES,
+    IgnorePattern,
     IgnoreRules,
-    parse_ignore_file,
+    manifest_patterns,
+    read_ignore_file,
 )
 from fence.staging.manifest import MANIFEST_NAMES, MAX_MANIFEST_BYTES, parse_manifest
 from fence.staging.procfile import MAX_PROCFILE_BYTES, parse_procfile
@@ -171,12 +173,14 @@ def _pack(reader: _Reader, *, host_out: Path, uid: int, gid: int, limits: Source
                 if manifest_name and manifest_data is not None else Manifest())
     procfile_data = specials.get("Procfile")
     procfile = parse_procfile(procfile_data) if procfile_data is not None else None
-    patterns: list[str] = []
+    patterns: list[IgnorePattern] = []
     for name in IGNORE_FILES:
         data = specials.get(name)
         if data is not None:
-            patterns.extend(parse_ignore_file(data, source=name))
-    rules = IgnoreRules(patterns=tuple(patterns) + manifest.ignores)
+            patterns.extend(read_ignore_file(data, source=name))
+    patterns.extend(manifest_patterns(manifest.ignores, source=manifest.source_name or "manifest"))
+    rules = IgnoreRules(patterns=patterns, max_patterns=limits.max_ignore_patterns,
+                        max_length=limits.max_ignore_pattern_length)
     plan = plan_entries(reader.scan(rules), rules=rules, already_ignored=reader.ignored)
     with Repacker(host_out=host_out, uid=uid, gid=gid, limits=limits, prefix=prefix,
                   compress=compress) as repacker:

@@ -62,6 +62,8 @@ def test_set_then_get_and_a_second_reader_sees_it(store: ConfigStore, tmp_path: 
     ("staging/max_upload", "0", "memory size in MiB from 1"),
     ("staging/max_files", "-1", "whole number"),
     ("staging/max_depth", "5000", "from 1 to 4096"),
+    ("staging/max_ignore_patterns", "-1", "from 0 to 100000"),
+    ("staging/max_ignore_pattern_length", "0", "a whole number of characters from 1 to 4096"),
     ("staging/memory", "1K", "memory size"),
     ("container/cpu_shares", "1", "from 2"),
     ("container/nofile", "10", "from 64"),
