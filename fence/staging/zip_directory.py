@@ -82,7 +82,7 @@ def check_zip_directory(host_archive: Path, *, limits: SourceLimits) -> ZipDirec
             if sig == _LOCATOR_SIG:
                 if end64_disk != 0 or disks > 1:
                     raise refuse(name, "spans several disks (not supported)")
-                end64 = _end64_record(handle, at, name)
+                end64 = _end64_record(handle, at)
                 if end64 is not None:
                     zip64 = True
                     _, _, _, _, disk, cd_disk, _, declared, size, offset = end64
@@ -92,14 +92,14 @@ def check_zip_directory(host_archive: Path, *, limits: SourceLimits) -> ZipDirec
             raise refuse(name, "spans several disks (not supported)")
         # As zipfile reckons it: the directory ends where the end records begin (data may precede the zip).
         start = at - size - (_LOCATOR.size + _END64.size if zip64 else 0)
-        if start < 0:
-            raise refuse(name, f"declares a central directory of {size} bytes, more than the file holds")
         if declared > limits.max_files:
             # name the first entry past the limit when the records are there (bounded: max_files steps)
-            past = _walk(handle, start=start, size=size, stop_after=limits.max_files)
+            past = _walk(handle, start=start, size=size, stop_after=limits.max_files) if start >= 0 else None
             entry: str | bytes = past if isinstance(past, bytes) else name
             raise refuse(entry, f"is past the limit of {limits.max_files} entries (max_files): the "
                                 f"archive declares {declared}")
+        if start < 0:
+            raise refuse(name, f"declares a central directory of {size} bytes, more than the file holds")
         budget = metadata_limit(limits)
         if size > budget:
             raise refuse(name, f"has a central directory of {size} bytes, past the limit of {budget} "
@@ -129,7 +129,7 @@ def _end_record(handle: BinaryIO, file_size: int, name: str) -> tuple[int, tuple
     return window + found, _END.unpack(tail[found:found + _END.size])
 
 
-def _end64_record(handle: BinaryIO, at: int, name: str) -> tuple[int, ...] | None:
+def _end64_record(handle: BinaryIO, at: int) -> tuple[int, ...] | None:
     """The zip64 end record just before its locator (where zipfile reads it), or None."""
     where = at - _LOCATOR.size - _END64.size
     if where < 0:
