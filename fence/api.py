@@ -168,14 +168,19 @@ def create_app(service: NodeService) -> FastAPI:
                     buildpack: list[str] = Query(default=[]), env: list[str] = Query(default=[]),
                     git: str | None = None, filename: str = "upload.tar.gz", deploy: bool = False,
                     instances: int | None = None, mem: str | None = None,
-                    force: bool = False) -> StreamingResponse:
+                    force: bool = False, packed_folder: bool = False) -> StreamingResponse:
         """Stage an app (and with ``deploy=true`` run it: push): the body is an archive (or empty
         with ``git=URL``); ``force=true`` stages even when the inputs are unchanged; the answer
-        streams NDJSON ``log`` events, then ``result`` (``droplet``, or ``app`` for a push) or ``error``."""
+        streams NDJSON ``log`` events, then ``result`` (``droplet``, or ``app`` for a push) or ``error``.
+
+        A bare upload is an archive the user gave: when all its entries lie in one folder (a
+        GitHub download) that folder's contents are staged. ``packed_folder=true`` says the body
+        is a folder the client packed (``fence push DIR`` sends it): staged exactly as it is."""
         staging_id = uuid.uuid4().hex[:12]
         mem_mib = parse_memory(mem) if mem else None
         order = StageOrder(origin="", app=name, fallback_name=fallback_name,
-                           buildpacks=tuple(buildpack), env=env_from_pairs(env), force=force)
+                           buildpacks=tuple(buildpack), env=env_from_pairs(env), force=force,
+                           packed_folder=packed_folder)
         if git:
             parse_git_spec(git, what="source")
             order = dataclasses.replace(order, origin=git)

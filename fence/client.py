@@ -125,6 +125,7 @@ class FenceClient:
                     host_upload = Path(tmp) / "upload.tar.gz"
                     pack_directory_for_upload(host_source, host_upload, limits=limits or SourceLimits())
                     params.append(("fallback_name", _name_from(host_source.resolve().name)))
+                    params.append(("packed_folder", "true"))  # a folder is staged as it is, never unwrapped
                 elif host_source.is_file():
                     host_upload = host_source
                     params.append(("fallback_name", _name_from(host_source.name.split(".")[0])))

@@ -50,6 +50,8 @@ class StageOrder:
         buildpacks: buildpack specs given by the developer.
         env: env variables given by the developer.
         force: stage even when the staging inputs are unchanged (no droplet reuse).
+        packed_folder: the upload is a folder the client packed: staged as it is (never
+            unwrapped like an archive of one folder).
     """
 
     origin: str
@@ -58,6 +60,7 @@ class StageOrder:
     buildpacks: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     force: bool = False
+    packed_folder: bool = False
 
 
 log = logging.getLogger("fence.service")
@@ -97,6 +100,7 @@ class NodeService:
         self._slots = StagingSlots(limit=lambda: int(config.fence("staging/concurrency")),
                                    draining=lambda: stager.reaper.pending)
         stager.reaper.on_removed(self._slots.notify)
+        self._preparing = StagingSlots.for_sources(limit=lambda: int(config.fence("staging/concurrency")))
         self._cancelled: set[str] = set()
         self._router_key: object = None
         self._router_failed: object = None
@@ -266,8 +270,9 @@ class NodeService:
         try:
             uid = int(self.config.fence("container/uid"))
             on_line("-----> Checking the app source")
-            source = prepare_source(order.origin, host_workdir=host_work, limits=self.source_limits(),
-                                    uid=uid, gid=uid)
+            with self._preparing.slot(on_line=on_line, cancelled=lambda: staging_id in self._cancelled):
+                source = prepare_source(order.origin, host_workdir=host_work, limits=self.source_limits(),
+                                        uid=uid, gid=uid, packed_folder=order.packed_folder)
             for warning in (*source.warnings, *source.manifest.warnings):
                 on_line(f"       warning: {warning}")
             request = StageRequest(source=source, app=order.app or source.manifest.name or order.fallback_name,

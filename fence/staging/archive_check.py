@@ -28,7 +28,7 @@ _COPY_CHUNK = 1024 * 1024
 _MAX_MTIME = 8 ** 11 - 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # a source may hold max_files of them
 class Entry:
     """One checked entry of app source.
 

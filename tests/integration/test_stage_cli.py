@@ -64,3 +64,20 @@ def test_client_going_away_cancels_the_staging(daemon, home: NodeHome, tmp_path:
     while staging_containers(home.node_id) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert staging_containers(home.node_id) == []
+
+
+def test_a_folder_that_is_only_bin_is_staged_as_it_is(daemon, home: NodeHome, tmp_path: Path) -> None:  # noqa: ANN001
+    """An inline-buildpack app (nothing but bin/detect, bin/compile, bin/release) pushed as a folder:
+    the CLI packs it, and the daemon must not unwrap it as it would a downloaded archive of one
+    folder (it did: the app arrived as detect, compile and release at its root)."""
+    app = write_buildpack(tmp_path / "inline", detect="echo inline\n", compile="""
+        test -x "$1/bin/compile" || { echo "bin/ was unwrapped: $(ls "$1")"; exit 1; }
+        echo "inline bin/compile ran in $1"
+        echo compiled > "$1/compiled.txt"
+        """, release="""
+        printf -- '---\\ndefault_process_types:\\n  web: sleep infinity\\n'
+        """)
+    result = run_cli("fence", "stage", str(app), "--name", "inline", "--buildpack", str(app), timeout=300)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "inline bin/compile ran in" in result.stdout
+    assert "holds one folder" not in result.stdout

@@ -544,3 +544,65 @@ def test_a_folder_holding_one_folder_is_taken_as_it_is(tmp_path: Path) -> None:
 def test_in_a_one_folder_archive_a_symlink_out_of_the_folder_is_refused(tmp_path: Path) -> None:
     members = [*_one_folder_members("top"), _member("top/up", tarfile.SYMTYPE, link="../top/app.py")]
     _refused(tmp_path, _tar(tmp_path / "a.tar.gz", members), entry="up")
+
+
+# --- one member loop for tar and zip; a folder the client packed is never unwrapped ------------
+
+def _zip(host_path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> str:
+    """The same members as ``_tar`` writes, as a zip (directories end in '/'; modes kept)."""
+    with zipfile.ZipFile(host_path, "w") as archive:
+        for info, data in members:
+            name = info.name.rstrip("/") + ("/" if info.isdir() else "")
+            entry = zipfile.ZipInfo(name)
+            entry.create_system = 3
+            entry.external_attr = ((0o040755 if info.isdir() else 0o100000 | info.mode) << 16)
+            archive.writestr(entry, data)
+    return str(host_path)
+
+
+_WRITERS = {"tar": lambda path, members: _tar(path.with_suffix(".tar.gz"), members), "zip": _zip}
+_PLAIN_MEMBERS = [m for m in _one_folder_members("top") if m[0].type in (tarfile.DIRTYPE, tarfile.REGTYPE)]
+
+
+@pytest.mark.parametrize("kind", sorted(_WRITERS))
+def test_tar_and_zip_go_through_the_same_member_loop(tmp_path: Path, kind: str) -> None:
+    """Same members, same outcome: specials read, one folder unwrapped, counts and sizes capped."""
+    write = _WRITERS[kind]
+    prepared = _prepare(write(tmp_path / "a", _PLAIN_MEMBERS), tmp_path / "w")
+    assert set(_listing(prepared)) == {"app", "app/stackato.yml", "app/Procfile", "app/.cfignore", "app/app.py",
+                                       "app/lib", "app/lib/util.py"}
+    assert prepared.manifest.name == "wrapped" and prepared.procfile == {"web": "python3 app.py"}
+    assert prepared.warnings[0] == "the archive holds one folder, top/: staging what is inside it"
+    assert "'top/secret.txt'" in _refused(tmp_path, write(tmp_path / "b", _PLAIN_MEMBERS), entry="'top/secret.txt'",
+                                          max_files=4)
+    assert "max_bytes" in _refused(tmp_path, write(tmp_path / "c", _PLAIN_MEMBERS), entry="'top/secret.txt'",
+                                   max_bytes=50)
+
+
+@pytest.mark.parametrize("kind", sorted(_WRITERS))
+def test_an_archive_packed_from_a_folder_is_staged_as_it_is(tmp_path: Path, kind: str) -> None:
+    origin = _WRITERS[kind](tmp_path / "a", _PLAIN_MEMBERS)
+    prepared = prepare_source(origin, host_workdir=tmp_path / "w", limits=SourceLimits(), uid=UID, gid=GID,
+                              packed_folder=True)
+    assert "app/top/app.py" in _listing(prepared) and "app/app.py" not in _listing(prepared)
+    assert prepared.manifest.name is None and prepared.procfile is None
+    assert not any("one folder" in warning for warning in prepared.warnings)
+
+
+def test_a_folder_that_is_only_bin_is_uploaded_and_staged_as_it_is(tmp_path: Path) -> None:
+    """What `fence push DIR` does for an inline-buildpack app: pack, then prepare as a packed folder."""
+    app = tmp_path / "inline"
+    (app / "bin").mkdir(parents=True)
+    for name in ("detect", "compile", "release"):
+        (app / "bin" / name).write_text("#!/bin/sh\nexit 0\n")
+        (app / "bin" / name).chmod(0o755)
+    host_upload = tmp_path / "upload.tar.gz"
+    pack_directory_for_upload(app, host_upload, limits=SourceLimits())
+    prepared = prepare_source(str(host_upload), host_workdir=tmp_path / "w", limits=SourceLimits(), uid=UID,
+                              gid=GID, packed_folder=True)
+    listing = _listing(prepared)
+    assert {"app/bin", "app/bin/detect", "app/bin/compile", "app/bin/release"} <= set(listing)
+    assert listing["app/bin/compile"].mode == 0o755
+    unwrapped = prepare_source(str(host_upload), host_workdir=tmp_path / "w2", limits=SourceLimits(), uid=UID,
+                               gid=GID)  # the same archive given by a user: one folder, unwrapped
+    assert "app/compile" in _listing(unwrapped)
