@@ -18,6 +18,8 @@ from fence.models import (
 OutputCallback = Callable[[str], None]
 # Called with (done, total) byte counts while a long transfer runs; total may be 0 if unknown.
 ProgressCallback = Callable[[int, int], None]
+# How many of the last output lines a ProcessResult keeps.
+TAIL_LINES = 50
 
 
 class Container(Protocol):

@@ -17,8 +17,8 @@ import docker.utils
 import requests.exceptions
 
 from fence.backend.base import OutputCallback, ProgressCallback
-from fence.backend.docker_process import (ExecCalls, follow_exec, refuse_unsafe_process,
-                                          refuse_unsafe_spec)
+from fence.backend.docker_process import ExecCalls, follow_exec
+from fence.backend.policy import refuse_unsafe_process, refuse_unsafe_spec
 from fence.errors import (ContainerGone, ContainerNotFound, EngineError, EngineUnavailable,
                           FenceError, ImageNotFound, UsageError, UsernsRequired)
 from fence.models import (ContainerInfo, ContainerSpec, EngineInfo, ImageInfo, ProcessResult,

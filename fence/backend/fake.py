@@ -17,10 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Mapping
 
-from fence.backend.base import OutputCallback, ProgressCallback
+from fence.backend.base import TAIL_LINES, OutputCallback, ProgressCallback
 from fence.backend.fake_programs import (BUILTIN_PROGRAMS, FakeFile, FakeProcess, Program,
                                          SleptPastDeadline, StillRunning)
-from fence.backend.docker_process import TAIL_LINES, refuse_unsafe_process, refuse_unsafe_spec
+from fence.backend.policy import refuse_unsafe_process, refuse_unsafe_spec
 from fence.errors import (ContainerGone, ContainerNotFound, EngineError, ImageNotFound,
                           InternalError, ProcessTimeout, UsageError, UsernsRequired)
 from fence.models import (ContainerInfo, ContainerSpec, EngineInfo, ImageInfo, ProcessResult,
