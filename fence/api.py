@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator, Callable
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
 
 from fence import __version__
 from fence.api_schema import EnvChange, ErrorAnswer, RouteChange, TaskOrder, request_invalid, to_json_ready
@@ -148,6 +149,12 @@ def create_app(service: NodeService) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"error": request_invalid(exc.errors()).to_wire()})
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # An unknown path or method, or a body that is not even text: the same one line.
+        error = RequestInvalid(where=f"{request.method} {request.url.path}"[:100], why=exc.detail)
+        return JSONResponse(status_code=exc.status_code, content={"error": error.to_wire()}, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -56,6 +56,17 @@ def test_unknown_route_is_json_404(client: TestClient) -> None:
     assert client.get("/v1/nope").status_code == 404
 
 
+def test_unknown_paths_methods_and_unreadable_bodies_answer_the_one_line_shape(client: TestClient) -> None:
+    for response, status, message in (
+            (client.get("/v1/nope"), 404, "bad request: GET /v1/nope: Not Found"),
+            (client.put("/v1/info"), 405, "bad request: PUT /v1/info: Method Not Allowed"),
+            (client.post("/v1/apps/web/env", content=b"\xff", headers={"content-type": "application/json"}), 400,
+             "bad request: POST /v1/apps/web/env: There was an error parsing the body")):
+        assert response.status_code == status
+        error = from_wire(response.json()["error"])
+        assert isinstance(error, RequestInvalid) and error.message == message
+
+
 @pytest.mark.parametrize(("path", "send", "where"), [
     ("/v1/apps/web/env", {"json": {"set": "A=1"}}, "body field set"),
     ("/v1/apps/web/env", {"json": {"set": {"A": 1}}}, "body field set.A"),
