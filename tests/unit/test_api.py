@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from fence.api import create_app
 from fence.backend.fake import FakeBackend
 from fence.errors import EXIT_USAGE, RequestInvalid, from_wire
+from fence.models import AppView
 from fence.home import NodeHome
 from fence.wiring import node_service
 
@@ -132,3 +133,27 @@ def test_openapi_describes_bodies_answers_and_the_error_shape(client: TestClient
     assert answer("/v1/gc", "post")["$ref"] == ref + "GcReport"
     assert answer("/v1/apps/{name}", status="default")["$ref"] == ref + "ErrorAnswer"
     assert set(schemas["InstanceView"]["required"]) >= {"index", "state", "container", "release"}
+
+
+
+def test_bodies_reach_the_app_operations_as_typed_values(home: NodeHome, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = node_service(home, backend=FakeBackend(userns_remap=False))
+    seen: list[tuple] = []
+    view = AppView(name="web", url="u", urls=("u",), state="started", instances=1, running=1, memory_mib=64,
+                   release=1, droplet=None, stack_image=None, env={})
+    monkeypatch.setattr(service.apps, "app", lambda name: None)
+    monkeypatch.setattr(service.apps, "set_env",
+                        lambda name, changes, removals, out: seen.append(("env", name, changes, removals)) or view)
+    monkeypatch.setattr(service.apps, "run_task", lambda name, argv, out, task_id: seen.append(("run", name, argv)) or 7)
+    monkeypatch.setattr(service.apps, "add_route", lambda name, host: seen.append(("add", name, host)) or view)
+    monkeypatch.setattr(service.apps, "remove_route", lambda name, host: seen.append(("remove", name, host)) or view)
+    try:
+        client = TestClient(create_app(service))
+        assert '"event": "result"' in client.post("/v1/apps/web/env", json={"set": {"A": "1"}, "unset": ["B"]}).text
+        assert '"exit_code": 7' in client.post("/v1/apps/web/run", json={"argv": ["id", "-u"]}).text
+        assert client.post("/v1/apps/web/routes", json={"add": "w.example.com"}).json()["name"] == "web"
+        assert client.post("/v1/apps/web/routes", json={"remove": "w.example.com"}).status_code == 200
+    finally:
+        service.close()
+    assert seen == [("env", "web", {"A": "1"}, ("B",)), ("run", "web", ("id", "-u")),
+                    ("add", "web", "w.example.com"), ("remove", "web", "w.example.com")]

@@ -6,6 +6,8 @@ import collections.abc
 import dataclasses
 import json
 import sqlite3
+import subprocess
+import sys
 import types
 import typing
 from pathlib import Path
@@ -99,6 +101,13 @@ def test_the_daemon_s_pydantic_answers_are_what_the_cli_s_decoder_reads(kind: ty
     sent = json.loads(json.dumps(to_json_ready(value)))
     assert sent == json.loads(json.dumps(to_wire(value)))  # the two encoders agree
     assert model_from_wire(kind, sent) == value
+
+
+def test_the_cli_side_decodes_without_pydantic() -> None:
+    # pydantic's import and adapter builds cost more than the CLI's whole start budget.
+    code = ("import sys, fence.cli, fence.client, fence.wire; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'pydantic_core', 'fastapi')))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
 def test_store_schema_is_versioned_and_a_newer_one_refused(tmp_path: Path) -> None:
