@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
 
 from fence import __version__
+from fence.api_schema import EnvChange, ErrorAnswer, RouteChange, TaskOrder, request_invalid, to_json_ready
 from fence.errors import (
     EXIT_CONFLICT,
     EXIT_NOT_FOUND,
@@ -25,13 +28,14 @@ from fence.errors import (
     EXIT_USAGE,
     FenceError,
     InternalError,
+    RequestInvalid,
     SourceRefused,
     UsageError,
 )
+from fence.models import AppView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord, StackImage
 from fence.service import NodeService, StageOrder
 from fence.staging.gitfetch import parse_git_spec
 from fence.staging.stager import env_from_pairs, parse_memory
-from fence.wire import to_wire
 
 log = logging.getLogger("fence.api")
 
@@ -47,6 +51,8 @@ _STATUS_BY_EXIT = {
 
 def http_status(error: FenceError) -> int:
     """The HTTP status an error is sent with."""
+    if isinstance(error, RequestInvalid):
+        return 422
     return _STATUS_BY_EXIT.get(error.exit_code, 400 if error.user_error else 500)
 
 
@@ -118,22 +124,6 @@ def _required(value: int | None, name: str) -> int:
     return value
 
 
-def _str_map(value: object) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise UsageError(detail="set must map names to string values")
-    return dict(value)
-
-
-def _str_list(value: object) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise UsageError(detail="expected a list of strings")
-    return list(value)
-
-
 def _ndjson(events: AsyncIterator[str]) -> StreamingResponse:
     return StreamingResponse(events, media_type="application/x-ndjson")
 
@@ -145,13 +135,26 @@ def create_app(service: NodeService) -> FastAPI:
         service: the facade the routes call.
 
     Returns:
-        A FastAPI app; errors leave it as ``{"error": {"type", "message", "fields"}}``.
+        A FastAPI app; errors leave it as ``{"error": {"type", "message", "fields"}}``, a request
+        that does not fit its endpoint's parameters or body schema as a 422 ``RequestInvalid``.
     """
-    app = FastAPI(title="fence", version=__version__)
+    answers = {"description": "a fence error, in one line (422: the request does not fit the endpoint)",
+               "model": ErrorAnswer}
+    app = FastAPI(title="fence", version=__version__, responses={"default": answers})
 
     @app.exception_handler(FenceError)
     async def _fence_error(_: Request, exc: FenceError) -> JSONResponse:
         return JSONResponse(status_code=http_status(exc), content={"error": exc.to_wire()})
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"error": request_invalid(exc.errors()).to_wire()})
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # An unknown path or method, or a body that is not even text: the same one line.
+        error = RequestInvalid(where=f"{request.method} {request.url.path}"[:100], why=exc.detail)
+        return JSONResponse(status_code=exc.status_code, content={"error": error.to_wire()}, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -159,9 +162,9 @@ def create_app(service: NodeService) -> FastAPI:
         return JSONResponse(status_code=500, content={"error": error.to_wire()})
 
     @app.get("/v1/info")
-    def info() -> dict[str, Any]:
+    def info() -> NodeStatus:
         """The node's status: engine, user namespaces, stack, counts, warnings."""
-        return to_wire(service.status())
+        return service.status()
 
     @app.post("/v1/stagings")
     async def stage(request: Request, name: str | None = None, fallback_name: str | None = None,
@@ -191,55 +194,72 @@ def create_app(service: NodeService) -> FastAPI:
             def work(on_line: Callable[[str], None]) -> dict[str, Any]:
                 view = service.push(order, instances=instances, memory_mib=mem_mib, staging_id=staging_id,
                                     on_line=on_line)
-                return {"app": to_wire(view)}
+                return {"app": to_json_ready(view)}
         else:
             def work(on_line: Callable[[str], None]) -> dict[str, Any]:
-                return {"droplet": to_wire(service.stage(order, staging_id=staging_id, on_line=on_line))}
+                return {"droplet": to_json_ready(service.stage(order, staging_id=staging_id, on_line=on_line))}
         return _ndjson(_work_events(work, name=f"staging-{staging_id}",
                                     on_gone=lambda: service.cancel_staging(staging_id)))
 
     @app.get("/v1/droplets")
-    def droplets(app_name: str | None = Query(default=None, alias="app")) -> list[dict[str, Any]]:
+    def droplets(app_name: str | None = Query(default=None, alias="app")) -> list[DropletRecord]:
         """Droplets, newest first (one app's with ``app=NAME``)."""
-        return to_wire(service.droplets_of(app_name))
+        return service.droplets_of(app_name)
 
     @app.get("/v1/droplets/{droplet_id}")
-    def droplet(droplet_id: str) -> dict[str, Any]:
+    def droplet(droplet_id: str) -> DropletRecord:
         """One droplet's record and staging info."""
-        return to_wire(service.droplet(droplet_id))
+        return service.droplet(droplet_id)
 
     @app.get("/v1/apps")
-    def apps() -> list[dict[str, Any]]:
+    def apps() -> list[AppView]:
         """Every app with its instances."""
-        return to_wire(service.apps.views())
+        return service.apps.views()
 
     @app.get("/v1/apps/{name}")
-    def app_detail(name: str) -> dict[str, Any]:
+    def app_detail(name: str) -> AppView:
         """One app: url, instances (index, state, container, host_port, restarts), releases."""
-        return to_wire(service.apps.view(name))
+        return service.apps.view(name)
 
     @app.delete("/v1/apps/{name}")
-    def delete_app(name: str) -> dict[str, Any]:
+    def delete_app(name: str) -> dict[str, str]:
         """Remove the app: instances, releases, droplets, cache and logs."""
         service.apps.delete(name)
         return {"deleted": name}
 
     @app.post("/v1/apps/{name}/routes")
-    def routes(name: str, change: dict[str, str]) -> dict[str, Any]:
+    def routes(name: str, change: RouteChange) -> AppView:
         """Add or remove an extra host name: ``{"add": HOST}`` or ``{"remove": HOST}``."""
-        if set(change) == {"add"}:
-            return to_wire(service.apps.add_route(name, change["add"]))
-        if set(change) == {"remove"}:
-            return to_wire(service.apps.remove_route(name, change["remove"]))
-        raise UsageError(detail='send {"add": HOST} or {"remove": HOST}')
+        if change.add is not None:
+            return service.apps.add_route(name, change.add)
+        return service.apps.remove_route(name, change.remove or "")
+
+    @app.post("/v1/apps/{name}/env")
+    def env(name: str, change: EnvChange) -> StreamingResponse:
+        """Set and unset env variables, then restart the app if it runs: streamed NDJSON ``log``
+        events, then ``result`` (``app``) or ``error``."""
+        apps = service.apps
+        apps.app(name)  # an unknown app is a 404 before any streaming starts
+
+        def work(out: Callable[[str], None]) -> dict[str, Any]:
+            return {"app": to_json_ready(apps.set_env(name, change.set, tuple(change.unset), out))}
+        return _ndjson(_work_events(work, name=f"env-{name}"))
+
+    @app.post("/v1/apps/{name}/run")
+    def run(name: str, order: TaskOrder) -> StreamingResponse:
+        """Run a one-off command in a fresh container: streamed NDJSON ``log`` events, then
+        ``result`` (``exit_code``) or ``error``."""
+        apps = service.apps
+        task_id = uuid.uuid4().hex[:12]
+        return _ndjson(_work_events(lambda out: {"exit_code": apps.run_task(name, tuple(order.argv), out, task_id)},
+                                    name=f"run-{name}", on_gone=lambda: apps.cancel_task(task_id)))
 
     @app.post("/v1/apps/{name}/{action}")
-    async def act(name: str, action: str, request: Request, instances: int | None = None,
+    async def act(name: str, action: str, instances: int | None = None,
                   release: int | None = None, force: bool = False) -> StreamingResponse:
-        """start, stop, restart, restage (``force``), scale (``instances``), rollback (``release``), env (JSON body
-        ``{"set": {…}, "unset": […]}``), run (JSON body ``{"argv": […]}``): streamed NDJSON."""
+        """start, stop, restart, restage (``force``), scale (``instances``), rollback (``release``):
+        streamed NDJSON ``log`` events, then ``result`` (``app``) or ``error``."""
         apps = service.apps
-        body = await request.json() if action in ("env", "run") else {}
         works: dict[str, Callable[[Callable[[str], None]], Any]] = {
             "start": lambda out: apps.start(name, out),
             "stop": lambda out: apps.stop(name),
@@ -247,23 +267,17 @@ def create_app(service: NodeService) -> FastAPI:
             "scale": lambda out: apps.scale(name, _required(instances, "instances"), out),
             "rollback": lambda out: apps.rollback(name, release, out),
             "restage": lambda out: service.restage(name, out, force=force),
-            "env": lambda out: apps.set_env(name, _str_map(body.get("set")), tuple(_str_list(body.get("unset"))), out),
         }
-        if action == "run":
-            argv = tuple(_str_list(body.get("argv")))
-            task_id = uuid.uuid4().hex[:12]
-            return _ndjson(_work_events(lambda out: {"exit_code": apps.run_task(name, argv, out, task_id)},
-                                        name=f"run-{name}", on_gone=lambda: apps.cancel_task(task_id)))
         if action not in works:
             raise UsageError(detail=f"unknown action {action!r}")
         apps.app(name)  # an unknown app is a 404 before any streaming starts
         chosen = works[action]
-        return _ndjson(_work_events(lambda out: {"app": to_wire(chosen(out))}, name=f"{action}-{name}"))
+        return _ndjson(_work_events(lambda out: {"app": to_json_ready(chosen(out))}, name=f"{action}-{name}"))
 
     @app.get("/v1/apps/{name}/releases")
-    def releases(name: str) -> list[dict[str, Any]]:
+    def releases(name: str) -> list[ReleaseRecord]:
         """The app's kept releases, newest first."""
-        return to_wire(list(service.apps.view(name).releases))
+        return list(service.apps.view(name).releases)
 
     @app.get("/v1/apps/{name}/logs")
     def logs(name: str, follow: bool = False, staging: bool = False, tail: int = 100) -> StreamingResponse:
@@ -273,25 +287,25 @@ def create_app(service: NodeService) -> FastAPI:
                                  media_type="application/x-ndjson")
 
     @app.get("/v1/images")
-    def images() -> list[dict[str, Any]]:
+    def images() -> list[StackImage]:
         """Stack images fence knows, which one is configured and what runs on each."""
-        return to_wire(service.images())
+        return service.images()
 
     @app.post("/v1/stack/rollout")
     def rollout(restage: bool = False) -> StreamingResponse:
         """Move every app onto the configured stack (``restage=true``: restage each): streamed
         NDJSON ``log`` events, then ``result`` (``rollout``) or ``error``."""
-        return _ndjson(_work_events(lambda out: {"rollout": to_wire(service.rollout(restage=restage, on_line=out))},
+        return _ndjson(_work_events(lambda out: {"rollout": to_json_ready(service.rollout(restage=restage, on_line=out))},
                                     name="rollout"))
 
     @app.post("/v1/gc")
-    def gc(dry_run: bool = False) -> dict[str, Any]:
+    def gc(dry_run: bool = False) -> GcReport:
         """Garbage collection: what was removed (``dry_run=true``: what would be)."""
-        return to_wire(service.gc(dry_run=dry_run))
+        return service.gc(dry_run=dry_run)
 
     @app.get("/v1/node")
-    def node() -> dict[str, Any]:
+    def node() -> NodeInfo:
         """CPU, memory, disks and containers of the node."""
-        return to_wire(service.node_info())
+        return service.node_info()
 
     return app

@@ -116,6 +116,13 @@ class ConfigFileCorrupt(FenceError):
     user_error = False
 
 
+class RequestInvalid(FenceError):
+    """An API request whose parameters or JSON body do not fit the endpoint (sent as HTTP 422)."""
+
+    template = "bad request: {where}: {why}"
+    exit_code = EXIT_USAGE
+
+
 # --- engine and containers ---------------------------------------------------------------------
 
 class EngineUnavailable(FenceError):

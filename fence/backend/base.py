@@ -1,5 +1,8 @@
 """The container contract every backend fulfils: fence's Garden, and the only seam to an engine."""
 
+# The contract's docstrings live here only; DockerBackend and FakeBackend document what is
+# particular to them (and nothing when nothing is).
+
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
@@ -18,6 +21,8 @@ from fence.models import (
 OutputCallback = Callable[[str], None]
 # Called with (done, total) byte counts while a long transfer runs; total may be 0 if unknown.
 ProgressCallback = Callable[[int, int], None]
+# How many of the last output lines a ProcessResult keeps.
+TAIL_LINES = 50
 
 
 class Container(Protocol):
@@ -28,12 +33,13 @@ class Container(Protocol):
         """The engine's container id."""
 
     def start(self) -> None:
-        """Start the container's main process.
+        """Start the container's main process (a running container is left as it is).
 
         Raises:
             ContainerNotFound: the container was destroyed.
             EngineUnavailable: the engine does not answer.
-            EngineError: the engine refused.
+            EngineError: the engine refused (e.g. the command or the user does not exist in the
+                image).
         """
 
     def run(self, spec: ProcessSpec, on_output: OutputCallback | None = None) -> ProcessResult:
@@ -46,13 +52,14 @@ class Container(Protocol):
             on_output: receives each output line; ``None`` to discard (the tail is still kept).
 
         Returns:
-            The exit code and the last lines of output.
+            The exit code (127 when the program does not exist) and the last ``TAIL_LINES``
+            lines of output.
 
         Raises:
-            UsageError: the process would run as root (uid or gid 0).
+            UsageError: argv is empty, or the process would run as root (uid or gid 0).
             ProcessTimeout: the timeout passed; the whole container was killed, since the engine
                 cannot kill one exec'd process tree.
-            ContainerGone: the container is not running.
+            ContainerGone: the container is not running, or stopped while the process ran.
             ContainerNotFound: the container was destroyed.
             EngineUnavailable: the engine does not answer.
         """
@@ -68,11 +75,17 @@ class Container(Protocol):
 
         Raises:
             ContainerNotFound: the container was destroyed.
-            EngineError: the directory does not exist or the archive was refused.
+            EngineUnavailable: the engine does not answer.
+            EngineError: the directory does not exist or the archive was refused (it holds a
+                device file, which the engine cannot make under userns-remap).
         """
 
     def stream_out(self, ctr_path: PurePosixPath) -> Iterator[bytes]:
         """Stream a file or directory out of the container as a tar archive.
+
+        The owners in its headers are not the container's: under userns-remap, Engine 20.10
+        writes host-side uids/gids (e.g. 101000), so callers that stream the archive back in set
+        ownership themselves.
 
         Args:
             ctr_path: the file or directory; the archive's top entry is its base name.
@@ -82,13 +95,15 @@ class Container(Protocol):
 
         Raises:
             ContainerNotFound: the container or the path does not exist.
+            EngineUnavailable: the engine does not answer.
         """
 
     def commit(self, ref: str, labels: Mapping[str, str]) -> ImageInfo:
         """Save the container's file system as a new image (a layer on its own image).
 
-        The image keeps its parent's config, with ``labels`` added (and the container's own);
-        a running container is paused while it is saved.
+        The image keeps its parent's config merged with the container's (user, env, command,
+        labels), with ``labels`` added; containers created from it start with its files. A
+        running container is paused while it is saved.
 
         Args:
             ref: ``repository:tag`` to give the image (moved from an older image that had it).
@@ -99,7 +114,7 @@ class Container(Protocol):
 
         Raises:
             ContainerNotFound: the container was destroyed.
-            UsageError: ``ref`` is malformed.
+            UsageError: ``ref`` is not ``repository:tag``.
             EngineUnavailable: the engine does not answer.
             EngineError: the engine refused.
         """
@@ -107,12 +122,16 @@ class Container(Protocol):
     def info(self) -> ContainerInfo:
         """What the engine knows of the container now.
 
+        Returns:
+            Its state, labels, image and published ports (only while it runs).
+
         Raises:
             ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
         """
 
     def logs(self, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
-        """The main process's output from the engine's log, line by line.
+        """The main process's output (stdout and stderr) from the engine's log, line by line.
 
         Args:
             follow: keep streaming new lines until the container stops.
@@ -127,6 +146,9 @@ class Container(Protocol):
         """Send TERM to the main process, then KILL after ``grace`` seconds. A stopped container
         is left as it is.
 
+        Args:
+            grace: seconds between TERM and KILL (rounded up to whole seconds).
+
         Raises:
             ContainerNotFound: the container was destroyed.
             EngineUnavailable: the engine does not answer.
@@ -137,6 +159,7 @@ class Container(Protocol):
 
         Raises:
             EngineUnavailable: the engine does not answer.
+            EngineError: the engine refused.
         """
 
 
@@ -146,14 +169,21 @@ class ContainerBackend(Protocol):
     def engine_info(self) -> EngineInfo:
         """Facts about the engine (version, userns remapping, seccomp …).
 
+        Returns:
+            What ``docker info`` and ``docker version`` report, as fence needs it.
+
         Raises:
             EngineUnavailable: the engine does not answer.
+            EngineError: the engine gave an unexpected answer.
         """
 
     def create(self, spec: ContainerSpec) -> Container:
-        """Create (not start) a hardened container: non-root user, all capabilities dropped,
-        no-new-privileges, default seccomp, pids/memory(=swap)/CPU limits, rotated logs, no
-        host mounts or namespaces, ports only on their ``host_ip``.
+        """Create (not start) a hardened container: non-root user, no capabilities,
+        no-new-privileges, default seccomp, pids/memory(=swap)/CPU/nofile limits, rotated
+        json-file logs, an init as PID 1, no restart policy, never privileged, no host mounts or
+        namespaces (a private cgroup namespace too), ports only on their ``host_ip``.
+
+        Every backend first applies ``fence.backend.policy.refuse_unsafe_spec``.
 
         Args:
             spec: image, labels, user, command, env, limits, ports, network.
@@ -162,15 +192,22 @@ class ContainerBackend(Protocol):
             The created container.
 
         Raises:
-            UsageError: the spec asks for root or lacks fence's node label.
+            UsageError: the spec asks for root, lacks fence's node label, names an unknown
+                network, publishes ports without a network, or gives a malformed image reference.
             UsernsRequired: ``require_userns`` is set and the engine does not remap.
             ImageNotFound: the image is not on the engine.
             EngineUnavailable: the engine does not answer.
-            EngineError: the engine refused.
+            EngineError: the engine refused (e.g. the name is taken).
         """
 
     def lookup(self, container_id: str) -> Container:
-        """A container by id.
+        """A container by id (or unique id prefix, or name).
+
+        Args:
+            container_id: what ``create`` or ``list`` gave as ``Container.id``.
+
+        Returns:
+            The container.
 
         Raises:
             ContainerNotFound: no such container.
@@ -178,7 +215,13 @@ class ContainerBackend(Protocol):
         """
 
     def list(self, labels: Mapping[str, str]) -> list[Container]:
-        """Containers (running or not) that carry all the given labels.
+        """Containers (running or not) that carry all the given labels, newest first.
+
+        Args:
+            labels: label names and the values they must have.
+
+        Returns:
+            The matching containers.
 
         Raises:
             EngineUnavailable: the engine does not answer.
@@ -194,6 +237,12 @@ class ContainerBackend(Protocol):
 
     def image_info(self, ref: str) -> ImageInfo | None:
         """An image by reference or id, or ``None`` if the engine does not have it.
+
+        Args:
+            ref: ``repository:tag`` or ``sha256:…``.
+
+        Returns:
+            The image, or ``None`` (also for a reference the engine cannot parse).
 
         Raises:
             EngineUnavailable: the engine does not answer.
@@ -212,7 +261,7 @@ class ContainerBackend(Protocol):
 
         Args:
             host_tar: the root filesystem as a tar file on the host.
-            ref: ``repository:tag`` to give the image.
+            ref: ``repository:tag`` to give the image (no tag: ``latest``).
             changes: Dockerfile instructions to apply (``ENV``, ``LABEL``, ``CMD`` …).
             progress: receives bytes sent so far and the file size.
 
@@ -220,13 +269,18 @@ class ContainerBackend(Protocol):
             The new image.
 
         Raises:
+            UsageError: ``host_tar`` cannot be read, or ``ref`` is a digest.
             EngineUnavailable: the engine does not answer.
             EngineError: the engine refused the archive.
         """
 
     def remove_image(self, ref: str) -> None:
-        """Remove an image; a missing image is fine.
+        """Remove an image (or only this tag of it, when it has others); a missing image is fine.
+
+        Args:
+            ref: ``repository:tag`` or image id.
 
         Raises:
-            EngineError: the image is in use.
+            EngineUnavailable: the engine does not answer.
+            EngineError: a container (running or not) or a child image uses the image.
         """

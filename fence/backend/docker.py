@@ -17,8 +17,8 @@ import docker.utils
 import requests.exceptions
 
 from fence.backend.base import OutputCallback, ProgressCallback
-from fence.backend.docker_process import (ExecCalls, follow_exec, refuse_unsafe_process,
-                                          refuse_unsafe_spec)
+from fence.backend.docker_process import ExecCalls, follow_exec
+from fence.backend.policy import refuse_unsafe_process, refuse_unsafe_spec
 from fence.errors import (ContainerGone, ContainerNotFound, EngineError, EngineUnavailable,
                           FenceError, ImageNotFound, UsageError, UsernsRequired)
 from fence.models import (ContainerInfo, ContainerSpec, EngineInfo, ImageInfo, ProcessResult,
@@ -89,15 +89,7 @@ class DockerBackend:
     # --- engine and images ---------------------------------------------------------------------
 
     def engine_info(self) -> EngineInfo:
-        """Facts about the engine (version, userns remapping, seccomp …).
-
-        Returns:
-            What ``docker info`` and ``docker version`` report, as fence needs it.
-
-        Raises:
-            EngineUnavailable: the engine does not answer.
-            EngineError: the engine gave an unexpected answer.
-        """
+        """See ``ContainerBackend.engine_info``."""
         api = self._api()
         with _engine("reporting its state"):
             info = api.info()
@@ -117,17 +109,7 @@ class DockerBackend:
         )
 
     def image_info(self, ref: str) -> ImageInfo | None:
-        """An image by reference or id, or ``None`` if the engine does not have it.
-
-        Args:
-            ref: ``repository:tag`` or ``sha256:…``.
-
-        Returns:
-            The image, or ``None`` (also for a reference the engine cannot parse).
-
-        Raises:
-            EngineUnavailable: the engine does not answer.
-        """
+        """See ``ContainerBackend.image_info`` (the engine's 400 for an unparsable reference is ``None``)."""
         api = self._api()
         with _engine(f"inspecting image {ref}"):
             try:
@@ -141,17 +123,7 @@ class DockerBackend:
         return _image_info(attrs)
 
     def list_images(self, labels: Mapping[str, str]) -> list[ImageInfo]:
-        """Images that carry all the given labels (beyond the protocol: the service lists stacks).
-
-        Args:
-            labels: label names and values; an empty value only asks for the label's presence.
-
-        Returns:
-            The matching images.
-
-        Raises:
-            EngineUnavailable: the engine does not answer.
-        """
+        """See ``ContainerBackend.list_images``."""
         api = self._api()
         wanted = [f"{k}={v}" if v else k for k, v in labels.items()]
         found = []
@@ -163,22 +135,7 @@ class DockerBackend:
 
     def import_image(self, host_tar: Path, ref: str, changes: tuple[str, ...] = (),
                      progress: ProgressCallback | None = None) -> ImageInfo:
-        """Import a root filesystem tarball as an image (no registry involved).
-
-        Args:
-            host_tar: the root filesystem as a tar file on the host.
-            ref: ``repository:tag`` to give the image (no tag: ``latest``).
-            changes: Dockerfile instructions to apply (``ENV``, ``LABEL``, ``CMD`` …).
-            progress: receives bytes sent so far and the file size.
-
-        Returns:
-            The new image.
-
-        Raises:
-            UsageError: ``host_tar`` cannot be read, or ``ref`` is a digest.
-            EngineUnavailable: the engine does not answer.
-            EngineError: the engine refused the archive.
-        """
+        """See ``ContainerBackend.import_image`` (the archive is streamed to the engine in 1 MiB chunks)."""
         try:
             total = host_tar.stat().st_size
         except OSError as exc:
@@ -201,15 +158,7 @@ class DockerBackend:
         return found
 
     def remove_image(self, ref: str) -> None:
-        """Remove an image (or just this tag of it); a missing image is fine.
-
-        Args:
-            ref: ``repository:tag`` or image id.
-
-        Raises:
-            EngineUnavailable: the engine does not answer.
-            EngineError: the image is in use.
-        """
+        """See ``ContainerBackend.remove_image``."""
         api = self._api()
         with _engine(f"removing image {ref}"):
             try:
@@ -223,25 +172,7 @@ class DockerBackend:
     # --- containers ----------------------------------------------------------------------------
 
     def create(self, spec: ContainerSpec) -> DockerContainer:
-        """Create (not start) a hardened container: non-root user, no capabilities,
-        no-new-privileges, default seccomp, pids/memory(=swap)/CPU/nofile limits, rotated
-        json-file logs, docker-init as PID 1, no restart policy, ports only on their ``host_ip``,
-        never privileged, no host mounts or namespaces (a private cgroup namespace too).
-
-        Args:
-            spec: image, labels, user, command, env, limits, ports, network.
-
-        Returns:
-            The created container.
-
-        Raises:
-            UsageError: the spec asks for root, lacks fence's node label, names an unknown
-                network, publishes ports without a network, or gives a malformed image reference.
-            UsernsRequired: ``require_userns`` is set and the engine does not remap.
-            ImageNotFound: the image is not on the engine.
-            EngineUnavailable: the engine does not answer.
-            EngineError: the engine refused.
-        """
+        """See ``ContainerBackend.create`` (docker-init is the init, ``cgroupns=private`` the cgroup namespace)."""
         refuse_unsafe_spec(spec)
         api = self._api()
         if self._require_userns() and not self.engine_info().userns_remap:
@@ -284,18 +215,7 @@ class DockerBackend:
         return DockerContainer(backend=self, container_id=created["Id"])
 
     def lookup(self, container_id: str) -> DockerContainer:
-        """A container by id (or unique id prefix, or name).
-
-        Args:
-            container_id: what ``create`` or ``list`` gave as ``Container.id``.
-
-        Returns:
-            The container.
-
-        Raises:
-            ContainerNotFound: no such container.
-            EngineUnavailable: the engine does not answer.
-        """
+        """See ``ContainerBackend.lookup``."""
         if not container_id:
             raise ContainerNotFound(container="''")
         api = self._api()
@@ -304,29 +224,12 @@ class DockerBackend:
         return DockerContainer(backend=self, container_id=attrs["Id"])
 
     def list(self, labels: Mapping[str, str]) -> list[DockerContainer]:
-        """Containers (running or not) that carry all the given labels.
-
-        Args:
-            labels: label names and the values they must have.
-
-        Returns:
-            The matching containers, newest first.
-
-        Raises:
-            EngineUnavailable: the engine does not answer.
-        """
+        """See ``ContainerBackend.list``."""
         return [DockerContainer(backend=self, container_id=c["Id"]) for c in self._summaries(labels)]
 
 
     def list_info(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
-        """What the engine knows of every container carrying all the given labels, in one call.
-
-        Cheaper than ``info()`` per container; ``oom_killed`` and ``started_at`` are not filled
-        in (call ``info()`` on an exited container for them).
-
-        Raises:
-            EngineUnavailable: the engine does not answer.
-        """
+        """See ``ContainerBackend.list_info`` (one ``/containers/json`` call)."""
         return [_summary_info(c) for c in self._summaries(labels)]
 
     def _summaries(self, labels: Mapping[str, str]) -> list[Mapping[str, Any]]:
@@ -353,40 +256,17 @@ class DockerContainer:
 
     @property
     def id(self) -> str:
-        """The engine's container id."""
+        """See ``Container.id``."""
         return self._id
 
     def start(self) -> None:
-        """Start the container's main process (a running container is left as it is).
-
-        Raises:
-            ContainerNotFound: the container was destroyed.
-            EngineUnavailable: the engine does not answer.
-            EngineError: the engine refused (e.g. the command does not exist in the image).
-        """
+        """See ``Container.start``."""
         api = self._backend._api()
         with _engine("starting a container", container=self._id):
             api.start(self._id)
 
     def run(self, spec: ProcessSpec, on_output: OutputCallback | None = None) -> ProcessResult:
-        """Run a process in the running container and wait for it; see ``Container.run``.
-
-        A program that does not exist exits 127 (the engine itself reports 126).
-
-        Args:
-            spec: argv, env, user, cwd and timeout of the process.
-            on_output: receives each output line; ``None`` to discard (the tail is still kept).
-
-        Returns:
-            The exit code and the last lines of output.
-
-        Raises:
-            UsageError: the process would run as root, or argv is empty.
-            ProcessTimeout: the timeout passed; the whole container was killed.
-            ContainerGone: the container is not running, or stopped while the process ran.
-            ContainerNotFound: the container was destroyed.
-            EngineUnavailable: the engine does not answer.
-        """
+        """See ``Container.run`` (the engine reports 126 for a missing program; fence says 127)."""
         refuse_unsafe_process(spec)
         api = self._backend._api()
         with _engine("running a process", container=self._id):
@@ -423,18 +303,7 @@ class DockerContainer:
             api.wait(self._id, timeout=_KILL_WAIT)
 
     def stream_in(self, ctr_dest: PurePosixPath, tar_stream: bytes | Iterable[bytes]) -> None:
-        """Unpack a tar stream into a directory of the container; ownership comes from the
-        tar headers.
-
-        Args:
-            ctr_dest: an existing directory in the container.
-            tar_stream: the tar archive, whole or in chunks.
-
-        Raises:
-            ContainerNotFound: the container was destroyed.
-            EngineUnavailable: the engine does not answer.
-            EngineError: the directory does not exist or the archive was refused.
-        """
+        """See ``Container.stream_in`` (a chunked body: requests would form-encode a list)."""
         if isinstance(tar_stream, (bytes, bytearray, memoryview)):
             data: bytes | Iterator[bytes] = bytes(tar_stream)
         else:
@@ -447,21 +316,7 @@ class DockerContainer:
                 raise EngineError(action=action, detail="the engine did not confirm")
 
     def stream_out(self, ctr_path: PurePosixPath) -> Iterator[bytes]:
-        """Stream a file or directory out of the container as a tar archive.
-
-        Under userns-remap, Engine 20.10 writes host-side uids/gids (e.g. 101000) into the
-        headers: callers that stream the archive back in set ownership themselves.
-
-        Args:
-            ctr_path: the file or directory; the archive's top entry is its base name.
-
-        Returns:
-            Chunks of the tar archive.
-
-        Raises:
-            ContainerNotFound: the container or the path does not exist.
-            EngineUnavailable: the engine does not answer.
-        """
+        """See ``Container.stream_out``."""
         api = self._backend._stream_api()
         action = f"archiving {ctr_path}"
         with _engine(action, container=self._id):
@@ -474,24 +329,7 @@ class DockerContainer:
         return _translated(chunks, action, self._id)
 
     def commit(self, ref: str, labels: Mapping[str, str]) -> ImageInfo:
-        """Save the container's file system as an image on top of its own image.
-
-        The engine merges the container's config (user, env, command, labels) into the image's;
-        ``labels`` are added to it. A running container is paused while it is saved.
-
-        Args:
-            ref: ``repository:tag``.
-            labels: labels to add.
-
-        Returns:
-            The new image.
-
-        Raises:
-            ContainerNotFound: the container was destroyed.
-            UsageError: ``ref`` is not ``repository:tag``.
-            EngineUnavailable: the engine does not answer.
-            EngineError: the engine refused.
-        """
+        """See ``Container.commit``."""
         repository, _, tag = ref.rpartition(":")
         if not repository or "/" in tag or "@" in ref:
             raise UsageError(detail=f"cannot commit as {ref!r}: give repository:tag")
@@ -503,31 +341,14 @@ class DockerContainer:
         return _image_info(attrs)
 
     def info(self) -> ContainerInfo:
-        """What the engine knows of the container now.
-
-        Returns:
-            Its state, labels, image and published ports.
-
-        Raises:
-            ContainerNotFound: the container was destroyed.
-            EngineUnavailable: the engine does not answer.
-        """
+        """See ``Container.info``."""
         api = self._backend._api()
         with _engine("inspecting a container", container=self._id):
             attrs = api.inspect_container(self._id)
         return _container_info(attrs)
 
     def logs(self, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
-        """The main process's output (stdout and stderr) from the engine's log, line by line.
-
-        Args:
-            follow: keep streaming new lines until the container stops.
-            tail: only the last ``tail`` lines of what is already logged.
-
-        Raises:
-            ContainerNotFound: the container was destroyed.
-            EngineUnavailable: the engine does not answer.
-        """
+        """See ``Container.logs``."""
         api = self._backend._stream_api() if follow else self._backend._api()
         with _engine("reading container logs", container=self._id):
             chunks = api.logs(self._id, stream=True, follow=follow, tail="all" if tail is None else tail)
@@ -541,27 +362,13 @@ class DockerContainer:
             yield buffer.decode("utf-8", errors="replace")
 
     def stop(self, grace: float = 10.0) -> None:
-        """TERM the main process, then KILL it after ``grace`` seconds (rounded up to whole
-        seconds); a stopped container is left as it is.
-
-        Args:
-            grace: seconds between TERM and KILL.
-
-        Raises:
-            ContainerNotFound: the container was destroyed.
-            EngineUnavailable: the engine does not answer.
-        """
+        """See ``Container.stop``."""
         api = self._backend._api()
         with _engine("stopping a container", container=self._id):
             api.stop(self._id, timeout=max(0, math.ceil(grace)))
 
     def destroy(self) -> None:
-        """Kill and remove the container. Idempotent: destroying a missing container is fine.
-
-        Raises:
-            EngineUnavailable: the engine does not answer.
-            EngineError: the engine refused.
-        """
+        """See ``Container.destroy``."""
         api = self._backend._api()
         with _engine("removing a container"):
             try:

@@ -1,7 +1,7 @@
-"""The engine-free half of the Docker backend: the refusals every spec passes, and exec'd output."""
+"""The engine-free half of the Docker backend: following an exec'd process's output to its end."""
 
 # Engine calls arrive from DockerBackend as plain callables, so this module never imports docker
-# (what they raise passes through for DockerBackend to translate); FakeBackend shares the refusals.
+# (what they raise passes through for DockerBackend to translate).
 
 from __future__ import annotations
 
@@ -14,16 +14,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from fence import labels as fence_labels
-from fence.errors import ContainerGone, EngineError, ProcessTimeout, UsageError
-from fence.models import ContainerSpec, ProcessResult, ProcessSpec
-
-# How many of the last output lines a ProcessResult keeps.
-TAIL_LINES = 50
+from fence.backend.base import TAIL_LINES
+from fence.errors import ContainerGone, EngineError, ProcessTimeout
+from fence.models import ProcessResult, ProcessSpec
 
 _END = object()
-_ROOT_NAMES = frozenset({"", "0", "root"})
-_NETWORKS = frozenset({"none", "bridge"})
 _EXIT_NOT_FOUND = 127
 
 
@@ -156,58 +151,6 @@ def _take(items: list[object], lines: _LineSplitter) -> bool:
         assert isinstance(item, bytes)
         lines.feed(item)
     return False
-
-
-def refuse_unsafe_spec(spec: ContainerSpec) -> None:
-    """Refuse a container spec that would break fence's guarantees (every backend calls this).
-
-    Args:
-        spec: the container to check.
-
-    Raises:
-        UsageError: the user or group is root, the node label is missing, the network is not
-            ``none`` or ``bridge``, or ports are published without a network.
-    """
-    refuse_root(spec.user, what="container")
-    if not spec.labels.get(fence_labels.NODE):
-        raise UsageError(detail=f"container spec lacks the {fence_labels.NODE} label: "
-                                "fence creates only containers it can recognise as its own")
-    if spec.network not in _NETWORKS:
-        raise UsageError(detail=f"network {spec.network!r} is not allowed "
-                                f"(one of: {', '.join(sorted(_NETWORKS))})")
-    if spec.ports and spec.network == "none":
-        raise UsageError(detail="ports cannot be published from a container without a network")
-
-
-def refuse_unsafe_process(spec: ProcessSpec) -> None:
-    """Refuse a process that has no program or would run as root.
-
-    Args:
-        spec: the process to check.
-
-    Raises:
-        UsageError: argv is empty, or the user or group is root.
-    """
-    if not spec.argv:
-        raise UsageError(detail="a process needs a program to run (argv is empty)")
-    if spec.user is not None:
-        refuse_root(spec.user, what="process")
-
-
-def refuse_root(user: str, *, what: str) -> None:
-    """Refuse a ``uid[:gid]`` (or name) that is root, or empty (which means the image's default).
-
-    Args:
-        user: the user as given in a spec.
-        what: ``"container"`` or ``"process"``, for the message.
-
-    Raises:
-        UsageError: the user or its group is root, or the user is empty.
-    """
-    uid, _, gid = user.strip().partition(":")
-    if uid in _ROOT_NAMES or gid in ("0", "root"):
-        raise UsageError(detail=f"refusing to run a {what} as user {user!r}: "
-                                "fence never runs containers as root")
 
 
 def follow_exec(calls: ExecCalls, *, spec: ProcessSpec, on_output: Callable[[str], None] | None,

@@ -17,10 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Mapping
 
-from fence.backend.base import OutputCallback, ProgressCallback
+from fence.backend.base import TAIL_LINES, OutputCallback, ProgressCallback
 from fence.backend.fake_programs import (BUILTIN_PROGRAMS, FakeFile, FakeProcess, Program,
                                          SleptPastDeadline, StillRunning)
-from fence.backend.docker_process import TAIL_LINES, refuse_unsafe_process, refuse_unsafe_spec
+from fence.backend.policy import refuse_unsafe_process, refuse_unsafe_spec
 from fence.errors import (ContainerGone, ContainerNotFound, EngineError, ImageNotFound,
                           InternalError, ProcessTimeout, UsageError, UsernsRequired)
 from fence.models import (ContainerInfo, ContainerSpec, EngineInfo, ImageInfo, ProcessResult,
@@ -77,24 +77,13 @@ class FakeBackend:
             self._tags[_full_ref(ref)] = image_id
 
     def engine_info(self) -> EngineInfo:
-        """Facts about the fake engine: ``userns_remap`` as configured, seccomp on.
-
-        Returns:
-            The fake engine's facts.
-        """
+        """See ``ContainerBackend.engine_info``: ``userns_remap`` as configured, seccomp on."""
         return EngineInfo(version="fake", api_version="fake", userns_remap=self.userns_remap,
                           seccomp=True, storage_driver="memory", data_root="/fake",
                           cgroup_version="2")
 
     def image_info(self, ref: str) -> ImageInfo | None:
-        """An image by reference or id, or ``None``.
-
-        Args:
-            ref: ``repository[:tag]`` or ``sha256:…``.
-
-        Returns:
-            The image, or ``None``.
-        """
+        """See ``ContainerBackend.image_info``."""
         with self._lock:
             image_id = ref if ref in self._images else self._tags.get(_full_ref(ref))
             if image_id is None:
@@ -105,14 +94,7 @@ class FakeBackend:
                              labels=dict(info.labels))
 
     def list_images(self, labels: Mapping[str, str]) -> list[ImageInfo]:
-        """Images that carry all the given labels (an empty value: the label is present).
-
-        Args:
-            labels: label names and values.
-
-        Returns:
-            The matching images.
-        """
+        """See ``ContainerBackend.list_images``."""
         with self._lock:
             ids = list(self._images)
         images = [info for info in map(self.image_info, ids) if info is not None]
@@ -121,21 +103,7 @@ class FakeBackend:
 
     def import_image(self, host_tar: Path, ref: str, changes: tuple[str, ...] = (),
                      progress: ProgressCallback | None = None) -> ImageInfo:
-        """Record an image made from a host tar file (its id is the file's sha256).
-
-        Args:
-            host_tar: a tar file on the host.
-            ref: ``repository:tag`` to give the image.
-            changes: Dockerfile instructions; ``LABEL k=v`` ones become image labels.
-            progress: receives bytes read so far and the file size.
-
-        Returns:
-            The new image.
-
-        Raises:
-            UsageError: ``host_tar`` cannot be read, or ``ref`` is a digest.
-            EngineError: the file is not a tar archive.
-        """
+        """See ``ContainerBackend.import_image``: id = the file's sha256; ``LABEL k=v`` changes are labels."""
         if "@" in ref:
             raise UsageError(detail=f"cannot import as {ref!r}: give repository:tag, not a digest")
         digest, done = hashlib.sha256(), 0
@@ -169,14 +137,7 @@ class FakeBackend:
             return self.image_info(image_id)  # type: ignore[return-value]
 
     def remove_image(self, ref: str) -> None:
-        """Remove an image (or only this tag, if it has others); a missing image is fine.
-
-        Args:
-            ref: ``repository:tag`` or image id.
-
-        Raises:
-            EngineError: a container (running or not) uses the image.
-        """
+        """See ``ContainerBackend.remove_image``."""
         with self._lock:
             by_id = ref in self._images
             image_id = ref if by_id else self._tags.get(_full_ref(ref))
@@ -222,20 +183,7 @@ class FakeBackend:
             return {path: dataclasses.replace(node) for path, node in tree.items()} if tree else None
 
     def create(self, spec: ContainerSpec) -> FakeContainer:
-        """Create (not start) a container after the same refusals as the Docker backend.
-
-        Args:
-            spec: image, labels, user, command, env, limits, ports, network.
-
-        Returns:
-            The created container; its spec is appended to ``created``.
-
-        Raises:
-            UsageError: root user, no node label, unknown network, or ports without a network.
-            UsernsRequired: ``require_userns`` is set and ``userns_remap`` is off.
-            ImageNotFound: the image is not known.
-            EngineError: the name is taken.
-        """
+        """See ``ContainerBackend.create``; each spec is also appended to ``created``."""
         refuse_unsafe_spec(spec)
         if self._require_userns() and not self.userns_remap:
             raise UsernsRequired()
@@ -253,17 +201,7 @@ class FakeBackend:
         return container
 
     def lookup(self, container_id: str) -> FakeContainer:
-        """A container by id, unique id prefix, or name.
-
-        Args:
-            container_id: what ``create`` or ``list`` gave as ``Container.id``.
-
-        Returns:
-            The container.
-
-        Raises:
-            ContainerNotFound: no such container.
-        """
+        """See ``ContainerBackend.lookup``."""
         with self._lock:
             found = [c for c in self._containers.values() if container_id
                      and (c.id.startswith(container_id) or c.name == container_id)]
@@ -272,22 +210,11 @@ class FakeBackend:
         return found[0]
 
     def list_info(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
-        """``info()`` of every container carrying all the labels.
-
-        Raises:
-            EngineUnavailable: never, in the fake.
-        """
+        """See ``ContainerBackend.list_info``."""
         return [container.info() for container in self.list(labels)]
 
     def list(self, labels: Mapping[str, str]) -> list[FakeContainer]:
-        """Containers (running or not) that carry all the given labels, newest first.
-
-        Args:
-            labels: label names and the values they must have.
-
-        Returns:
-            The matching containers.
-        """
+        """See ``ContainerBackend.list``."""
         with self._lock:
             everything = list(self._containers.values())
         return [c for c in reversed(everything)
@@ -335,18 +262,11 @@ class FakeContainer:
 
     @property
     def id(self) -> str:
-        """The container's id (64 hex digits, like the engine's)."""
+        """See ``Container.id`` (64 hex digits, like the engine's)."""
         return self._id
 
     def start(self) -> None:
-        """Start the main process: ``spec.command`` (or ``sleep infinity``) as a fake program.
-
-        A main program that sleeps keeps the container running; one that returns ends it.
-
-        Raises:
-            ContainerNotFound: the container was destroyed.
-            EngineError: the program or the user is unknown (the engine refuses to start).
-        """
+        """See ``Container.start``: a main program that sleeps keeps it running; one that returns ends it."""
         self._check_exists()
         if self._state == "running":
             return
@@ -371,22 +291,7 @@ class FakeContainer:
             self.log_lines.extend("".join(output).splitlines())
 
     def run(self, spec: ProcessSpec, on_output: OutputCallback | None = None) -> ProcessResult:
-        """Run a fake program in the running container; see ``Container.run``.
-
-        Args:
-            spec: argv, env, user, cwd and timeout of the process.
-            on_output: receives each output line.
-
-        Returns:
-            The exit code and the last lines of output.
-
-        Raises:
-            UsageError: the process would run as root, or argv is empty.
-            ProcessTimeout: the program slept past the timeout; the container was killed.
-            ContainerGone: the container is not running.
-            ContainerNotFound: the container was destroyed.
-            InternalError: a program slept forever without a timeout (it would hang).
-        """
+        """See ``Container.run``; a program sleeping forever without a timeout raises ``InternalError``."""
         refuse_unsafe_process(spec)
         self._check_exists()
         if self._state != "running":
@@ -425,17 +330,7 @@ class FakeContainer:
         return ProcessResult(exit_code=int(code), output=tuple(tail))
 
     def stream_in(self, ctr_dest: PurePosixPath, tar_stream: bytes | Iterable[bytes]) -> None:
-        """Unpack a tar stream into a directory of the in-memory tree (owners from the headers).
-
-        Args:
-            ctr_dest: an existing directory.
-            tar_stream: the tar archive, whole or in chunks.
-
-        Raises:
-            ContainerNotFound: the container was destroyed.
-            EngineError: the directory does not exist, the data is not a tar archive, or it
-                holds a device file (which the engine cannot make under userns-remap).
-        """
+        """See ``Container.stream_in``."""
         self._check_exists()
         dest = _norm(str(ctr_dest))
         action = f"unpacking an archive into {ctr_dest}"
@@ -467,19 +362,7 @@ class FakeContainer:
             raise EngineError(action=action, detail=str(exc)) from exc
 
     def stream_out(self, ctr_path: PurePosixPath) -> Iterator[bytes]:
-        """A tar archive of a file or directory; the top entry is its base name.
-
-        Unlike Engine 20.10 under userns-remap, owners are the container-side ids.
-
-        Args:
-            ctr_path: the file or directory.
-
-        Returns:
-            Chunks of the tar archive.
-
-        Raises:
-            ContainerNotFound: the container or the path does not exist.
-        """
+        """See ``Container.stream_out``; unlike the engine's, the owners are the container-side ids."""
         self._check_exists()
         top = _norm(str(ctr_path))
         if top not in self.files:
@@ -500,26 +383,12 @@ class FakeContainer:
         return iter([raw[i:i + _CHUNK] for i in range(0, len(raw), _CHUNK)])
 
     def commit(self, ref: str, labels: Mapping[str, str]) -> ImageInfo:
-        """A new image with the container's files; containers created from it start with them.
-
-        Its labels are the parent image's, the container's, then ``labels``.
-
-        Raises:
-            ContainerNotFound: the container was destroyed.
-            UsageError: ``ref`` is not ``repository:tag``.
-        """
+        """See ``Container.commit``."""
         self._check_exists()
         return self._backend._commit(self, ref, labels)
 
     def info(self) -> ContainerInfo:
-        """What the fake engine knows of the container now.
-
-        Returns:
-            Its state, labels, image and published ports (while running).
-
-        Raises:
-            ContainerNotFound: the container was destroyed.
-        """
+        """See ``Container.info``."""
         self._check_exists()
         running = self._state == "running"
         return ContainerInfo(
@@ -530,24 +399,13 @@ class FakeContainer:
             ip_address=f"192.0.2.{int(self._id[:2], 16) % 250 + 2}" if running and self.spec.network == "bridge" else None)
 
     def logs(self, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
-        """The main program's output lines (``follow`` ends at the last line: nothing runs on).
-
-        Raises:
-            ContainerNotFound: the container was destroyed.
-        """
+        """See ``Container.logs``; ``follow`` ends at the last line (nothing runs on)."""
         self._check_exists()
         lines = list(self.log_lines)
         return iter(lines if tail is None else lines[-tail:] if tail else [])
 
     def stop(self, grace: float = 10.0) -> None:
-        """End the main process as TERM would (exit status 143); a stopped one is left as it is.
-
-        Args:
-            grace: ignored: the fake's processes always honour TERM.
-
-        Raises:
-            ContainerNotFound: the container was destroyed.
-        """
+        """See ``Container.stop``; fake processes always honour TERM (exit status 143)."""
         self._check_exists()
         if self._state == "running":
             self._end(143)
@@ -560,7 +418,7 @@ class FakeContainer:
         self._end(code)
 
     def destroy(self) -> None:
-        """Forget the container. Idempotent."""
+        """See ``Container.destroy``."""
         self._destroyed = True
         self._backend._forget(self._id)
 

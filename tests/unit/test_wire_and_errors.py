@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
+import json
 import sqlite3
+import subprocess
+import sys
+import types
+import typing
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fence.errors import (
     EXIT_USAGE,
@@ -17,7 +26,9 @@ from fence.errors import (
     error_classes,
     from_wire,
 )
-from fence.models import EngineInfo, NodeStatus, StackStatus
+from fence.api_schema import to_json_ready
+from fence.models import (AppView, DropletRecord, EngineInfo, GcReport, NodeInfo, NodeStatus, ReleaseRecord,
+                          RolloutReport, StackImage, StackStatus)
 from fence.store import SCHEMA_VERSION, StateStore
 from fence.wire import from_wire as model_from_wire
 from fence.wire import to_wire
@@ -59,6 +70,44 @@ def test_models_round_trip() -> None:
         apps=0, containers={"staging": 1}, schema_version=1, warnings=("x",),
     )
     assert model_from_wire(NodeStatus, to_wire(status)) == status
+
+
+# Every model the daemon answers with, in a response or a streamed result.
+API_MODELS = (NodeStatus, StackImage, DropletRecord, AppView, ReleaseRecord, GcReport, NodeInfo, RolloutReport)
+_SCALARS = {str: st.text(max_size=12), int: st.integers(-(2**63), 2**63 - 1), bool: st.booleans(),
+            float: st.floats(allow_nan=False, allow_infinity=False), type(None): st.none()}
+
+
+def _values(hint: typing.Any) -> st.SearchStrategy[typing.Any]:
+    """Any value of a model field's type hint (nested dataclasses, optionals, tuples, mappings)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        hints = typing.get_type_hints(hint)
+        return st.builds(hint, **{f.name: _values(hints[f.name]) for f in dataclasses.fields(hint)})
+    if origin in (typing.Union, types.UnionType):
+        return st.one_of(*map(_values, args))
+    if origin is tuple:
+        return st.lists(_values(args[0]), max_size=3).map(tuple)
+    if origin in (dict, collections.abc.Mapping):
+        return st.dictionaries(st.text(max_size=8), _values(args[1]), max_size=3)
+    return _SCALARS[hint]
+
+
+@pytest.mark.parametrize("kind", API_MODELS, ids=lambda kind: kind.__name__)
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_the_daemon_s_pydantic_answers_are_what_the_cli_s_decoder_reads(kind: type, data: st.DataObject) -> None:
+    value = data.draw(_values(kind))
+    sent = json.loads(json.dumps(to_json_ready(value)))
+    assert sent == json.loads(json.dumps(to_wire(value)))  # the two encoders agree
+    assert model_from_wire(kind, sent) == value
+
+
+def test_the_cli_side_decodes_without_pydantic() -> None:
+    # pydantic's import and adapter builds cost more than the CLI's whole start budget.
+    code = ("import sys, fence.cli, fence.client, fence.wire; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'pydantic_core', 'fastapi')))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
 def test_store_schema_is_versioned_and_a_newer_one_refused(tmp_path: Path) -> None:
