@@ -1,4 +1,4 @@
-"""The tars fence builds and copies: entries owned by the app user, made on the fly or copied from the engine's streams, never extracted on the host."""
+"""The tars fence builds (entries owned by the app user) and copies from the engine, never extracting them."""
 
 from __future__ import annotations
 
@@ -174,14 +174,23 @@ def _streamed_file(member: TarMember, now: float) -> Iterator[bytes]:
     with member.host_file.open("rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         yield _header(member, size, now)
-        left = size
-        while left > 0:
-            chunk = handle.read(min(_CHUNK, left))
-            if not chunk:
-                raise OSError(f"{member.host_file} shrank while it was read")
-            left -= len(chunk)
-            yield chunk
+        yield from _exactly(handle, size, host_file=member.host_file)
     yield bytes(-size % tarfile.BLOCKSIZE)
+
+
+def _exactly(handle: IO[bytes], size: int, *, host_file: Path) -> Iterator[bytes]:
+    """The next ``size`` bytes of an open file, in chunks.
+
+    Raises:
+        OSError: the file ends sooner (it shrank while it was read).
+    """
+    left = size
+    while left > 0:
+        chunk = handle.read(min(_CHUNK, left))
+        if not chunk:
+            raise OSError(f"{host_file} shrank while it was read")
+        left -= len(chunk)
+        yield chunk
 
 
 def tar_bytes(members: Iterable[TarMember]) -> bytes:
@@ -202,14 +211,9 @@ def concat_tars(parts: Iterable[bytes | Path]) -> Iterator[bytes]:
             yield bytes(part[:_entries_end(io.BytesIO(part))])
             continue
         with part.open("rb") as handle:
-            left = _entries_end(handle)
+            end = _entries_end(handle)
             handle.seek(0)
-            while left > 0:
-                chunk = handle.read(min(_CHUNK, left))
-                if not chunk:
-                    raise OSError(f"{part} shrank while it was read")
-                left -= len(chunk)
-                yield chunk
+            yield from _exactly(handle, end, host_file=part)
     yield bytes(2 * tarfile.BLOCKSIZE)
 
 
