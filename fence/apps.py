@@ -16,13 +16,12 @@ from fence.backend.base import Container, ContainerBackend
 from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.errors import AppNotFound, DeployFailed, FenceError, NoRelease, ReleaseNotFound, UsageError
-from fence.kept_sources import host_app_sources
+from fence.home import NodeHome
 from fence.models import AppRecord, AppView, DropletRecord, InstanceView, ProcessSpec, ReleaseRecord
 from fence.running.manager import InstanceManager
 from fence.router.render import check_dns_name
 from fence.running.starter import InstanceStarter, Launch
 from fence.staging.stager import check_app_name, check_env
-from fence.staging.workspace import HostPaths
 from fence.store import StateStore
 
 LineCallback = Callable[[str], None]
@@ -43,21 +42,21 @@ class AppOps:
         starter: builds task containers for ``run``.
         backend: the engine (tasks, logs).
         droplets: the droplet store.
-        paths: host paths (caches, logs).
+        home: FENCE_HOME (build caches, kept sources, staging logs).
         node_id: this node's id.
         routing: whether a router must carry new instances before a deploy counts as done.
     """
 
     def __init__(self, *, store: StateStore, config: ConfigStore, manager: InstanceManager,
                  starter: InstanceStarter, backend: ContainerBackend, droplets: DropletStore,
-                 paths: HostPaths, node_id: str, routing: bool = True) -> None:
+                 home: NodeHome, node_id: str, routing: bool = True) -> None:
         self._store = store
         self._config = config
         self._manager = manager
         self._starter = starter
         self._backend = backend
         self._droplets = droplets
-        self._paths = paths
+        self._home = home
         self._node_id = node_id
         self._routing = routing
         self._tasks: dict[str, Container] = {}
@@ -347,9 +346,9 @@ class AppOps:
             self._droplets.delete(droplet)
         self._manager.forget(name)
         self._manager.wake()
-        self._paths.host_app_cache(name).unlink(missing_ok=True)
-        shutil.rmtree(self._paths.host_root / "logs" / "staging" / name, ignore_errors=True)
-        shutil.rmtree(host_app_sources(self._paths.host_root, name), ignore_errors=True)
+        self._home.host_app_cache(name).unlink(missing_ok=True)
+        shutil.rmtree(self._home.host_app_staging_logs(name), ignore_errors=True)
+        shutil.rmtree(self._home.host_app_sources(name), ignore_errors=True)
 
     def _wait_gone(self, name: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -374,7 +373,7 @@ class AppOps:
             AppNotFound: no staging log for it.
         """
         check_app_name(name)
-        host_dir = self._paths.host_root / "logs" / "staging" / name
+        host_dir = self._home.host_app_staging_logs(name)
         logs = sorted(host_dir.glob("*.log"), key=lambda p: p.stat().st_mtime) if host_dir.is_dir() else []
         if not logs:
             raise AppNotFound(app=name)

@@ -16,7 +16,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 from fence.atomic import fsync_dir
 from fence.errors import DropletCorrupt, DropletNotFound
-from fence.tarstream import copy_members, file_chunks
+from fence.tarstream import copy_members, file_chunks, tar_info
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -74,9 +74,7 @@ class DropletStore:
                         tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as out:
                     now = time.time()
                     for name, data in extra_files.items():
-                        info = tarfile.TarInfo(name)
-                        info.size, info.mode, info.uid, info.gid, info.mtime = len(data), 0o644, uid, uid, now
-                        out.addfile(info, io.BytesIO(data))
+                        out.addfile(tar_info(name, mode=0o644, uid=uid, mtime=now, size=len(data)), io.BytesIO(data))
                     copy_members(app_tar, out, uid=uid)
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -16,6 +16,7 @@ from fence.backend.base import ContainerBackend
 from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.errors import ContainerNotFound, DropletNotFound, FenceError
+from fence.home import NodeHome
 from fence.kept_sources import KeptSources
 from fence.models import GcItem, GcReport
 from fence.store import StateStore
@@ -49,7 +50,7 @@ class GarbageCollector:
     items: both take the same plan.
 
     Args:
-        host_root: FENCE_HOME.
+        home: FENCE_HOME (build caches, staging logs, git buildpack checkouts).
         node_id: this node's id (only containers with its label are ever touched).
         config: node config (the configured stacks).
         backend: the engine.
@@ -62,11 +63,11 @@ class GarbageCollector:
         clock: wall-clock seconds (a fake in tests).
     """
 
-    def __init__(self, *, host_root: Path, node_id: str, config: ConfigStore, backend: ContainerBackend,
+    def __init__(self, *, home: NodeHome, node_id: str, config: ConfigStore, backend: ContainerBackend,
                  store: StateStore, droplets: DropletStore, sources: KeptSources,
                  tracked: Callable[[], set[str]], busy_since: Callable[[], float | None],
                  clock: Callable[[], float] = time.time) -> None:
-        self._host_root = host_root
+        self._home = home
         self._node_id = node_id
         self._config = config
         self._backend = backend
@@ -239,7 +240,7 @@ class GarbageCollector:
         return found
 
     def _caches(self, apps: set[str], busy: float | None) -> list[_Found]:
-        host_dir = self._host_root / "caches"
+        host_dir = self._home.host_caches
         found = []
         for host_file in sorted(host_dir.glob("*.tar")) if host_dir.is_dir() else []:
             stat = host_file.lstat()
@@ -251,26 +252,26 @@ class GarbageCollector:
         return found
 
     def _staging_logs(self) -> list[_Found]:
-        host_top = self._host_root / "logs" / "staging"
+        host_top = self._home.host_staging_logs
         found = []
         for host_dir in sorted(p for p in host_top.iterdir() if p.is_dir()) if host_top.is_dir() else []:
             logs = sorted(host_dir.glob("*.log"), key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
             for host_file in logs[KEEP_STAGING_LOGS:]:
-                found.append(_Found(GcItem(kind="staging-log", name=str(host_file.relative_to(self._host_root)),
+                found.append(_Found(GcItem(kind="staging-log", name=str(host_file.relative_to(self._home.host_root)),
                                            size=host_file.stat().st_size,
                                            detail=f"older than the last {KEEP_STAGING_LOGS} of {host_dir.name}"),
                                     lambda f=host_file: f.unlink(missing_ok=True)))
         return found
 
     def _buildpacks(self) -> list[_Found]:
-        host_top = self._host_root / "buildpack-cache" / "git"
+        host_top = self._home.host_git_buildpacks
         cutoff = self._clock() - BUILDPACK_UNUSED_DAYS * 86400
         found = []
         for host_repo in sorted(p for p in host_top.iterdir() if p.is_dir()) if host_top.is_dir() else []:
             for host_dir in sorted(p for p in host_repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
                 if _last_used(host_dir) >= cutoff:
                     continue
-                found.append(_Found(GcItem(kind="buildpack", name=str(host_dir.relative_to(self._host_root)),
+                found.append(_Found(GcItem(kind="buildpack", name=str(host_dir.relative_to(self._home.host_root)),
                                            size=_tree_size(host_dir),
                                            detail=f"git buildpack checkout unused for {BUILDPACK_UNUSED_DAYS} days"),
                                     lambda d=host_dir: _remove_checkout(d)))

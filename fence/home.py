@@ -20,7 +20,9 @@ def default_home() -> Path:
 
 @dataclass(frozen=True)
 class NodeHome:
-    """The paths of one fence node.
+    """The paths of one fence node: every file and folder under FENCE_HOME is named here, and
+    components receive the NodeHome (or the one path they need) rather than joining names onto
+    ``host_root`` themselves.
 
     Attributes:
         host_root: FENCE_HOME itself.
@@ -51,9 +53,75 @@ class NodeHome:
         return self.host_root / "fence.sock"
 
     @property
+    def host_droplets(self) -> Path:
+        """The droplet store (``DropletStore``): one ``<sha256>.tgz`` per droplet."""
+        return self.host_root / "droplets"
+
+    @property
+    def host_router(self) -> Path:
+        """The nginx router's folder: its config, pid file and logs (``NginxRouter``)."""
+        return self.host_root / "router"
+
+    @property
+    def host_sources(self) -> Path:
+        """Kept sources, one folder per app (``KeptSources``)."""
+        return self.host_root / "sources"
+
+    def host_app_sources(self, app: str) -> Path:
+        """The kept sources of one app."""
+        return self.host_sources / app
+
+    @property
+    def host_caches(self) -> Path:
+        """Saved build caches, one tar per app."""
+        return self.host_root / "caches"
+
+    def host_app_cache(self, app: str) -> Path:
+        """The saved build cache of an app (a tar of ``cache/``)."""
+        return self.host_caches / f"{app}.tar"
+
+    @property
     def host_logs(self) -> Path:
-        """Daemon and staging logs."""
+        """Logs fence keeps on disk (the daemon itself logs to its stderr)."""
         return self.host_root / "logs"
+
+    @property
+    def host_staging_logs(self) -> Path:
+        """Staging logs, one folder per app."""
+        return self.host_logs / "staging"
+
+    def host_app_staging_logs(self, app: str) -> Path:
+        """The staging logs of one app, one file per staging."""
+        return self.host_staging_logs / app
+
+    def host_staging_log(self, app: str, staging_id: str) -> Path:
+        """The log of one staging."""
+        return self.host_app_staging_logs(app) / f"{staging_id}.log"
+
+    @property
+    def host_work(self) -> Path:
+        """Scratch space for uploads and repacked sources, one folder per staging (removed after it)."""
+        return self.host_root / "work"
+
+    def host_staging_work(self, staging_id: str) -> Path:
+        """The scratch folder of one staging."""
+        return self.host_work / staging_id
+
+    @property
+    def host_buildpack_cache(self) -> Path:
+        """The folder ``BuildpackResolver`` owns for buildpacks fetched to the node."""
+        return self.host_root / "buildpack-cache"
+
+    @property
+    def host_git_buildpacks(self) -> Path:
+        """Git buildpack checkouts, ``<name>-<hash>/<commit>`` (the resolver clones into ``git/``
+        of its folder; gc removes checkouts unused for a while)."""
+        return self.host_buildpack_cache / "git"
+
+    @property
+    def host_tmp(self) -> Path:
+        """Scratch space of admin commands (``kato image build`` writes its tarball here)."""
+        return self.host_root / "tmp"
 
     def ensure(self) -> None:
         """Create FENCE_HOME if missing, and keep it closed to other users (mode 0750): it holds

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fence.atomic import atomic_file
 from fence.errors import SourceNotKept
+from fence.home import NodeHome
 from fence.models import PreparedSource
 from fence.staging.sources import SOURCE_TAR_NAME
 from fence.wire import from_wire, to_wire
@@ -52,11 +53,6 @@ class KeptFile:
     size: int
 
 
-def host_app_sources(host_root: Path, app: str) -> Path:
-    """The folder of an app's kept sources (``FENCE_HOME/sources/APP``)."""
-    return host_root / "sources" / app
-
-
 class KeptSources:
     """Sources by app and droplet: ``sources/APP/DROPLET.tar.gz`` (the checked tar, gzipped) and
     ``DROPLET.json`` (its manifest, Procfile, origin, commit and the buildpacks asked for).
@@ -64,11 +60,11 @@ class KeptSources:
     Written atomically (temporary file, then rename), so a crash leaves a source whole or absent.
 
     Args:
-        host_root: FENCE_HOME.
+        home: FENCE_HOME (``NodeHome.host_sources`` and ``host_app_sources``).
     """
 
-    def __init__(self, *, host_root: Path) -> None:
-        self._host_root = host_root
+    def __init__(self, *, home: NodeHome) -> None:
+        self._home = home
 
     def save(self, *, app: str, droplet: str, source: PreparedSource, buildpacks: tuple[str, ...]) -> None:
         """Keep the source a droplet was staged from.
@@ -76,7 +72,7 @@ class KeptSources:
         Raises:
             OSError: the disk is full or unwritable (nothing half-written is left).
         """
-        host_dir = host_app_sources(self._host_root, app)
+        host_dir = self._home.host_app_sources(app)
         host_dir.mkdir(parents=True, exist_ok=True)
         described = {"source": to_wire(dataclasses.replace(source, host_tar=Path(SOURCE_TAR_NAME))),
                      "buildpacks": list(buildpacks)}
@@ -93,7 +89,7 @@ class KeptSources:
         Raises:
             SourceNotKept: no source was kept for that droplet.
         """
-        host_dir = host_app_sources(self._host_root, app)
+        host_dir = self._home.host_app_sources(app)
         host_tar_gz, host_json = host_dir / f"{droplet}.tar.gz", host_dir / f"{droplet}.json"
         if not _DIGEST.fullmatch(droplet) or not host_tar_gz.is_file() or not host_json.is_file():
             raise SourceNotKept(app=app, droplet=droplet[:12])
@@ -107,7 +103,7 @@ class KeptSources:
 
     def has(self, *, app: str, droplet: str) -> bool:
         """Whether a source is kept for the droplet."""
-        host_dir = host_app_sources(self._host_root, app)
+        host_dir = self._home.host_app_sources(app)
         return (host_dir / f"{droplet}.tar.gz").is_file() and (host_dir / f"{droplet}.json").is_file()
 
     def touch(self, *, app: str, droplet: str) -> bool:
@@ -115,7 +111,7 @@ class KeptSources:
         running meanwhile leaves it be); returns whether it is kept."""
         if not _DIGEST.fullmatch(droplet):
             return False
-        host_dir = host_app_sources(self._host_root, app)
+        host_dir = self._home.host_app_sources(app)
         try:
             for host_file in (host_dir / f"{droplet}.tar.gz", host_dir / f"{droplet}.json"):
                 os.utime(host_file)
@@ -127,7 +123,7 @@ class KeptSources:
         """Every kept source, by app then droplet (temporary files of a crashed write included,
         under the droplet name ``.tmp``)."""
         found: list[KeptFile] = []
-        host_top = self._host_root / "sources"
+        host_top = self._home.host_sources
         if not host_top.is_dir():
             return found
         for host_dir in sorted(p for p in host_top.iterdir() if p.is_dir()):
@@ -147,7 +143,7 @@ class KeptSources:
             with contextlib.suppress(FileNotFoundError):
                 host_file.unlink()
         with contextlib.suppress(OSError):
-            host_app_sources(self._host_root, kept.app).rmdir()
+            self._home.host_app_sources(kept.app).rmdir()
 
     def prune(self, *, app: str, keep: set[str]) -> None:
         """Remove the app's kept sources whose droplet is not in ``keep``."""

@@ -1,4 +1,4 @@
-"""The Docker labels fence puts on what it owns: after a restart they are the truth."""
+"""The Docker labels fence puts on what it owns (after a restart they are the truth), and how it shows engine ids."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ STACK = "fence.stack"
 # (a droplet image's own id is not the stack's; rollouts and gc need the stack's).
 STACK_ID = "fence.stack-id"
 STACK_REF = "fence.stack-ref"
+# On instance and task containers: the release number they run.
+RELEASE = "fence.release"
 
 ROLE_STAGING = "staging"
 ROLE_INSTANCE = "instance"
@@ -30,7 +32,7 @@ def owned(node_id: str, role: str, **extra: str) -> dict[str, str]:
         node_id: this node's id (``NodeHome.node_id``).
         role: one of ``ROLES``.
         **extra: further labels by short name: ``app``, ``droplet``, ``instance``, ``stack``,
-            ``stack_id``, ``stack_ref``.
+            ``stack_id``, ``stack_ref``, ``release``.
 
     Returns:
         The full label mapping.
@@ -41,7 +43,7 @@ def owned(node_id: str, role: str, **extra: str) -> dict[str, str]:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
     names = {"app": APP, "droplet": DROPLET, "instance": INSTANCE, "stack": STACK,
-             "stack_id": STACK_ID, "stack_ref": STACK_REF}
+             "stack_id": STACK_ID, "stack_ref": STACK_REF, "release": RELEASE}
     labels = {NODE: node_id, ROLE: role}
     for short, value in extra.items():
         if short not in names:
@@ -59,3 +61,8 @@ def is_droplet_image(image_labels: Mapping[str, str]) -> bool:
     """Whether an image with these labels is a droplet image (a stack image never carries a
     droplet label, though a droplet image inherits its stack's labels)."""
     return DROPLET in image_labels and STACK_ID in image_labels
+
+
+def short_id(image_id: str) -> str:
+    """``sha256:0123456789ab`` from a full image id (what admins see in ``docker images``)."""
+    return image_id[:19] if image_id.startswith("sha256:") else image_id[:12] or "?"

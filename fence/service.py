@@ -35,7 +35,6 @@ from fence.stack.rollout import StackRollout
 from fence.staging.queue import StagingSlots
 from fence.staging.sources import prepare_source
 from fence.staging.stager import StageRequest, Stager, app_name, check_app_name
-from fence.staging.workspace import HostPaths
 from fence.store import StateStore
 
 
@@ -94,7 +93,6 @@ class NodeService:
         self.apps = apps
         self.manager = manager
         self.router = router
-        self.paths = HostPaths(host_root=home.host_root)
         self.node_id = home.node_id
         self.started_at = _now()
         self._slots = StagingSlots(limit=lambda: int(config.fence("staging/concurrency")),
@@ -105,11 +103,11 @@ class NodeService:
         self._router_key: object = None
         self._router_failed: object = None
         self._router_checked = 0.0
-        self.sources = KeptSources(host_root=home.host_root)
+        self.sources = KeptSources(home=home)
         self._busy: dict[object, float] = {}  # stagings and deploys in flight → wall-clock start
         self._busy_lock = threading.Lock()
         self._rollout_lock = threading.Lock()
-        self.collector = GarbageCollector(host_root=home.host_root, node_id=self.node_id, config=config,
+        self.collector = GarbageCollector(home=home, node_id=self.node_id, config=config,
                                           backend=backend, store=store, droplets=droplets, sources=self.sources,
                                           tracked=manager.tracked, busy_since=self._busy_since)
         self._gc_stop = threading.Event()
@@ -125,7 +123,7 @@ class NodeService:
 
     def new_workdir(self, staging_id: str) -> Path:
         """A fresh scratch folder for one staging (removed by ``stage``)."""
-        host_dir = self.paths.host_work / staging_id
+        host_dir = self.home.host_staging_work(staging_id)
         host_dir.mkdir(parents=True, exist_ok=False)
         return host_dir
 
@@ -174,7 +172,7 @@ class NodeService:
         if release is None:
             raise NoRelease(app=app.name)
         staging_id = uuid.uuid4().hex[:12]
-        host_work = self.paths.host_work / staging_id
+        host_work = self.home.host_staging_work(staging_id)
         with self._in_flight():
             try:
                 kept = self.sources.load(app=app.name, droplet=release.droplet, host_workdir=host_work)
@@ -182,7 +180,7 @@ class NodeService:
                         f"(droplet {release.droplet[:12]})")
                 request = StageRequest(source=kept.source, app=app.name, buildpacks=kept.buildpacks,
                                        env=dict(app.env), force=force)
-                with _LogFile(self.paths.host_staging_log(app.name, staging_id), on_line) as logged:
+                with _LogFile(self.home.host_staging_log(app.name, staging_id), on_line) as logged:
                     with self._slots.slot(on_line=logged, cancelled=lambda: staging_id in self._cancelled):
                         droplet = self.stager.stage(request, on_line=logged, staging_id=staging_id,
                                                     reusable=self._source_kept)
@@ -265,7 +263,7 @@ class NodeService:
 
     def _stage(self, order: StageOrder, *, staging_id: str,
                on_line: Callable[[str], None]) -> tuple[DropletRecord, Manifest]:
-        host_work = self.paths.host_work / staging_id
+        host_work = self.home.host_staging_work(staging_id)
         host_work.mkdir(parents=True, exist_ok=True)
         try:
             uid = int(self.config.fence("container/uid"))
@@ -278,7 +276,7 @@ class NodeService:
             request = StageRequest(source=source, app=order.app or source.manifest.name or order.fallback_name,
                                    buildpacks=order.buildpacks, env=order.env, force=order.force)
             name = app_name(request)
-            with _LogFile(self.paths.host_staging_log(name, staging_id), on_line) as logged, self._in_flight():
+            with _LogFile(self.home.host_staging_log(name, staging_id), on_line) as logged, self._in_flight():
                 with self._slots.slot(on_line=logged, cancelled=lambda: staging_id in self._cancelled):
                     droplet = self.stager.stage(request, on_line=logged, staging_id=staging_id,
                                                 reusable=self._source_kept)
@@ -307,8 +305,8 @@ class NodeService:
         partials = self.droplets.remove_partials()
         if partials:
             removed.append(f"{partials} partial droplet files")
-        if self.paths.host_work.is_dir():
-            for host_dir in self.paths.host_work.iterdir():
+        if self.home.host_work.is_dir():
+            for host_dir in self.home.host_work.iterdir():
                 shutil.rmtree(host_dir, ignore_errors=True)
                 removed.append(f"scratch folder {host_dir.name}")
         return removed

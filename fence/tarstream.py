@@ -1,4 +1,4 @@
-"""Copies tar streams from the engine into local tar files with ownership reset, never extracting them."""
+"""The tars fence builds (entries owned by the app user) and copies from the engine, never extracting them."""
 
 from __future__ import annotations
 
@@ -81,17 +81,54 @@ def as_stream(handle: IO[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
+_KINDS = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "link": tarfile.SYMTYPE}
+
+
+def tar_info(name: str, *, kind: str = "file", mode: int, uid: int, gid: int | None = None,
+             mtime: float, size: int = 0, linkname: str = "") -> tarfile.TarInfo:
+    """A tar header for a folder, file or symlink owned by ``uid`` (no user or group names).
+
+    Args:
+        name: the entry's relative path (a trailing ``/`` is dropped).
+        kind: ``"file"``, ``"dir"`` or ``"link"``.
+        mode: permission bits.
+        uid: owner, and group unless ``gid`` is given.
+        gid: group, when it differs from ``uid``.
+        mtime: modification time (0 when the same input must always give the same bytes).
+        size: a file's content length.
+        linkname: a symlink's target.
+
+    Returns:
+        The header, ready for ``TarFile.addfile`` or ``tobuf``.
+
+    Raises:
+        ValueError: an unknown kind (a bug in the caller).
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"unknown tar entry kind {kind!r}")
+    info = tarfile.TarInfo(name.rstrip("/") if kind == "dir" else name)
+    info.type, info.mode, info.mtime = _KINDS[kind], mode, mtime
+    info.uid, info.gid = uid, uid if gid is None else gid
+    info.uname = info.gname = ""
+    info.size = size if kind == "file" else 0
+    info.linkname = linkname
+    return info
+
+
 @dataclass(frozen=True)
 class TarMember:
-    """One entry of a tar stream built on the fly.
+    """One entry of a tar built on the fly.
 
     Attributes:
         name: the entry's relative path.
         mode: permission bits.
-        uid: owner and group.
+        uid: owner, and group unless ``gid`` is given.
         data: a file's content, when it is small and in memory.
         host_file: a file to stream the content from (read once, in chunks), instead of ``data``.
-        directory: a folder rather than a file.
+        kind: ``"file"``, ``"dir"`` or ``"link"``.
+        linkname: a symlink's target.
+        gid: group, when it differs from ``uid``.
+        mtime: modification time; ``None``: when the tar is built.
     """
 
     name: str
@@ -99,7 +136,10 @@ class TarMember:
     uid: int
     data: bytes = b""
     host_file: Path | None = None
-    directory: bool = False
+    kind: str = "file"
+    linkname: str = ""
+    gid: int | None = None
+    mtime: float | None = None
 
 
 def tar_stream(members: Iterable[TarMember]) -> Iterator[bytes]:
@@ -111,29 +151,51 @@ def tar_stream(members: Iterable[TarMember]) -> Iterator[bytes]:
     """
     now = time.time()
     for member in members:
-        info = tarfile.TarInfo(member.name)
-        info.mode, info.uid, info.gid, info.mtime = member.mode, member.uid, member.uid, now
-        if member.directory:
-            info.type = tarfile.DIRTYPE
-            yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        if member.kind == "file" and member.host_file is not None:
+            yield from _streamed_file(member, now)
             continue
-        if member.host_file is None:
-            info.size = len(member.data)
-            yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        size = len(member.data) if member.kind == "file" else 0
+        yield _header(member, size, now)
+        if size:
             yield member.data
-        else:
-            with member.host_file.open("rb") as handle:
-                info.size = os.fstat(handle.fileno()).st_size
-                yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-                left = info.size
-                while left > 0:
-                    chunk = handle.read(min(_CHUNK, left))
-                    if not chunk:
-                        raise OSError(f"{member.host_file} shrank while it was read")
-                    left -= len(chunk)
-                    yield chunk
-        yield bytes(-info.size % tarfile.BLOCKSIZE)
+            yield bytes(-size % tarfile.BLOCKSIZE)
     yield bytes(2 * tarfile.BLOCKSIZE)
+
+
+def _header(member: TarMember, size: int, now: float) -> bytes:
+    info = tar_info(member.name, kind=member.kind, mode=member.mode, uid=member.uid, gid=member.gid,
+                    mtime=now if member.mtime is None else member.mtime, size=size,
+                    linkname=member.linkname)
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _streamed_file(member: TarMember, now: float) -> Iterator[bytes]:
+    assert member.host_file is not None
+    with member.host_file.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        yield _header(member, size, now)
+        yield from _exactly(handle, size, host_file=member.host_file)
+    yield bytes(-size % tarfile.BLOCKSIZE)
+
+
+def _exactly(handle: IO[bytes], size: int, *, host_file: Path) -> Iterator[bytes]:
+    """The next ``size`` bytes of an open file, in chunks.
+
+    Raises:
+        OSError: the file ends sooner (it shrank while it was read).
+    """
+    left = size
+    while left > 0:
+        chunk = handle.read(min(_CHUNK, left))
+        if not chunk:
+            raise OSError(f"{host_file} shrank while it was read")
+        left -= len(chunk)
+        yield chunk
+
+
+def tar_bytes(members: Iterable[TarMember]) -> bytes:
+    """A small tar archive of ``members``, in memory (see ``tar_stream``)."""
+    return b"".join(tar_stream(members))
 
 
 def concat_tars(parts: Iterable[bytes | Path]) -> Iterator[bytes]:
@@ -149,14 +211,9 @@ def concat_tars(parts: Iterable[bytes | Path]) -> Iterator[bytes]:
             yield bytes(part[:_entries_end(io.BytesIO(part))])
             continue
         with part.open("rb") as handle:
-            left = _entries_end(handle)
+            end = _entries_end(handle)
             handle.seek(0)
-            while left > 0:
-                chunk = handle.read(min(_CHUNK, left))
-                if not chunk:
-                    raise OSError(f"{part} shrank while it was read")
-                left -= len(chunk)
-                yield chunk
+            yield from _exactly(handle, end, host_file=part)
     yield bytes(2 * tarfile.BLOCKSIZE)
 
 

@@ -43,19 +43,17 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     from fence.service import NodeService
     from fence.staging.buildpacks import BuildpackResolver, builtin_dir
     from fence.staging.stager import Stager
-    from fence.staging.workspace import HostPaths
     from fence.store import StateStore
 
     home.ensure()
     config = config_store(home)
     engine = backend if backend is not None else docker_backend(config)
     store = StateStore(host_db=home.host_db)
-    paths = HostPaths(host_root=home.host_root)
-    droplets = DropletStore(host_dir=home.host_root / "droplets")
-    stager = Stager(backend=engine, config=config, droplets=droplets, store=store, paths=paths,
+    droplets = DropletStore(host_dir=home.host_droplets)
+    stager = Stager(backend=engine, config=config, droplets=droplets, store=store, home=home,
                     node_id=home.node_id,
                     resolver=BuildpackResolver(host_builtin=builtin_dir(),
-                                               host_cache=paths.host_buildpack_cache))
+                                               host_cache=home.host_buildpack_cache))
     images = DropletImages(backend=engine, config=config, droplets=droplets, node_id=home.node_id)
     starter = InstanceStarter(backend=engine, config=config, images=images, node_id=home.node_id)
     routes_to: list[Callable[[list[Route]], None]] = []
@@ -64,7 +62,7 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
                               **(manager_options or {}))
     node_router = router if router is not None else nginx_router(home)
     apps = AppOps(store=store, config=config, manager=manager, starter=starter, backend=engine,
-                  droplets=droplets, paths=paths, node_id=home.node_id, routing=node_router is not None)
+                  droplets=droplets, home=home, node_id=home.node_id, routing=node_router is not None)
     service = NodeService(home=home, config=config, backend=engine, store=store, stager=stager,
                           droplets=droplets, apps=apps, manager=manager, router=node_router)
     routes_to.append(service.apply_routes)
@@ -75,4 +73,4 @@ def nginx_router(home: NodeHome):  # noqa: ANN201
     """The node's nginx router under FENCE_HOME/router."""
     from fence.router.nginx import NginxRouter
 
-    return NginxRouter(host_dir=home.host_root / "router")
+    return NginxRouter(host_dir=home.host_router)

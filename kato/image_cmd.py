@@ -39,7 +39,7 @@ def build_cmd(tag: str | None, suite: str, mirror: str, security_mirror: str, ho
                          uid=int(config.fence("container/uid")), host_hooks=host_hooks)
     home.ensure()
     build_stack(recipe=recipe, ref=ref, backend=docker_backend(config),
-                host_workdir=home.host_root / "tmp", on_line=click.echo)
+                host_workdir=home.host_tmp, on_line=click.echo)
     click.echo(ref)
 
 

@@ -13,9 +13,9 @@ from fence.backend.base import ContainerBackend
 from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.errors import DropletImageFailed, FenceError, ImageNotFound
+from fence.layout import Workspace
 from fence.models import ContainerSpec, DropletRecord, ImageInfo, Limits, ProcessSpec
 from fence.stack.resolve import stack_status
-from fence.staging.workspace import Workspace
 from fence.tarstream import TarMember, tar_stream
 
 log = logging.getLogger("fence.images")
@@ -132,7 +132,7 @@ class DropletImages:
         container = self._backend.create(spec)
         try:
             container.stream_in(PurePosixPath("/"), tar_stream([
-                TarMember(name=home, mode=0o755, uid=ws.uid, directory=True),
+                TarMember(name=home, mode=0o755, uid=ws.uid, kind="dir"),
                 TarMember(name=f"{home}/{ctr_droplet.name}", mode=0o600, uid=ws.uid, host_file=host_droplet),
             ]))
             container.start()

@@ -8,7 +8,6 @@ from typing import Protocol
 
 from fence import labels
 from fence.models import ContainerInfo
-from fence.running.starter import RELEASE_LABEL
 from fence.states import InstanceState, check_transition
 
 
@@ -69,6 +68,6 @@ class Instance:
 def slot_of(info: ContainerInfo) -> tuple[str, int, int]:
     found = info.labels
     try:
-        return found.get(labels.APP, ""), int(found.get(labels.INSTANCE, "0")), int(found.get(RELEASE_LABEL, "0"))
+        return found.get(labels.APP, ""), int(found.get(labels.INSTANCE, "0")), int(found.get(labels.RELEASE, "0"))
     except ValueError:
         return found.get(labels.APP, ""), 0, 0

@@ -14,12 +14,13 @@ from fence import labels
 from fence.backend.base import ContainerBackend
 from fence.config import ConfigStore
 from fence.errors import AdmissionRefused, ContainerNotFound, FenceError
+from fence.labels import short_id
 from fence.models import AppRecord, ContainerInfo, InstanceView, Route, RolloutProgress, Upstream
 from fence.node import total_memory_mib
 from fence.running.admission import admit, promised_mib
 from fence.running.backoff import BackoffPolicy, Clock, CrashCount, SystemClock
 from fence.running.instance import HealthCheck, Instance, PendingStart, TcpHealth, slot_of
-from fence.running.rollout import RolloutState, short_id
+from fence.running.rollout import RolloutState
 from fence.running.starter import CONTAINER_PORT, InstanceStarter, Launch
 from fence.states import InstanceState
 from fence.store import StateStore

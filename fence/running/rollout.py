@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fence.labels import short_id
 from fence.models import RolloutProgress
 from fence.running.instance import Instance
 from fence.states import InstanceState
@@ -72,7 +73,3 @@ class RolloutState:
                                remaining=remaining, events=tuple(self.events), failed=self.failed,
                                done=self.failed is None and not remaining and not busy)
 
-
-def short_id(image_id: str) -> str:
-    """``sha256:0123456789ab`` from a full image id (what admins see in ``docker images``)."""
-    return image_id[:19] if image_id.startswith("sha256:") else image_id[:12] or "?"

@@ -10,14 +10,13 @@ from fence import labels
 from fence.backend.base import Container, ContainerBackend
 from fence.config import ConfigStore
 from fence.errors import ImageNotFound
+from fence.layout import CONTAINER_PATH, Workspace
 from fence.models import AppRecord, ContainerSpec, DropletRecord, Limits, PortSpec
 from fence.running.images import DropletImage, DropletImages
 from fence.running.script import StartScript, render_start_script
-from fence.staging.workspace import ADMIN_HOOKS, CONTAINER_PATH, Workspace
 from fence.tarstream import TarMember, tar_stream
 
 CONTAINER_PORT = 8080
-RELEASE_LABEL = "fence.release"
 _SCRIPT_NAME = "fence-start"  # $0 of the start script
 _MAX_ARG = 120 * 1024  # Linux refuses an argument or env string longer than 128 KiB (MAX_ARG_STRLEN)
 # An instance's start script travels in this variable of its container's config; the command
@@ -67,7 +66,7 @@ class InstanceStarter:
         self._node_id = node_id
 
     def workspace(self) -> Workspace:
-        """The app user's paths (the same as staging's)."""
+        """The app user's paths (the same in every container fence makes)."""
         return Workspace.of(self._config)
 
     def env(self, launch: Launch) -> dict[str, str]:
@@ -110,7 +109,7 @@ class InstanceStarter:
         return render_start_script(StartScript(
             app=launch.app.name, role=launch.role, index=launch.index, process="web",
             ctr_app=ws.ctr_app, env=tuple(sorted(self.env(launch).items())), hooks=launch.droplet.pre_running,
-            ctr_admin_hook=ADMIN_HOOKS / "pre-running",
+            ctr_admin_hook=ws.ctr_admin_hook("pre-running"),
             command=launch.droplet.start_command or "", command_argv=launch.command_argv))
 
     def task_argv(self, launch: Launch) -> tuple[str, ...]:
@@ -149,10 +148,9 @@ class InstanceStarter:
         def spec(image: DropletImage) -> ContainerSpec:
             return ContainerSpec(
                 image=image.ref,
-                labels={**labels.owned(self._node_id, launch.role, app=launch.app.name, droplet=launch.droplet.id,
-                                       instance=str(launch.index), stack_id=image.stack_id,
-                                       stack_ref=image.stack_ref),
-                        RELEASE_LABEL: str(launch.release)},
+                labels=labels.owned(self._node_id, launch.role, app=launch.app.name, droplet=launch.droplet.id,
+                                    instance=str(launch.index), release=str(launch.release),
+                                    stack_id=image.stack_id, stack_ref=image.stack_ref),
                 user=f"{ws.uid}:{ws.uid}",
                 command=command,
                 env=env,

@@ -8,8 +8,8 @@ from typing import Callable, Protocol
 from fence.backend.base import ContainerBackend
 from fence.config import ConfigStore
 from fence.errors import FenceError, ImageNotFound, RolloutFailed
+from fence.labels import short_id
 from fence.models import AppRecord, AppRollout, AppView, RolloutProgress, RolloutReport
-from fence.running.rollout import short_id
 from fence.stack.resolve import stack_status
 from fence.store import StateStore
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import posixpath
 import re
 import shutil
 import stat
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from fence.config.schema import NAME_PATTERN
 from fence.errors import BuildpackInvalid, InternalError, UsageError
 from fence.models import BuildpackRef, ResolvedBuildpack
 from fence.staging import gitfetch
+from fence.tarstream import TarMember, tar_bytes
 
 _BUILTIN_NAME = re.compile(NAME_PATTERN)
 _COMMIT = re.compile(r"[0-9a-fA-F]{40}")
@@ -218,25 +217,23 @@ def buildpack_tar(resolved: ResolvedBuildpack, *, ctr_prefix: str, uid: int, gid
     prefix = PurePosixPath(ctr_prefix)
     if prefix.is_absolute() or not prefix.parts or ".." in prefix.parts or "." in ctr_prefix.split("/"):
         raise InternalError(detail=f"buildpack tar prefix {ctr_prefix!r} must be a relative folder")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    def members() -> Iterator[TarMember]:
+        # mtime 0: the same buildpack always packs to the same bytes.
         for depth in range(1, len(prefix.parts) + 1):
-            tar.addfile(_tar_info(PurePosixPath(*prefix.parts[:depth]), tarfile.DIRTYPE, 0o755, uid, gid))
+            yield TarMember(name=str(PurePosixPath(*prefix.parts[:depth])), kind="dir", mode=0o755,
+                            uid=uid, gid=gid, mtime=0)
         for entry in _walk(resolved.host_dir, spec=resolved.origin):
-            name = prefix / entry.rel
+            name = str(prefix / entry.rel)
             if entry.kind == "dir":
-                tar.addfile(_tar_info(name, tarfile.DIRTYPE, 0o755, uid, gid))
+                yield TarMember(name=name, kind="dir", mode=0o755, uid=uid, gid=gid, mtime=0)
             elif entry.kind == "link":
-                info = _tar_info(name, tarfile.SYMTYPE, 0o777, uid, gid)
-                info.linkname = entry.target
-                tar.addfile(info)
+                yield TarMember(name=name, kind="link", linkname=entry.target, mode=0o777, uid=uid, gid=gid,
+                                mtime=0)
             else:
-                info = _tar_info(name, tarfile.REGTYPE, 0o755 if entry.executable else 0o644, uid, gid)
-                with open(entry.host_path, "rb") as src:
-                    data = src.read()
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+                yield TarMember(name=name, mode=0o755 if entry.executable else 0o644, uid=uid, gid=gid,
+                                mtime=0, host_file=entry.host_path)
+
+    return tar_bytes(members())
 
 
 # --- checks --------------------------------------------------------------------------------------
@@ -332,16 +329,6 @@ def _remove_stale_temps(host_repo: Path) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
         except FileNotFoundError:
             pass
-
-
-def _tar_info(name: PurePosixPath, kind: bytes, mode: int, uid: int, gid: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(str(name))
-    info.type = kind
-    info.mode = mode
-    info.uid, info.gid = uid, gid
-    info.uname = info.gname = ""
-    info.mtime = 0  # the same buildpack always packs to the same bytes
-    return info
 
 
 def _short_name(text: str) -> str:

@@ -18,8 +18,8 @@ from fence.errors import (
     StagingFailed,
     StagingTimeout,
 )
+from fence.layout import Workspace
 from fence.models import ProcessResult, ProcessSpec
-from fence.staging.workspace import Workspace
 
 INDENT = "       "
 _MAX_RELEASE_BYTES = 256 * 1024

@@ -23,6 +23,8 @@ from fence.config.schema import NAME_PATTERN
 from fence.config.types import BadValue, MemoryType
 from fence.droplets import DropletStore
 from fence.errors import BuildpackInvalid, FenceError, InvalidName, StagingFailed, UsageError
+from fence.home import NodeHome
+from fence.layout import CONTAINER_PATH, Workspace
 from fence.models import (
     BuildpackUse,
     ContainerSpec,
@@ -36,7 +38,6 @@ from fence.stack.resolve import stack_image
 from fence.staging import phases
 from fence.staging.buildpacks import BuildpackResolver, buildpack_tar, parse_buildpack
 from fence.staging.inputs import StagingInputs, buildpack_identity, manifest_digest, source_digest
-from fence.staging.workspace import CONTAINER_PATH, HostPaths, Workspace
 from fence.store import StateStore
 from fence.staging.procfile import parse_procfile
 from fence.tarstream import ChunkReader, concat_tars, save_owned_tar
@@ -144,20 +145,20 @@ class Stager:
         config: node config (read at every staging).
         droplets: where droplets are written.
         store: where droplets are recorded.
-        paths: host paths under FENCE_HOME.
+        home: FENCE_HOME (build caches).
         node_id: this node's id (container labels).
         resolver: finds and caches buildpacks.
         reaper: removes finished staging containers in the background.
     """
 
     def __init__(self, *, backend: ContainerBackend, config: ConfigStore, droplets: DropletStore,
-                 store: StateStore, paths: HostPaths, node_id: str, resolver: BuildpackResolver,
+                 store: StateStore, home: NodeHome, node_id: str, resolver: BuildpackResolver,
                  reaper: ContainerReaper | None = None) -> None:
         self._backend = backend
         self._config = config
         self._droplets = droplets
         self._store = store
-        self._paths = paths
+        self._home = home
         self._node_id = node_id
         self._resolver = resolver
         self._lock = threading.Lock()
@@ -258,7 +259,7 @@ class Stager:
                 else:
                     on_line("-----> Saving the build cache")
                     saved = pool.submit(save_owned_tar, container.stream_out(ws.ctr_cache),
-                                        self._paths.host_app_cache(name), uid=ws.uid)
+                                        self._home.host_app_cache(name), uid=ws.uid)
                 record = self._package(container, ws, staging_id, name, chain, release, process_types,
                                        image, image_id, request.source, inputs_key, on_line)
                 if saved is not None:
@@ -375,7 +376,7 @@ class Stager:
         # Everything else goes in under the home folder as one tar stream: one engine call (each
         # costs tens of ms however small) for the source, the cache, ENV_DIR and the buildpacks.
         parts: list[bytes | Path] = [source.host_tar]
-        host_cache = self._paths.host_app_cache(name)
+        host_cache = self._home.host_app_cache(name)
         if host_cache.is_file():
             on_line(f"-----> Restoring the build cache ({host_cache.stat().st_size / 1e6:.1f} MB)")
             parts.append(host_cache)

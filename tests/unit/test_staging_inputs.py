@@ -109,7 +109,7 @@ def test_touch_says_whether_droplet_and_kept_source_are_there(tmp_path: Path) ->
     droplets.delete(digest)
     assert not droplets.touch(digest) and not droplets.touch("not-a-digest")
 
-    sources = KeptSources(host_root=tmp_path)
+    sources = KeptSources(home=NodeHome(host_root=tmp_path))
     source = PreparedSource(host_tar=_tar(tmp_path / "s.tar", {"a": b"b"}), files=1, size=1, origin="x",
                             commit=None, manifest=Manifest(), procfile=None)
     assert not sources.touch(app="web", droplet=digest)

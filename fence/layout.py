@@ -1,15 +1,13 @@
-"""Every path a staging uses, on the host (host_…) and in the container (ctr_…), and the tars that lay them out."""
+"""The app user's layout in every container fence makes (staging, droplet image, instance, task)."""
 
 from __future__ import annotations
 
-import io
-import tarfile
-import time
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Iterable, Mapping
+from pathlib import PurePosixPath
+from typing import Mapping
 
 from fence.config import ConfigStore
+from fence.tarstream import TarMember, tar_bytes
 
 ADMIN_HOOKS = PurePosixPath("/etc/stackato/hooks")
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -17,7 +15,7 @@ CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 @dataclass(frozen=True)
 class Workspace:
-    """The layout of one staging container, all under the app user's home.
+    """The app user's folders in a container, all under its home.
 
     Attributes:
         ctr_home: the app user's home, e.g. ``/home/stackato``.
@@ -73,72 +71,18 @@ class Workspace:
         return self.ctr_buildpacks / f"{index}-{name}"
 
     def ctr_admin_hook(self, phase: str) -> PurePosixPath:
-        """The stack's admin hook of a phase (``pre-staging`` …)."""
+        """The stack's admin hook of a phase (``pre-staging``, ``pre-running`` …)."""
         return ADMIN_HOOKS / phase
 
     def skeleton_tar(self) -> bytes:
         """A tar (to unpack at ``/``) creating the home and every folder above, owned by the app user."""
         names = [self.ctr_home, self.ctr_app, self.ctr_cache, self.ctr_env, self.ctr_deps,
                  self.ctr_buildpacks, self.ctr_tmp]
-        return tar_bytes(directories=[str(p).lstrip("/") for p in names], files={}, uid=self.uid)
+        return tar_bytes(TarMember(name=str(p).lstrip("/"), mode=0o755, uid=self.uid, kind="dir")
+                         for p in names)
 
     def env_tar(self, env: Mapping[str, str]) -> bytes:
         """A tar (to unpack at ``ctr_home``) of ENV_DIR: ``env/NAME`` holding each value."""
-        return tar_bytes(directories=["env"], uid=self.uid,
-                         files={f"env/{name}": value.encode() for name, value in env.items()})
-
-
-def tar_bytes(*, directories: Iterable[str], files: Mapping[str, bytes], uid: int,
-              mode: int = 0o644) -> bytes:
-    """A small in-memory tar of folders (0755) and files, all owned by ``uid:uid``.
-
-    Args:
-        directories: relative folder names, parents first.
-        files: relative file name → content.
-        uid: owner and group of every entry.
-        mode: permission bits of the files.
-
-    Returns:
-        The tar archive.
-    """
-    buffer = io.BytesIO()
-    now = time.time()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in directories:
-            info = tarfile.TarInfo(name.rstrip("/"))
-            info.type, info.mode, info.uid, info.gid, info.mtime = tarfile.DIRTYPE, 0o755, uid, uid, now
-            tar.addfile(info)
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.uid, info.gid, info.mtime = len(data), mode, uid, uid, now
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-@dataclass(frozen=True)
-class HostPaths:
-    """Where staging keeps things on the host, under FENCE_HOME.
-
-    Attributes:
-        host_root: FENCE_HOME.
-    """
-
-    host_root: Path
-
-    @property
-    def host_work(self) -> Path:
-        """Scratch space for uploads and repacked sources (cleaned after each staging)."""
-        return self.host_root / "work"
-
-    @property
-    def host_buildpack_cache(self) -> Path:
-        """Git buildpacks cloned on the node."""
-        return self.host_root / "buildpack-cache"
-
-    def host_app_cache(self, app: str) -> Path:
-        """The saved build cache of an app (a tar of ``cache/``)."""
-        return self.host_root / "caches" / f"{app}.tar"
-
-    def host_staging_log(self, app: str, staging_id: str) -> Path:
-        """The log of one staging."""
-        return self.host_root / "logs" / "staging" / app / f"{staging_id}.log"
+        return tar_bytes([TarMember(name="env", mode=0o755, uid=self.uid, kind="dir"),
+                          *(TarMember(name=f"env/{name}", mode=0o644, uid=self.uid, data=value.encode())
+                            for name, value in env.items())])
