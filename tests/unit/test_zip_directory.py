@@ -42,7 +42,7 @@ def test_a_zip_declaring_a_million_entries_is_refused_from_its_end_record(tmp_pa
     message, took, peak = _refusal(host_zip)
     assert message == ("source refused: 'bomb.zip': is past the limit of 100000 entries (max_files): "
                        "the archive declares 1000000")
-    assert took < 0.5 and peak < 2 * 1024 * 1024  # its 1 MiB read buffer; zipfile took ~540 MiB
+    assert peak < 2 * 1024 * 1024, took  # its 1 MiB read buffer; zipfile took ~540 MiB (memory, not time: no timed asserts)
 
 
 def test_a_real_200k_entry_zip_is_refused_naming_the_first_entry_past_the_limit(tmp_path: Path) -> None:
@@ -52,7 +52,7 @@ def test_a_real_200k_entry_zip_is_refused_naming_the_first_entry_past_the_limit(
     message, took, peak = _refusal(host_zip)
     assert message.startswith("source refused: 'f100000': is past the limit of 100000 entries (max_files)")
     assert "declares 200000" in message
-    assert took < 3.0 and peak < 4 * 1024 * 1024, (took, peak)
+    assert peak < 4 * 1024 * 1024, (took, peak)
 
 
 def test_a_count_that_lies_low_is_caught_by_counting_the_records(tmp_path: Path) -> None:
