@@ -14,13 +14,14 @@ from fence import labels
 from fence.backend.base import ContainerBackend
 from fence.config import ConfigStore
 from fence.errors import AdmissionRefused, ContainerNotFound, FenceError
-from fence.models import AppRecord, ContainerInfo, InstanceView, Route, RolloutProgress, Upstream
+from fence.models import AppRecord, ContainerInfo, InstanceView, Route, RolloutProgress
 from fence.node import total_memory_mib
 from fence.running.admission import admit, promised_mib
-from fence.running.backoff import BackoffPolicy, Clock, CrashCount, SystemClock
-from fence.running.instance import HealthCheck, Instance, PendingStart, TcpHealth, slot_of
+from fence.running.backoff import BackoffPolicy, Clock, SystemClock
+from fence.running.instance import WEB, HealthCheck, Instance, PendingStart, Slot, SlotKey, TcpHealth, slot_of
 from fence.running.rollout import RolloutState, short_id
 from fence.running.starter import CONTAINER_PORT, InstanceStarter, Launch
+from fence.running.views import NoRouter, RouteSink, instance_views, routed_count, routes_for
 from fence.states import InstanceState
 from fence.store import StateStore
 
@@ -49,7 +50,8 @@ class InstanceManager:
         config: node config.
         starter: creates instance containers.
         node_id: this node's id.
-        on_routes: receives the routes after every pass; raises if the router refused them.
+        routes: receives the routes after every pass (``fence.router.feed.RouteFeed``); raises
+            if the router refused them.
         clock: time source (a fake in tests).
         health: health check (a fake in tests).
         policy: crash backoff.
@@ -60,7 +62,7 @@ class InstanceManager:
 
     def __init__(self, *, backend: ContainerBackend, store: StateStore, config: ConfigStore,
                  starter: InstanceStarter, node_id: str,
-                 on_routes: Callable[[list[Route]], None] = lambda routes: None,
+                 routes: RouteSink | None = None,
                  clock: Clock | None = None, health: HealthCheck | None = None,
                  policy: BackoffPolicy | None = None, drain_seconds: float = 2.0, workers: int = 8,
                  memory_total: Callable[[], int] = total_memory_mib) -> None:
@@ -69,18 +71,14 @@ class InstanceManager:
         self._config = config
         self._starter = starter
         self._node_id = node_id
-        self._on_routes = on_routes
+        self._route_sink = routes or NoRouter()
         self._clock = clock or SystemClock()
         self._health = health or TcpHealth()
         self._policy = policy or BackoffPolicy()
         self._drain = drain_seconds
         self._lock = threading.RLock()
         self._instances: dict[str, Instance] = {}
-        self._crashes: dict[tuple[str, int], CrashCount] = {}
-        self._slot_reasons: dict[tuple[str, int], tuple[str, int]] = {}  # why a start failed, release
-        self._last_crash: dict[tuple[str, int], str] = {}
-        self._pending: set[tuple[str, int, int]] = set()
-        self._starting: dict[tuple[str, int, int], PendingStart] = {}
+        self._slots: dict[str, dict[SlotKey, Slot]] = {}  # by app, so a deleted app's go at once
         self._surge: dict[str, int] = {}
         self._rollouts: dict[str, RolloutState] = {}
         self._memory_total = memory_total
@@ -144,7 +142,7 @@ class InstanceManager:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                busy = bool(self._pending) or any(i.state is S.STOPPING for i in self._instances.values())
+                busy = any(self._pending()) or any(i.state is S.STOPPING for i in self._instances.values())
             if not busy:
                 return
             time.sleep(0.05)
@@ -171,9 +169,9 @@ class InstanceManager:
                 to_stop += self._plan(name, apps.get(name), now, by_app.get(name, []))
             for instance in to_stop:
                 instance.move(S.STOPPING)
-            routes = self._current_routes(apps, by_app)
+            routes = routes_for(apps, by_app, str(self._config.fence("router/domain")))
         try:
-            self._on_routes(routes)  # the router reloads only when its config changes
+            self._route_sink.publish(routes)  # the router reloads only when its config changes
             self._routes = routes
         except FenceError as exc:
             log.warning("router update failed: %s", exc.message)
@@ -200,9 +198,10 @@ class InstanceManager:
             if instance is None:
                 if info.id in self._removed:
                     continue  # this manager stopped it after the listing was taken
-                if slot_of(info) in self._pending:
+                key, release = slot_of(info)
+                if release in self._slot(key).starting:
                     continue  # its start job registers it
-                instance = self._adopt(info, now, apps.get(slot_of(info)[0]))
+                instance = self._adopt(info, now, apps.get(key.app))
             elif instance.seq > listed_at:
                 continue  # registered after the listing: this info may predate its start
             if info.ports:
@@ -221,15 +220,17 @@ class InstanceManager:
 
     def _adopt(self, info: ContainerInfo, now: float, record: AppRecord | None) -> Instance:
         """A container found by label that this manager did not start (after a daemon restart)."""
-        app, index, release = slot_of(info)
+        key, release = slot_of(info)
+        app, index = key.app, key.index
         state = S.RUNNING if info.running else S.CRASHED
         instance = Instance(container_id=info.id, app=app, index=index, release=release, state=state,
+                             process=key.process,
                              created=now, health_deadline=now, healthy_since=now if info.running else None,
                              reason=None if info.running else self._exit_reason(info),
                              image_id=info.stack_image_id, memory_mib=record.memory_mib if record else 0)
         self._instances[info.id] = instance
         self._store.note_stack(info.stack_image_id, _stack_ref(info), _wall_now())
-        count = self._crashes.setdefault((app, index), CrashCount())
+        count = self._slot(key).crashes
         if info.id in self._unstopped:
             # A stop that failed while the engine was away: stop it again, it is no new crash.
             self._unstopped.discard(info.id)
@@ -266,12 +267,11 @@ class InstanceManager:
             log.warning("rollout replacement failed", extra={"app": instance.app, "index": instance.index,
                                                              "reason": reason})
             return
-        self._last_crash[(instance.app, instance.index)] = reason
         instance.healthy_since = None
-        count = self._crashes.setdefault((instance.app, instance.index), CrashCount())
-        delay = count.crashed(now, self._policy)
+        slot = self._slot(instance.slot)
+        delay = slot.crashed(reason, now, self._policy)
         log.warning("instance crashed", extra={"app": instance.app, "index": instance.index,
-                                               "reason": reason, "crashes": count.crashes,
+                                               "reason": reason, "crashes": slot.crashes.crashes,
                                                "restart_in": delay})
 
     def _last_output(self, container_id: str) -> str:
@@ -284,9 +284,8 @@ class InstanceManager:
 
     def _check_health(self, now: float) -> None:
         for instance in self._instances.values():
-            count = self._crashes.setdefault((instance.app, instance.index), CrashCount())
             if instance.state is S.RUNNING:
-                count.healthy_for(now, self._policy)
+                self._slot(instance.slot).crashes.healthy_for(now, self._policy)
             if instance.state is not S.STARTING:
                 continue
             if instance.address and (instance.container_id in self._ready
@@ -312,9 +311,11 @@ class InstanceManager:
         rollout = self._rollouts.get(name)
         surge = rollout.surge if rollout is not None else self._surge.get(name)
         replacing = sum(1 for i in mine if i.replacing and i.state is S.STARTING) + \
-            sum(1 for (a, _, _), start in self._starting.items() if a == name and start.replacing)
+            sum(1 for start in self._pending(name) if start.replacing)
         for index in range(app.instances):
-            slot = [i for i in mine if i.index == index]
+            key = SlotKey(app=name, process=WEB, index=index)
+            record = self._slot(key)
+            slot = [i for i in mine if i.slot == key]
             current = [i for i in slot if i.release == app.release and i.state in (S.STARTING, S.RUNNING)]
             running = [i for i in current if i.state is S.RUNNING]
             if running:
@@ -325,56 +326,54 @@ class InstanceManager:
                 stop += [i for i in running if i is not keep]
                 if rollout is not None:
                     rollout.replaced_by(keep, [i for i in running if i is not keep])
-                    if self._roll_slot(app, index, keep, current, rollout, surge - replacing, now):
+                    if self._roll_slot(app, key, keep, current, rollout, surge - replacing, now):
                         replacing += 1
-            elif not current and (app.name, index, app.release) not in self._pending:
+            elif not current and app.release not in record.starting:
                 serving = any(i.state is S.RUNNING for i in slot)
                 if serving and surge is not None and replacing >= surge:
                     continue  # the app's surge is used up: this slot's old instance serves on
-                count = self._crashes.setdefault((app.name, index), CrashCount())
+                count = record.crashes
                 if count.gave_up or (count.restart_at is not None and now < count.restart_at):
                     continue
                 stop += [i for i in slot if i.state is S.CRASHED]
-                if self._start(app, index, now, replacing=serving) and serving:
+                if self._start(app, key, now, replacing=serving) and serving:
                     replacing += 1
         return stop
 
-    def _roll_slot(self, app: AppRecord, index: int, keep: Instance, current: list[Instance],
+    def _roll_slot(self, app: AppRecord, key: SlotKey, keep: Instance, current: list[Instance],
                    rollout: RolloutState, room: int, now: float) -> bool:
         """Start a replacement for a slot whose serving instance runs on another image."""
         if rollout.failed is not None or keep.image_id == rollout.image_id or room <= 0:
             return False
-        if any(i.state is S.STARTING for i in current) or (app.name, index, app.release) in self._pending:
+        if any(i.state is S.STARTING for i in current) or app.release in self._slot(key).starting:
             return False
-        if not self._start(app, index, now, replacing=True, rollout=rollout):
+        if not self._start(app, key, now, replacing=True, rollout=rollout):
             return False
-        rollout.note(f"instance {index}: starting a replacement on the new stack (container "
+        rollout.note(f"instance {key.index}: starting a replacement on the new stack (container "
                      f"{keep.container_id[:12]} on {short_id(keep.image_id)} keeps serving)")
         return True
 
-    def _start(self, app: AppRecord, index: int, now: float, *, replacing: bool = False,
+    def _start(self, app: AppRecord, key: SlotKey, now: float, *, replacing: bool = False,
                rollout: RolloutState | None = None) -> bool:
         """Submit a start job, unless admission refuses it (then the refusal counts as a crash)."""
         release = app.release
         assert release is not None
-        refusal = self._admission(app, index)
+        slot = self._slot(key)
+        refusal = self._admission(app, key.index)
         if refusal is not None:
-            log.warning("instance start refused", extra={"app": app.name, "index": index,
+            log.warning("instance start refused", extra={"app": app.name, "index": key.index,
                                                           "error": refusal.message})
             if rollout is not None:
-                rollout.fail(index, f"could not start: {refusal.message}")
+                rollout.fail(key.index, f"could not start: {refusal.message}")
             else:
-                self._slot_reasons[(app.name, index)] = (f"could not start: {refusal.message}", release)
-                count = self._crashes.setdefault((app.name, index), CrashCount())
-                count.started(now)  # a start that failed at once, as a failed start job counts
-                count.crashed(now, self._policy)
+                slot.crashes.started(now)  # a start that failed at once, as a failed start job counts
+                slot.start_failed(f"could not start: {refusal.message}", release, now, self._policy)
             return False
-        self._pending.add((app.name, index, release))
-        self._starting[(app.name, index, release)] = PendingStart(memory_mib=app.memory_mib, replacing=replacing,
-                                                            rollout=rollout is not None)
+        slot.starting[release] = PendingStart(memory_mib=app.memory_mib, replacing=replacing,
+                                              rollout=rollout is not None)
         if rollout is None:
-            self._crashes.setdefault((app.name, index), CrashCount()).started(now)
-        self._jobs.submit(self._start_job, app, index, release)
+            slot.crashes.started(now)
+        self._jobs.submit(self._start_job, app, key, release)
         return True
 
     def _admission(self, app: AppRecord, index: int) -> AdmissionRefused | None:
@@ -382,12 +381,21 @@ class InstanceManager:
                      total_mib=self._memory_total(), factor=float(self._config.fence("node/memory_overcommit")))
 
     def _promised(self) -> int:
-        return promised_mib(self._instances.values(), self._starting.values())
+        return promised_mib(self._instances.values(), self._pending())
 
-    def _start_job(self, app: AppRecord, index: int, release: int) -> None:
-        slot = (app.name, index, release)
+    def _slot(self, key: SlotKey) -> Slot:
+        return self._slots.setdefault(key.app, {}).setdefault(key, Slot())
+
+    def _pending(self, app: str | None = None) -> list[PendingStart]:
+        """The start jobs in flight (of one app, or all)."""
+        groups = [self._slots.get(app, {})] if app is not None else self._slots.values()
+        return [start for slots in groups for slot in slots.values() for start in slot.starting.values()]
+
+    def _start_job(self, app: AppRecord, key: SlotKey, release: int) -> None:
+        index = key.index
         with self._lock:
-            start = self._starting.get(slot, PendingStart(memory_mib=app.memory_mib, replacing=False, rollout=False))
+            start = self._slot(key).starting.get(
+                release, PendingStart(memory_mib=app.memory_mib, replacing=False, rollout=False))
         try:
             record = next((r for r in self._store.releases(app.name) if r.number == release), None)
             droplet = self._store.droplet(record.droplet) if record else None
@@ -401,7 +409,7 @@ class InstanceManager:
             with self._lock:
                 self._seq += 1
                 self._instances[container.id] = Instance(
-                    container_id=container.id, app=app.name, index=index, release=release,
+                    container_id=container.id, app=app.name, index=index, release=release, process=key.process,
                     state=S.STARTING, created=now, health_deadline=now + timeout,
                     host_port=info.ports[0].host_port if info.ports else None, address=info.ip_address,
                     seq=self._seq, image_id=info.stack_image_id, memory_mib=app.memory_mib,
@@ -411,20 +419,19 @@ class InstanceManager:
                     rollout.fail(index, f"the stack changed during the rollout (the new container runs on "
                                         f"{short_id(info.stack_image_id)}); run the rollout again")
                 if not start.rollout:
-                    self._slot_reasons.pop((app.name, index), None)
+                    self._slot(key).refused = None
         except FenceError as exc:
             with self._lock:
                 rollout = self._rollouts.get(app.name) if start.rollout else None
                 if rollout is not None:
                     rollout.fail(index, f"could not start: {exc.message}")
                 elif not start.rollout:
-                    self._slot_reasons[(app.name, index)] = (f"could not start: {exc.message}", release)
-                    self._crashes.setdefault((app.name, index), CrashCount()).crashed(self._clock.now(), self._policy)
+                    self._slot(key).start_failed(f"could not start: {exc.message}", release, self._clock.now(),
+                                                 self._policy)
             log.warning("instance start failed", extra={"app": app.name, "index": index, "error": exc.message})
         finally:
             with self._lock:
-                self._pending.discard(slot)
-                self._starting.pop(slot, None)
+                self._slot(key).starting.pop(release, None)
             self.wake()
 
     def _stop_job(self, instance: Instance) -> None:
@@ -466,34 +473,19 @@ class InstanceManager:
 
     def instances_by_app(self) -> dict[str, list[InstanceView]]:
         """Every app's instances now, by index, in one pass (the apps list of a busy node)."""
-        now = self._clock.now()
-        views: dict[str, list[InstanceView]] = collections.defaultdict(list)
         with self._lock:
-            for i in self._instances.values():
-                views[i.app].append(InstanceView(
-                    index=i.index, state=i.state.value, container=i.container_id[:12], host_port=i.host_port,
-                    restarts=self._crashes.get((i.app, i.index), CrashCount()).crashes, release=i.release,
-                    uptime=round(now - i.healthy_since, 1) if i.healthy_since is not None else 0.0,
-                    reason=i.reason, last_crash=self._last_crash.get((i.app, i.index)), image_id=i.image_id))
-            for (name, index), (reason, release) in self._slot_reasons.items():
-                # A refused start of a new release shows beside the old release's instance.
-                if not any(v.index == index and v.release >= release for v in views[name]):
-                    views[name].append(InstanceView(
-                        index=index, state=S.CRASHED.value, container="", host_port=None,
-                        restarts=self._crashes.get((name, index), CrashCount()).crashes, release=release,
-                        reason=reason))
-        return {app: sorted(found, key=lambda v: (v.index, v.release)) for app, found in views.items()}
+            return instance_views(self._instances.values(), self._slots, self._clock.now())
 
     def forget(self, app: str) -> None:
-        """Drop the crash counts, surge and rollout of a deleted app."""
+        """Drop the slot records (crash counts, reasons), surge and rollout of a deleted app."""
         with self._lock:
             self._surge.pop(app, None)
             self._rollouts.pop(app, None)
-            for key in [k for k in self._crashes if k[0] == app]:
-                del self._crashes[key]
-            for table in (self._slot_reasons, self._last_crash):
-                for key in [k for k in table if k[0] == app]:
-                    del table[key]
+            # A start job still in flight keeps its reservation until it ends.
+            kept = {key: Slot(starting=slot.starting) for key, slot in self._slots.pop(app, {}).items()
+                    if slot.starting}
+            if kept:
+                self._slots[app] = kept
 
     # --- surge, rollouts, memory ---------------------------------------------------------------
 
@@ -522,7 +514,7 @@ class InstanceManager:
             rollout = self._rollouts.get(app)
             if rollout is None:
                 return None
-            starting = any(a == app and start.rollout for (a, _, _), start in self._starting.items())
+            starting = any(start.rollout for start in self._pending(app))
             return rollout.progress([i for i in self._instances.values() if i.app == app], starting=starting)
 
     def end_rollout(self, app: str) -> None:
@@ -543,28 +535,14 @@ class InstanceManager:
         with self._lock:
             return set(self._instances) | set(self._removed)
 
-    def _current_routes(self, apps: dict[str, AppRecord], by_app: dict[str, list[Instance]]) -> list[Route]:
-        domain = str(self._config.fence("router/domain"))
-        routes = []
-        for name in sorted(apps):
-            app = apps[name]
-            upstreams = sorted({Upstream(address=i.address, port=CONTAINER_PORT)
-                                for i in by_app.get(name, ())
-                                if i.state is S.RUNNING and i.address},
-                               key=lambda u: (u.address, u.port))
-            routes.append(Route(app=name, hosts=(f"{name}.{domain}", *app.urls), upstreams=tuple(upstreams)))
-        return routes
-
     def routes(self) -> list[Route]:
         """The routes the router last accepted."""
         return list(self._routes or [])
 
     def routed(self, app: str, release: int) -> int:
         """How many running instances of the app's ``release`` the router last accepted."""
-        addresses = {u.address for route in self._routes or [] if route.app == app for u in route.upstreams}
         with self._lock:
-            return sum(1 for i in self._instances.values() if i.app == app and i.release == release
-                       and i.state is S.RUNNING and i.address in addresses)
+            return routed_count(self._routes or [], self._instances.values(), app, release)
 
 
 def _stack_ref(info: ContainerInfo) -> str:
