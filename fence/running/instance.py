@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -82,6 +83,33 @@ class Slot:
         self.crashes.crashed(now, policy)
 
 
+class SlotTable:
+    """Every slot's record, by app, so that a deleted app's records go at once."""
+
+    def __init__(self) -> None:
+        self._by_app: dict[str, dict[SlotKey, Slot]] = {}
+
+    def __getitem__(self, key: SlotKey) -> Slot:
+        """The slot's record (a fresh one the first time)."""
+        return self._by_app.setdefault(key.app, {}).setdefault(key, Slot())
+
+    def by_app(self) -> Mapping[str, Mapping[SlotKey, Slot]]:
+        """Every record, by app."""
+        return self._by_app
+
+    def pending(self, app: str | None = None) -> list[PendingStart]:
+        """The start jobs in flight (of one app, or all)."""
+        groups = [self._by_app.get(app, {})] if app is not None else self._by_app.values()
+        return [start for slots in groups for slot in slots.values() for start in slot.starting.values()]
+
+    def forget(self, app: str) -> None:
+        """Drop the app's records; a start job still in flight keeps its reservation until it ends."""
+        kept = {key: Slot(starting=slot.starting) for key, slot in self._by_app.pop(app, {}).items()
+                if slot.starting}
+        if kept:
+            self._by_app[app] = kept
+
+
 @dataclass
 class Instance:
     """The manager's record of one instance container (mutable, never leaves the running package)."""
@@ -112,6 +140,15 @@ class Instance:
     def move(self, state: InstanceState) -> None:
         self.state = check_transition(self.state, state)
 
+    @classmethod
+    def adopted(cls, info: ContainerInfo, *, now: float, memory_mib: int, reason: str | None) -> Instance:
+        """The record of a container found by its labels (``reason``: why it is not running)."""
+        key, release = slot_of(info)
+        return cls(container_id=info.id, app=key.app, index=key.index, release=release, process=key.process,
+                   state=InstanceState.RUNNING if info.running else InstanceState.CRASHED, created=now,
+                   health_deadline=now, healthy_since=now if info.running else None, reason=reason,
+                   image_id=info.stack_image_id, memory_mib=memory_mib)
+
 
 def slot_of(info: ContainerInfo) -> tuple[SlotKey, int]:
     """The slot and release of an instance container, from its labels (index and release 0 when
@@ -123,3 +160,4 @@ def slot_of(info: ContainerInfo) -> tuple[SlotKey, int]:
     except ValueError:
         index, release = 0, 0
     return SlotKey(app=app, process=WEB, index=index), release
+

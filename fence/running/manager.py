@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import datetime as dt
 import logging
 import threading
 import time
@@ -13,14 +12,17 @@ from typing import Callable
 from fence import labels
 from fence.backend.base import ContainerBackend
 from fence.config import ConfigStore
-from fence.errors import AdmissionRefused, ContainerNotFound, FenceError
+from fence.errors import FenceError
 from fence.models import AppRecord, ContainerInfo, InstanceView, Route, RolloutProgress
 from fence.node import total_memory_mib
 from fence.running.admission import admit, promised_mib
 from fence.running.backoff import BackoffPolicy, Clock, SystemClock
-from fence.running.instance import WEB, HealthCheck, Instance, PendingStart, Slot, SlotKey, TcpHealth, slot_of
+from fence.running import containers
+from fence.running.containers import exit_reason, last_output, stack_ref, wall_now
+from fence.running.instance import HealthCheck, Instance, PendingStart, SlotKey, SlotTable, TcpHealth, slot_of
+from fence.running.plan import plan_app
 from fence.running.rollout import RolloutState, short_id
-from fence.running.starter import CONTAINER_PORT, InstanceStarter, Launch
+from fence.running.starter import CONTAINER_PORT, InstanceStarter
 from fence.running.views import NoRouter, RouteSink, instance_views, routed_count, routes_for
 from fence.states import InstanceState
 from fence.store import StateStore
@@ -61,8 +63,7 @@ class InstanceManager:
     """
 
     def __init__(self, *, backend: ContainerBackend, store: StateStore, config: ConfigStore,
-                 starter: InstanceStarter, node_id: str,
-                 routes: RouteSink | None = None,
+                 starter: InstanceStarter, node_id: str, routes: RouteSink | None = None,
                  clock: Clock | None = None, health: HealthCheck | None = None,
                  policy: BackoffPolicy | None = None, drain_seconds: float = 2.0, workers: int = 8,
                  memory_total: Callable[[], int] = total_memory_mib) -> None:
@@ -78,7 +79,7 @@ class InstanceManager:
         self._drain = drain_seconds
         self._lock = threading.RLock()
         self._instances: dict[str, Instance] = {}
-        self._slots: dict[str, dict[SlotKey, Slot]] = {}  # by app, so a deleted app's go at once
+        self._slots = SlotTable()
         self._surge: dict[str, int] = {}
         self._rollouts: dict[str, RolloutState] = {}
         self._memory_total = memory_total
@@ -142,7 +143,7 @@ class InstanceManager:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                busy = any(self._pending()) or any(i.state is S.STOPPING for i in self._instances.values())
+                busy = any(self._slots.pending()) or any(i.state is S.STOPPING for i in self._instances.values())
             if not busy:
                 return
             time.sleep(0.05)
@@ -166,7 +167,10 @@ class InstanceManager:
             for instance in self._instances.values():
                 by_app[instance.app].append(instance)
             for name in set(by_app) | set(apps):
-                to_stop += self._plan(name, apps.get(name), now, by_app.get(name, []))
+                app, rollout = apps.get(name), self._rollouts.get(name)
+                to_stop += plan_app(app=app, instances=by_app.get(name, []), slots=self._slots, rollout=rollout,
+                                    surge=rollout.surge if rollout is not None else self._surge.get(name), now=now,
+                                    start=lambda key, app=app, **how: self._start(app, key, now, **how))
             for instance in to_stop:
                 instance.move(S.STOPPING)
             routes = routes_for(apps, by_app, str(self._config.fence("router/domain")))
@@ -199,7 +203,7 @@ class InstanceManager:
                 if info.id in self._removed:
                     continue  # this manager stopped it after the listing was taken
                 key, release = slot_of(info)
-                if release in self._slot(key).starting:
+                if release in self._slots[key].starting:
                     continue  # its start job registers it
                 instance = self._adopt(info, now, apps.get(key.app))
             elif instance.seq > listed_at:
@@ -208,7 +212,7 @@ class InstanceManager:
                 instance.host_port = info.ports[0].host_port
             instance.address = info.ip_address or instance.address
             if not info.running and instance.state in (S.STARTING, S.RUNNING):
-                self._crash(instance, self._exit_reason(info), now)
+                self._crash(instance, exit_reason(self._backend, info.id), now)
         for container_id, instance in list(self._instances.items()):
             if container_id in seen or instance.seq > listed_at:
                 continue  # still there, or registered after the engine was asked
@@ -220,17 +224,11 @@ class InstanceManager:
 
     def _adopt(self, info: ContainerInfo, now: float, record: AppRecord | None) -> Instance:
         """A container found by label that this manager did not start (after a daemon restart)."""
-        key, release = slot_of(info)
-        app, index = key.app, key.index
-        state = S.RUNNING if info.running else S.CRASHED
-        instance = Instance(container_id=info.id, app=app, index=index, release=release, state=state,
-                             process=key.process,
-                             created=now, health_deadline=now, healthy_since=now if info.running else None,
-                             reason=None if info.running else self._exit_reason(info),
-                             image_id=info.stack_image_id, memory_mib=record.memory_mib if record else 0)
+        instance = Instance.adopted(info, now=now, memory_mib=record.memory_mib if record else 0,
+                                    reason=None if info.running else exit_reason(self._backend, info.id))
         self._instances[info.id] = instance
-        self._store.note_stack(info.stack_image_id, _stack_ref(info), _wall_now())
-        count = self._slot(key).crashes
+        self._store.note_stack(info.stack_image_id, stack_ref(info), wall_now())
+        count = self._slots[instance.slot].crashes
         if info.id in self._unstopped:
             # A stop that failed while the engine was away: stop it again, it is no new crash.
             self._unstopped.discard(info.id)
@@ -240,18 +238,9 @@ class InstanceManager:
             count.started(now)
         else:
             count.crashed(now, self._policy)
-        log.info("adopted instance", extra={"app": app, "index": index, "container": info.id[:12],
-                                            "state": state.value})
+        log.info("adopted instance", extra={"app": instance.app, "index": instance.index,
+                                            "container": info.id[:12], "state": instance.state.value})
         return instance
-
-    def _exit_reason(self, info: ContainerInfo) -> str:
-        try:
-            full = self._backend.lookup(info.id).info()
-        except ContainerNotFound:
-            return "the container vanished"
-        if full.oom_killed:
-            return "out of memory (killed at its memory limit)"
-        return f"exited {full.exit_code}" if full.exit_code is not None else "exited"
 
     def _crash(self, instance: Instance, reason: str, now: float) -> None:
         instance.move(S.CRASHED)
@@ -262,30 +251,22 @@ class InstanceManager:
             instance.healthy_since = None
             rollout = self._rollouts.get(instance.app)
             if rollout is not None:
-                output = self._last_output(instance.container_id)
+                output = last_output(self._backend, instance.container_id)
                 rollout.fail(instance.index, f"{reason} (its last output: {output})" if output else reason)
             log.warning("rollout replacement failed", extra={"app": instance.app, "index": instance.index,
                                                              "reason": reason})
             return
         instance.healthy_since = None
-        slot = self._slot(instance.slot)
+        slot = self._slots[instance.slot]
         delay = slot.crashed(reason, now, self._policy)
         log.warning("instance crashed", extra={"app": instance.app, "index": instance.index,
                                                "reason": reason, "crashes": slot.crashes.crashes,
                                                "restart_in": delay})
 
-    def _last_output(self, container_id: str) -> str:
-        """The last line the container's main process wrote (why a new stack failed, often)."""
-        try:
-            lines = [line.strip() for line in self._backend.lookup(container_id).logs(tail=5) if line.strip()]
-        except FenceError:
-            return ""
-        return lines[-1][:300] if lines else ""
-
     def _check_health(self, now: float) -> None:
         for instance in self._instances.values():
             if instance.state is S.RUNNING:
-                self._slot(instance.slot).crashes.healthy_for(now, self._policy)
+                self._slots[instance.slot].crashes.healthy_for(now, self._policy)
             if instance.state is not S.STARTING:
                 continue
             if instance.address and (instance.container_id in self._ready
@@ -296,70 +277,18 @@ class InstanceManager:
             elif now >= instance.health_deadline:
                 self._crash(instance, f"unhealthy: nothing accepted connections on $PORT within "
                                       f"{instance.health_deadline - instance.created:.0f} s", now)
-                self._jobs.submit(self._kill_job, instance.container_id)
+                self._jobs.submit(containers.kill, self._backend, instance.container_id)
 
-    # --- what should be --------------------------------------------------------------------
-
-    def _plan(self, name: str, app: AppRecord | None, now: float, instances: list[Instance]) -> list[Instance]:
-        """Start what the app lacks; return what must stop (everything, for a deleted app).
-
-        ``instances`` are the app's instance records (the pass groups them by app once)."""
-        mine = [i for i in instances if i.state is not S.STOPPING]
-        if app is None or not app.started or app.release is None:
-            return mine
-        stop = [i for i in mine if i.index >= app.instances]
-        rollout = self._rollouts.get(name)
-        surge = rollout.surge if rollout is not None else self._surge.get(name)
-        replacing = sum(1 for i in mine if i.replacing and i.state is S.STARTING) + \
-            sum(1 for start in self._pending(name) if start.replacing)
-        for index in range(app.instances):
-            key = SlotKey(app=name, process=WEB, index=index)
-            record = self._slot(key)
-            slot = [i for i in mine if i.slot == key]
-            current = [i for i in slot if i.release == app.release and i.state in (S.STARTING, S.RUNNING)]
-            running = [i for i in current if i.state is S.RUNNING]
-            if running:
-                # Keep the newest healthy instance (during a rollout: the newest on its image).
-                keep = max(running, key=lambda i: (rollout is not None and i.image_id == rollout.image_id,
-                                                   i.created))
-                stop += [i for i in slot if i.release != app.release or i.state is S.CRASHED]
-                stop += [i for i in running if i is not keep]
-                if rollout is not None:
-                    rollout.replaced_by(keep, [i for i in running if i is not keep])
-                    if self._roll_slot(app, key, keep, current, rollout, surge - replacing, now):
-                        replacing += 1
-            elif not current and app.release not in record.starting:
-                serving = any(i.state is S.RUNNING for i in slot)
-                if serving and surge is not None and replacing >= surge:
-                    continue  # the app's surge is used up: this slot's old instance serves on
-                count = record.crashes
-                if count.gave_up or (count.restart_at is not None and now < count.restart_at):
-                    continue
-                stop += [i for i in slot if i.state is S.CRASHED]
-                if self._start(app, key, now, replacing=serving) and serving:
-                    replacing += 1
-        return stop
-
-    def _roll_slot(self, app: AppRecord, key: SlotKey, keep: Instance, current: list[Instance],
-                   rollout: RolloutState, room: int, now: float) -> bool:
-        """Start a replacement for a slot whose serving instance runs on another image."""
-        if rollout.failed is not None or keep.image_id == rollout.image_id or room <= 0:
-            return False
-        if any(i.state is S.STARTING for i in current) or app.release in self._slot(key).starting:
-            return False
-        if not self._start(app, key, now, replacing=True, rollout=rollout):
-            return False
-        rollout.note(f"instance {key.index}: starting a replacement on the new stack (container "
-                     f"{keep.container_id[:12]} on {short_id(keep.image_id)} keeps serving)")
-        return True
+    # --- starting and stopping---------------------------------------------------------------
 
     def _start(self, app: AppRecord, key: SlotKey, now: float, *, replacing: bool = False,
                rollout: RolloutState | None = None) -> bool:
         """Submit a start job, unless admission refuses it (then the refusal counts as a crash)."""
         release = app.release
         assert release is not None
-        slot = self._slot(key)
-        refusal = self._admission(app, key.index)
+        slot = self._slots[key]
+        refusal = admit(app=app.name, index=key.index, need_mib=app.memory_mib, promised=self._promised(),
+                        total_mib=self._memory_total(), factor=float(self._config.fence("node/memory_overcommit")))
         if refusal is not None:
             log.warning("instance start refused", extra={"app": app.name, "index": key.index,
                                                           "error": refusal.message})
@@ -376,94 +305,53 @@ class InstanceManager:
         self._jobs.submit(self._start_job, app, key, release)
         return True
 
-    def _admission(self, app: AppRecord, index: int) -> AdmissionRefused | None:
-        return admit(app=app.name, index=index, need_mib=app.memory_mib, promised=self._promised(),
-                     total_mib=self._memory_total(), factor=float(self._config.fence("node/memory_overcommit")))
-
     def _promised(self) -> int:
-        return promised_mib(self._instances.values(), self._pending())
-
-    def _slot(self, key: SlotKey) -> Slot:
-        return self._slots.setdefault(key.app, {}).setdefault(key, Slot())
-
-    def _pending(self, app: str | None = None) -> list[PendingStart]:
-        """The start jobs in flight (of one app, or all)."""
-        groups = [self._slots.get(app, {})] if app is not None else self._slots.values()
-        return [start for slots in groups for slot in slots.values() for start in slot.starting.values()]
+        return promised_mib(self._instances.values(), self._slots.pending())
 
     def _start_job(self, app: AppRecord, key: SlotKey, release: int) -> None:
         index = key.index
         with self._lock:
-            start = self._slot(key).starting.get(
+            start = self._slots[key].starting.get(
                 release, PendingStart(memory_mib=app.memory_mib, replacing=False, rollout=False))
         try:
-            record = next((r for r in self._store.releases(app.name) if r.number == release), None)
-            droplet = self._store.droplet(record.droplet) if record else None
-            if droplet is None:
-                raise ContainerNotFound(container=f"release {release} of {app.name} (droplet gone)")
-            container = self._starter.launch(Launch(app=app, release=release, droplet=droplet, index=index))
-            info = container.info()
-            self._store.note_stack(info.stack_image_id, _stack_ref(info), _wall_now())
-            now = self._clock.now()
-            timeout = app.health_timeout or int(self._config.fence("health/timeout"))
+            instance = containers.launch(store=self._store, starter=self._starter, config=self._config, app=app,
+                                         key=key, release=release, start=start, clock=self._clock)
             with self._lock:
                 self._seq += 1
-                self._instances[container.id] = Instance(
-                    container_id=container.id, app=app.name, index=index, release=release, process=key.process,
-                    state=S.STARTING, created=now, health_deadline=now + timeout,
-                    host_port=info.ports[0].host_port if info.ports else None, address=info.ip_address,
-                    seq=self._seq, image_id=info.stack_image_id, memory_mib=app.memory_mib,
-                    replacing=start.replacing, rollout=start.rollout)
+                instance.seq = self._seq
+                self._instances[instance.container_id] = instance
                 rollout = self._rollouts.get(app.name) if start.rollout else None
-                if rollout is not None and info.stack_image_id != rollout.image_id:
+                if rollout is not None and instance.image_id != rollout.image_id:
                     rollout.fail(index, f"the stack changed during the rollout (the new container runs on "
-                                        f"{short_id(info.stack_image_id)}); run the rollout again")
+                                        f"{short_id(instance.image_id)}); run the rollout again")
                 if not start.rollout:
-                    self._slot(key).refused = None
+                    self._slots[key].refused = None
         except FenceError as exc:
             with self._lock:
                 rollout = self._rollouts.get(app.name) if start.rollout else None
                 if rollout is not None:
                     rollout.fail(index, f"could not start: {exc.message}")
                 elif not start.rollout:
-                    self._slot(key).start_failed(f"could not start: {exc.message}", release, self._clock.now(),
+                    self._slots[key].start_failed(f"could not start: {exc.message}", release, self._clock.now(),
                                                  self._policy)
             log.warning("instance start failed", extra={"app": app.name, "index": index, "error": exc.message})
         finally:
             with self._lock:
-                self._slot(key).starting.pop(release, None)
+                self._slots[key].starting.pop(release, None)
             self.wake()
 
     def _stop_job(self, instance: Instance) -> None:
         removed = True
         try:
-            if self._drain and instance.healthy_since is not None:
-                time.sleep(self._drain)  # the router has already dropped it; let requests finish
-            container = self._backend.lookup(instance.container_id)
-            container.stop(grace=10)
-            container.destroy()
-        except ContainerNotFound:
-            pass
-        except FenceError as exc:
-            # The container may still exist (the engine was away): forget the record but not the
-            # container, so a later pass finds it again and stops it, without counting a crash.
-            removed = False
-            log.warning("instance stop failed", extra={"container": instance.container_id[:12], "error": exc.message})
+            removed = containers.stop(self._backend, instance, drain=self._drain)
         finally:
             with self._lock:
                 instance.move(S.STOPPED)
-                if removed:
-                    self._removed.append(instance.container_id)
-                else:
-                    self._unstopped.add(instance.container_id)
+                # A container whose stop failed is forgotten, not its id: a later pass finds it
+                # again and stops it, without counting a crash.
+                (self._removed.append if removed else self._unstopped.add)(instance.container_id)
                 self._instances.pop(instance.container_id, None)
             self.wake()
-
-    def _kill_job(self, container_id: str) -> None:
-        try:
-            self._backend.lookup(container_id).stop(grace=0)
-        except FenceError:
-            pass
 
     # --- views -----------------------------------------------------------------------------
 
@@ -474,18 +362,14 @@ class InstanceManager:
     def instances_by_app(self) -> dict[str, list[InstanceView]]:
         """Every app's instances now, by index, in one pass (the apps list of a busy node)."""
         with self._lock:
-            return instance_views(self._instances.values(), self._slots, self._clock.now())
+            return instance_views(self._instances.values(), self._slots.by_app(), self._clock.now())
 
     def forget(self, app: str) -> None:
         """Drop the slot records (crash counts, reasons), surge and rollout of a deleted app."""
         with self._lock:
             self._surge.pop(app, None)
             self._rollouts.pop(app, None)
-            # A start job still in flight keeps its reservation until it ends.
-            kept = {key: Slot(starting=slot.starting) for key, slot in self._slots.pop(app, {}).items()
-                    if slot.starting}
-            if kept:
-                self._slots[app] = kept
+            self._slots.forget(app)
 
     # --- surge, rollouts, memory ---------------------------------------------------------------
 
@@ -514,7 +398,7 @@ class InstanceManager:
             rollout = self._rollouts.get(app)
             if rollout is None:
                 return None
-            starting = any(start.rollout for start in self._pending(app))
+            starting = any(start.rollout for start in self._slots.pending(app))
             return rollout.progress([i for i in self._instances.values() if i.app == app], starting=starting)
 
     def end_rollout(self, app: str) -> None:
@@ -543,12 +427,3 @@ class InstanceManager:
         """How many running instances of the app's ``release`` the router last accepted."""
         with self._lock:
             return routed_count(self._routes or [], self._instances.values(), app, release)
-
-
-def _stack_ref(info: ContainerInfo) -> str:
-    """The stack image reference a container was started on (its label, else its image)."""
-    return str(info.labels.get(labels.STACK_REF) or info.image)
-
-
-def _wall_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
