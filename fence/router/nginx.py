@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
+
 from fence.atomic import atomic_file
 from fence.config.schema import key_spec
 from fence.errors import RouterConfigRefused, RouterUnavailable, ToolMissing
@@ -123,32 +125,6 @@ class NginxRouter:
         with self._locked():
             self._apply_text(text, port=port, domain=domain, address=address, apps=apps)
 
-    def ensure_running(self) -> None:
-        """Start nginx with its current config if its master is not running; idempotent.
-
-        Without any applied config yet, it starts with no routes on the last known (else the
-        default) address, port and domain.
-
-        Raises:
-            RouterConfigRefused: the current config no longer passes ``nginx -t``, or the port
-                is taken.
-            RouterUnavailable: nginx could not be started.
-            ToolMissing: nginx is not installed.
-        """
-        with self._locked():
-            if self._running_pid() is not None:
-                return
-            state = self._read_state()
-            port, domain, address = _known(state)
-            apps = state.apps
-            try:
-                text = self.host_conf.read_text()
-            except FileNotFoundError:
-                text = render_config(routes=(), port=port, domain=domain, address=address,
-                                     host_prefix=self._host_dir, worker_user=_worker_user())
-                apps = ()
-            self._apply_text(text, port=port, domain=domain, address=address, apps=apps)
-
     def status(self) -> RouterStatus:
         """What the router runs now and what it last applied.
 
@@ -185,17 +161,15 @@ class NginxRouter:
         pid = self._running_pid()
         if pid is None:
             return
-        workers = _children(pid)
+        master = _process(pid)
+        workers = _children(master)
         for sig, wait in ((signal.SIGQUIT, _STOP_TIMEOUT), (signal.SIGTERM, 5.0),
                           (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-            if sig == signal.SIGKILL:
-                # Workers outlive a killed master; they go too.
-                for worker in workers:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(worker, signal.SIGKILL)
-            if _wait_gone([pid, *workers] if sig == signal.SIGKILL else [pid], wait):
+            # Workers outlive a killed master; they go too.
+            for proc in [master, *workers] if sig == signal.SIGKILL else [master]:
+                with contextlib.suppress(psutil.Error):
+                    proc.send_signal(sig)
+            if _wait_gone([master, *workers] if sig == signal.SIGKILL else [master], wait):
                 log.info("router: nginx (pid %s) stopped", pid)
                 return
             log.warning("router: nginx (pid %s) ignored %s", pid, sig.name)
@@ -335,7 +309,7 @@ class NginxRouter:
             offset = self.host_error_log.stat().st_size
         except FileNotFoundError:
             offset = 0
-        old_workers = _children(pid)
+        old_workers = _children(_process(pid))
         os.kill(pid, signal.SIGHUP)
         marker = f" {pid}#"
         started = False
@@ -365,12 +339,8 @@ class NginxRouter:
             pid = int(self.host_pid.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return None
-        argv = cmdline.replace(b"\0", b" ").decode(errors="replace")
-        if argv.startswith("nginx: master process") and str(self.host_conf) in argv:
+        title = _title(_process(pid))
+        if title.startswith("nginx: master process") and str(self.host_conf) in title:
             return pid
         return None
 
@@ -481,42 +451,50 @@ def _write_atomic(host_file: Path, text: str) -> None:
         handle.write(text.encode())
 
 
-def _alive(pid: int) -> bool:
+def _process(pid: int) -> psutil.Process | None:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # A zombie is dead; pid 1 may be slow to reap it.
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
 
 
-def _accepting(worker: int) -> bool:
+def _title(proc: psutil.Process | None) -> str:
+    """A process's title as ``ps`` shows it (nginx rewrites its argv into one), ``""`` once gone."""
+    try:
+        return " ".join(proc.cmdline()) if proc is not None else ""
+    except psutil.Error:
+        return ""
+
+
+def _gone(proc: psutil.Process | None) -> bool:
+    try:
+        # A zombie is dead; pid 1 may be slow to reap it (psutil's wait would wait for the reap).
+        return proc is None or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _accepting(worker: psutil.Process) -> bool:
     # A worker told to quit renames itself "worker process is shutting down" as it closes its
     # listening sockets.
-    try:
-        title = Path(f"/proc/{worker}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return bool(title) and b"shutting down" not in title
+    title = _title(worker)
+    return bool(title) and "shutting down" not in title
 
 
-def _wait_gone(pids: list[int], seconds: float) -> bool:
+def _wait_gone(procs: list[psutil.Process | None], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
-    while any(_alive(pid) for pid in pids):
+    while alive := [proc for proc in procs if not _gone(proc)]:
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.05)
+        psutil.wait_procs(alive, timeout=0.05)  # returns early when they exit and are reaped
     return True
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError, IndexError):
-            if entry.name.isdigit() and (
-                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(pid)):
-                found.append(int(entry.name))
-    return found
+def _children(proc: psutil.Process | None) -> list[psutil.Process]:
+    try:
+        return proc.children() if proc is not None else []
+    except psutil.Error:
+        return []
 
 
 def _known(state: _State) -> tuple[int, str, str]:
