@@ -97,7 +97,8 @@ class NginxRouter:
 
     # --- public API ---------------------------------------------------------------------------
 
-    def apply(self, *, routes: Sequence[Route], port: int, domain: str, address: str = LISTEN_ADDRESS) -> None:
+    def apply(self, *, routes: Sequence[Route], port: int, domain: str, address: str = LISTEN_ADDRESS,
+              settle: bool = True) -> None:
         """Make nginx serve exactly these routes, starting it if it is not running.
 
         The config is rendered, written to a candidate file and checked with ``nginx -t``; only
@@ -109,6 +110,10 @@ class NginxRouter:
             port: ``router/port``.
             domain: ``router/domain``.
             address: ``router/bind_address``.
+            settle: on a reload, return only once the old workers take no new connection
+                (nginx tells them 100 ms after the new ones start). ``False`` returns once the
+                new workers run: for a change after which an old worker's answer is still right
+                (upstreams only added to apps that had some).
 
         Raises:
             InvalidName: a hostile app or host name (nothing is written).
@@ -123,7 +128,7 @@ class NginxRouter:
                              worker_user=_worker_user(), address=address)
         apps = tuple(sorted(route.app for route in routes))
         with self._locked():
-            self._apply_text(text, port=port, domain=domain, address=address, apps=apps)
+            self._apply_text(text, port=port, domain=domain, address=address, apps=apps, settle=settle)
 
     def status(self) -> RouterStatus:
         """What the router runs now and what it last applied.
@@ -177,7 +182,8 @@ class NginxRouter:
 
     # --- applying -----------------------------------------------------------------------------
 
-    def _apply_text(self, text: str, *, port: int, domain: str, address: str, apps: tuple[str, ...]) -> None:
+    def _apply_text(self, text: str, *, port: int, domain: str, address: str, apps: tuple[str, ...],
+                    settle: bool = True) -> None:
         """Check, install and load a rendered config; the caller holds the lock."""
         binary = self._binary()
         self._prepare_dirs()
@@ -205,7 +211,7 @@ class NginxRouter:
             if moved:
                 self._move(binary, text, old_text, address=address, port=port)
             else:
-                self._install(binary, text, old_text, pid)
+                self._install(binary, text, old_text, pid, settle=settle)
         except (RouterConfigRefused, RouterUnavailable) as exc:
             log.error("router: %s", exc.message)
             self._write_state(dataclasses.replace(state, last_error=exc.message))
@@ -214,7 +220,8 @@ class NginxRouter:
                                  last_error=None))
         log.info("router: nginx serves %d route(s) on %s", len(apps), listen_address(address, port))
 
-    def _install(self, binary: str, text: str, old_text: str | None, pid: int | None) -> None:
+    def _install(self, binary: str, text: str, old_text: str | None, pid: int | None, *,
+                 settle: bool = True) -> None:
         """Write a checked config and start nginx on it, or reload it; the old config comes back
         if that fails."""
         _write_atomic(self.host_conf, text)
@@ -222,7 +229,7 @@ class NginxRouter:
             if pid is None:
                 self._start(binary)
             else:
-                self._reload(pid)
+                self._reload(pid, settle=settle)
         except (RouterConfigRefused, RouterUnavailable):
             # nginx.conf is always the config that last served.
             if old_text is None:
@@ -300,10 +307,10 @@ class NginxRouter:
         raise RouterUnavailable(action="start", detail="no nginx master appeared; see "
                                                        f"{self.host_error_log}")
 
-    def _reload(self, pid: int) -> None:
-        """HUP the master; return once new workers run and the old ones stopped accepting.
-
-        Old workers finish their in-flight requests, but take no new connection after this.
+    def _reload(self, pid: int, *, settle: bool = True) -> None:
+        """HUP the master; return once new workers run and (``settle``) the old ones stopped
+        accepting: old workers finish their in-flight requests, but take no new connection after
+        this.
         """
         try:
             offset = self.host_error_log.stat().st_size
@@ -321,7 +328,7 @@ class NginxRouter:
                 if "[emerg]" in line or "[alert]" in line:
                     raise RouterConfigRefused(detail=_problem_lines(line) or line.strip())
                 started = started or "start worker process" in line
-            if started and not any(_accepting(worker) for worker in old_workers):
+            if started and (not settle or not any(_accepting(worker) for worker in old_workers)):
                 return
             time.sleep(0.01)
         log.warning("router: nginx (pid %s) did not confirm the reload within %.0f s; see %s",

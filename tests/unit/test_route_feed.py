@@ -19,15 +19,21 @@ from fence.router.feed import RECHECK_SECONDS, RouteFeed
 @dataclass
 class FakeRouter:
     applied: list[tuple[tuple[Route, ...], int, str, str]] = field(default_factory=list)
+    settled: list[bool] = field(default_factory=list)
     refuse: bool = False
 
-    def apply(self, *, routes: Sequence[Route], port: int, domain: str, address: str) -> None:
+    def apply(self, *, routes: Sequence[Route], port: int, domain: str, address: str, settle: bool = True) -> None:
         self.applied.append((tuple(routes), port, domain, address))
+        self.settled.append(settle)
         if self.refuse:
             raise RouterConfigRefused(detail="port 80 needs root")
 
 
-ROUTES = [Route(app="web", hosts=("web.localhost",), upstreams=(Upstream(address="172.17.0.2", port=8080),))]
+def route(*addresses: str, app: str = "web", hosts: tuple[str, ...] = ("web.localhost",)) -> Route:
+    return Route(app=app, hosts=hosts, upstreams=tuple(Upstream(address=a, port=8080) for a in addresses))
+
+
+ROUTES = [route("172.17.0.2")]
 
 
 @pytest.fixture
@@ -74,3 +80,23 @@ def test_a_refusal_is_raised_and_retried_every_publish_but_logged_once(setup, ca
     feed.publish(ROUTES)
     feed.publish(ROUTES)
     assert len(router.applied) == 4
+
+
+def test_only_a_change_an_old_worker_still_answers_rightly_skips_waiting_for_them(setup) -> None:  # noqa: ANN001
+    feed, router, config, _ = setup
+    steps = [
+        ([route()], True),                                    # first publish: always settles
+        ([route("172.17.0.2")], True),                        # none -> some: old workers would say 503
+        ([route("172.17.0.2", "172.17.0.3")], False),         # a scale-up: old workers still answer 200
+        ([route("172.17.0.3")], True),                        # an upstream leaves
+        ([route("172.17.0.3"), route(app="api", hosts=("api.localhost",))], True),  # a new app (old: 404)
+        ([route("172.17.0.3", hosts=("web.localhost", "shop.test")),
+          route(app="api", hosts=("api.localhost",))], True),  # a new host name
+    ]
+    for routes, settle in steps:
+        feed.publish(routes)
+        assert router.settled[-1] is settle, routes
+    config.set("fence", "router/port", "9090")
+    feed.publish([route("172.17.0.3", "172.17.0.4", hosts=("web.localhost", "shop.test")),
+                  route(app="api", hosts=("api.localhost",))])
+    assert router.settled[-1] is True   # another port: a restart, not a widening
