@@ -14,14 +14,14 @@ import time
 import uuid
 from pathlib import Path
 
-from bench import running, staging
+from bench import cli_scale, running, staging
 from bench.baseline import Docker
 from bench.node import REPO, BenchNode
 from bench.report import Row, absolute_row, ratio_row, table, write_json
 from bench.stats import Summary
 
 
-SECTIONS = ("staging", "start", "scale", "api")
+SECTIONS = ("staging", "start", "scale", "cli-scale", "api")
 
 
 def main() -> int:
@@ -74,6 +74,9 @@ def main() -> int:
                 figures.update(running.measure_scale(node, docker, image=started_run.baseline_image,
                                                      count=args.scale, reps=args.scale_reps,
                                                      concurrency=args.concurrency, say=say))
+        if "cli-scale" in only:
+            say(f"-----> `fence scale` as a CLI process ({args.reps} repetitions)")
+            figures.update(cli_scale.measure(node, docker, reps=args.reps, host_work=host_work, say=say))
         if "api" in only:
             say(f"-----> Apps API with {args.apps} apps ({args.calls} calls)")
             figures.update(running.measure_api(node, apps=args.apps, calls=args.calls,
@@ -141,6 +144,11 @@ def _rows(f: dict[str, Summary], extra: dict[str, object], scale: int, apps: int
         rss = f["rss.running"]
         rows.append(absolute_row(f"daemon RSS with {scale} running", rss.text(), rss.high, 120, "MB",
                                  baseline=f["rss.idle"].text(), baseline_name="idle daemon"))
+    if "cli_scale.fence" in f:
+        rows.append(ratio_row("`fence scale APP N+1` (CLI process, until healthy and routed)", f["cli_scale.fence"],
+                              f["cli_scale.docker"], "docker run -d, to its first 200", 1.5))
+        rows.append(absolute_row("`fence --version` (CLI process floor)", f["cli_scale.floor"].text(),
+                                 f["cli_scale.floor"].median, None, "s"))
     if "api.fence" in f:
         api = f["api.fence"]
         rows.append(absolute_row(f"apps API, {apps} apps: p50 / p99",

@@ -25,7 +25,7 @@ from fence.gc import GarbageCollector
 from fence.home import NodeHome
 from fence.kept_sources import KeptSources
 from fence.models import (AppView, DropletRecord, EngineInfo, GcReport, Manifest, NodeInfo, NodeStatus,
-                          PreparedSource, Route, RolloutReport, RouterStatus, SourceLimits, StackImage,
+                          PreparedSource, RolloutReport, RouterStatus, SourceLimits, StackImage,
                           StackStatus)
 from fence.node import crash_loop_warnings, disk_warnings, disks, node_info
 from fence.running.manager import InstanceManager
@@ -68,12 +68,6 @@ log = logging.getLogger("fence.service")
 class Router(Protocol):
     """The node's router as the service uses it (``fence.router.nginx.NginxRouter``)."""
 
-    def ensure_running(self) -> None:
-        """Start the router if it is not running."""
-
-    def apply(self, *, routes: list[Route], port: int, domain: str, address: str) -> None:
-        """Route apps to their healthy instances (checked, then a graceful reload)."""
-
     def status(self) -> RouterStatus:
         """Running, port, routes, last reload, last error."""
 
@@ -100,9 +94,6 @@ class NodeService:
         stager.reaper.on_removed(self._slots.notify)
         self._preparing = StagingSlots.for_sources(limit=lambda: int(config.fence("staging/concurrency")))
         self._cancelled: set[str] = set()
-        self._router_key: object = None
-        self._router_failed: object = None
-        self._router_checked = 0.0
         self.sources = KeptSources(home=home)
         self._busy: dict[object, float] = {}  # stagings and deploys in flight → wall-clock start
         self._busy_lock = threading.Lock()
@@ -418,31 +409,6 @@ class NodeService:
                 continue
             for line in report.errors:
                 log.warning("garbage collection could not remove %s", line)
-
-    def apply_routes(self, routes: list[Route]) -> None:
-        """Hand the routes to the router; called after every reconcile pass. The router is asked
-        again when routes, router/port, router/domain or router/bind_address change, and every
-        10 s (to restart a router that died); it reloads only when its config text changes.
-
-        Raises:
-            FenceError: the router refused the config (logged once per config).
-        """
-        if self.router is None:
-            return
-        key = (tuple(routes), int(self.config.fence("router/port")), str(self.config.fence("router/domain")),
-               str(self.config.fence("router/bind_address")))
-        now = time.monotonic()
-        if key == self._router_key and now - self._router_checked < 10:
-            return
-        self._router_checked = now
-        try:
-            self.router.apply(routes=routes, port=key[1], domain=key[2], address=key[3])
-        except FenceError as exc:
-            if key != self._router_failed:
-                log.error("router refused its config: %s", exc.message)
-                self._router_failed = key
-            raise
-        self._router_key, self._router_failed = key, None
 
     def close(self) -> None:
         """Stop reconciling and cancel running stagings; instances keep running."""

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 from fence.backend.base import ContainerBackend
-from fence.models import Route
 from fence.config import ConfigStore
 from fence.home import NodeHome
 
@@ -39,6 +36,7 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     from fence.droplets import DropletStore
     from fence.running.images import DropletImages
     from fence.running.manager import InstanceManager
+    from fence.router.feed import RouteFeed
     from fence.running.starter import InstanceStarter
     from fence.service import NodeService
     from fence.staging.buildpacks import BuildpackResolver, builtin_dir
@@ -56,16 +54,14 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
                                                host_cache=home.host_buildpack_cache))
     images = DropletImages(backend=engine, config=config, droplets=droplets, node_id=home.node_id)
     starter = InstanceStarter(backend=engine, config=config, images=images, node_id=home.node_id)
-    routes_to: list[Callable[[list[Route]], None]] = []
-    manager = InstanceManager(backend=engine, store=store, config=config, starter=starter,
-                              node_id=home.node_id, on_routes=lambda routes: [f(routes) for f in routes_to],
-                              **(manager_options or {}))
     node_router = router if router is not None else nginx_router(home)
+    feed = RouteFeed(router=node_router, config=config) if node_router is not None else None
+    manager = InstanceManager(backend=engine, store=store, config=config, starter=starter,
+                              node_id=home.node_id, routes=feed, **(manager_options or {}))
     apps = AppOps(store=store, config=config, manager=manager, starter=starter, backend=engine,
                   droplets=droplets, home=home, node_id=home.node_id, routing=node_router is not None)
     service = NodeService(home=home, config=config, backend=engine, store=store, stager=stager,
                           droplets=droplets, apps=apps, manager=manager, router=node_router)
-    routes_to.append(service.apply_routes)
     return service
 
 

@@ -1,14 +1,19 @@
-"""One instance as the reconciler tracks it, how its health is checked, and its slot from labels."""
+"""One instance and one instance slot as the reconciler tracks them, and how an instance's health is checked."""
 
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from fence import labels
 from fence.models import ContainerInfo
+from fence.running.backoff import BackoffPolicy, CrashCount
 from fence.states import InstanceState, check_transition
+
+# The only process type today; slots carry it so that more types need no new keys.
+WEB = "web"
 
 
 class HealthCheck(Protocol):
@@ -31,6 +36,15 @@ class TcpHealth:
             return False
 
 
+@dataclass(frozen=True, order=True)
+class SlotKey:
+    """An instance slot: the app's ``index``-th instance of one process type."""
+
+    app: str
+    process: str
+    index: int
+
+
 @dataclass(frozen=True)
 class PendingStart:
     """A start job in flight: what it reserves and why it was started."""
@@ -38,6 +52,61 @@ class PendingStart:
     memory_mib: int
     replacing: bool
     rollout: bool
+
+
+@dataclass
+class Slot:
+    """What the manager knows of one slot beyond its containers (mutable, never leaves the
+    running package); a deleted app's slots are dropped whole.
+
+    Attributes:
+        crashes: the restart policy's count for the slot.
+        last_crash: why the slot's instance last crashed (kept after the restart).
+        refused: why the last start failed before any container ran, and for which release.
+        starting: start jobs in flight, by release.
+    """
+
+    crashes: CrashCount = field(default_factory=CrashCount)
+    last_crash: str | None = None
+    refused: tuple[str, int] | None = None
+    starting: dict[int, PendingStart] = field(default_factory=dict)
+
+    def crashed(self, reason: str, now: float, policy: BackoffPolicy) -> float | None:
+        """Count a crash of the slot's instance; returns the restart delay (``None``: given up)."""
+        self.last_crash = reason
+        return self.crashes.crashed(now, policy)
+
+    def start_failed(self, reason: str, release: int, now: float, policy: BackoffPolicy) -> None:
+        """A start that failed before its container ran counts as a crash of the slot."""
+        self.refused = (reason, release)
+        self.crashes.crashed(now, policy)
+
+
+class SlotTable:
+    """Every slot's record, by app, so that a deleted app's records go at once."""
+
+    def __init__(self) -> None:
+        self._by_app: dict[str, dict[SlotKey, Slot]] = {}
+
+    def __getitem__(self, key: SlotKey) -> Slot:
+        """The slot's record (a fresh one the first time)."""
+        return self._by_app.setdefault(key.app, {}).setdefault(key, Slot())
+
+    def by_app(self) -> Mapping[str, Mapping[SlotKey, Slot]]:
+        """Every record, by app."""
+        return self._by_app
+
+    def pending(self, app: str | None = None) -> list[PendingStart]:
+        """The start jobs in flight (of one app, or all)."""
+        groups = [self._by_app.get(app, {})] if app is not None else self._by_app.values()
+        return [start for slots in groups for slot in slots.values() for start in slot.starting.values()]
+
+    def forget(self, app: str) -> None:
+        """Drop the app's records; a start job still in flight keeps its reservation until it ends."""
+        kept = {key: Slot(starting=slot.starting) for key, slot in self._by_app.pop(app, {}).items()
+                if slot.starting}
+        if kept:
+            self._by_app[app] = kept
 
 
 @dataclass
@@ -60,14 +129,34 @@ class Instance:
     memory_mib: int = 0
     replacing: bool = False  # started beside a serving instance of its slot (counts against surge)
     rollout: bool = False  # started by a stack rollout, not yet the slot's only instance
+    process: str = WEB
+
+    @property
+    def slot(self) -> SlotKey:
+        """The slot this instance fills."""
+        return SlotKey(app=self.app, process=self.process, index=self.index)
 
     def move(self, state: InstanceState) -> None:
         self.state = check_transition(self.state, state)
 
+    @classmethod
+    def adopted(cls, info: ContainerInfo, *, now: float, memory_mib: int, reason: str | None) -> Instance:
+        """The record of a container found by its labels (``reason``: why it is not running)."""
+        key, release = slot_of(info)
+        return cls(container_id=info.id, app=key.app, index=key.index, release=release, process=key.process,
+                   state=InstanceState.RUNNING if info.running else InstanceState.CRASHED, created=now,
+                   health_deadline=now, healthy_since=now if info.running else None, reason=reason,
+                   image_id=info.stack_image_id, memory_mib=memory_mib)
 
-def slot_of(info: ContainerInfo) -> tuple[str, int, int]:
+
+def slot_of(info: ContainerInfo) -> tuple[SlotKey, int]:
+    """The slot and release of an instance container, from its labels (index and release 0 when
+    a label is unreadable)."""
     found = info.labels
+    app = found.get(labels.APP, "")
     try:
-        return found.get(labels.APP, ""), int(found.get(labels.INSTANCE, "0")), int(found.get(labels.RELEASE, "0"))
+        index, release = int(found.get(labels.INSTANCE, "0")), int(found.get(labels.RELEASE, "0"))
     except ValueError:
-        return found.get(labels.APP, ""), 0, 0
+        index, release = 0, 0
+    return SlotKey(app=app, process=WEB, index=index), release
+

@@ -21,9 +21,11 @@ from typing import Self
 
 import pytest
 
+from fence.config import ConfigStore
 from fence.errors import RouterConfigRefused
 from fence.models import Route, Upstream
 from fence.router import nginx as nginx_module
+from fence.router.feed import RECHECK_SECONDS, RouteFeed
 from fence.router.nginx import NginxRouter
 
 DOMAIN = "localhost"
@@ -432,8 +434,10 @@ def test_nginx_outlives_the_fence_process_and_stop_ends_it(
     code, body = get(port, f"demo.{DOMAIN}")
     assert code == 200 and name_of(body) == "a"
 
-    router.ensure_running()
-    assert router.status().pid == status.pid   # idempotent: nothing restarted
+    # A restarted daemon's first pass hands the same routes again: nothing restarts or reloads.
+    router.apply(routes=[demo_route(backends[0])], port=port, domain=DOMAIN)
+    again = router.status()
+    assert (again.pid, again.last_reload) == (status.pid, status.last_reload)
 
     router.stop()
     assert not router.status().running
@@ -442,14 +446,24 @@ def test_nginx_outlives_the_fence_process_and_stop_ends_it(
         get(port, f"demo.{DOMAIN}")
 
 
-def test_ensure_running_restarts_a_stopped_router_with_its_routes(
-        router: NginxRouter, backends: tuple[Backend, Backend]) -> None:
+def test_the_route_feed_restarts_a_router_that_died_with_its_routes(
+        router: NginxRouter, backends: tuple[Backend, Backend], tmp_path: Path) -> None:
+    # Moved from test_ensure_running_restarts_a_stopped_router_with_its_routes: nothing called
+    # ensure_running; the feed's periodic re-check is what brings a dead router back.
     port = free_port()
-    router.apply(routes=[demo_route(backends[0])], port=port, domain=DOMAIN)
+    config = ConfigStore(host_file=tmp_path / "config.yml")
+    config.set("fence", "router/port", str(port))
+    now = [0.0]
+    feed = RouteFeed(router=router, config=config, clock=lambda: now[0])
+    feed.publish([demo_route(backends[0])])
     old_pid = router.status().pid
-    router.stop()
+    router.stop()   # as an admin's kill, or another fence process, would
     router.stop()   # stopping a stopped router is fine
-    router.ensure_running()
+    now[0] = RECHECK_SECONDS / 2
+    feed.publish([demo_route(backends[0])])
+    assert not router.status().running   # unchanged routes between re-checks: not asked
+    now[0] = RECHECK_SECONDS + 0.1
+    feed.publish([demo_route(backends[0])])
     status = router.status()
     assert status.running and status.pid != old_pid and status.routes == 1
     code, body = get(port, f"demo.{DOMAIN}")

@@ -37,6 +37,16 @@ class FakeHealth:
         return self.all_ready or address in self.ready_addresses
 
 
+@dataclass
+class RecordedRoutes:
+    """A route sink that keeps every publish (the router's side in these tests)."""
+
+    published: list[list[Route]]
+
+    def publish(self, routes: list[Route]) -> None:
+        self.published.append(list(routes))
+
+
 def _keeps_running(proc: FakeProcess) -> int:
     proc.sleep(float("inf"))
     return 0
@@ -59,7 +69,7 @@ class Node:
                                   images=DropletImages(backend=self.backend, config=self.config,
                                                        droplets=self.droplets, node_id=node_id))
         self.manager = InstanceManager(backend=self.backend, store=self.store, config=self.config, starter=starter,
-                                       node_id=node_id, on_routes=self.routes.append, clock=self.clock,
+                                       node_id=node_id, routes=RecordedRoutes(self.routes), clock=self.clock,
                                        health=self.health, drain_seconds=0, workers=2)
 
     def droplet(self, app: str) -> DropletRecord:

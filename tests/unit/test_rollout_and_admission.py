@@ -14,7 +14,7 @@ from fence.running.manager import InstanceManager
 from fence.running.images import DropletImages
 from fence.running.starter import InstanceStarter
 from fence.stack.rollout import StackRollout
-from tests.unit.test_instance_manager import Node
+from tests.unit.test_instance_manager import Node, RecordedRoutes
 
 OLD, NEW = "fence/stack:bookworm", "fence/stack:next"
 
@@ -27,7 +27,7 @@ def make_node(tmp_path: Path, *, memory_total: int | None = None) -> Node:
                                   images=DropletImages(backend=node.backend, config=node.config,
                                                        droplets=node.droplets, node_id=node.node_id))
         node.manager = InstanceManager(backend=node.backend, store=node.store, config=node.config, starter=starter,
-                                       node_id=node.node_id, on_routes=node.routes.append, clock=node.clock,
+                                       node_id=node.node_id, routes=RecordedRoutes(node.routes), clock=node.clock,
                                        health=node.health, drain_seconds=0, workers=2,
                                        memory_total=lambda: memory_total)
     return node

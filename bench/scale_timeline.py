@@ -1,0 +1,98 @@
+"""`python -m bench.scale_timeline [REPS]`: where one `scale APP N+1` spends its time, in process
+(real engine and nginx): every engine call, reconcile pass, health answer, `nginx -t` and reload,
+timed from the scale call."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+
+from bench.node import EXAMPLES, free_port
+
+_t0 = [0.0]
+_events: list[tuple[float, str]] = []
+
+
+def _timed(original: Callable[..., Any], label: Callable[..., str]) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            _events.append((started - _t0[0], f"{label(*args, **kwargs)} {1000 * (time.perf_counter() - started):.0f} ms"))
+    return call
+
+
+def _request_label(session: object, request: Any, **kwargs: Any) -> str:
+    path = re.sub(r"[0-9a-f]{64}", "{id}", re.sub(r"/v1\.\d+", "", request.path_url.split("?")[0]))
+    return f"{request.method} {path}"
+
+
+def main() -> None:
+    """Push python-hello with one instance, then time ``reps`` scale-ups 1 → 2 (printed one by one)."""
+    from fence.home import NodeHome
+    from fence.router.nginx import NginxRouter
+    from fence.running.instance import TcpHealth
+    from fence.running.manager import InstanceManager
+    from fence.service import StageOrder
+    from fence.wiring import config_store, node_service
+
+    reps = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    requests.Session.send = _timed(requests.Session.send, _request_label)  # type: ignore[method-assign]
+    for cls, name, label in ((NginxRouter, "_check", "nginx -t"), (NginxRouter, "_reload", "reload"),
+                             (NginxRouter, "apply", "router.apply"), (InstanceManager, "tick", "pass")):
+        setattr(cls, name, _timed(getattr(cls, name), lambda *a, _l=label, **k: _l))
+    ready = TcpHealth.ready
+
+    def noted_ready(self: TcpHealth, address: str, port: int) -> bool:
+        answered = ready(self, address, port)
+        if answered:
+            _events.append((time.perf_counter() - _t0[0], f"health: {address} accepts connections"))
+        return answered
+
+    TcpHealth.ready = noted_ready  # type: ignore[method-assign]
+    root = Path(tempfile.mkdtemp(prefix="fence-timeline-"))
+    home = NodeHome(host_root=root)
+    home.ensure()
+    config_store(home).set("fence", "router/port", str(free_port()))
+    service = node_service(home)
+    service.start()
+    totals = []
+    try:
+        service.push(StageOrder(origin=str(EXAMPLES / "python-hello"), app="timeline", fallback_name="timeline",
+                                buildpacks=(), env={}, force=False),
+                     instances=1, memory_mib=None, staging_id=uuid.uuid4().hex[:12], on_line=lambda line: None)
+        for rep in range(reps):
+            _events.clear()
+            _t0[0] = time.perf_counter()
+            service.apps.scale("timeline", 2, on_line=lambda line: None)
+            totals.append(time.perf_counter() - _t0[0])
+            print(f"== scale 1 -> 2, #{rep + 1}: returned at {totals[-1]:.3f} s")
+            for at, what in sorted(_events):
+                if not what.startswith("GET /containers/json "):  # the passes' listings
+                    print(f"   {at:7.3f} {what}")
+            service.apps.scale("timeline", 1, on_line=lambda line: None)
+            time.sleep(3)  # the stopped instance drains and goes
+        print(f"median {statistics.median(totals):.3f} s over {reps}")
+    finally:
+        service.close()
+        for container in service.backend.list({"fence.node": service.node_id}):
+            container.destroy()
+        for image in service.backend.list_images({"fence.node": service.node_id}):
+            for tag in image.tags:
+                service.backend.remove_image(tag)
+        NginxRouter(host_dir=root / "router").stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""The engine work on one instance container: start it for a slot, stop it, and why it exited."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+
+from fence import labels
+from fence.backend.base import ContainerBackend
+from fence.config import ConfigStore
+from fence.errors import ContainerNotFound, FenceError
+from fence.models import AppRecord, ContainerInfo
+from fence.running.backoff import Clock
+from fence.running.instance import Instance, PendingStart, SlotKey
+from fence.running.starter import InstanceStarter, Launch
+from fence.states import InstanceState
+from fence.store import StateStore
+
+log = logging.getLogger("fence.instances")
+
+
+def launch(*, store: StateStore, starter: InstanceStarter, config: ConfigStore, app: AppRecord, key: SlotKey,
+           release: int, start: PendingStart, clock: Clock) -> Instance:
+    """Start the slot's container of ``release`` and return its record (starting, ``seq`` 0).
+
+    Args:
+        store: desired state (the release's droplet; the stack is noted as in use).
+        starter: creates the container.
+        config: node config (``health/timeout``).
+        app: the app's desired state.
+        key: the slot.
+        release: the release it runs.
+        start: why it starts (replacing a serving instance, a rollout).
+        clock: the manager's clock (the health deadline counts from when the container runs).
+
+    Raises:
+        FenceError: the droplet is gone or the container could not start.
+    """
+    record = next((r for r in store.releases(app.name) if r.number == release), None)
+    droplet = store.droplet(record.droplet) if record else None
+    if droplet is None:
+        raise ContainerNotFound(container=f"release {release} of {app.name} (droplet gone)")
+    container = starter.launch(Launch(app=app, release=release, droplet=droplet, index=key.index))
+    info = container.info()
+    store.note_stack(info.stack_image_id, stack_ref(info), wall_now())
+    timeout = app.health_timeout or int(config.fence("health/timeout"))
+    now = clock.now()
+    return Instance(container_id=container.id, app=app.name, index=key.index, process=key.process,
+                    release=release, state=InstanceState.STARTING, created=now, health_deadline=now + timeout,
+                    host_port=info.ports[0].host_port if info.ports else None, address=info.ip_address,
+                    image_id=info.stack_image_id, memory_mib=app.memory_mib, replacing=start.replacing,
+                    rollout=start.rollout)
+
+
+def stop(backend: ContainerBackend, instance: Instance, *, drain: float) -> bool:
+    """Let a routed instance's requests finish (``drain`` seconds), TERM it (10 s grace), remove it.
+
+    Returns:
+        False when the engine failed: the container may still exist (a later pass finds it again).
+    """
+    try:
+        if drain and instance.healthy_since is not None:
+            time.sleep(drain)  # the router has already dropped it; let requests finish
+        container = backend.lookup(instance.container_id)
+        container.stop(grace=10)
+        container.destroy()
+    except ContainerNotFound:
+        pass
+    except FenceError as exc:
+        log.warning("instance stop failed", extra={"container": instance.container_id[:12], "error": exc.message})
+        return False
+    return True
+
+
+def kill(backend: ContainerBackend, container_id: str) -> None:
+    """KILL an unhealthy instance now (the next pass stops and removes it)."""
+    try:
+        backend.lookup(container_id).stop(grace=0)
+    except FenceError:
+        pass
+
+
+def exit_reason(backend: ContainerBackend, container_id: str) -> str:
+    """Why an instance container stopped, in the words ``fence app`` shows."""
+    try:
+        full = backend.lookup(container_id).info()
+    except ContainerNotFound:
+        return "the container vanished"
+    if full.oom_killed:
+        return "out of memory (killed at its memory limit)"
+    return f"exited {full.exit_code}" if full.exit_code is not None else "exited"
+
+
+def last_output(backend: ContainerBackend, container_id: str) -> str:
+    """The last line the container's main process wrote (why a new stack failed, often)."""
+    try:
+        lines = [line.strip() for line in backend.lookup(container_id).logs(tail=5) if line.strip()]
+    except FenceError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+def stack_ref(info: ContainerInfo) -> str:
+    """The stack image reference a container was started on (its label, else its image)."""
+    return str(info.labels.get(labels.STACK_REF) or info.image)
+
+
+def wall_now() -> str:
+    """UTC now, to the second (when a stack was last seen in use)."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,87 @@
+"""What the reconciler's records look like from outside: instance views, and the routes they give."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
+
+from fence.models import AppRecord, InstanceView, Route, Upstream
+from fence.running.instance import Instance, Slot, SlotKey
+from fence.running.starter import CONTAINER_PORT
+from fence.states import InstanceState
+
+S = InstanceState
+
+
+class RouteSink(Protocol):
+    """Where the reconciler sends its routes after every pass (``fence.router.feed.RouteFeed``)."""
+
+    def publish(self, routes: Sequence[Route]) -> None:
+        """Route apps to exactly these upstreams.
+
+        Raises:
+            FenceError: the router refused them (the reconciler keeps the routes last accepted).
+        """
+
+
+class NoRouter:
+    """A node without a router: routes go nowhere."""
+
+    def publish(self, routes: Sequence[Route]) -> None:
+        """Do nothing."""
+
+
+def instance_views(instances: Iterable[Instance], slots: Mapping[str, Mapping[SlotKey, Slot]],
+                   now: float) -> dict[str, list[InstanceView]]:
+    """Every app's instances by index (then release), with a slot whose start failed shown as a
+    crashed instance unless a container of that release or newer fills it.
+
+    Args:
+        instances: the manager's instance records.
+        slots: the manager's slot records, by app.
+        now: the manager's clock now.
+    """
+    views: dict[str, list[InstanceView]] = collections.defaultdict(list)
+    for i in instances:
+        slot = slots.get(i.app, {}).get(i.slot)
+        views[i.app].append(InstanceView(
+            index=i.index, state=i.state.value, container=i.container_id[:12], host_port=i.host_port,
+            restarts=slot.crashes.crashes if slot else 0, release=i.release,
+            uptime=round(now - i.healthy_since, 1) if i.healthy_since is not None else 0.0,
+            reason=i.reason, last_crash=slot.last_crash if slot else None, image_id=i.image_id))
+    for app, app_slots in slots.items():
+        for key, slot in app_slots.items():
+            if slot.refused is None:
+                continue
+            reason, release = slot.refused
+            # A refused start of a new release shows beside the old release's instance.
+            if not any(v.index == key.index and v.release >= release for v in views[app]):
+                views[app].append(InstanceView(index=key.index, state=S.CRASHED.value, container="",
+                                               host_port=None, restarts=slot.crashes.crashes,
+                                               release=release, reason=reason))
+    return {app: sorted(found, key=lambda v: (v.index, v.release)) for app, found in views.items() if found}
+
+
+def routes_for(apps: Mapping[str, AppRecord], by_app: Mapping[str, Sequence[Instance]], domain: str) -> list[Route]:
+    """One route per app, by name: its default host and URLs to its running instances.
+
+    Args:
+        apps: the apps in the store, by name.
+        by_app: the instance records, by app.
+        domain: ``router/domain``.
+    """
+    routes = []
+    for name in sorted(apps):
+        upstreams = sorted({Upstream(address=i.address, port=CONTAINER_PORT) for i in by_app.get(name, ())
+                            if i.state is S.RUNNING and i.address},
+                           key=lambda u: (u.address, u.port))
+        routes.append(Route(app=name, hosts=(f"{name}.{domain}", *apps[name].urls), upstreams=tuple(upstreams)))
+    return routes
+
+
+def routed_count(routes: Iterable[Route], instances: Iterable[Instance], app: str, release: int) -> int:
+    """How many running instances of the app's ``release`` the given routes point at."""
+    addresses = {u.address for route in routes if route.app == app for u in route.upstreams}
+    return sum(1 for i in instances if i.app == app and i.release == release
+               and i.state is S.RUNNING and i.address in addresses)
