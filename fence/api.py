@@ -1,4 +1,4 @@
-"""The daemon's HTTP+JSON API (FastAPI), served on a Unix socket; every route calls NodeService."""
+"""The daemon's HTTP+JSON API (FastAPI), served on a Unix socket; every route calls NodeService or AppOps."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from fence import __version__
+from fence.apps import AppOps
 from fence.errors import (
     EXIT_CONFLICT,
     EXIT_NOT_FOUND,
@@ -138,11 +139,12 @@ def _ndjson(events: AsyncIterator[str]) -> StreamingResponse:
     return StreamingResponse(events, media_type="application/x-ndjson")
 
 
-def create_app(service: NodeService) -> FastAPI:
+def create_app(service: NodeService, app_ops: AppOps) -> FastAPI:
     """The API application for one node.
 
     Args:
-        service: the facade the routes call.
+        service: the node's facade (staging, pushes, node-wide operations).
+        app_ops: the app facade (one app's view, lifecycle, routes, logs and tasks).
 
     Returns:
         A FastAPI app; errors leave it as ``{"error": {"type", "message", "fields"}}``.
@@ -206,26 +208,26 @@ def create_app(service: NodeService) -> FastAPI:
     @app.get("/v1/apps")
     def apps() -> list[dict[str, Any]]:
         """Every app with its instances."""
-        return to_wire(service.apps.views())
+        return to_wire(app_ops.views())
 
     @app.get("/v1/apps/{name}")
     def app_detail(name: str) -> dict[str, Any]:
         """One app: url, instances (index, state, container, host_port, restarts), releases."""
-        return to_wire(service.apps.view(name))
+        return to_wire(app_ops.view(name))
 
     @app.delete("/v1/apps/{name}")
     def delete_app(name: str) -> dict[str, Any]:
         """Remove the app: instances, releases, droplets, cache and logs."""
-        service.apps.delete(name)
+        app_ops.delete(name)
         return {"deleted": name}
 
     @app.post("/v1/apps/{name}/routes")
     def routes(name: str, change: dict[str, str]) -> dict[str, Any]:
         """Add or remove an extra host name: ``{"add": HOST}`` or ``{"remove": HOST}``."""
         if set(change) == {"add"}:
-            return to_wire(service.apps.add_route(name, change["add"]))
+            return to_wire(app_ops.add_route(name, change["add"]))
         if set(change) == {"remove"}:
-            return to_wire(service.apps.remove_route(name, change["remove"]))
+            return to_wire(app_ops.remove_route(name, change["remove"]))
         raise UsageError(detail='send {"add": HOST} or {"remove": HOST}')
 
     @app.post("/v1/apps/{name}/{action}")
@@ -233,37 +235,37 @@ def create_app(service: NodeService) -> FastAPI:
                   release: int | None = None, force: bool = False) -> StreamingResponse:
         """start, stop, restart, restage (``force``), scale (``instances``), rollback (``release``), env (JSON body
         ``{"set": {…}, "unset": […]}``), run (JSON body ``{"argv": […]}``): streamed NDJSON."""
-        apps = service.apps
         body = await request.json() if action in ("env", "run") else {}
         works: dict[str, Callable[[Callable[[str], None]], Any]] = {
-            "start": lambda out: apps.start(name, out),
-            "stop": lambda out: apps.stop(name),
-            "restart": lambda out: apps.restart(name, out),
-            "scale": lambda out: apps.scale(name, _required(instances, "instances"), out),
-            "rollback": lambda out: apps.rollback(name, release, out),
+            "start": lambda out: app_ops.start(name, out),
+            "stop": lambda out: app_ops.stop(name),
+            "restart": lambda out: app_ops.restart(name, out),
+            "scale": lambda out: app_ops.scale(name, _required(instances, "instances"), out),
+            "rollback": lambda out: app_ops.rollback(name, release, out),
             "restage": lambda out: service.restage(name, out, force=force),
-            "env": lambda out: apps.set_env(name, _str_map(body.get("set")), tuple(_str_list(body.get("unset"))), out),
+            "env": lambda out: app_ops.set_env(name, _str_map(body.get("set")), tuple(_str_list(body.get("unset"))),
+                                               out),
         }
         if action == "run":
             argv = tuple(_str_list(body.get("argv")))
             task_id = uuid.uuid4().hex[:12]
-            return _ndjson(_work_events(lambda out: {"exit_code": apps.run_task(name, argv, out, task_id)},
-                                        name=f"run-{name}", on_gone=lambda: apps.cancel_task(task_id)))
+            return _ndjson(_work_events(lambda out: {"exit_code": app_ops.run_task(name, argv, out, task_id)},
+                                        name=f"run-{name}", on_gone=lambda: app_ops.cancel_task(task_id)))
         if action not in works:
             raise UsageError(detail=f"unknown action {action!r}")
-        apps.app(name)  # an unknown app is a 404 before any streaming starts
+        app_ops.app(name)  # an unknown app is a 404 before any streaming starts
         chosen = works[action]
         return _ndjson(_work_events(lambda out: {"app": to_wire(chosen(out))}, name=f"{action}-{name}"))
 
     @app.get("/v1/apps/{name}/releases")
     def releases(name: str) -> list[dict[str, Any]]:
         """The app's kept releases, newest first."""
-        return to_wire(list(service.apps.view(name).releases))
+        return to_wire(list(app_ops.view(name).releases))
 
     @app.get("/v1/apps/{name}/logs")
     def logs(name: str, follow: bool = False, staging: bool = False, tail: int = 100) -> StreamingResponse:
         """The app's instance logs (or its last staging log), one NDJSON ``log`` event a line."""
-        lines = service.apps.staging_log(name) if staging else service.apps.instance_logs(name, follow=follow, tail=tail)
+        lines = app_ops.staging_log(name) if staging else app_ops.instance_logs(name, follow=follow, tail=tail)
         return StreamingResponse((json.dumps({"event": "log", "line": line}) + "\n" for line in lines),
                                  media_type="application/x-ndjson")
 

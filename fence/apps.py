@@ -17,7 +17,7 @@ from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.errors import AppNotFound, DeployFailed, FenceError, NoRelease, ReleaseNotFound, UsageError
 from fence.kept_sources import host_app_sources
-from fence.models import AppRecord, AppView, DropletRecord, InstanceView, ProcessSpec, ReleaseRecord
+from fence.models import AppRecord, AppView, DeploySettings, DropletRecord, InstanceView, ProcessSpec, ReleaseRecord
 from fence.running.manager import InstanceManager
 from fence.router.render import check_dns_name
 from fence.running.starter import InstanceStarter, Launch
@@ -139,21 +139,27 @@ class AppOps:
 
     # --- deploying -------------------------------------------------------------------------
 
-    def deploy(self, droplet: DropletRecord, *, instances: int | None, memory_mib: int | None,
-               env: Mapping[str, str], urls: tuple[str, ...], health_timeout: int | None,
-               on_line: LineCallback, note: str = "push") -> AppView:
+    def deploy(self, droplet: DropletRecord, settings: DeploySettings, *, on_line: LineCallback,
+               note: str = "push") -> AppView:
         """Make a staged droplet the app's new release and wait until its instances are healthy.
 
-        Instance count and memory: given, else the manifest's (passed in), else the app's current,
-        else 1 and ``container/memory``. Old instances keep serving until the new ones are healthy.
+        Each setting left unset keeps the app's current one (a new app: 1 instance of
+        ``container/memory``). Old instances keep serving until the new ones are healthy.
+
+        Args:
+            droplet: the staged droplet.
+            settings: how the release should run (see ``DeploySettings``).
+            on_line: receives progress lines.
+            note: what made the release (``push``, ``restage of release 3`` …).
 
         Raises:
             DeployFailed: the new instances did not become healthy in time (the old ones keep
                 serving).
         """
         existing = self._store.app(droplet.app)
-        self._check_hosts(droplet.app, urls)
-        memory = memory_mib or (existing.memory_mib if existing else int(self._config.fence("container/memory")))
+        self._check_hosts(droplet.app, settings.urls)
+        memory = settings.memory_mib or (existing.memory_mib if existing else
+                                         int(self._config.fence("container/memory")))
         # The droplet's image (stack + unpacked droplet) is made before the release exists: a
         # failure changes nothing, and the first instance then starts like `docker run`.
         began = time.monotonic()
@@ -161,17 +167,7 @@ class AppOps:
         if image.made:
             on_line(f"-----> Droplet image {image.ref} made on {image.stack_ref} "
                     f"in {time.monotonic() - began:.1f} s")
-        record = AppRecord(
-            name=droplet.app,
-            instances=_count(instances if instances is not None else existing.instances if existing else 1),
-            memory_mib=memory,
-            env=check_env({**(existing.env if existing else {}), **env}),
-            started=True,
-            release=existing.release if existing else None,
-            health_timeout=health_timeout if health_timeout is not None else existing.health_timeout if existing else None,
-            urls=urls or (existing.urls if existing else ()),
-            created_at=existing.created_at if existing else _now(),
-        )
+        record = _next_record(droplet.app, existing, settings, memory)
         self._store.put_app(record)
         release, dropped = self._store.add_release(record.name, droplet.id, _now(), note)
         self._forget_droplets(dropped)
@@ -244,7 +240,9 @@ class AppOps:
         app = self.app(name)
         if app.release is None:
             raise NoRelease(app=name)
-        current = next(r for r in self._store.releases(name) if r.number == app.release)
+        current = self._store.release(name, app.release)
+        if current is None:
+            raise NoRelease(app=name)
         return self._redeploy(name, current, note=f"restart of release {current.number}", on_line=on_line)
 
     def rollback(self, name: str, number: int | None, on_line: LineCallback) -> AppView:
@@ -261,7 +259,7 @@ class AppOps:
                 raise ReleaseNotFound(app=name, release="before the current one")
             target = older[0]
         else:
-            target = next((r for r in releases if r.number == number), None)
+            target = self._store.release(name, number)
             if target is None:
                 raise ReleaseNotFound(app=name, release=str(number))
         return self._redeploy(name, target, note=f"rollback to release {target.number}", on_line=on_line)
@@ -445,7 +443,7 @@ class AppOps:
         if not argv:
             raise UsageError(detail="give the command to run after --")
         app = self.app(name)
-        release = next((r for r in self._store.releases(name) if r.number == app.release), None)
+        release = self._store.release(name, app.release)
         droplet = self._store.droplet(release.droplet) if release else None
         if release is None or droplet is None:
             raise NoRelease(app=name)
@@ -477,6 +475,18 @@ def _file_lines(host_file: Path) -> Iterator[str]:
 def _current(releases: list[ReleaseRecord], app: AppRecord) -> ReleaseRecord | None:
     """The app's current release among its kept ones."""
     return next((r for r in releases if r.number == app.release), None)
+
+
+def _next_record(name: str, existing: AppRecord | None, settings: DeploySettings, memory_mib: int) -> AppRecord:
+    """The app's desired state once ``settings`` are deployed over what it has (if it exists)."""
+    instances = settings.instances if settings.instances is not None else existing.instances if existing else 1
+    health = settings.health_timeout if settings.health_timeout is not None else \
+        existing.health_timeout if existing else None
+    return AppRecord(name=name, instances=_count(instances), memory_mib=memory_mib,
+                     env=check_env({**(existing.env if existing else {}), **settings.env}), started=True,
+                     release=existing.release if existing else None, health_timeout=health,
+                     urls=settings.urls or (existing.urls if existing else ()),
+                     created_at=existing.created_at if existing else _now())
 
 
 def _count(instances: int) -> int:

@@ -40,8 +40,10 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     from fence.running.images import DropletImages
     from fence.running.manager import InstanceManager
     from fence.running.starter import InstanceStarter
+    from fence.kept_sources import KeptSources
     from fence.service import NodeService
     from fence.staging.buildpacks import BuildpackResolver, builtin_dir
+    from fence.staging.session import StagingSession
     from fence.staging.stager import Stager
     from fence.staging.workspace import HostPaths
     from fence.store import StateStore
@@ -65,7 +67,9 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     node_router = router if router is not None else nginx_router(home)
     apps = AppOps(store=store, config=config, manager=manager, starter=starter, backend=engine,
                   droplets=droplets, paths=paths, node_id=home.node_id, routing=node_router is not None)
-    service = NodeService(home=home, config=config, backend=engine, store=store, stager=stager,
+    session = StagingSession(config=config, stager=stager, store=store,
+                             sources=KeptSources(host_root=home.host_root), paths=paths)
+    service = NodeService(home=home, config=config, backend=engine, store=store, session=session,
                           droplets=droplets, apps=apps, manager=manager, router=node_router)
     routes_to.append(service.apply_routes)
     return service

@@ -389,7 +389,7 @@ class InstanceManager:
         with self._lock:
             start = self._starting.get(slot, PendingStart(memory_mib=app.memory_mib, replacing=False, rollout=False))
         try:
-            record = next((r for r in self._store.releases(app.name) if r.number == release), None)
+            record = self._store.release(app.name, release)
             droplet = self._store.droplet(record.droplet) if record else None
             if droplet is None:
                 raise ContainerNotFound(container=f"release {release} of {app.name} (droplet gone)")

@@ -14,7 +14,7 @@ from fence.wiring import node_service
 @pytest.fixture
 def client(home: NodeHome) -> TestClient:
     service = node_service(home, backend=FakeBackend(userns_remap=False))
-    yield TestClient(create_app(service))
+    yield TestClient(create_app(service, service.apps))
     service.close()
 
 
