@@ -10,14 +10,15 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, TextIO
+from typing import Callable, Iterator, Mapping, Protocol, TextIO
 
 from fence.config import ConfigStore
 from fence.kept_sources import KeptSources
 from fence.models import AppRecord, DropletRecord, Manifest, PreparedSource, ReleaseRecord, SourceLimits
+from fence.reaper import ContainerReaper
 from fence.staging.queue import StagingSlots
 from fence.staging.sources import prepare_source
-from fence.staging.stager import StageRequest, Stager, app_name
+from fence.staging.stager import StageRequest, app_name
 from fence.staging.workspace import HostPaths
 from fence.store import StateStore
 
@@ -59,6 +60,27 @@ class Staged:
     manifest: Manifest
 
 
+class Stages(Protocol):
+    """The staging containers as the session uses them (``fence.staging.stager.Stager``)."""
+
+    @property
+    def reaper(self) -> ContainerReaper:
+        """What removes finished staging containers in the background."""
+
+    def stage(self, request: StageRequest, *, on_line: LineCallback, staging_id: str | None = None,
+              reusable: Callable[[DropletRecord], bool] | None = None) -> DropletRecord:
+        """Stage in a fresh container (or reuse a droplet staged from the same inputs)."""
+
+    def cancel(self, staging_id: str) -> bool:
+        """Destroy a running staging's container; returns whether it was running."""
+
+    def cancel_all(self) -> int:
+        """Cancel every running staging; returns how many."""
+
+    def wait_removals(self, timeout: float = 60.0) -> None:
+        """Wait until finished stagings' containers are removed."""
+
+
 class StagingSession:
     """Owns every staging of the node: its source, slot, log file, cancellation and kept source.
 
@@ -75,7 +97,7 @@ class StagingSession:
         paths: host paths under FENCE_HOME (scratch folders, staging logs).
     """
 
-    def __init__(self, *, config: ConfigStore, stager: Stager, store: StateStore, sources: KeptSources,
+    def __init__(self, *, config: ConfigStore, stager: Stages, store: StateStore, sources: KeptSources,
                  paths: HostPaths) -> None:
         self._config = config
         self._stager = stager
