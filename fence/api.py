@@ -265,7 +265,7 @@ def create_app(service: NodeService, app_ops: AppOps) -> FastAPI:
     @app.get("/v1/apps/{name}/logs")
     def logs(name: str, follow: bool = False, staging: bool = False, tail: int = 100) -> StreamingResponse:
         """The app's instance logs (or its last staging log), one NDJSON ``log`` event a line."""
-        lines = app_ops.staging_log(name) if staging else app_ops.instance_logs(name, follow=follow, tail=tail)
+        lines = service.staging_log(name) if staging else app_ops.instance_logs(name, follow=follow, tail=tail)
         return StreamingResponse((json.dumps({"event": "log", "line": line}) + "\n" for line in lines),
                                  media_type="application/x-ndjson")
 

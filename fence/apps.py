@@ -8,7 +8,6 @@ import queue
 import shutil
 import threading
 import time
-from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 from fence import labels
@@ -17,10 +16,11 @@ from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.errors import AppNotFound, DeployFailed, FenceError, NoRelease, ReleaseNotFound, UsageError
 from fence.kept_sources import host_app_sources
-from fence.models import AppRecord, AppView, DeploySettings, DropletRecord, InstanceView, ProcessSpec, ReleaseRecord
+from fence.models import AppRecord, AppView, DeploySettings, DropletRecord, InstanceView, ReleaseRecord
 from fence.running.manager import InstanceManager
 from fence.router.render import check_dns_name
-from fence.running.starter import InstanceStarter, Launch
+from fence.running.starter import InstanceStarter
+from fence.running.tasks import TaskRunner
 from fence.staging.stager import check_app_name, check_env
 from fence.staging.workspace import HostPaths
 from fence.store import StateStore
@@ -60,8 +60,7 @@ class AppOps:
         self._paths = paths
         self._node_id = node_id
         self._routing = routing
-        self._tasks: dict[str, Container] = {}
-        self._tasks_lock = threading.Lock()
+        self._tasks = TaskRunner(starter=starter)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -143,14 +142,9 @@ class AppOps:
                note: str = "push") -> AppView:
         """Make a staged droplet the app's new release and wait until its instances are healthy.
 
-        Each setting left unset keeps the app's current one (a new app: 1 instance of
-        ``container/memory``). Old instances keep serving until the new ones are healthy.
-
-        Args:
-            droplet: the staged droplet.
-            settings: how the release should run (see ``DeploySettings``).
-            on_line: receives progress lines.
-            note: what made the release (``push``, ``restage of release 3`` …).
+        Each of ``settings`` left unset keeps the app's current one (a new app: 1 instance of
+        ``container/memory``); ``note`` says what made the release. Old instances keep serving
+        until the new ones are healthy.
 
         Raises:
             DeployFailed: the new instances did not become healthy in time (the old ones keep
@@ -363,20 +357,7 @@ class AppOps:
             self._store.delete_droplet(droplet)
             self._droplets.delete(droplet)
 
-    # --- logs and tasks ----------------------------------------------------------------------
-
-    def staging_log(self, name: str) -> Iterator[str]:
-        """The app's last staging log.
-
-        Raises:
-            AppNotFound: no staging log for it.
-        """
-        check_app_name(name)
-        host_dir = self._paths.host_root / "logs" / "staging" / name
-        logs = sorted(host_dir.glob("*.log"), key=lambda p: p.stat().st_mtime) if host_dir.is_dir() else []
-        if not logs:
-            raise AppNotFound(app=name)
-        return _file_lines(logs[-1])
+    # --- instance logs and tasks ----------------------------------------------------------------------
 
     def instance_logs(self, name: str, *, follow: bool, tail: int = 100) -> Iterator[str]:
         """The app's instance logs, each line prefixed ``[web.INDEX]``; ``follow`` keeps
@@ -422,13 +403,7 @@ class AppOps:
 
     def cancel_task(self, task_id: str) -> None:
         """End a one-off task whose client went away (its container is destroyed)."""
-        with self._tasks_lock:
-            container = self._tasks.pop(task_id, None)
-        if container is not None:
-            try:
-                container.destroy()
-            except FenceError:
-                pass
+        self._tasks.cancel(task_id)
 
     def run_task(self, name: str, argv: tuple[str, ...], on_line: LineCallback, task_id: str = "") -> int:
         """Run a one-off command in a fresh container from the app's current droplet.
@@ -447,29 +422,7 @@ class AppOps:
         droplet = self._store.droplet(release.droplet) if release else None
         if release is None or droplet is None:
             raise NoRelease(app=name)
-        launch = Launch(app=app, release=release.number, droplet=droplet, index=0, role=labels.ROLE_TASK,
-                        command_argv=argv)
-        container = self._starter.launch(launch)
-        with self._tasks_lock:
-            self._tasks[task_id or container.id] = container
-        try:
-            ws = self._starter.workspace()
-            result = container.run(ProcessSpec(argv=self._starter.task_argv(launch), user=f"{ws.uid}:{ws.uid}",
-                                               cwd=ws.ctr_app), on_output=on_line)
-            return result.exit_code
-        finally:
-            with self._tasks_lock:
-                self._tasks.pop(task_id or container.id, None)
-            try:
-                container.destroy()
-            except FenceError:
-                pass
-
-
-def _file_lines(host_file: Path) -> Iterator[str]:
-    with host_file.open(encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            yield line.rstrip("\n")
+        return self._tasks.run(app, release.number, droplet, argv, on_line=on_line, task_id=task_id)
 
 
 def _current(releases: list[ReleaseRecord], app: AppRecord) -> ReleaseRecord | None:

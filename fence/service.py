@@ -9,7 +9,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 from fence import __version__, labels
 from fence.apps import AppOps
@@ -138,6 +138,10 @@ class NodeService:
             droplet = self.session.restage(app, release, force=force, on_line=on_line)
             return self.apps.deploy(droplet, DeploySettings(), on_line=on_line,
                                     note=f"restage of release {release.number}")
+
+    def staging_log(self, name: str) -> Iterator[str]:
+        """The lines of the app's last staging log (``StagingSession.last_log``)."""
+        return self.session.last_log(name)
 
     def rollout(self, *, restage: bool, on_line: Callable[[str], None]) -> RolloutReport:
         """Move every app onto the stack new containers start from (``kato stack rollout``).

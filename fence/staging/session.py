@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Protocol, TextIO
 
 from fence.config import ConfigStore
+from fence.errors import AppNotFound
 from fence.kept_sources import KeptSources
 from fence.models import AppRecord, DropletRecord, Manifest, PreparedSource, ReleaseRecord, SourceLimits
 from fence.reaper import ContainerReaper
 from fence.staging.queue import StagingSlots
 from fence.staging.sources import prepare_source
-from fence.staging.stager import StageRequest, app_name
+from fence.staging.stager import StageRequest, app_name, check_app_name
 from fence.staging.workspace import HostPaths
 from fence.store import StateStore
 
@@ -170,6 +171,19 @@ class StagingSession:
         finally:
             self._end(staging_id)
 
+    def last_log(self, app: str) -> Iterator[str]:
+        """The lines of the app's last staging log.
+
+        Raises:
+            InvalidName: a malformed app name.
+            AppNotFound: no staging log for it.
+        """
+        host_dir = self._paths.host_staging_log(check_app_name(app), "-").parent  # where all of them are
+        logs = sorted(host_dir.glob("*.log"), key=lambda p: p.stat().st_mtime) if host_dir.is_dir() else []
+        if not logs:
+            raise AppNotFound(app=app)
+        return _file_lines(logs[-1])
+
     def cancel(self, staging_id: str) -> None:
         """Abort a staging (the client went away): a queued one stops waiting, a running one's
         container is destroyed."""
@@ -237,6 +251,12 @@ class StagingSession:
             self.sources.prune(app=droplet.app, keep=keep)
         except OSError as exc:  # the droplet is good; only a later restage needs the source
             log.warning("could not keep the source", extra={"app": droplet.app, "error": str(exc)})
+
+
+def _file_lines(host_file: Path) -> Iterator[str]:
+    with host_file.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            yield line.rstrip("\n")
 
 
 class _LogFile:

@@ -1,4 +1,4 @@
-"""StagingSession: slots, cancellation, the staging-log tee, kept sources and in-flight marks, around a stub stager."""
+"""StagingSession (slots, cancellation, log tee and last log, kept sources, in-flight marks) with a stub stager."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Callable
 import pytest
 
 from fence.config import ConfigStore
-from fence.errors import FenceError, StagingFailed, UsageError
+from fence.errors import AppNotFound, FenceError, StagingFailed, UsageError
 from fence.home import NodeHome
 from fence.kept_sources import KeptSources
 from fence.models import AppRecord, DeploySettings, DropletRecord, Manifest, ReleaseRecord
@@ -103,6 +103,9 @@ def test_a_staging_tees_its_log_keeps_its_source_and_leaves_no_scratch(node: Nod
     assert any(line.startswith("-----> Restaging web from the source of release 1") for line in lines)
     assert node.session.sources.has(app="web", droplet=restaged.id)
     assert list(node.paths.host_work.iterdir()) == []
+    assert list(node.session.last_log("web")) == ["-----> Staging (stub)", "-----> Droplet (stub)"]
+    with pytest.raises(AppNotFound):
+        node.session.last_log("other")
 
 
 def test_a_source_that_is_not_there_leaves_no_scratch_and_no_staging(node: Node, tmp_path: Path) -> None:
