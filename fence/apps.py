@@ -1,4 +1,4 @@
-"""App lifecycle: push, start, stop, restart, scale, env, releases, rollback, delete, one-off tasks."""
+"""The app facade: deploy, start, stop, restart, scale, env, routes, rollback, delete, instance logs, one-off tasks."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def _now() -> str:
 
 
 class AppOps:
-    """Changes apps' desired state and waits for the instance manager to carry it out.
+    """Changes apps' desired state and waits for the instance manager to carry it out: the
+    second facade beside ``NodeService``, which the API is given explicitly.
 
     Args:
         store: desired state.

@@ -49,12 +49,12 @@ class Router(Protocol):
 
 
 class NodeService:
-    """One node's operations: staging (``stage``, ``push``, ``restage``), stack rollouts, garbage
-    collection, status, and the daemon's start, recovery and stop.
+    """One node's operations: staging (``stage``, ``push``, ``restage``, staging logs), stack
+    rollouts, garbage collection, status, and the daemon's start, recovery and stop.
 
-    The operations on one app (view, start, stop, scale, env, routes, logs, tasks, delete) are the
-    second facade, ``AppOps`` (``fence.apps``), held here as ``apps``: the API is given both, the
-    CLIs reach them only through the API. Nothing calls deeper than these two.
+    The operations on one app (view, start, stop, scale, env, routes, instance logs, tasks,
+    delete) are the second facade, ``AppOps`` (``fence.apps``), held here as ``apps``: the API is
+    given both and calls nothing deeper; the CLIs reach them only through the API.
     """
 
     def __init__(self, *, home: NodeHome, config: ConfigStore, backend: ContainerBackend,
