@@ -1,4 +1,4 @@
-"""The daemon's HTTP+JSON API (FastAPI), served on a Unix socket; every route calls NodeService."""
+"""The daemon's HTTP+JSON API (FastAPI), served on a Unix socket; every route calls NodeService or AppOps."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 
 from fence import __version__
 from fence.api_schema import EnvChange, ErrorAnswer, RouteChange, TaskOrder, request_invalid, to_json_ready
+from fence.apps import AppOps
 from fence.errors import (
     EXIT_CONFLICT,
     EXIT_NOT_FOUND,
@@ -128,11 +129,12 @@ def _ndjson(events: AsyncIterator[str]) -> StreamingResponse:
     return StreamingResponse(events, media_type="application/x-ndjson")
 
 
-def create_app(service: NodeService) -> FastAPI:
+def create_app(service: NodeService, app_ops: AppOps) -> FastAPI:
     """The API application for one node.
 
     Args:
-        service: the facade the routes call.
+        service: the node's facade (staging, pushes, node-wide operations).
+        app_ops: the app facade (one app's view, lifecycle, routes, logs and tasks).
 
     Returns:
         A FastAPI app; errors leave it as ``{"error": {"type", "message", "fields"}}``, a request
@@ -214,31 +216,31 @@ def create_app(service: NodeService) -> FastAPI:
     @app.get("/v1/apps")
     def apps() -> list[AppView]:
         """Every app with its instances."""
-        return service.apps.views()
+        return app_ops.views()
 
     @app.get("/v1/apps/{name}")
     def app_detail(name: str) -> AppView:
         """One app: url, instances (index, state, container, host_port, restarts), releases."""
-        return service.apps.view(name)
+        return app_ops.view(name)
 
     @app.delete("/v1/apps/{name}")
     def delete_app(name: str) -> dict[str, str]:
         """Remove the app: instances, releases, droplets, cache and logs."""
-        service.apps.delete(name)
+        app_ops.delete(name)
         return {"deleted": name}
 
     @app.post("/v1/apps/{name}/routes")
     def routes(name: str, change: RouteChange) -> AppView:
         """Add or remove an extra host name: ``{"add": HOST}`` or ``{"remove": HOST}``."""
         if change.add is not None:
-            return service.apps.add_route(name, change.add)
-        return service.apps.remove_route(name, change.remove or "")
+            return app_ops.add_route(name, change.add)
+        return app_ops.remove_route(name, change.remove or "")
 
     @app.post("/v1/apps/{name}/env")
     def env(name: str, change: EnvChange) -> StreamingResponse:
         """Set and unset env variables, then restart the app if it runs: streamed NDJSON ``log``
         events, then ``result`` (``app``) or ``error``."""
-        apps = service.apps
+        apps = app_ops
         apps.app(name)  # an unknown app is a 404 before any streaming starts
 
         def work(out: Callable[[str], None]) -> dict[str, Any]:
@@ -249,7 +251,7 @@ def create_app(service: NodeService) -> FastAPI:
     def run(name: str, order: TaskOrder) -> StreamingResponse:
         """Run a one-off command in a fresh container: streamed NDJSON ``log`` events, then
         ``result`` (``exit_code``) or ``error``."""
-        apps = service.apps
+        apps = app_ops
         task_id = uuid.uuid4().hex[:12]
         return _ndjson(_work_events(lambda out: {"exit_code": apps.run_task(name, tuple(order.argv), out, task_id)},
                                     name=f"run-{name}", on_gone=lambda: apps.cancel_task(task_id)))
@@ -259,30 +261,30 @@ def create_app(service: NodeService) -> FastAPI:
                   release: int | None = None, force: bool = False) -> StreamingResponse:
         """start, stop, restart, restage (``force``), scale (``instances``), rollback (``release``):
         streamed NDJSON ``log`` events, then ``result`` (``app``) or ``error``."""
-        apps = service.apps
+        apps = app_ops
         works: dict[str, Callable[[Callable[[str], None]], Any]] = {
-            "start": lambda out: apps.start(name, out),
-            "stop": lambda out: apps.stop(name),
-            "restart": lambda out: apps.restart(name, out),
-            "scale": lambda out: apps.scale(name, _required(instances, "instances"), out),
-            "rollback": lambda out: apps.rollback(name, release, out),
+            "start": lambda out: app_ops.start(name, out),
+            "stop": lambda out: app_ops.stop(name),
+            "restart": lambda out: app_ops.restart(name, out),
+            "scale": lambda out: app_ops.scale(name, _required(instances, "instances"), out),
+            "rollback": lambda out: app_ops.rollback(name, release, out),
             "restage": lambda out: service.restage(name, out, force=force),
         }
         if action not in works:
             raise UsageError(detail=f"unknown action {action!r}")
-        apps.app(name)  # an unknown app is a 404 before any streaming starts
+        app_ops.app(name)  # an unknown app is a 404 before any streaming starts
         chosen = works[action]
         return _ndjson(_work_events(lambda out: {"app": to_json_ready(chosen(out))}, name=f"{action}-{name}"))
 
     @app.get("/v1/apps/{name}/releases")
     def releases(name: str) -> list[ReleaseRecord]:
         """The app's kept releases, newest first."""
-        return list(service.apps.view(name).releases)
+        return list(app_ops.view(name).releases)
 
     @app.get("/v1/apps/{name}/logs")
     def logs(name: str, follow: bool = False, staging: bool = False, tail: int = 100) -> StreamingResponse:
         """The app's instance logs (or its last staging log), one NDJSON ``log`` event a line."""
-        lines = service.apps.staging_log(name) if staging else service.apps.instance_logs(name, follow=follow, tail=tail)
+        lines = service.staging_log(name) if staging else app_ops.instance_logs(name, follow=follow, tail=tail)
         return StreamingResponse((json.dumps({"event": "log", "line": line}) + "\n" for line in lines),
                                  media_type="application/x-ndjson")
 

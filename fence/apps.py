@@ -1,4 +1,4 @@
-"""App lifecycle: push, start, stop, restart, scale, env, releases, rollback, delete, one-off tasks."""
+"""The app facade: deploy, start, stop, restart, scale, env, routes, rollback, delete, instance logs, one-off tasks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import queue
 import shutil
 import threading
 import time
-from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 from fence import labels
@@ -17,10 +16,11 @@ from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.errors import AppNotFound, DeployFailed, FenceError, NoRelease, ReleaseNotFound, UsageError
 from fence.home import NodeHome
-from fence.models import AppRecord, AppView, DropletRecord, InstanceView, ProcessSpec, ReleaseRecord
+from fence.models import AppRecord, AppView, DeploySettings, DropletRecord, InstanceView, ReleaseRecord
 from fence.running.manager import InstanceManager
 from fence.router.render import check_dns_name
-from fence.running.starter import InstanceStarter, Launch
+from fence.running.starter import InstanceStarter
+from fence.running.tasks import TaskRunner
 from fence.staging.stager import check_app_name, check_env
 from fence.store import StateStore
 
@@ -33,7 +33,8 @@ def _now() -> str:
 
 
 class AppOps:
-    """Changes apps' desired state and waits for the instance manager to carry it out.
+    """Changes apps' desired state and waits for the instance manager to carry it out: the
+    second facade beside ``NodeService``, which the API is given explicitly.
 
     Args:
         store: desired state.
@@ -59,8 +60,7 @@ class AppOps:
         self._home = home
         self._node_id = node_id
         self._routing = routing
-        self._tasks: dict[str, Container] = {}
-        self._tasks_lock = threading.Lock()
+        self._tasks = TaskRunner(starter=starter)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -138,21 +138,22 @@ class AppOps:
 
     # --- deploying -------------------------------------------------------------------------
 
-    def deploy(self, droplet: DropletRecord, *, instances: int | None, memory_mib: int | None,
-               env: Mapping[str, str], urls: tuple[str, ...], health_timeout: int | None,
-               on_line: LineCallback, note: str = "push") -> AppView:
+    def deploy(self, droplet: DropletRecord, settings: DeploySettings, *, on_line: LineCallback,
+               note: str = "push") -> AppView:
         """Make a staged droplet the app's new release and wait until its instances are healthy.
 
-        Instance count and memory: given, else the manifest's (passed in), else the app's current,
-        else 1 and ``container/memory``. Old instances keep serving until the new ones are healthy.
+        Each of ``settings`` left unset keeps the app's current one (a new app: 1 instance of
+        ``container/memory``); ``note`` says what made the release. Old instances keep serving
+        until the new ones are healthy.
 
         Raises:
             DeployFailed: the new instances did not become healthy in time (the old ones keep
                 serving).
         """
         existing = self._store.app(droplet.app)
-        self._check_hosts(droplet.app, urls)
-        memory = memory_mib or (existing.memory_mib if existing else int(self._config.fence("container/memory")))
+        self._check_hosts(droplet.app, settings.urls)
+        memory = settings.memory_mib or (existing.memory_mib if existing else
+                                         int(self._config.fence("container/memory")))
         # The droplet's image (stack + unpacked droplet) is made before the release exists: a
         # failure changes nothing, and the first instance then starts like `docker run`.
         began = time.monotonic()
@@ -160,17 +161,7 @@ class AppOps:
         if image.made:
             on_line(f"-----> Droplet image {image.ref} made on {image.stack_ref} "
                     f"in {time.monotonic() - began:.1f} s")
-        record = AppRecord(
-            name=droplet.app,
-            instances=_count(instances if instances is not None else existing.instances if existing else 1),
-            memory_mib=memory,
-            env=check_env({**(existing.env if existing else {}), **env}),
-            started=True,
-            release=existing.release if existing else None,
-            health_timeout=health_timeout if health_timeout is not None else existing.health_timeout if existing else None,
-            urls=urls or (existing.urls if existing else ()),
-            created_at=existing.created_at if existing else _now(),
-        )
+        record = _next_record(droplet.app, existing, settings, memory)
         self._store.put_app(record)
         release, dropped = self._store.add_release(record.name, droplet.id, _now(), note)
         self._forget_droplets(dropped)
@@ -243,7 +234,9 @@ class AppOps:
         app = self.app(name)
         if app.release is None:
             raise NoRelease(app=name)
-        current = next(r for r in self._store.releases(name) if r.number == app.release)
+        current = self._store.release(name, app.release)
+        if current is None:
+            raise NoRelease(app=name)
         return self._redeploy(name, current, note=f"restart of release {current.number}", on_line=on_line)
 
     def rollback(self, name: str, number: int | None, on_line: LineCallback) -> AppView:
@@ -260,7 +253,7 @@ class AppOps:
                 raise ReleaseNotFound(app=name, release="before the current one")
             target = older[0]
         else:
-            target = next((r for r in releases if r.number == number), None)
+            target = self._store.release(name, number)
             if target is None:
                 raise ReleaseNotFound(app=name, release=str(number))
         return self._redeploy(name, target, note=f"rollback to release {target.number}", on_line=on_line)
@@ -364,20 +357,7 @@ class AppOps:
             self._store.delete_droplet(droplet)
             self._droplets.delete(droplet)
 
-    # --- logs and tasks ----------------------------------------------------------------------
-
-    def staging_log(self, name: str) -> Iterator[str]:
-        """The app's last staging log.
-
-        Raises:
-            AppNotFound: no staging log for it.
-        """
-        check_app_name(name)
-        host_dir = self._home.host_app_staging_logs(name)
-        logs = sorted(host_dir.glob("*.log"), key=lambda p: p.stat().st_mtime) if host_dir.is_dir() else []
-        if not logs:
-            raise AppNotFound(app=name)
-        return _file_lines(logs[-1])
+    # --- instance logs and tasks ----------------------------------------------------------------------
 
     def instance_logs(self, name: str, *, follow: bool, tail: int = 100) -> Iterator[str]:
         """The app's instance logs, each line prefixed ``[web.INDEX]``; ``follow`` keeps
@@ -423,13 +403,7 @@ class AppOps:
 
     def cancel_task(self, task_id: str) -> None:
         """End a one-off task whose client went away (its container is destroyed)."""
-        with self._tasks_lock:
-            container = self._tasks.pop(task_id, None)
-        if container is not None:
-            try:
-                container.destroy()
-            except FenceError:
-                pass
+        self._tasks.cancel(task_id)
 
     def run_task(self, name: str, argv: tuple[str, ...], on_line: LineCallback, task_id: str = "") -> int:
         """Run a one-off command in a fresh container from the app's current droplet.
@@ -444,38 +418,28 @@ class AppOps:
         if not argv:
             raise UsageError(detail="give the command to run after --")
         app = self.app(name)
-        release = next((r for r in self._store.releases(name) if r.number == app.release), None)
+        release = self._store.release(name, app.release)
         droplet = self._store.droplet(release.droplet) if release else None
         if release is None or droplet is None:
             raise NoRelease(app=name)
-        launch = Launch(app=app, release=release.number, droplet=droplet, index=0, role=labels.ROLE_TASK,
-                        command_argv=argv)
-        container = self._starter.launch(launch)
-        with self._tasks_lock:
-            self._tasks[task_id or container.id] = container
-        try:
-            ws = self._starter.workspace()
-            result = container.run(ProcessSpec(argv=self._starter.task_argv(launch), user=f"{ws.uid}:{ws.uid}",
-                                               cwd=ws.ctr_app), on_output=on_line)
-            return result.exit_code
-        finally:
-            with self._tasks_lock:
-                self._tasks.pop(task_id or container.id, None)
-            try:
-                container.destroy()
-            except FenceError:
-                pass
-
-
-def _file_lines(host_file: Path) -> Iterator[str]:
-    with host_file.open(encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            yield line.rstrip("\n")
+        return self._tasks.run(app, release.number, droplet, argv, on_line=on_line, task_id=task_id)
 
 
 def _current(releases: list[ReleaseRecord], app: AppRecord) -> ReleaseRecord | None:
     """The app's current release among its kept ones."""
     return next((r for r in releases if r.number == app.release), None)
+
+
+def _next_record(name: str, existing: AppRecord | None, settings: DeploySettings, memory_mib: int) -> AppRecord:
+    """The app's desired state once ``settings`` are deployed over what it has (if it exists)."""
+    instances = settings.instances if settings.instances is not None else existing.instances if existing else 1
+    health = settings.health_timeout if settings.health_timeout is not None else \
+        existing.health_timeout if existing else None
+    return AppRecord(name=name, instances=_count(instances), memory_mib=memory_mib,
+                     env=check_env({**(existing.env if existing else {}), **settings.env}), started=True,
+                     release=existing.release if existing else None, health_timeout=health,
+                     urls=settings.urls or (existing.urls if existing else ()),
+                     created_at=existing.created_at if existing else _now())
 
 
 def _count(instances: int) -> int:

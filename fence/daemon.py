@@ -73,7 +73,7 @@ def serve(service: NodeService) -> None:
     for line in service.recover():
         log.info("removed after an unclean stop", extra={"what": line})
     service.start()
-    config = uvicorn.Config(create_app(service), log_config=None, access_log=False,
+    config = uvicorn.Config(create_app(service, service.apps), log_config=None, access_log=False,
                             timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)
     log.info("fence daemon listening", extra={"socket": str(host_socket), "node": service.node_id,

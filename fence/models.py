@@ -552,6 +552,40 @@ class AppRecord:
 
 
 @dataclass(frozen=True)
+class DeploySettings:
+    """How a new release of an app should run; each field left unset keeps what the app has.
+
+    Attributes:
+        instances: instance count (unset: the app's current, else 1).
+        memory_mib: memory per instance (unset: the app's current, else ``container/memory``).
+        env: variables set over the app's env.
+        urls: extra host names (empty: the app's current ones).
+        health_timeout: seconds the web process has to accept connections (unset: the app's).
+    """
+
+    instances: int | None = None
+    memory_mib: int | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    urls: tuple[str, ...] = ()
+    health_timeout: int | None = None
+
+    @classmethod
+    def of_push(cls, manifest: Manifest, *, instances: int | None, memory_mib: int | None,
+                env: Mapping[str, str]) -> DeploySettings:
+        """What a push deploys with: its flags, else its manifest's values.
+
+        Args:
+            manifest: the manifest of the source that was staged.
+            instances: ``--instances``, if given.
+            memory_mib: ``--mem``, if given.
+            env: ``--env`` settings (over the manifest's ``env:``).
+        """
+        return cls(instances=instances if instances is not None else manifest.instances,
+                   memory_mib=memory_mib or manifest.mem_mib, env={**manifest.env, **env},
+                   urls=manifest.urls, health_timeout=manifest.timeout)
+
+
+@dataclass(frozen=True)
 class ReleaseRecord:
     """One release of an app: a droplet it ran or runs.
 

@@ -1,66 +1,36 @@
-"""The facade every operation goes through: the API and both CLIs call NodeService, nothing deeper."""
+"""The node's facade: staging, pushes and node-wide operations; app lifecycle is its partner AppOps."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import os
-import shutil
 import threading
 import time
-import uuid
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Protocol, TextIO
+from typing import Callable, Iterator, Protocol
 
 from fence import __version__, labels
+from fence.apps import AppOps
 from fence.backend.base import ContainerBackend
 from fence.config import ConfigStore
 from fence.droplets import DropletStore
-from fence.apps import AppOps
 from fence.errors import DropletNotFound, EngineUnavailable, FenceError, NoRelease, RolloutBusy
 from fence.gc import GarbageCollector
 from fence.home import NodeHome
-from fence.kept_sources import KeptSources
-from fence.models import (AppView, DropletRecord, EngineInfo, GcReport, Manifest, NodeInfo, NodeStatus,
-                          PreparedSource, RolloutReport, RouterStatus, SourceLimits, StackImage,
-                          StackStatus)
+from fence.models import (AppView, DeploySettings, DropletRecord, EngineInfo, GcReport, NodeInfo, NodeStatus,
+                          RolloutReport, RouterStatus, SourceLimits, StackImage, StackStatus)
 from fence.node import crash_loop_warnings, disk_warnings, disks, node_info
 from fence.running.manager import InstanceManager
-from fence.stack.resolve import stack_status
 from fence.stack.images import stack_images
+from fence.stack.resolve import stack_status
 from fence.stack.rollout import StackRollout
-from fence.staging.queue import StagingSlots
-from fence.staging.sources import prepare_source
-from fence.staging.stager import StageRequest, Stager, app_name, check_app_name
+from fence.staging.session import StageOrder, StagingSession
+from fence.staging.stager import check_app_name
 from fence.store import StateStore
 
-
-@dataclass(frozen=True)
-class StageOrder:
-    """A staging as the API received it.
-
-    Attributes:
-        origin: an uploaded archive's host path, or a git URL.
-        app: the app name given by the developer.
-        fallback_name: a name to use when neither ``app`` nor the manifest gives one.
-        buildpacks: buildpack specs given by the developer.
-        env: env variables given by the developer.
-        force: stage even when the staging inputs are unchanged (no droplet reuse).
-        packed_folder: the upload is a folder the client packed: staged as it is (never
-            unwrapped like an archive of one folder).
-    """
-
-    origin: str
-    app: str | None = None
-    fallback_name: str | None = None
-    buildpacks: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict)
-    force: bool = False
-    packed_folder: bool = False
-
+__all__ = ["NodeService", "Router", "StageOrder"]
 
 log = logging.getLogger("fence.service")
 
@@ -73,77 +43,70 @@ class Router(Protocol):
 
 
 class NodeService:
-    """One node's operations."""
+    """One node's operations: staging (``stage``, ``push``, ``restage``, staging logs), stack
+    rollouts, garbage collection, status, and the daemon's start, recovery and stop.
+
+    The operations on one app (view, start, stop, scale, env, routes, instance logs, tasks,
+    delete) are the second facade, ``AppOps`` (``fence.apps``), held here as ``apps``: the API is
+    given both and calls nothing deeper; the CLIs reach them only through the API.
+    """
 
     def __init__(self, *, home: NodeHome, config: ConfigStore, backend: ContainerBackend,
-                 store: StateStore, stager: Stager, droplets: DropletStore, apps: AppOps,
+                 store: StateStore, session: StagingSession, droplets: DropletStore, apps: AppOps,
                  manager: InstanceManager, router: Router | None) -> None:
         self.home = home
         self.config = config
         self.backend = backend
         self.store = store
-        self.stager = stager
+        self.session = session
+        self.sources = session.sources
         self.droplets = droplets
         self.apps = apps
         self.manager = manager
         self.router = router
         self.node_id = home.node_id
         self.started_at = _now()
-        self._slots = StagingSlots(limit=lambda: int(config.fence("staging/concurrency")),
-                                   draining=lambda: stager.reaper.pending)
-        stager.reaper.on_removed(self._slots.notify)
-        self._preparing = StagingSlots.for_sources(limit=lambda: int(config.fence("staging/concurrency")))
-        self._cancelled: set[str] = set()
-        self.sources = KeptSources(home=home)
-        self._busy: dict[object, float] = {}  # stagings and deploys in flight → wall-clock start
-        self._busy_lock = threading.Lock()
         self._rollout_lock = threading.Lock()
         self.collector = GarbageCollector(home=home, node_id=self.node_id, config=config,
                                           backend=backend, store=store, droplets=droplets, sources=self.sources,
-                                          tracked=manager.tracked, busy_since=self._busy_since)
+                                          tracked=manager.tracked, busy_since=session.busy_since)
         self._gc_stop = threading.Event()
         self._gc_thread: threading.Thread | None = None
 
     def source_limits(self) -> SourceLimits:
-        """Upload limits from config (staging/max_upload, max_files, max_depth, max_ignore_…)."""
-        return SourceLimits(max_bytes=int(self.config.fence("staging/max_upload")) * 1024 * 1024,
-                            max_files=int(self.config.fence("staging/max_files")),
-                            max_depth=int(self.config.fence("staging/max_depth")),
-                            max_ignore_patterns=int(self.config.fence("staging/max_ignore_patterns")),
-                            max_ignore_pattern_length=int(self.config.fence("staging/max_ignore_pattern_length")))
+        """Upload limits from config (staging/max_upload, max_files, max_depth)."""
+        return self.session.source_limits()
 
     def new_workdir(self, staging_id: str) -> Path:
-        """A fresh scratch folder for one staging (removed by ``stage``)."""
-        host_dir = self.home.host_staging_work(staging_id)
-        host_dir.mkdir(parents=True, exist_ok=False)
-        return host_dir
+        """A fresh scratch folder for one staging (removed when the staging ends)."""
+        return self.session.new_workdir(staging_id)
 
     def stage(self, order: StageOrder, *, staging_id: str, on_line: Callable[[str], None]) -> DropletRecord:
         """Check the source, wait for a staging slot, stage, and record the droplet.
 
-        Unless ``order.force``, a droplet staged from the same inputs is reused when it and its
-        kept source are still there (see ``Stager.stage``). The log also goes to
-        ``FENCE_HOME/logs/staging/APP/ID.log``. The scratch folder ``work/ID`` is removed on every path.
+        See ``StagingSession.stage``: a droplet staged from the same inputs is reused unless
+        ``order.force``; the log also goes to ``FENCE_HOME/logs/staging/APP/ID.log``.
 
         Raises:
             FenceError: any staging failure (see ``Stager.stage``), or a refused source.
         """
-        return self._stage(order, staging_id=staging_id, on_line=on_line)[0]
+        return self.session.stage(order, staging_id=staging_id, on_line=on_line).droplet
 
     def push(self, order: StageOrder, *, instances: int | None, memory_mib: int | None,
              staging_id: str, on_line: Callable[[str], None]) -> AppView:
         """Stage, then make the droplet the app's new release and wait for healthy instances.
 
-        A failed staging changes nothing: the running release keeps serving.
+        Flags win over the manifest (``DeploySettings.of_push``). A failed staging changes
+        nothing: the running release keeps serving.
 
         Raises:
             FenceError: a staging failure, or DeployFailed.
         """
-        with self._in_flight():  # until the droplet is a release, garbage collection leaves it be
-            droplet, manifest = self._stage(order, staging_id=staging_id, on_line=on_line)
-            return self.apps.deploy(droplet, instances=instances if instances is not None else manifest.instances,
-                                    memory_mib=memory_mib or manifest.mem_mib, env={**manifest.env, **order.env},
-                                    urls=manifest.urls, health_timeout=manifest.timeout, on_line=on_line)
+        with self.session.in_flight():  # until the droplet is a release, garbage collection leaves it be
+            staged = self.session.stage(order, staging_id=staging_id, on_line=on_line)
+            settings = DeploySettings.of_push(staged.manifest, instances=instances, memory_mib=memory_mib,
+                                              env=order.env)
+            return self.apps.deploy(staged.droplet, settings, on_line=on_line)
 
     def restage(self, name: str, on_line: Callable[[str], None], *, force: bool = False) -> AppView:
         """Stage the app again from the source its current droplet was staged from (on today's
@@ -159,30 +122,17 @@ class NodeService:
             FenceError: a staging failure, or DeployFailed (the old release keeps serving).
         """
         app = self.apps.app(name)
-        release = next((r for r in self.store.releases(app.name) if r.number == app.release), None)
+        release = self.store.release(app.name, app.release)
         if release is None:
             raise NoRelease(app=app.name)
-        staging_id = uuid.uuid4().hex[:12]
-        host_work = self.home.host_staging_work(staging_id)
-        with self._in_flight():
-            try:
-                kept = self.sources.load(app=app.name, droplet=release.droplet, host_workdir=host_work)
-                on_line(f"-----> Restaging {app.name} from the source of release {release.number} "
-                        f"(droplet {release.droplet[:12]})")
-                request = StageRequest(source=kept.source, app=app.name, buildpacks=kept.buildpacks,
-                                       env=dict(app.env), force=force)
-                with _LogFile(self.home.host_staging_log(app.name, staging_id), on_line) as logged:
-                    with self._slots.slot(on_line=logged, cancelled=lambda: staging_id in self._cancelled):
-                        droplet = self.stager.stage(request, on_line=logged, staging_id=staging_id,
-                                                    reusable=self._source_kept)
-                self.store.note_stack(droplet.stack_image_id, droplet.stack_image, droplet.staged_at)
-                self._keep_source(droplet, kept.source, kept.buildpacks)
-            finally:
-                self._cancelled.discard(staging_id)
-                shutil.rmtree(host_work, ignore_errors=True)
-            return self.apps.deploy(droplet, instances=None, memory_mib=None, env={}, urls=(),
-                                    health_timeout=None, on_line=on_line,
+        with self.session.in_flight():
+            droplet = self.session.restage(app, release, force=force, on_line=on_line)
+            return self.apps.deploy(droplet, DeploySettings(), on_line=on_line,
                                     note=f"restage of release {release.number}")
+
+    def staging_log(self, name: str) -> Iterator[str]:
+        """The lines of the app's last staging log (``StagingSession.last_log``)."""
+        return self.session.last_log(name)
 
     def rollout(self, *, restage: bool, on_line: Callable[[str], None]) -> RolloutReport:
         """Move every app onto the stack new containers start from (``kato stack rollout``).
@@ -221,63 +171,6 @@ class NodeService:
                          promised_mib=self.manager.promised_mib(),
                          overcommit=float(self.config.fence("node/memory_overcommit")))
 
-    @contextlib.contextmanager
-    def _in_flight(self) -> Iterator[None]:
-        token = object()
-        with self._busy_lock:
-            self._busy[token] = time.time()
-        try:
-            yield
-        finally:
-            with self._busy_lock:
-                del self._busy[token]
-
-    def _busy_since(self) -> float | None:
-        with self._busy_lock:
-            return min(self._busy.values(), default=None)
-
-    def _source_kept(self, droplet: DropletRecord) -> bool:
-        """Whether a droplet's source is still kept (a reused droplet must stay restageable);
-        touching it keeps a concurrent garbage collection off it."""
-        return self.sources.touch(app=droplet.app, droplet=droplet.id)
-
-    def _keep_source(self, droplet: DropletRecord, source: PreparedSource, buildpacks: tuple[str, ...]) -> None:
-        """Keep what the droplet was staged from (for ``fence restage``; a reused droplet's is
-        already kept), and drop the app's kept sources of droplets no kept release runs."""
-        try:
-            if not self.sources.has(app=droplet.app, droplet=droplet.id):
-                self.sources.save(app=droplet.app, droplet=droplet.id, source=source, buildpacks=buildpacks)
-            keep = {r.droplet for r in self.store.releases(droplet.app)} | {droplet.id}
-            self.sources.prune(app=droplet.app, keep=keep)
-        except OSError as exc:  # the droplet is good; only a later restage needs the source
-            log.warning("could not keep the source", extra={"app": droplet.app, "error": str(exc)})
-
-    def _stage(self, order: StageOrder, *, staging_id: str,
-               on_line: Callable[[str], None]) -> tuple[DropletRecord, Manifest]:
-        host_work = self.home.host_staging_work(staging_id)
-        host_work.mkdir(parents=True, exist_ok=True)
-        try:
-            uid = int(self.config.fence("container/uid"))
-            on_line("-----> Checking the app source")
-            with self._preparing.slot(on_line=on_line, cancelled=lambda: staging_id in self._cancelled):
-                source = prepare_source(order.origin, host_workdir=host_work, limits=self.source_limits(),
-                                        uid=uid, gid=uid, packed_folder=order.packed_folder)
-            for warning in (*source.warnings, *source.manifest.warnings):
-                on_line(f"       warning: {warning}")
-            request = StageRequest(source=source, app=order.app or source.manifest.name or order.fallback_name,
-                                   buildpacks=order.buildpacks, env=order.env, force=order.force)
-            name = app_name(request)
-            with _LogFile(self.home.host_staging_log(name, staging_id), on_line) as logged, self._in_flight():
-                with self._slots.slot(on_line=logged, cancelled=lambda: staging_id in self._cancelled):
-                    droplet = self.stager.stage(request, on_line=logged, staging_id=staging_id,
-                                                reusable=self._source_kept)
-                self.store.note_stack(droplet.stack_image_id, droplet.stack_image, droplet.staged_at)
-                self._keep_source(droplet, source, order.buildpacks)
-                return droplet, source.manifest
-        finally:
-            self._cancelled.discard(staging_id)
-            shutil.rmtree(host_work, ignore_errors=True)
-
     def recover(self) -> list[str]:
         """Clean up after a crash: staging and droplet-image containers of this node, partial
         droplets, scratch folders.
@@ -296,16 +189,12 @@ class NodeService:
         partials = self.droplets.remove_partials()
         if partials:
             removed.append(f"{partials} partial droplet files")
-        if self.home.host_work.is_dir():
-            for host_dir in self.home.host_work.iterdir():
-                shutil.rmtree(host_dir, ignore_errors=True)
-                removed.append(f"scratch folder {host_dir.name}")
+        removed.extend(self.session.clear_scratch())
         return removed
 
     def cancel_staging(self, staging_id: str) -> None:
         """Abort a staging (the client went away): its container is destroyed."""
-        self._cancelled.add(staging_id)
-        self.stager.cancel(staging_id)
+        self.session.cancel(staging_id)
 
     def droplets_of(self, app: str | None = None) -> list[DropletRecord]:
         """Droplets, newest first, of one app or all.
@@ -414,8 +303,7 @@ class NodeService:
         """Stop reconciling and cancel running stagings; instances keep running."""
         self._gc_stop.set()
         self.manager.shutdown()
-        self.stager.cancel_all()
-        self.stager.wait_removals()
+        self.session.close()
         self.store.close()
 
 
@@ -445,30 +333,6 @@ def _stack_warnings(stack: StackStatus) -> list[str]:
         return [f"stack image {stack.configured} is missing; using fallback {stack.in_use} "
                 f"from docker/images"]
     return []
-
-
-class _LogFile:
-    """Tees log lines to a staging log file while passing them on."""
-
-    def __init__(self, host_file: Path, on_line: Callable[[str], None]) -> None:
-        self._host_file = host_file
-        self._on_line = on_line
-        self._handle: TextIO | None = None
-
-    def __enter__(self) -> Callable[[str], None]:
-        self._host_file.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = self._host_file.open("w", encoding="utf-8", errors="replace")
-        return self._write
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._handle is not None
-        self._handle.close()
-
-    def _write(self, line: str) -> None:
-        assert self._handle is not None
-        self._handle.write(line + "\n")
-        self._handle.flush()
-        self._on_line(line)
 
 
 def _now() -> str:

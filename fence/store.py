@@ -248,6 +248,15 @@ class StateStore:
                                       "WHERE app = ? ORDER BY number DESC", (app,)).fetchall()
         return [ReleaseRecord(app=r[0], number=r[1], droplet=r[2], created_at=r[3], note=r[4]) for r in rows]
 
+    def release(self, app: str, number: int | None) -> ReleaseRecord | None:
+        """One kept release of an app (``None`` when it is not kept, or ``number`` is ``None``)."""
+        if number is None:
+            return None
+        with self._lock:
+            row = self._conn.execute("SELECT app, number, droplet, created_at, note FROM releases "
+                                     "WHERE app = ? AND number = ?", (app, number)).fetchone()
+        return ReleaseRecord(app=row[0], number=row[1], droplet=row[2], created_at=row[3], note=row[4]) if row else None
+
     def releases_by_app(self) -> dict[str, list[ReleaseRecord]]:
         """Every app's kept releases, newest first, in one query (apps without any are left out)."""
         with self._lock:

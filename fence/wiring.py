@@ -38,8 +38,10 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     from fence.running.manager import InstanceManager
     from fence.router.feed import RouteFeed
     from fence.running.starter import InstanceStarter
+    from fence.kept_sources import KeptSources
     from fence.service import NodeService
     from fence.staging.buildpacks import BuildpackResolver, builtin_dir
+    from fence.staging.session import StagingSession
     from fence.staging.stager import Stager
     from fence.store import StateStore
 
@@ -60,7 +62,9 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
                               node_id=home.node_id, routes=feed, **(manager_options or {}))
     apps = AppOps(store=store, config=config, manager=manager, starter=starter, backend=engine,
                   droplets=droplets, home=home, node_id=home.node_id, routing=node_router is not None)
-    service = NodeService(home=home, config=config, backend=engine, store=store, stager=stager,
+    session = StagingSession(config=config, stager=stager, store=store,
+                             sources=KeptSources(home=home), home=home)
+    service = NodeService(home=home, config=config, backend=engine, store=store, session=session,
                           droplets=droplets, apps=apps, manager=manager, router=node_router)
     return service
 

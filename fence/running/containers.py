@@ -37,7 +37,7 @@ def launch(*, store: StateStore, starter: InstanceStarter, config: ConfigStore, 
     Raises:
         FenceError: the droplet is gone or the container could not start.
     """
-    record = next((r for r in store.releases(app.name) if r.number == release), None)
+    record = store.release(app.name, release)
     droplet = store.droplet(record.droplet) if record else None
     if droplet is None:
         raise ContainerNotFound(container=f"release {release} of {app.name} (droplet gone)")

@@ -14,7 +14,8 @@ from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.errors import DropletImageFailed, FenceError, ImageNotFound
 from fence.layout import Workspace
-from fence.models import ContainerSpec, DropletRecord, ImageInfo, Limits, ProcessSpec
+from fence.limits import container_limits
+from fence.models import ContainerSpec, DropletRecord, ImageInfo, ProcessSpec
 from fence.stack.resolve import stack_status
 from fence.tarstream import TarMember, tar_stream
 
@@ -126,8 +127,7 @@ class DropletImages:
             image=stack_id,
             labels=labels.owned(self._node_id, labels.ROLE_IMAGE, app=droplet.app, droplet=droplet.id),
             user=user, command=None, env=ws.base_env, workdir=ws.ctr_home,
-            limits=Limits(memory_bytes=max(memory_mib, 256) * 1024 * 1024,
-                          pids=int(self._config.fence("max_container_processes"))),
+            limits=container_limits(self._config, max(memory_mib, 256)),
             network="none")
         container = self._backend.create(spec)
         try:

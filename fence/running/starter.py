@@ -11,7 +11,8 @@ from fence.backend.base import Container, ContainerBackend
 from fence.config import ConfigStore
 from fence.errors import ImageNotFound
 from fence.layout import CONTAINER_PATH, Workspace
-from fence.models import AppRecord, ContainerSpec, DropletRecord, Limits, PortSpec
+from fence.limits import container_limits
+from fence.models import AppRecord, ContainerSpec, DropletRecord, PortSpec
 from fence.running.images import DropletImage, DropletImages
 from fence.running.script import StartScript, render_start_script
 from fence.tarstream import TarMember, tar_stream
@@ -155,7 +156,7 @@ class InstanceStarter:
                 command=command,
                 env=env,
                 workdir=ws.ctr_home,
-                limits=self._limits(launch.app.memory_mib),
+                limits=container_limits(self._config, launch.app.memory_mib),
                 ports=() if task else (PortSpec(container_port=CONTAINER_PORT,
                                                 host_ip=str(self._config.fence("container/bind_address"))),),
                 network="bridge",
@@ -176,11 +177,4 @@ class InstanceStarter:
             container.destroy()
             raise
         return container
-
-    def _limits(self, memory_mib: int) -> Limits:
-        fence = self._config.fence
-        return Limits(memory_bytes=memory_mib * 1024 * 1024, pids=int(fence("max_container_processes")),
-                      cpu_shares=int(fence("container/cpu_shares")), nofile=int(fence("container/nofile")),
-                      log_max_size=str(fence("container/log_max_size")),
-                      log_max_files=int(fence("container/log_max_files")))
 

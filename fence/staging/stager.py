@@ -22,17 +22,17 @@ from fence.config import ConfigStore
 from fence.config.schema import NAME_PATTERN
 from fence.config.types import BadValue, MemoryType
 from fence.droplets import DropletStore
-from fence.errors import BuildpackInvalid, FenceError, InvalidName, StagingFailed, UsageError
+from fence.errors import BuildpackInvalid, ContainerNotFound, FenceError, InvalidName, StagingFailed, UsageError
 from fence.home import NodeHome
 from fence.layout import CONTAINER_PATH, Workspace
 from fence.models import (
     BuildpackUse,
     ContainerSpec,
     DropletRecord,
-    Limits,
     PreparedSource,
     ResolvedBuildpack,
 )
+from fence.limits import container_limits
 from fence.reaper import ContainerReaper
 from fence.stack.resolve import stack_image
 from fence.staging import phases
@@ -65,6 +65,42 @@ class StageRequest:
     buildpacks: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     force: bool = False
+
+
+@dataclass(frozen=True)
+class StagingPlan:
+    """A staging as decided before any container exists (``Stager.plan``).
+
+    Attributes:
+        staging_id: the staging's id (container tracking, cancellation).
+        name, source: the app's name and its checked, packed source.
+        env: the app's env for staging (the manifest's, then the developer's), checked.
+        workspace: the app user's layout in the container.
+        timeout, deadline: staging/timeout in seconds, and when it runs out (``time.monotonic``).
+        explicit: whether the buildpacks were given (else detected among the configured ones).
+        resolved: the buildpacks, resolved and cached on the host.
+        image, image_id: the stack image and its id (``""`` when the engine has no such image).
+        container_spec, staging_env: the staging container's spec; the env buildpacks and hooks get.
+        inputs, inputs_key: what the staging is computed from, and its key (``""``: never reused).
+        reused: a droplet staged from the same inputs to return instead of staging, if any.
+    """
+
+    staging_id: str
+    name: str
+    source: PreparedSource
+    env: Mapping[str, str]
+    workspace: Workspace
+    timeout: int
+    deadline: float
+    explicit: bool
+    resolved: tuple[ResolvedBuildpack, ...]
+    image: str
+    image_id: str
+    container_spec: ContainerSpec
+    staging_env: Mapping[str, str]
+    inputs: StagingInputs
+    inputs_key: str
+    reused: DropletRecord | None
 
 
 def app_name(request: StageRequest) -> str:
@@ -169,10 +205,11 @@ class Stager:
               reusable: Callable[[DropletRecord], bool] | None = None) -> DropletRecord:
         """Stage an app into a droplet; the container is destroyed on every path.
 
-        First the staging-input key is computed (``fence.staging.inputs``: source content,
-        buildpacks resolved, stack image id, env, manifest, staging settings). Unless
-        ``request.force``, a droplet staged from the same key that is still in the store is
-        returned as it is, and no container is created.
+        First the staging is planned without a container (``plan``): its staging-input key
+        (``fence.staging.inputs``: source content, buildpacks resolved, stack image id, env,
+        manifest, staging settings) and, unless ``request.force``, a droplet staged from the same
+        key that is still in the store, which is then returned as it is. The daemon's log gets a
+        line when a staging starts, reuses a droplet, and ends (outcome and duration).
 
         Args:
             request: source, name, buildpacks, env, force.
@@ -191,13 +228,45 @@ class Stager:
             StagingTimeout: staging ran past staging/timeout.
             ImageNotFound: the stack image is missing.
         """
-        staging_id = staging_id or uuid.uuid4().hex[:12]
+        began = time.monotonic()
+        plan = self.plan(request, staging_id=staging_id or uuid.uuid4().hex[:12], reusable=reusable)
+        facts = {"app": plan.name, "staging": plan.staging_id}
+        if plan.reused is not None:
+            reused = plan.reused
+            used = ", ".join(f"{u.name} {u.version}" for u in reused.buildpacks) or "none"
+            on_line(f"-----> Staging inputs unchanged (source {plan.inputs.source[:12]}, buildpack {used}, stack "
+                    f"{plan.image_id.removeprefix('sha256:')[:12]}): reusing droplet {reused.id[:12]}; "
+                    f"use --force to stage again")
+            on_line(f"-----> Droplet {reused.id[:12]} ({reused.size / 1e6:.1f} MB), "
+                    f"start command: {reused.start_command or '(none)'}")
+            log.info("staging inputs unchanged: droplet reused", extra={**facts, "droplet": reused.id[:12]})
+            return reused
+        log.info("staging started", extra={**facts, "image": plan.image, "buildpacks": len(plan.resolved)})
+        try:
+            record = self._run(plan, on_line)
+        except FenceError as exc:
+            log.warning("staging failed", extra={**facts, "error": exc.message,
+                                                 "seconds": round(time.monotonic() - began, 1)})
+            raise
+        log.info("staging done", extra={**facts, "droplet": record.id[:12], "size": record.size,
+                                        "seconds": round(time.monotonic() - began, 1)})
+        return record
+
+    def plan(self, request: StageRequest, *, staging_id: str,
+             reusable: Callable[[DropletRecord], bool] | None = None) -> StagingPlan:
+        """Decide everything about a staging that needs no container: name, env, buildpacks
+        (resolved), stack image, container spec, staging env, input key and droplet reuse.
+
+        Raises:
+            UsageError, InvalidName, BuildpackInvalid: bad input.
+            ImageNotFound: the stack image is missing.
+        """
+        timeout = int(self._config.fence("staging/timeout"))
+        deadline = time.monotonic() + timeout
         name = app_name(request)
         manifest = request.source.manifest
         env = check_env({**manifest.env, **request.env})
         ws = Workspace.of(self._config)
-        timeout = int(self._config.fence("staging/timeout"))
-        deadline = time.monotonic() + timeout
         specs = request.buildpacks or manifest.buildpacks
         explicit = bool(specs)
         if not explicit:
@@ -207,43 +276,43 @@ class Stager:
             if ref.kind == "path" and not request.buildpacks and not ref.spec.startswith(("/", "~")):
                 raise BuildpackInvalid(spec=ref.spec, why="a buildpack path in stackato.yml must be "
                                        "absolute on the node; or use a git URL or a built-in name")
-        resolved = [self._resolver.resolve(ref) for ref in refs]
+        resolved = tuple(self._resolver.resolve(ref) for ref in refs)
         image = stack_image(config=self._config, backend=self._backend)
         image_info = self._backend.image_info(image)
         image_id = image_info.id if image_info else ""
-        container_spec = self._container_spec(name, image, ws, env, timeout)
+        container_spec = self._container_spec(name, image, ws)
         staging_env = self._staging_env(name, ws, env, timeout)
         inputs = self._inputs(name, request.source, specs, explicit, resolved, image_id, container_spec, staging_env)
         inputs_key = inputs.key() if image_id else ""
-        reused = None if request.force else self._reuse(inputs_key, reusable)
-        if reused is not None:
-            used = ", ".join(f"{u.name} {u.version}" for u in reused.buildpacks) or "none"
-            on_line(f"-----> Staging inputs unchanged (source {inputs.source[:12]}, buildpack {used}, stack "
-                    f"{image_id.removeprefix('sha256:')[:12]}): reusing droplet {reused.id[:12]}; "
-                    f"use --force to stage again")
-            on_line(f"-----> Droplet {reused.id[:12]} ({reused.size / 1e6:.1f} MB), "
-                    f"start command: {reused.start_command or '(none)'}")
-            return reused
-        on_line(f"-----> Staging {name} on {image} ({len(resolved)} buildpack"
-                f"{'s' if len(resolved) != 1 else ''} {'given' if explicit else 'to try'})")
-        container = self._backend.create(container_spec)
+        return StagingPlan(staging_id=staging_id, name=name, source=request.source, env=env, workspace=ws,
+                           timeout=timeout, deadline=deadline, explicit=explicit, resolved=resolved, image=image,
+                           image_id=image_id, container_spec=container_spec, staging_env=staging_env,
+                           inputs=inputs, inputs_key=inputs_key,
+                           reused=None if request.force else self._reuse(inputs_key, reusable))
+
+    def _run(self, plan: StagingPlan, on_line: LineCallback) -> DropletRecord:
+        """Stage in a fresh container, record the droplet; the container goes on every path."""
+        ws, manifest, name = plan.workspace, plan.source.manifest, plan.name
+        on_line(f"-----> Staging {name} on {plan.image} ({len(plan.resolved)} buildpack"
+                f"{'s' if len(plan.resolved) != 1 else ''} {'given' if plan.explicit else 'to try'})")
+        container = self._backend.create(plan.container_spec)
         staged = False
         with self._lock:
-            self._running[staging_id] = container
+            self._running[plan.staging_id] = container
         try:
             container.start()
-            runner = phases.PhaseRunner(container=container, workspace=ws, env=staging_env,
-                                        deadline=deadline, timeout_seconds=timeout, on_line=on_line)
-            copied = self._copy_in(container, ws, request.source, name, env, resolved, on_line)
+            runner = phases.PhaseRunner(container=container, workspace=ws, env=plan.staging_env,
+                                        deadline=plan.deadline, timeout_seconds=plan.timeout, on_line=on_line)
+            copied = self._copy_in(container, ws, plan.source, name, plan.env, plan.resolved, on_line)
             cache_before = runner.probe([ws.ctr_admin_hook("pre-staging"), ws.ctr_admin_hook("post-staging"),
                                          *(p.ctr_dir / "bin" / step for p in copied for step in _BIN_STEPS)],
                                         fingerprint=ws.ctr_cache)
             phases.run_hooks(runner, phase="pre-staging", commands=manifest.hooks.pre_staging, whose="app")
             phases.run_admin_hook(runner, phase="pre-staging")
-            chain = copied if explicit else [phases.detect(runner, copied)]
+            chain = copied if plan.explicit else [phases.detect(runner, copied)]
             phases.compile_chain(runner, chain)
             release = phases.release(runner, chain[-1])
-            process_types = {**release.process_types, **self._procfile(container, ws, request.source),
+            process_types = {**release.process_types, **self._procfile(container, ws, plan.source),
                              **manifest.processes}
             phases.run_hooks(runner, phase="post-staging", commands=manifest.hooks.post_staging, whose="app")
             phases.run_admin_hook(runner, phase="post-staging")
@@ -260,8 +329,7 @@ class Stager:
                     on_line("-----> Saving the build cache")
                     saved = pool.submit(save_owned_tar, container.stream_out(ws.ctr_cache),
                                         self._home.host_app_cache(name), uid=ws.uid)
-                record = self._package(container, ws, staging_id, name, chain, release, process_types,
-                                       image, image_id, request.source, inputs_key, on_line)
+                record = self._package(container, plan, chain, release, process_types, on_line)
                 if saved is not None:
                     saved.result()
             self._store.add_droplet(record)
@@ -270,12 +338,12 @@ class Stager:
             staged = True
             return record
         except FenceError as exc:
-            if self._cancelled(staging_id):
+            if self._cancelled(plan.staging_id):
                 raise StagingFailed(phase="staging", buildpack="", detail="cancelled") from None
             raise exc
         finally:
             with self._lock:
-                self._running.pop(staging_id, None)
+                self._running.pop(plan.staging_id, None)
             if staged:
                 # The droplet is out: removing the container's layer need not hold up the
                 # developer or the deploy that follows.
@@ -284,7 +352,7 @@ class Stager:
                 container.destroy()
 
     def _inputs(self, name: str, source: PreparedSource, specs: tuple[str, ...], explicit: bool,
-                resolved: list[ResolvedBuildpack], image_id: str, spec: ContainerSpec,
+                resolved: tuple[ResolvedBuildpack, ...], image_id: str, spec: ContainerSpec,
                 staging_env: Mapping[str, str]) -> StagingInputs:
         try:
             content = source_digest(source.host_tar)
@@ -339,18 +407,12 @@ class Stager:
         with self._lock:
             return self._running.get(staging_id) is _CANCELLED
 
-    def _container_spec(self, name: str, image: str, ws: Workspace, env: Mapping[str, str],
-                        timeout: int) -> ContainerSpec:
+    def _container_spec(self, name: str, image: str, ws: Workspace) -> ContainerSpec:
         fence = self._config.fence
-        limits = Limits(memory_bytes=int(fence("staging/memory")) * 1024 * 1024,
-                        pids=int(fence("max_container_processes")),
-                        cpu_shares=int(fence("container/cpu_shares")),
-                        nofile=int(fence("container/nofile")),
-                        log_max_size=str(fence("container/log_max_size")),
-                        log_max_files=int(fence("container/log_max_files")))
         return ContainerSpec(image=image, labels=labels.owned(self._node_id, labels.ROLE_STAGING, app=name),
-                             user=f"{ws.uid}:{ws.uid}", env=ws.base_env,
-                             workdir=PurePosixPath("/"), limits=limits, network=str(fence("staging/network")))
+                             user=f"{ws.uid}:{ws.uid}", env=ws.base_env, workdir=PurePosixPath("/"),
+                             limits=container_limits(self._config, int(fence("staging/memory"))),
+                             network=str(fence("staging/network")))
 
     def _staging_env(self, name: str, ws: Workspace, env: Mapping[str, str], timeout: int) -> dict[str, str]:
         fence = self._config.fence
@@ -369,7 +431,7 @@ class Stager:
         }
 
     def _copy_in(self, container: Container, ws: Workspace, source: PreparedSource, name: str,
-                 env: Mapping[str, str], resolved: list[ResolvedBuildpack],
+                 env: Mapping[str, str], resolved: tuple[ResolvedBuildpack, ...],
                  on_line: LineCallback) -> list[phases.CopiedBuildpack]:
         on_line(f"-----> Copying the app ({source.files} files, {source.size / 1e6:.1f} MB)")
         container.stream_in(PurePosixPath("/"), ws.skeleton_tar())
@@ -402,18 +464,16 @@ class Stager:
                     if member.isfile() and member.size <= 64 * 1024:
                         handle = tar.extractfile(member)
                         return parse_procfile(handle.read() if handle else b"")
-        except FenceError as exc:
-            if exc.exit_code != 3:  # not found: fall back to the source's Procfile
-                raise
+        except ContainerNotFound:  # the compiled app has none: fall back to the source's Procfile
+            pass
         return source.procfile or {}
 
-    def _package(self, container: Container, ws: Workspace, staging_id: str, name: str,
-                 chain: list[phases.CopiedBuildpack], release: phases.Release,
-                 process_types: Mapping[str, str], image: str, image_id: str,
-                 source: PreparedSource, inputs_key: str, on_line: LineCallback) -> DropletRecord:
+    def _package(self, container: Container, plan: StagingPlan, chain: list[phases.CopiedBuildpack],
+                 release: phases.Release, process_types: Mapping[str, str], on_line: LineCallback) -> DropletRecord:
         on_line("-----> Packaging the droplet")
         staged_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         uses = tuple(BuildpackUse(name=p.name, version=p.version, origin=p.origin) for p in chain)
+        name, image, image_id, source, ws = plan.name, plan.image, plan.image_id, plan.source, plan.workspace
         pre_running = source.manifest.hooks.pre_running
         info = {
             "app": name,
@@ -426,7 +486,7 @@ class Stager:
             "stack": {"image": image, "image_id": image_id},
             "commit": source.commit,
             "staged_at": staged_at,
-            "staging_id": staging_id,
+            "staging_id": plan.staging_id,
             "hooks": {"pre-running": list(pre_running)},
         }
         text = yaml.safe_dump(info, default_flow_style=False, sort_keys=False).encode()
@@ -436,7 +496,8 @@ class Stager:
                              start_command=process_types.get("web"), process_types=dict(process_types),
                              config_vars=dict(release.config_vars), stack_image=image,
                              stack_image_id=image_id, commit=source.commit, staged_at=staged_at,
-                             staging_id=staging_id, pre_running=tuple(pre_running), inputs_key=inputs_key)
+                             staging_id=plan.staging_id, pre_running=tuple(pre_running),
+                             inputs_key=plan.inputs_key)
 
 
 class _Cancelled:

@@ -18,7 +18,7 @@ from fence.wiring import node_service
 @pytest.fixture
 def client(home: NodeHome) -> TestClient:
     service = node_service(home, backend=FakeBackend(userns_remap=False))
-    yield TestClient(create_app(service))
+    yield TestClient(create_app(service, service.apps))
     service.close()
 
 
@@ -148,7 +148,7 @@ def test_bodies_reach_the_app_operations_as_typed_values(home: NodeHome, monkeyp
     monkeypatch.setattr(service.apps, "add_route", lambda name, host: seen.append(("add", name, host)) or view)
     monkeypatch.setattr(service.apps, "remove_route", lambda name, host: seen.append(("remove", name, host)) or view)
     try:
-        client = TestClient(create_app(service))
+        client = TestClient(create_app(service, service.apps))
         assert '"event": "result"' in client.post("/v1/apps/web/env", json={"set": {"A": "1"}, "unset": ["B"]}).text
         assert '"exit_code": 7' in client.post("/v1/apps/web/run", json={"argv": ["id", "-u"]}).text
         assert client.post("/v1/apps/web/routes", json={"add": "w.example.com"}).json()["name"] == "web"

@@ -100,7 +100,7 @@ def test_views_equal_each_apps_view(service: NodeService, home: NodeHome, port: 
 
 
 def test_apps_route_sends_the_views_as_the_client_reads_them(service: NodeService) -> None:
-    body = TestClient(create_app(service)).get("/v1/apps").json()
+    body = TestClient(create_app(service, service.apps)).get("/v1/apps").json()
     assert body == to_wire(service.apps.views())
     assert [from_wire(AppView, item) for item in body] == service.apps.views()
 

@@ -185,7 +185,7 @@ def test_droplet_images_go_with_their_release_or_their_stack_and_then_the_stack_
 
 
 def test_a_staging_in_flight_protects_fresh_droplets_caches_and_checkouts(node: Fixture) -> None:
-    with node.service._in_flight():  # noqa: SLF001 - what a push holds while it stages and deploys
+    with node.service.session.in_flight():  # what a push holds while it stages and deploys
         fresh = node.droplet("new-app")
         (node.home / "caches").mkdir()
         (node.home / "caches" / "new-app.tar").write_bytes(b"x")

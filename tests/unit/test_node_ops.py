@@ -55,7 +55,7 @@ def test_float_type() -> None:
 @pytest.fixture
 def client(home: NodeHome) -> TestClient:
     service = node_service(home, backend=FakeBackend(), router=None)
-    yield TestClient(create_app(service))
+    yield TestClient(create_app(service, service.apps))
     service.close()
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-import fence.service
+import fence.staging.session
 from fence.api import create_app
 from fence.backend.fake import FakeBackend
 from fence.errors import SourceRefused
@@ -54,7 +54,7 @@ class _Recorder:
 @pytest.fixture
 def api(home: NodeHome) -> TestClient:
     service = node_service(home, backend=FakeBackend(userns_remap=False))
-    yield TestClient(create_app(service))
+    yield TestClient(create_app(service, service.apps))
     service.close()
 
 
@@ -67,7 +67,7 @@ def _stage(api: TestClient, **params: str) -> list[str]:
 def test_the_cli_says_a_folder_and_a_bare_upload_is_an_archive(api: TestClient,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     recorder = _Recorder()
-    monkeypatch.setattr(fence.service, "prepare_source", recorder)
+    monkeypatch.setattr(fence.staging.session, "prepare_source", recorder)
     _stage(api, packed_folder="true")
     _stage(api)
     assert [call["packed_folder"] for call in recorder.calls] == [True, False]
@@ -77,7 +77,7 @@ def test_six_concurrent_uploads_are_checked_at_most_concurrency_at_once(api: Tes
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     config_store(home).set("fence", "staging/concurrency", "2")
     recorder = _Recorder(hold=0.3)
-    monkeypatch.setattr(fence.service, "prepare_source", recorder)
+    monkeypatch.setattr(fence.staging.session, "prepare_source", recorder)
     with ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(lambda _: "\n".join(_stage(api)), range(6)))
     assert len(recorder.calls) == 6 and recorder.most == 2

@@ -157,7 +157,7 @@ def test_api_passes_force_to_stage_and_restage(home: NodeHome, monkeypatch: pyte
     monkeypatch.setattr(service.apps, "app", lambda name: None)
     monkeypatch.setattr(service.apps, "view", lambda name: None)
     try:
-        client = TestClient(create_app(service))
+        client = TestClient(create_app(service, service.apps))
         for query in ("", "&force=true"):
             body = client.post(f"/v1/stagings?git=https://example.invalid/app.git{query}").text
             assert '"event": "result"' in body, body
