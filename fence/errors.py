@@ -116,6 +116,14 @@ class ConfigFileCorrupt(FenceError):
     user_error = False
 
 
+class HomeFileInvalid(FenceError):
+    """A file fence keeps under FENCE_HOME holds something it did not write."""
+
+    template = "{path} cannot be used: {why}"
+    exit_code = EXIT_INTERNAL
+    user_error = False
+
+
 class RequestInvalid(FenceError):
     """An API request whose parameters or JSON body do not fit the endpoint (sent as HTTP 422)."""
 

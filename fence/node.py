@@ -10,7 +10,7 @@ from typing import Iterable
 import psutil
 
 from fence import labels
-from fence.models import ContainerInfo, DiskUsage, EngineInfo, InstanceView, NodeInfo
+from fence.models import AppUid, ContainerInfo, DiskUsage, EngineInfo, InstanceView, NodeInfo
 
 DISK_WARN_PERCENT = 90.0
 CRASH_LOOP_RESTARTS = 3
@@ -52,6 +52,18 @@ def disk_warnings(found: Iterable[DiskUsage], threshold: float = DISK_WARN_PERCE
     return [f"disk of {d.label} ({d.path}) is {d.percent:.0f} % full ({d.free / 1e9:.1f} GB free): "
             f"run `kato gc` and see `kato node info`"
             for d in found if d.percent > threshold]
+
+
+def app_uid_warnings(app_uid: AppUid | None) -> list[str]:
+    """A warning when app processes run as a uid a host account has (only possible on an engine
+    without userns-remap, where a container uid is a host uid)."""
+    if app_uid is None or app_uid.remapped or app_uid.host_owner is None:
+        return []
+    how = ("`kato config del fence container/uid` lets fence pick a uid no host account has"
+           if app_uid.source == "container/uid" else "remove FENCE_HOME/app-uid so that fence picks another")
+    return [f"app processes run as uid {app_uid.uid} ({app_uid.source}), which is host {app_uid.host_owner}: "
+            f"without userns-remap that account can read every app's environment and signal its "
+            f"processes; {how}, or start dockerd with --userns-remap=default"]
 
 
 def crash_loop_warnings(instances: dict[str, list[InstanceView]]) -> list[str]:

@@ -24,10 +24,10 @@ from fence.errors import DropletNotFound, EngineUnavailable, FenceError, NoRelea
 from fence.gc import GarbageCollector
 from fence.home import NodeHome
 from fence.kept_sources import KeptSources
-from fence.models import (AppView, DropletRecord, EngineInfo, GcReport, Manifest, NodeInfo, NodeStatus,
+from fence.models import (AppUid, AppView, DropletRecord, EngineInfo, GcReport, Manifest, NodeInfo, NodeStatus,
                           PreparedSource, Route, RolloutReport, RouterStatus, SourceLimits, StackImage,
                           StackStatus)
-from fence.node import crash_loop_warnings, disk_warnings, disks, node_info
+from fence.node import app_uid_warnings, crash_loop_warnings, disk_warnings, disks, node_info
 from fence.running.manager import InstanceManager
 from fence.stack.resolve import stack_status
 from fence.stack.images import stack_images
@@ -266,7 +266,7 @@ class NodeService:
         host_work = self.home.host_staging_work(staging_id)
         host_work.mkdir(parents=True, exist_ok=True)
         try:
-            uid = int(self.config.fence("container/uid"))
+            uid = self.stager.app_user.uid()
             on_line("-----> Checking the app source")
             with self._preparing.slot(on_line=on_line, cancelled=lambda: staging_id in self._cancelled):
                 source = prepare_source(order.origin, host_workdir=host_work, limits=self.source_limits(),
@@ -345,6 +345,7 @@ class NodeService:
         engine_error: str | None = None
         stack: StackStatus | None = None
         containers: dict[str, int] = {}
+        app_uid: AppUid | None = None
         try:
             engine = self.backend.engine_info()
             stack = stack_status(config=self.config, backend=self.backend)
@@ -356,8 +357,13 @@ class NodeService:
             warnings.append(f"the Docker Engine does not answer: {exc.message}")
         if engine is not None:
             warnings.extend(_engine_warnings(engine, bool(self.config.fence("security/require_userns"))))
+            try:
+                app_uid = self.stager.app_user.describe()
+            except FenceError as exc:  # a hand-edited app-uid file: say so, report the rest
+                warnings.append(exc.message)
         if stack is not None:
             warnings.extend(_stack_warnings(stack))
+        warnings.extend(app_uid_warnings(app_uid))
         warnings.extend(disk_warnings(disks(self.home.host_root, engine)))
         warnings.extend(crash_loop_warnings({app.name: self.manager.instances(app.name)
                                              for app in self.store.apps()}))
@@ -382,6 +388,7 @@ class NodeService:
             containers=containers,
             schema_version=self.store.schema_version,
             warnings=tuple(warnings),
+            app_uid=app_uid,
         )
 
     def images(self) -> list[StackImage]:

@@ -14,6 +14,7 @@ from fence.backend.fake import FakeBackend
 from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.errors import DropletImageFailed
+from fence.layout import AppUser
 from fence.models import DropletRecord
 from fence.running.images import DropletImages
 
@@ -37,8 +38,9 @@ def _droplet(droplets: DropletStore, app: str = "web") -> DropletRecord:
 def parts(tmp_path: Path) -> tuple[FakeBackend, DropletStore, DropletImages]:
     backend = FakeBackend()
     droplets = DropletStore(host_dir=tmp_path / "droplets")
-    images = DropletImages(backend=backend, config=ConfigStore(host_file=tmp_path / "config.yml"),
-                           droplets=droplets, node_id=NODE)
+    config = ConfigStore(host_file=tmp_path / "config.yml")
+    images = DropletImages(backend=backend, config=config, droplets=droplets, node_id=NODE,
+                           app_user=AppUser(config=config, backend=backend, host_file=tmp_path / "app-uid"))
     return backend, droplets, images
 
 
