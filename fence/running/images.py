@@ -89,6 +89,7 @@ class DropletImages:
         Raises:
             ImageNotFound: no stack image on the node.
             DropletNotFound: the droplet file is gone.
+            DropletCorrupt: the droplet file no longer hashes to its digest (no image is made).
             DropletImageFailed: unpacking the droplet failed (the container's output says why).
             EngineUnavailable, EngineError: the engine failed.
         """
@@ -119,6 +120,9 @@ class DropletImages:
 
     def _build(self, droplet: DropletRecord, ref: str, stack_ref: str, stack_id: str,
                memory_mib: int) -> ImageInfo:
+        # A droplet file changed after staging (by hand, a bad disk, an intruder) is refused
+        # before anything of it reaches a container: its name is its sha256.
+        self._droplets.verify(droplet.id)
         ws = Workspace.of(self._config, self._app_user)
         user = f"{ws.uid}:{ws.uid}"
         host_droplet = self._droplets.host_path(droplet.id)
