@@ -131,6 +131,13 @@ class RequestInvalid(FenceError):
     exit_code = EXIT_USAGE
 
 
+class RequestTooLarge(FenceError):
+    """An API request body over the endpoint's size cap (sent as HTTP 413)."""
+
+    template = "bad request: {where}: the body is larger than {limit} bytes"
+    exit_code = EXIT_USAGE
+
+
 # --- engine and containers ---------------------------------------------------------------------
 
 class EngineUnavailable(FenceError):
