@@ -78,6 +78,9 @@ def serve(service: NodeService) -> None:
     """
     host_socket = service.home.host_socket
     sock = bind_socket(host_socket, host_home=service.home.host_root)
+    taken = service.router_port_problem()
+    if taken:  # said at once, not when a push finds its instances unrouted
+        log.warning(taken)
     for line in service.recover():
         log.info("removed after an unclean stop", extra={"what": line})
     service.start()

@@ -54,6 +54,57 @@ def disk_warnings(found: Iterable[DiskUsage], threshold: float = DISK_WARN_PERCE
             for d in found if d.percent > threshold]
 
 
+_WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def _overlaps(listening: str, wanted: str) -> bool:
+    """Whether a socket listening on ``listening`` keeps another from binding ``wanted``."""
+    return listening in _WILDCARDS or wanted in _WILDCARDS or listening == wanted
+
+
+def port_holder_problem(*, address: str, port: int, router_pid: int | None) -> str | None:
+    """One line naming the process that listens on the router's port, when it is not this
+    node's router (whose nginx master is ``router_pid``, its workers being its children).
+
+    Args:
+        address: ``router/bind_address``.
+        port: ``router/port``.
+        router_pid: this node's nginx master, ``None`` when it does not run.
+
+    Returns:
+        The problem, or ``None`` when the port is free or this node's router holds it.
+    """
+    ours: set[int] = set()
+    if router_pid is not None:
+        try:
+            ours = {router_pid, *(child.pid for child in psutil.Process(router_pid).children())}
+        except psutil.Error:
+            pass
+    try:
+        listening = [c for c in psutil.net_connections(kind="tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                     and _overlaps(c.laddr.ip, address)]
+    except (psutil.Error, OSError):
+        return None
+    others = [c for c in listening if c.pid is None or c.pid not in ours]
+    if not others:
+        return None
+    holder = others[0]
+    if holder.pid is None:
+        who = "a process of another user (its pid is not visible to the daemon)"
+        if router_pid is not None:
+            return None  # most likely this router's own worker, seen without rights
+    else:
+        try:
+            program = psutil.Process(holder.pid).name()
+        except psutil.Error:
+            program = "?"
+        who = f"pid {holder.pid} ({program})"
+    return (f"router/port {port} on {address} is taken by {who}, not this node's router: apps are "
+            f"not reachable at their URLs; stop it or choose another port with "
+            f"`kato config set fence router/port N`")
+
+
 def app_uid_warnings(app_uid: AppUid | None) -> list[str]:
     """A warning when app processes run as a uid a host account has (only possible on an engine
     without userns-remap, where a container uid is a host uid)."""

@@ -27,7 +27,7 @@ from fence.kept_sources import KeptSources
 from fence.models import (AppUid, AppView, DropletRecord, EngineInfo, GcReport, Manifest, NodeInfo, NodeStatus,
                           PreparedSource, Route, RolloutReport, RouterStatus, SourceLimits, StackImage,
                           StackStatus)
-from fence.node import app_uid_warnings, crash_loop_warnings, disk_warnings, disks, node_info
+from fence.node import app_uid_warnings, crash_loop_warnings, disk_warnings, disks, node_info, port_holder_problem
 from fence.running.manager import InstanceManager
 from fence.stack.resolve import stack_status
 from fence.stack.images import stack_images
@@ -374,6 +374,9 @@ class NodeService:
                 warnings.append("the router (nginx) is not running: apps are not reachable at their URLs")
             if router.last_error:
                 warnings.append(f"the router refused its last config: {router.last_error}")
+            taken = self.router_port_problem()
+            if taken:
+                warnings.insert(0, taken)
         return NodeStatus(
             router=router,
             version=__version__,
@@ -390,6 +393,15 @@ class NodeService:
             warnings=tuple(warnings),
             app_uid=app_uid,
         )
+
+    def router_port_problem(self) -> str | None:
+        """One line when ``router/port`` is taken by a process that is not this node's router
+        (naming the port and the holder), else ``None``; always ``None`` without a router."""
+        if self.router is None:
+            return None
+        return port_holder_problem(address=str(self.config.fence("router/bind_address")),
+                                   port=int(self.config.fence("router/port")),
+                                   router_pid=self.router.status().pid)
 
     def images(self) -> list[StackImage]:
         """Stack images fence knows (see ``fence.stack.images.stack_images``).
