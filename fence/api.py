@@ -30,9 +30,11 @@ from fence.errors import (
     FenceError,
     InternalError,
     RequestInvalid,
+    RequestTooLarge,
     SourceRefused,
     UsageError,
 )
+from fence.follow import LogFollow
 from fence.models import AppView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord, StackImage
 from fence.service import NodeService, StageOrder
 from fence.staging.gitfetch import parse_git_spec
@@ -54,10 +56,72 @@ def http_status(error: FenceError) -> int:
     """The HTTP status an error is sent with."""
     if isinstance(error, RequestInvalid):
         return 422
+    if isinstance(error, RequestTooLarge):
+        return 413
     return _STATUS_BY_EXIT.get(error.exit_code, 400 if error.user_error else 500)
 
 
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+MAX_JSON_BODY = 1024 * 1024  # bytes; the largest real body (an env of many variables) is far smaller
+_UPLOADS = ("/v1/stagings",)  # bodies capped by staging/max_upload instead, while they are spooled
+
+
+class _TooLarge(HTTPException):
+    def __init__(self) -> None:
+        super().__init__(status_code=413, detail="the body is too large")
+
+
+class BodyCap:
+    """ASGI middleware: every request body but an upload's is at most ``limit`` bytes.
+
+    A ``Content-Length`` over the cap is answered at once, before anything is read; a chunked
+    body is counted as it arrives and refused when it passes the cap, so no endpoint ever holds
+    more than ``limit`` bytes of one request. The answer is the one-line error, HTTP 413.
+    (FastAPI's own ``max_body_size`` answers some of these cases in plain text instead.)
+    """
+
+    def __init__(self, app: Any, *, limit: int = MAX_JSON_BODY) -> None:
+        self._app = app
+        self._limit = limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        if scope["type"] != "http" or scope.get("path", "") in _UPLOADS:
+            await self._app(scope, receive, send)
+            return
+        where = f"{scope.get('method', '')} {scope.get('path', '')}"[:100]
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self._limit:
+            await self._refuse(send, where)
+            return
+        received = 0
+        started = False
+
+        async def counted() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self._limit:
+                    raise _TooLarge()
+            return message
+
+        async def watched(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._app(scope, counted, watched)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send, where)
+
+    async def _refuse(self, send: Callable[[Any], Any], where: str) -> None:
+        body = json.dumps({"error": RequestTooLarge(where=where, limit=self._limit).to_wire()}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
 
 
 async def _receive_upload(request: Request, service: NodeService, staging_id: str, filename: str) -> Path:
@@ -119,6 +183,16 @@ async def _work_events(work: Callable[[Callable[[str], None]], dict[str, Any]], 
             on_gone()
 
 
+async def _followed(follower: LogFollow) -> AsyncIterator[str]:
+    """A follower's lines as NDJSON ``log`` events; when the client leaves (the server cancels
+    the stream) or every instance stopped, the follower is closed and its threads end."""
+    try:
+        while (line := await follower.next_line()) is not None:
+            yield json.dumps({"event": "log", "line": line}) + "\n"
+    finally:
+        follower.close()
+
+
 def _required(value: int | None, name: str) -> int:
     if value is None:
         raise UsageError(detail=f"{name} is required")
@@ -143,6 +217,7 @@ def create_app(service: NodeService, app_ops: AppOps) -> FastAPI:
     answers = {"description": "a fence error, in one line (422: the request does not fit the endpoint)",
                "model": ErrorAnswer}
     app = FastAPI(title="fence", version=__version__, responses={"default": answers})
+    app.add_middleware(BodyCap)
 
     @app.exception_handler(FenceError)
     async def _fence_error(_: Request, exc: FenceError) -> JSONResponse:
@@ -155,7 +230,9 @@ def create_app(service: NodeService, app_ops: AppOps) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
         # An unknown path or method, or a body that is not even text: the same one line.
-        error = RequestInvalid(where=f"{request.method} {request.url.path}"[:100], why=exc.detail)
+        where = f"{request.method} {request.url.path}"[:100]
+        error: FenceError = (RequestTooLarge(where=where, limit=MAX_JSON_BODY) if exc.status_code == 413
+                             else RequestInvalid(where=where, why=exc.detail))
         return JSONResponse(status_code=exc.status_code, content={"error": error.to_wire()}, headers=exc.headers)
 
     @app.exception_handler(Exception)
@@ -282,11 +359,17 @@ def create_app(service: NodeService, app_ops: AppOps) -> FastAPI:
         return list(app_ops.view(name).releases)
 
     @app.get("/v1/apps/{name}/logs")
-    def logs(name: str, follow: bool = False, staging: bool = False, tail: int = 100) -> StreamingResponse:
-        """The app's instance logs (or its last staging log), one NDJSON ``log`` event a line."""
-        lines = service.staging_log(name) if staging else app_ops.instance_logs(name, follow=follow, tail=tail)
-        return StreamingResponse((json.dumps({"event": "log", "line": line}) + "\n" for line in lines),
-                                 media_type="application/x-ndjson")
+    async def logs(name: str, follow: bool = False, staging: bool = False, tail: int = 100) -> StreamingResponse:
+        """The app's instance logs (or its last staging log), one NDJSON ``log`` event a line;
+        ``follow=true`` streams on until the instances stop or the client leaves."""
+        if staging or not follow:
+            lines = await asyncio.to_thread(lambda: service.staging_log(name) if staging
+                                            else app_ops.instance_logs(name, tail=tail))
+            return StreamingResponse((json.dumps({"event": "log", "line": line}) + "\n" for line in lines),
+                                     media_type="application/x-ndjson")
+        loop = asyncio.get_running_loop()
+        follower = await asyncio.to_thread(lambda: app_ops.follow_logs(name, tail=tail, loop=loop))
+        return StreamingResponse(_followed(follower), media_type="application/x-ndjson")
 
     @app.get("/v1/images")
     def images() -> list[StackImage]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
-import queue
+import functools
 import shutil
 import threading
 import time
@@ -15,6 +16,7 @@ from fence.backend.base import Container, ContainerBackend
 from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.errors import AppNotFound, DeployFailed, FenceError, NoRelease, ReleaseNotFound, UsageError
+from fence.follow import LogFollow
 from fence.home import NodeHome
 from fence.models import AppRecord, AppView, DeploySettings, DropletRecord, InstanceView, ReleaseRecord
 from fence.running.manager import InstanceManager
@@ -359,47 +361,37 @@ class AppOps:
 
     # --- instance logs and tasks ----------------------------------------------------------------------
 
-    def instance_logs(self, name: str, *, follow: bool, tail: int = 100) -> Iterator[str]:
-        """The app's instance logs, each line prefixed ``[web.INDEX]``; ``follow`` keeps
-        streaming until every instance that ran when it was asked has stopped.
+    def instance_logs(self, name: str, *, tail: int = 100) -> Iterator[str]:
+        """The app's instance logs so far, each line prefixed ``[web.INDEX]``.
 
         Raises:
             AppNotFound: no such app.
         """
-        self.app(name)
-        containers = self._backend.list({labels.NODE: self._node_id, labels.ROLE: labels.ROLE_INSTANCE,
-                                         labels.APP: name})
-        tagged = sorted(((c.info().labels.get(labels.INSTANCE, "?"), c) for c in containers),
-                        key=lambda pair: pair[0])
-        return self._log_lines(tagged, follow=follow, tail=tail)
+        tagged = self._instances_by_index(name)
 
-    @staticmethod
-    def _log_lines(tagged: list[tuple[str, Container]], *, follow: bool, tail: int) -> Iterator[str]:
-        if not follow:
+        def lines() -> Iterator[str]:
             for index, container in tagged:
                 for line in container.logs(tail=tail):
                     yield f"[web.{index}] {line}"
-            return
-        lines: queue.Queue[str | None] = queue.Queue(maxsize=10_000)
+        return lines()
 
-        def pump(index: str, container: Container) -> None:
-            try:
-                for line in container.logs(follow=True, tail=tail):
-                    lines.put(f"[web.{index}] {line}")
-            except FenceError:
-                pass
-            finally:
-                lines.put(None)
+    def follow_logs(self, name: str, *, tail: int, loop: asyncio.AbstractEventLoop) -> LogFollow:
+        """Follow the app's instance logs (``[web.INDEX]`` lines) until every instance that ran
+        when it was asked has stopped, or the follower is closed (its client left).
 
-        for index, container in tagged:
-            threading.Thread(target=pump, args=(index, container), daemon=True).start()
-        open_streams = len(tagged)
-        while open_streams:
-            line = lines.get()
-            if line is None:
-                open_streams -= 1
-            else:
-                yield line
+        Raises:
+            AppNotFound: no such app.
+        """
+        tagged = self._instances_by_index(name)
+        return LogFollow(sources=[(f"web.{index}", functools.partial(container.logs, follow=True, tail=tail))
+                                  for index, container in tagged], loop=loop).start()
+
+    def _instances_by_index(self, name: str) -> list[tuple[str, Container]]:
+        self.app(name)
+        containers = self._backend.list({labels.NODE: self._node_id, labels.ROLE: labels.ROLE_INSTANCE,
+                                         labels.APP: name})
+        return sorted(((c.info().labels.get(labels.INSTANCE, "?"), c) for c in containers),
+                      key=lambda pair: pair[0])
 
     def cancel_task(self, task_id: str) -> None:
         """End a one-off task whose client went away (its container is destroyed)."""

@@ -19,8 +19,13 @@ log = logging.getLogger("fence.daemon")
 SOCKET_GROUP = "fence"
 
 
-def bind_socket(host_socket: Path) -> socket.socket:
-    """Bind the daemon's Unix socket with mode 0660, replacing a stale one.
+def bind_socket(host_socket: Path, *, host_home: Path | None = None) -> socket.socket:
+    """Bind the daemon's Unix socket with mode 0660 (group ``fence``), replacing a stale one.
+
+    The socket's folder is closed to other users (mode 0750, group ``fence``) only when it is
+    fence's own: FENCE_HOME (``host_home``) or a folder made here for the socket. A folder that
+    already existed (``FENCE_SOCKET=/tmp/fence.sock``, ``/run/…``) is shared with the rest of the
+    system and is never chmodded or chowned; the socket's own mode and group guard it there.
 
     Raises:
         DaemonAlreadyRunning: another daemon answers on the socket.
@@ -35,7 +40,9 @@ def bind_socket(host_socket: Path) -> socket.socket:
             raise DaemonAlreadyRunning(socket=host_socket)
         finally:
             probe.close()
-    host_socket.parent.mkdir(parents=True, exist_ok=True)
+    host_folder = host_socket.parent
+    made_folder = not host_folder.exists()
+    host_folder.mkdir(parents=True, exist_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o117)  # never world-reachable, not even for an instant
     try:
@@ -47,9 +54,10 @@ def bind_socket(host_socket: Path) -> socket.socket:
     if gid is not None:
         # Members of the `fence` group may use the CLIs without root; nobody else may.
         os.chown(host_socket, -1, gid)
-        if host_socket.parent.stat().st_uid == os.geteuid():
-            os.chown(host_socket.parent, -1, gid)
-            os.chmod(host_socket.parent, 0o750)
+        fences_own = made_folder or (host_home is not None and host_folder.resolve() == host_home.resolve())
+        if fences_own and host_folder.stat().st_uid == os.geteuid():
+            os.chown(host_folder, -1, gid)
+            os.chmod(host_folder, 0o750)
     sock.listen(128)
     return sock
 
@@ -69,7 +77,10 @@ def serve(service: NodeService) -> None:
         DaemonAlreadyRunning: another daemon answers on the socket.
     """
     host_socket = service.home.host_socket
-    sock = bind_socket(host_socket)
+    sock = bind_socket(host_socket, host_home=service.home.host_root)
+    taken = service.router_port_problem()
+    if taken:  # said at once, not when a push finds its instances unrouted
+        log.warning(taken)
     for line in service.recover():
         log.info("removed after an unclean stop", extra={"what": line})
     service.start()

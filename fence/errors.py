@@ -116,10 +116,25 @@ class ConfigFileCorrupt(FenceError):
     user_error = False
 
 
+class HomeFileInvalid(FenceError):
+    """A file fence keeps under FENCE_HOME holds something it did not write."""
+
+    template = "{path} cannot be used: {why}"
+    exit_code = EXIT_INTERNAL
+    user_error = False
+
+
 class RequestInvalid(FenceError):
     """An API request whose parameters or JSON body do not fit the endpoint (sent as HTTP 422)."""
 
     template = "bad request: {where}: {why}"
+    exit_code = EXIT_USAGE
+
+
+class RequestTooLarge(FenceError):
+    """An API request body over the endpoint's size cap (sent as HTTP 413)."""
+
+    template = "bad request: {where}: the body is larger than {limit} bytes"
     exit_code = EXIT_USAGE
 
 

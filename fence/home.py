@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 
 def default_home() -> Path:
@@ -132,6 +134,12 @@ class NodeHome:
             os.chmod(self.host_root, stat.st_mode & ~0o027 & 0o7777)
 
     @property
+    def host_app_uid(self) -> Path:
+        """The uid app processes run as on an engine without userns-remap, picked once
+        (``fence.layout.AppUser``)."""
+        return self.host_root / "app-uid"
+
+    @property
     def node_id(self) -> str:
         """This node's id, made once and kept in ``FENCE_HOME/node-id``.
 
@@ -139,19 +147,32 @@ class NodeHome:
         other's containers.
         """
         host_file = self.host_root / "node-id"
-        try:
-            return host_file.read_text().strip()
-        except FileNotFoundError:
-            pass
-        self.ensure()
-        candidate = "n" + secrets.token_hex(6)
-        host_tmp = self.host_root / f".node-id.{os.getpid()}"
-        host_tmp.write_text(candidate + "\n")
-        try:
-            # link() fails if another process won the race; then its id stands.
-            os.link(host_tmp, host_file)
-        except FileExistsError:
-            pass
-        finally:
-            host_tmp.unlink(missing_ok=True)
+        if not host_file.exists():
+            self.ensure()
+        return keep_once(host_file, lambda: "n" + secrets.token_hex(6))
+
+
+def keep_once(host_file: Path, make: Callable[[], str]) -> str:
+    """The text kept in ``host_file``, written from ``make()`` by the first process to ask.
+
+    Args:
+        host_file: a file in an existing folder.
+        make: makes the value when the file does not exist yet.
+
+    Returns:
+        The kept text, stripped (another process's, if it won the race).
+    """
+    try:
         return host_file.read_text().strip()
+    except FileNotFoundError:
+        pass
+    host_tmp = host_file.with_name(f".{host_file.name}.{os.getpid()}.{threading.get_ident()}")
+    host_tmp.write_text(make() + "\n")
+    try:
+        # link() fails if another process won the race; then its value stands.
+        os.link(host_tmp, host_file)
+    except FileExistsError:
+        pass
+    finally:
+        host_tmp.unlink(missing_ok=True)
+    return host_file.read_text().strip()

@@ -202,6 +202,26 @@ class EngineInfo:
 
 
 @dataclass(frozen=True)
+class AppUid:
+    """The uid (and gid) app processes run as in every container, and why that one.
+
+    Attributes:
+        uid: the uid.
+        remapped: whether the engine remaps user namespaces (then ``uid`` is a container uid,
+            mapped to an unprivileged subordinate uid on the host).
+        source: ``container/uid`` (configured, or its default under remapping) or ``picked``
+            (no remapping: a uid no host account has, chosen once and kept in FENCE_HOME).
+        host_owner: on an engine without remapping, the host account (``user NAME``, ``group
+            NAME``, ``subordinate ids of NAME``) that has this uid too; ``None`` when none does.
+    """
+
+    uid: int
+    remapped: bool
+    source: str
+    host_owner: str | None = None
+
+
+@dataclass(frozen=True)
 class StackStatus:
     """Which stack image the node uses.
 
@@ -267,6 +287,7 @@ class NodeStatus:
         schema_version: the state store's schema version.
         warnings: things the admin should act on.
         router: the router's status, ``None`` when the node has none.
+        app_uid: the uid app processes run as, ``None`` without an engine.
     """
 
     version: str
@@ -282,6 +303,7 @@ class NodeStatus:
     schema_version: int
     warnings: tuple[str, ...] = ()
     router: RouterStatus | None = None
+    app_uid: AppUid | None = None
 
 
 # --- staging -----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Iterable
 import psutil
 
 from fence import labels
-from fence.models import ContainerInfo, DiskUsage, EngineInfo, InstanceView, NodeInfo
+from fence.models import AppUid, ContainerInfo, DiskUsage, EngineInfo, InstanceView, NodeInfo
 
 DISK_WARN_PERCENT = 90.0
 CRASH_LOOP_RESTARTS = 3
@@ -52,6 +52,69 @@ def disk_warnings(found: Iterable[DiskUsage], threshold: float = DISK_WARN_PERCE
     return [f"disk of {d.label} ({d.path}) is {d.percent:.0f} % full ({d.free / 1e9:.1f} GB free): "
             f"run `kato gc` and see `kato node info`"
             for d in found if d.percent > threshold]
+
+
+_WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def _overlaps(listening: str, wanted: str) -> bool:
+    """Whether a socket listening on ``listening`` keeps another from binding ``wanted``."""
+    return listening in _WILDCARDS or wanted in _WILDCARDS or listening == wanted
+
+
+def port_holder_problem(*, address: str, port: int, router_pid: int | None) -> str | None:
+    """One line naming the process that listens on the router's port, when it is not this
+    node's router (whose nginx master is ``router_pid``, its workers being its children).
+
+    Args:
+        address: ``router/bind_address``.
+        port: ``router/port``.
+        router_pid: this node's nginx master, ``None`` when it does not run.
+
+    Returns:
+        The problem, or ``None`` when the port is free or this node's router holds it.
+    """
+    ours: set[int] = set()
+    if router_pid is not None:
+        try:
+            ours = {router_pid, *(child.pid for child in psutil.Process(router_pid).children())}
+        except psutil.Error:
+            pass
+    try:
+        listening = [c for c in psutil.net_connections(kind="tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                     and _overlaps(c.laddr.ip, address)]
+    except (psutil.Error, OSError):
+        return None
+    others = [c for c in listening if c.pid is None or c.pid not in ours]
+    if not others:
+        return None
+    holder = others[0]
+    if holder.pid is None:
+        who = "a process of another user (its pid is not visible to the daemon)"
+        if router_pid is not None:
+            return None  # most likely this router's own worker, seen without rights
+    else:
+        try:
+            program = psutil.Process(holder.pid).name()
+        except psutil.Error:
+            program = "?"
+        who = f"pid {holder.pid} ({program})"
+    return (f"router/port {port} on {address} is taken by {who}, not this node's router: apps are "
+            f"not reachable at their URLs; stop it or choose another port with "
+            f"`kato config set fence router/port N`")
+
+
+def app_uid_warnings(app_uid: AppUid | None) -> list[str]:
+    """A warning when app processes run as a uid a host account has (only possible on an engine
+    without userns-remap, where a container uid is a host uid)."""
+    if app_uid is None or app_uid.remapped or app_uid.host_owner is None:
+        return []
+    how = ("`kato config del fence container/uid` lets fence pick a uid no host account has"
+           if app_uid.source == "container/uid" else "remove FENCE_HOME/app-uid so that fence picks another")
+    return [f"app processes run as uid {app_uid.uid} ({app_uid.source}), which is host {app_uid.host_owner}: "
+            f"without userns-remap that account can read every app's environment and signal its "
+            f"processes; {how}, or start dockerd with --userns-remap=default"]
 
 
 def crash_loop_warnings(instances: dict[str, list[InstanceView]]) -> list[str]:

@@ -19,9 +19,9 @@ from fence.droplets import DropletStore
 from fence.errors import DropletNotFound, EngineUnavailable, FenceError, NoRelease, RolloutBusy
 from fence.gc import GarbageCollector
 from fence.home import NodeHome
-from fence.models import (AppView, DeploySettings, DropletRecord, EngineInfo, GcReport, NodeInfo, NodeStatus,
+from fence.models import (AppUid, AppView, DeploySettings, DropletRecord, EngineInfo, GcReport, NodeInfo, NodeStatus,
                           RolloutReport, RouterStatus, SourceLimits, StackImage, StackStatus)
-from fence.node import crash_loop_warnings, disk_warnings, disks, node_info
+from fence.node import app_uid_warnings, crash_loop_warnings, disk_warnings, disks, node_info, port_holder_problem
 from fence.running.manager import InstanceManager
 from fence.stack.images import stack_images
 from fence.stack.resolve import stack_status
@@ -225,6 +225,7 @@ class NodeService:
         engine_error: str | None = None
         stack: StackStatus | None = None
         containers: dict[str, int] = {}
+        app_uid: AppUid | None = None
         try:
             engine = self.backend.engine_info()
             stack = stack_status(config=self.config, backend=self.backend)
@@ -236,8 +237,13 @@ class NodeService:
             warnings.append(f"the Docker Engine does not answer: {exc.message}")
         if engine is not None:
             warnings.extend(_engine_warnings(engine, bool(self.config.fence("security/require_userns"))))
+            try:
+                app_uid = self.session.app_user.describe()
+            except FenceError as exc:  # a hand-edited app-uid file: say so, report the rest
+                warnings.append(exc.message)
         if stack is not None:
             warnings.extend(_stack_warnings(stack))
+        warnings.extend(app_uid_warnings(app_uid))
         warnings.extend(disk_warnings(disks(self.home.host_root, engine)))
         warnings.extend(crash_loop_warnings({app.name: self.manager.instances(app.name)
                                              for app in self.store.apps()}))
@@ -248,6 +254,9 @@ class NodeService:
                 warnings.append("the router (nginx) is not running: apps are not reachable at their URLs")
             if router.last_error:
                 warnings.append(f"the router refused its last config: {router.last_error}")
+            taken = self.router_port_problem()
+            if taken:
+                warnings.insert(0, taken)
         return NodeStatus(
             router=router,
             version=__version__,
@@ -262,7 +271,17 @@ class NodeService:
             containers=containers,
             schema_version=self.store.schema_version,
             warnings=tuple(warnings),
+            app_uid=app_uid,
         )
+
+    def router_port_problem(self) -> str | None:
+        """One line when ``router/port`` is taken by a process that is not this node's router
+        (naming the port and the holder), else ``None``; always ``None`` without a router."""
+        if self.router is None:
+            return None
+        return port_holder_problem(address=str(self.config.fence("router/bind_address")),
+                                   port=int(self.config.fence("router/port")),
+                                   router_pid=self.router.status().pid)
 
     def images(self) -> list[StackImage]:
         """Stack images fence knows (see ``fence.stack.images.stack_images``).

@@ -34,6 +34,7 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     """
     from fence.apps import AppOps
     from fence.droplets import DropletStore
+    from fence.layout import AppUser
     from fence.running.images import DropletImages
     from fence.running.manager import InstanceManager
     from fence.router.feed import RouteFeed
@@ -50,12 +51,15 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     engine = backend if backend is not None else docker_backend(config)
     store = StateStore(host_db=home.host_db)
     droplets = DropletStore(host_dir=home.host_droplets)
+    app_user = AppUser(config=config, backend=engine, host_file=home.host_app_uid)
     stager = Stager(backend=engine, config=config, droplets=droplets, store=store, home=home,
-                    node_id=home.node_id,
+                    node_id=home.node_id, app_user=app_user,
                     resolver=BuildpackResolver(host_builtin=builtin_dir(),
                                                host_cache=home.host_buildpack_cache))
-    images = DropletImages(backend=engine, config=config, droplets=droplets, node_id=home.node_id)
-    starter = InstanceStarter(backend=engine, config=config, images=images, node_id=home.node_id)
+    images = DropletImages(backend=engine, config=config, droplets=droplets, node_id=home.node_id,
+                           app_user=app_user)
+    starter = InstanceStarter(backend=engine, config=config, images=images, node_id=home.node_id,
+                              app_user=app_user)
     node_router = router if router is not None else nginx_router(home)
     feed = RouteFeed(router=node_router, config=config) if node_router is not None else None
     manager = InstanceManager(backend=engine, store=store, config=config, starter=starter,
@@ -63,7 +67,7 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     apps = AppOps(store=store, config=config, manager=manager, starter=starter, backend=engine,
                   droplets=droplets, home=home, node_id=home.node_id, routing=node_router is not None)
     session = StagingSession(config=config, stager=stager, store=store,
-                             sources=KeptSources(home=home), home=home)
+                             sources=KeptSources(home=home), home=home, app_user=app_user)
     service = NodeService(home=home, config=config, backend=engine, store=store, session=session,
                           droplets=droplets, apps=apps, manager=manager, router=node_router)
     return service

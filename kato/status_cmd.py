@@ -7,7 +7,7 @@ import click
 from fence.client import FenceClient
 from fence.console import debug_option, render, warn
 from fence.home import NodeHome
-from fence.models import NodeStatus
+from fence.models import AppUid, NodeStatus
 from fence.router.render import listen_address
 from fence.wire import to_wire
 
@@ -31,6 +31,15 @@ def status(as_json: bool) -> None:
         warn(message)
 
 
+def _app_uid(app_uid: AppUid) -> str:
+    if app_uid.remapped:
+        return f"{app_uid.uid} (container/uid; the engine maps it to an unprivileged host uid)"
+    why = ("picked: no host account has it, and the engine does not remap"
+           if app_uid.source == "picked" else "container/uid, set by the admin; the engine does not remap")
+    owner = f"; it is host {app_uid.host_owner}!" if app_uid.host_owner else ""
+    return f"{app_uid.uid} ({why}){owner}"
+
+
 def _text(info: NodeStatus) -> str:
     lines = [
         f"daemon:        running (pid {info.daemon_pid}, since {info.started_at}), fence {info.version}",
@@ -44,6 +53,8 @@ def _text(info: NodeStatus) -> str:
                      f"{engine.storage_driver}, cgroup v{engine.cgroup_version}")
         lines.append(f"userns remap:  {'on' if engine.userns_remap else 'OFF'}")
         lines.append(f"seccomp:       {'on' if engine.seccomp else 'OFF'}")
+    if info.app_uid is not None:
+        lines.append(f"app uid:       {_app_uid(info.app_uid)}")
     if info.stack is not None:
         stack = info.stack
         state = ("present" if stack.present else

@@ -25,6 +25,48 @@ ProgressCallback = Callable[[int, int], None]
 TAIL_LINES = 50
 
 
+class LogLines:
+    """A container's log lines as ``Container.logs`` gives them: an iterator that ``close``
+    ends, also from another thread while a read waits for the next line (a follower whose
+    client left must not hold a thread and an engine connection until the container stops).
+
+    Args:
+        lines: the lines.
+        close: ends the source (e.g. shuts the engine connection down); called once.
+    """
+
+    def __init__(self, lines: Iterator[str], *, close: Callable[[], None] = lambda: None) -> None:
+        self._lines = lines
+        self._close = close
+        self._closed = False
+
+    def __iter__(self) -> LogLines:
+        return self
+
+    def __next__(self) -> str:
+        if self._closed:
+            raise StopIteration
+        try:
+            return next(self._lines)
+        except StopIteration:
+            raise
+        except Exception:
+            if self._closed:  # the read failed because the source was shut down under it
+                raise StopIteration from None
+            raise
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """End the lines; a read waiting in another thread returns (ends) soon after."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+
 class Container(Protocol):
     """One container created by a backend."""
 
@@ -130,11 +172,11 @@ class Container(Protocol):
             EngineUnavailable: the engine does not answer.
         """
 
-    def logs(self, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+    def logs(self, *, follow: bool = False, tail: int | None = None) -> LogLines:
         """The main process's output (stdout and stderr) from the engine's log, line by line.
 
         Args:
-            follow: keep streaming new lines until the container stops.
+            follow: keep streaming new lines until the container stops (or ``close``).
             tail: only the last ``tail`` lines already logged.
 
         Raises:

@@ -16,7 +16,7 @@ import docker.types
 import docker.utils
 import requests.exceptions
 
-from fence.backend.base import OutputCallback, ProgressCallback
+from fence.backend.base import LogLines, OutputCallback, ProgressCallback
 from fence.backend.docker_process import ExecCalls, follow_exec
 from fence.backend.policy import refuse_unsafe_process, refuse_unsafe_spec
 from fence.errors import (ContainerGone, ContainerNotFound, EngineError, EngineUnavailable,
@@ -347,19 +347,12 @@ class DockerContainer:
             attrs = api.inspect_container(self._id)
         return _container_info(attrs)
 
-    def logs(self, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
-        """See ``Container.logs``."""
+    def logs(self, *, follow: bool = False, tail: int | None = None) -> LogLines:
+        """See ``Container.logs`` (``close`` shuts the engine connection down)."""
         api = self._backend._stream_api() if follow else self._backend._api()
         with _engine("reading container logs", container=self._id):
             chunks = api.logs(self._id, stream=True, follow=follow, tail="all" if tail is None else tail)
-        buffer = b""
-        for chunk in _translated(chunks, "reading container logs", self._id):
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                yield line.decode("utf-8", errors="replace").rstrip("\r")
-        if buffer:
-            yield buffer.decode("utf-8", errors="replace")
+        return LogLines(_log_lines(chunks, self._id), close=getattr(chunks, "close", lambda: None))
 
     def stop(self, grace: float = 10.0) -> None:
         """See ``Container.stop``."""
@@ -401,6 +394,17 @@ def _engine(action: str, *, container: str | None = None) -> Iterator[None]:
         raise EngineError(action=action, detail=_explain(exc)) from exc
     except OSError as exc:
         raise EngineUnavailable(detail=_explain(exc)) from exc
+
+
+def _log_lines(chunks: Iterable[bytes], container: str) -> Iterator[str]:
+    buffer = b""
+    for chunk in _translated(chunks, "reading container logs", container):
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", errors="replace").rstrip("\r")
+    if buffer:
+        yield buffer.decode("utf-8", errors="replace")
 
 
 def _translated(chunks: Iterable[bytes], action: str, container: str) -> Iterator[bytes]:

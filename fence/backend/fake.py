@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Mapping
 
-from fence.backend.base import TAIL_LINES, OutputCallback, ProgressCallback
+from fence.backend.base import TAIL_LINES, LogLines, OutputCallback, ProgressCallback
 from fence.backend.fake_programs import (BUILTIN_PROGRAMS, FakeFile, FakeProcess, Program,
                                          SleptPastDeadline, StillRunning)
 from fence.backend.policy import refuse_unsafe_process, refuse_unsafe_spec
@@ -398,11 +398,11 @@ class FakeContainer:
             ports=self._ports if running else (),
             ip_address=f"192.0.2.{int(self._id[:2], 16) % 250 + 2}" if running and self.spec.network == "bridge" else None)
 
-    def logs(self, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+    def logs(self, *, follow: bool = False, tail: int | None = None) -> LogLines:
         """See ``Container.logs``; ``follow`` ends at the last line (nothing runs on)."""
         self._check_exists()
         lines = list(self.log_lines)
-        return iter(lines if tail is None else lines[-tail:] if tail else [])
+        return LogLines(iter(lines if tail is None else lines[-tail:] if tail else []))
 
     def stop(self, grace: float = 10.0) -> None:
         """See ``Container.stop``; fake processes always honour TERM (exit status 143)."""

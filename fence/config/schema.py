@@ -70,7 +70,8 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
     KeySpec("container/user", PatternType(r"[a-z_][a-z0-9_-]{0,31}", "a user name"), "stackato",
             "name of the non-root app user (its home is /home/NAME)"),
     KeySpec("container/uid", IntType(1, 2**31 - 2), 1000,
-            "numeric uid every container process runs as (never 0)"),
+            "numeric uid every container process runs as (never 0); without userns-remap only when "
+            "set explicitly, else fence picks a uid no host account has"),
     KeySpec("container/memory", MemoryType(16, 1024 * 1024), 256,
             "default memory limit of an app instance, in MiB"),
     KeySpec("container/cpu_shares", IntType(2, 262144), 1024,

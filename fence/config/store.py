@@ -133,6 +133,19 @@ class ConfigStore:
         """Shorthand for ``get("fence", key_path)``, as the daemon reads its own settings."""
         return self.get("fence", key_path)
 
+    def is_set(self, component: str, key_path: str) -> bool:
+        """Whether a key is stored in the file (set by the admin), not just its default.
+
+        Raises:
+            InvalidKeyPath: a malformed component or path.
+        """
+        node: Any = self._stored().get(check_component(component), {})
+        for part in split_path(key_path):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
     # --- writing ---------------------------------------------------------------------------
 
     def set(self, component: str, key_path: str, raw: str, *, as_json: bool = False,

@@ -13,7 +13,7 @@ from fence.backend.base import ContainerBackend
 from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.errors import DropletImageFailed, FenceError, ImageNotFound
-from fence.layout import Workspace
+from fence.layout import AppUser, Workspace
 from fence.limits import container_limits
 from fence.models import ContainerSpec, DropletRecord, ImageInfo, ProcessSpec
 from fence.stack.resolve import stack_status
@@ -64,12 +64,14 @@ class DropletImages:
         config: node config (stack, app user).
         droplets: the droplet store.
         node_id: this node's id.
+        app_user: decides the uid the droplet is unpacked as.
     """
 
     def __init__(self, *, backend: ContainerBackend, config: ConfigStore, droplets: DropletStore,
-                 node_id: str) -> None:
+                 node_id: str, app_user: AppUser) -> None:
         self._backend = backend
         self._config = config
+        self._app_user = app_user
         self._droplets = droplets
         self._node_id = node_id
         self._guard = threading.Lock()
@@ -88,6 +90,7 @@ class DropletImages:
         Raises:
             ImageNotFound: no stack image on the node.
             DropletNotFound: the droplet file is gone.
+            DropletCorrupt: the droplet file no longer hashes to its digest (no image is made).
             DropletImageFailed: unpacking the droplet failed (the container's output says why).
             EngineUnavailable, EngineError: the engine failed.
         """
@@ -118,7 +121,10 @@ class DropletImages:
 
     def _build(self, droplet: DropletRecord, ref: str, stack_ref: str, stack_id: str,
                memory_mib: int) -> ImageInfo:
-        ws = Workspace.of(self._config)
+        # A droplet file changed after staging (by hand, a bad disk, an intruder) is refused
+        # before anything of it reaches a container: its name is its sha256.
+        self._droplets.verify(droplet.id)
+        ws = Workspace.of(self._config, self._app_user)
         user = f"{ws.uid}:{ws.uid}"
         host_droplet = self._droplets.host_path(droplet.id)
         ctr_droplet = ws.ctr_home / ".fence-droplet.tgz"

@@ -10,7 +10,7 @@ from fence import labels
 from fence.backend.base import Container, ContainerBackend
 from fence.config import ConfigStore
 from fence.errors import ImageNotFound
-from fence.layout import CONTAINER_PATH, Workspace
+from fence.layout import CONTAINER_PATH, AppUser, Workspace
 from fence.limits import container_limits
 from fence.models import AppRecord, ContainerSpec, DropletRecord, PortSpec
 from fence.running.images import DropletImage, DropletImages
@@ -57,18 +57,20 @@ class InstanceStarter:
         config: node config (read at every start).
         images: makes the droplet images instances start from.
         node_id: this node's id.
+        app_user: decides the uid instances and tasks run as.
     """
 
     def __init__(self, *, backend: ContainerBackend, config: ConfigStore, images: DropletImages,
-                 node_id: str) -> None:
+                 node_id: str, app_user: AppUser) -> None:
         self._backend = backend
         self._config = config
         self._images = images
         self._node_id = node_id
+        self._app_user = app_user
 
     def workspace(self) -> Workspace:
         """The app user's paths (the same in every container fence makes)."""
-        return Workspace.of(self._config)
+        return Workspace.of(self._config, self._app_user)
 
     def env(self, launch: Launch) -> dict[str, str]:
         """The environment of an instance: the droplet's config_vars, the app's env, then fence's."""

@@ -16,6 +16,7 @@ from fence.config import ConfigStore
 from fence.errors import AppNotFound
 from fence.home import NodeHome
 from fence.kept_sources import KeptSources
+from fence.layout import AppUser
 from fence.models import AppRecord, DropletRecord, Manifest, PreparedSource, ReleaseRecord, SourceLimits
 from fence.reaper import ContainerReaper
 from fence.staging.queue import StagingSlots
@@ -99,15 +100,17 @@ class StagingSession:
         store: where stacks used are noted.
         sources: where the sources of droplets are kept (for ``fence restage``).
         home: the node's FENCE_HOME map (scratch folders, staging logs).
+        app_user: decides the uid that owns the checked source (as the stager's containers see it).
     """
 
     def __init__(self, *, config: ConfigStore, stager: Stages, store: StateStore, sources: KeptSources,
-                 home: NodeHome) -> None:
+                 home: NodeHome, app_user: AppUser) -> None:
         self._config = config
         self._stager = stager
         self._store = store
         self.sources = sources
         self._home = home
+        self.app_user = app_user
         self._slots = StagingSlots(limit=lambda: int(config.fence("staging/concurrency")),
                                    draining=lambda: stager.reaper.pending)
         stager.reaper.on_removed(self._slots.notify)
@@ -143,7 +146,7 @@ class StagingSession:
         host_work = self._home.host_staging_work(staging_id)
         host_work.mkdir(parents=True, exist_ok=True)
         try:
-            uid = int(self._config.fence("container/uid"))
+            uid = self.app_user.uid()
             on_line("-----> Checking the app source")
             with self._preparing.slot(on_line=on_line, cancelled=lambda: staging_id in self._cancelled):
                 source = prepare_source(order.origin, host_workdir=host_work, limits=self.source_limits(),

@@ -24,7 +24,7 @@ from fence.config.types import BadValue, MemoryType
 from fence.droplets import DropletStore
 from fence.errors import BuildpackInvalid, ContainerNotFound, FenceError, InvalidName, StagingFailed, UsageError
 from fence.home import NodeHome
-from fence.layout import CONTAINER_PATH, Workspace
+from fence.layout import CONTAINER_PATH, AppUser, Workspace
 from fence.models import (
     BuildpackUse,
     ContainerSpec,
@@ -185,11 +185,13 @@ class Stager:
         node_id: this node's id (container labels).
         resolver: finds and caches buildpacks.
         reaper: removes finished staging containers in the background.
+        app_user: decides the uid stagings run as (and the owner of what they make).
     """
 
     def __init__(self, *, backend: ContainerBackend, config: ConfigStore, droplets: DropletStore,
                  store: StateStore, home: NodeHome, node_id: str, resolver: BuildpackResolver,
-                 reaper: ContainerReaper | None = None) -> None:
+                 app_user: AppUser, reaper: ContainerReaper | None = None) -> None:
+        self.app_user = app_user
         self._backend = backend
         self._config = config
         self._droplets = droplets
@@ -266,7 +268,7 @@ class Stager:
         name = app_name(request)
         manifest = request.source.manifest
         env = check_env({**manifest.env, **request.env})
-        ws = Workspace.of(self._config)
+        ws = Workspace.of(self._config, self.app_user)
         specs = request.buildpacks or manifest.buildpacks
         explicit = bool(specs)
         if not explicit:

@@ -7,6 +7,7 @@ import json
 import random
 import subprocess
 import tarfile
+import time
 import urllib.parse
 import uuid
 import zipfile
@@ -220,3 +221,79 @@ def test_api_fuzz_no_500s_and_nothing_privileged(node: Node, app: str) -> None:
         assert host.get("IpcMode") in ("private", "shareable", "") and host.get("UTSMode", "") == ""
         assert not host.get("Binds") and info["Mounts"] == []
         assert host.get("UsernsMode", "") == ""
+
+
+def test_api_fuzz_json_bodies_over_the_cap_get_413_in_one_line(node: Node) -> None:
+    """Every endpoint but the upload caps its body (issue 13 item 9): declared or chunked."""
+    from fence.api import MAX_JSON_BODY
+
+    client = httpx.Client(transport=httpx.HTTPTransport(uds=str(node.root / "fence.sock")), base_url="http://fence",
+                          timeout=60)
+    spec = client.get("/openapi.json").json()
+    rng = random.Random(20261201)
+    big = b'{"set": {"A": "' + b"x" * MAX_JSON_BODY + b'"}}'
+
+    def chunked() -> Any:
+        yield b'{"argv": ["'
+        for _ in range(MAX_JSON_BODY // 65536 + 2):
+            yield bytes(rng.choice(b"abc;$") for _ in range(65536))
+        yield b'"]}'
+
+    checked = 0
+    for path, item in spec["paths"].items():
+        for method in item:
+            if path == "/v1/stagings":
+                continue  # an upload: staging/max_upload caps it while it is spooled
+            url = path.replace("{name}", "not-the-target").replace("{droplet_id}", "0" * 64).replace("{action}", "start")
+            bodies = [big] + ([chunked()] if "requestBody" in item[method] else [])
+            for content in bodies:
+                response = client.request(method.upper(), url, content=content,
+                                          headers={"content-type": "application/json"})
+                assert response.status_code == 413, (method, url, response.text[:200])
+                error = response.json()["error"]
+                assert error["type"] == "RequestTooLarge" and "\n" not in error["message"], error
+                assert error["message"].endswith(f"the body is larger than {MAX_JSON_BODY} bytes")
+                checked += 1
+    assert checked >= 15
+    assert client.get("/v1/info").status_code == 200
+    client.close()
+
+
+def test_a_follow_whose_client_leaves_ends_its_daemon_threads(node: Node, app: str) -> None:
+    """`fence logs --follow` threads end when the client leaves (issue 13 item 9)."""
+    import psutil
+
+    assert node.proc is not None
+    daemon = psutil.Process(node.proc.pid)
+    client = httpx.Client(transport=httpx.HTTPTransport(uds=str(node.root / "fence.sock")), base_url="http://fence",
+                          timeout=60)
+
+    def settle(target: int | None) -> int:
+        deadline = time.monotonic() + 20
+        while True:
+            count = daemon.num_threads()
+            if target is None or count <= target or time.monotonic() > deadline:
+                return count
+            time.sleep(0.2)
+
+    def follow_and_leave() -> None:
+        with client.stream("GET", f"/v1/apps/{app}/logs", params={"follow": "true", "tail": "1"}) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()  # kept: the stream stays open while we look
+            deadline = time.monotonic() + 10
+            while daemon.num_threads() <= baseline and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert daemon.num_threads() > baseline, "the follower runs a pump per instance"
+            del lines
+
+    baseline = settle(None)
+    follow_and_leave()  # the first one also starts the daemon's worker pools
+    time.sleep(2)
+    baseline = settle(None)
+    for _ in range(20):
+        follow_and_leave()
+    # A leak is one thread or more per follow; a few more may be the daemon's worker pools growing.
+    slack = 4
+    assert settle(baseline + slack) <= baseline + slack, f"{daemon.num_threads()} threads, {baseline} before 20 follows"
+    assert client.get("/v1/info").status_code == 200
+    client.close()

@@ -3,6 +3,8 @@ in one line, leaving no image and no container behind."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import tarfile
 from pathlib import Path
@@ -13,7 +15,8 @@ from fence import labels
 from fence.backend.fake import FakeBackend
 from fence.config import ConfigStore
 from fence.droplets import DropletStore
-from fence.errors import DropletImageFailed
+from fence.errors import DropletCorrupt, DropletImageFailed
+from fence.layout import AppUser
 from fence.models import DropletRecord
 from fence.running.images import DropletImages
 
@@ -37,8 +40,9 @@ def _droplet(droplets: DropletStore, app: str = "web") -> DropletRecord:
 def parts(tmp_path: Path) -> tuple[FakeBackend, DropletStore, DropletImages]:
     backend = FakeBackend()
     droplets = DropletStore(host_dir=tmp_path / "droplets")
-    images = DropletImages(backend=backend, config=ConfigStore(host_file=tmp_path / "config.yml"),
-                           droplets=droplets, node_id=NODE)
+    config = ConfigStore(host_file=tmp_path / "config.yml")
+    images = DropletImages(backend=backend, config=config, droplets=droplets, node_id=NODE,
+                           app_user=AppUser(config=config, backend=backend, host_file=tmp_path / "app-uid"))
     return backend, droplets, images
 
 
@@ -58,8 +62,12 @@ def test_the_image_holds_the_unpacked_droplet_owned_by_the_app_user(parts) -> No
 
 def test_a_droplet_that_cannot_be_unpacked_is_refused_and_leaves_nothing(parts) -> None:  # noqa: ANN001
     backend, droplets, images = parts
+    # Named by its own digest, so that it passes the digest check and reaches tar.
+    garbage = b"not a gzip archive"
+    digest = hashlib.sha256(garbage).hexdigest()
     droplet = _droplet(droplets)
-    droplets.host_path(droplet.id).write_bytes(b"not a gzip archive")
+    droplets.host_path(droplet.id).with_name(f"{digest}.tgz").write_bytes(garbage)
+    droplet = dataclasses.replace(droplet, id=digest)
     with pytest.raises(DropletImageFailed) as caught:
         images.ensure(droplet, memory_mib=64)
     message = caught.value.message
@@ -67,4 +75,17 @@ def test_a_droplet_that_cannot_be_unpacked_is_refused_and_leaves_nothing(parts) 
                               "for running: tar exited 2"), message
     assert "\n" not in message
     assert backend.list({labels.NODE: NODE}) == []
+    assert backend.list_images({labels.NODE: NODE}) == []
+
+
+def test_a_tampered_droplet_is_refused_before_any_container_and_no_image_is_made(parts) -> None:  # noqa: ANN001
+    backend, droplets, images = parts
+    droplet = _droplet(droplets)
+    host_file = droplets.host_path(droplet.id)
+    host_file.write_bytes(host_file.read_bytes() + b"appended by an intruder")
+    with pytest.raises(DropletCorrupt) as caught:
+        images.ensure(droplet, memory_mib=64)
+    message = caught.value.message
+    assert message.startswith(f"droplet {droplet.id} is corrupt: content hashes to ") and "\n" not in message
+    assert backend.created == []  # not even an unpacking container
     assert backend.list_images({labels.NODE: NODE}) == []

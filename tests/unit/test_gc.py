@@ -148,7 +148,8 @@ def test_dry_run_lists_exactly_what_the_real_run_removes_and_keeps_what_is_neede
 
 def test_droplet_images_go_with_their_release_or_their_stack_and_then_the_stack_can_go(node: Fixture) -> None:
     store, backend, config = node.service.store, node.backend, node.service.config
-    images = DropletImages(backend=backend, config=config, droplets=node.service.droplets, node_id=node.node_id)
+    images = DropletImages(backend=backend, config=config, droplets=node.service.droplets, node_id=node.node_id,
+                           app_user=node.service.session.app_user)
     web = [node.release("web") for _ in range(6)]  # release 1 falls out of the last five
     old = node.stack_image("fence/stack:old")
     store.note_stack(old.id, "fence/stack:old", "t")

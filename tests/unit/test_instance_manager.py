@@ -13,6 +13,7 @@ from fence import labels
 from fence.backend.fake import FakeBackend, FakeProcess
 from fence.config import ConfigStore
 from fence.droplets import DropletStore
+from fence.layout import AppUser
 from fence.models import AppRecord, DropletRecord, Route
 from fence.running.manager import InstanceManager
 from fence.running.images import DropletImages
@@ -65,9 +66,11 @@ class Node:
         self.health = FakeHealth()
         self.routes: list[list[Route]] = []
         self.node_id = node_id
-        starter = InstanceStarter(backend=self.backend, config=self.config, node_id=node_id,
+        app_user = AppUser(config=self.config, backend=self.backend, host_file=tmp_path / "app-uid")
+        starter = InstanceStarter(backend=self.backend, config=self.config, node_id=node_id, app_user=app_user,
                                   images=DropletImages(backend=self.backend, config=self.config,
-                                                       droplets=self.droplets, node_id=node_id))
+                                                       droplets=self.droplets, node_id=node_id,
+                                                       app_user=app_user))
         self.manager = InstanceManager(backend=self.backend, store=self.store, config=self.config, starter=starter,
                                        node_id=node_id, routes=RecordedRoutes(self.routes), clock=self.clock,
                                        health=self.health, drain_seconds=0, workers=2)

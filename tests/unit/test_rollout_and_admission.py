@@ -9,6 +9,7 @@ import pytest
 
 from fence.backend.fake import FakeBackend
 from fence.errors import ImageNotFound, RolloutFailed
+from fence.layout import AppUser
 from fence.models import AppRecord
 from fence.running.manager import InstanceManager
 from fence.running.images import DropletImages
@@ -23,9 +24,12 @@ def make_node(tmp_path: Path, *, memory_total: int | None = None) -> Node:
     node = Node(tmp_path, backend=FakeBackend(images=(OLD, NEW)))
     if memory_total is not None:
         node.manager.shutdown()
+        app_user = AppUser(config=node.config, backend=node.backend, host_file=tmp_path / "app-uid")
         starter = InstanceStarter(backend=node.backend, config=node.config, node_id=node.node_id,
+                                  app_user=app_user,
                                   images=DropletImages(backend=node.backend, config=node.config,
-                                                       droplets=node.droplets, node_id=node.node_id))
+                                                       droplets=node.droplets, node_id=node.node_id,
+                                                       app_user=app_user))
         node.manager = InstanceManager(backend=node.backend, store=node.store, config=node.config, starter=starter,
                                        node_id=node.node_id, routes=RecordedRoutes(node.routes), clock=node.clock,
                                        health=node.health, drain_seconds=0, workers=2,

@@ -9,10 +9,12 @@ from typing import Callable
 
 import pytest
 
+from fence.backend.fake import FakeBackend
 from fence.config import ConfigStore
 from fence.errors import AppNotFound, FenceError, StagingFailed, UsageError
 from fence.home import NodeHome
 from fence.kept_sources import KeptSources
+from fence.layout import AppUser
 from fence.models import AppRecord, DeploySettings, DropletRecord, Manifest, ReleaseRecord
 from fence.reaper import ContainerReaper
 from fence.staging.session import StageOrder, StagingSession
@@ -66,7 +68,9 @@ class Node:
         self.stager = StubStager()
         self.paths = home
         self.session = StagingSession(config=self.config, stager=self.stager, store=self.store,
-                                      sources=KeptSources(home=home), home=home)
+                                      sources=KeptSources(home=home), home=home,
+                                      app_user=AppUser(config=self.config, backend=FakeBackend(),
+                                                       host_file=home.host_app_uid))
 
 
 @pytest.fixture
@@ -207,6 +211,7 @@ def test_a_staging_leaves_lines_in_the_daemon_log_and_a_plan_makes_no_container(
     droplets = DropletStore(host_dir=tmp_path / "droplets")
     stager = Stager(backend=backend, config=node.config, droplets=droplets, store=node.store, home=node.paths,
                     node_id=node.home.node_id,
+                    app_user=AppUser(config=node.config, backend=backend, host_file=tmp_path / "app-uid"),
                     resolver=BuildpackResolver(host_builtin=builtin_dir(), host_cache=tmp_path / "bp-cache"))
     source = prepare_source(str(_app_folder(tmp_path)), host_workdir=tmp_path / "work",
                             limits=node.session.source_limits(), uid=1000, gid=1000)

@@ -12,6 +12,7 @@ from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.models import AppRecord
 from fence.running.images import DropletImages
+from fence.layout import AppUser
 from fence.running.starter import InstanceStarter
 from fence.running.tasks import TaskRunner
 from tests.unit.test_droplet_images import NODE, _droplet
@@ -24,8 +25,9 @@ def _runner(tmp_path: Path) -> tuple[FakeBackend, DropletStore, TaskRunner]:
     backend = FakeBackend()
     config = ConfigStore(host_file=tmp_path / "config.yml")
     droplets = DropletStore(host_dir=tmp_path / "droplets")
-    images = DropletImages(backend=backend, config=config, droplets=droplets, node_id=NODE)
-    starter = InstanceStarter(backend=backend, config=config, images=images, node_id=NODE)
+    app_user = AppUser(config=config, backend=backend, host_file=tmp_path / "app-uid")
+    images = DropletImages(backend=backend, config=config, droplets=droplets, node_id=NODE, app_user=app_user)
+    starter = InstanceStarter(backend=backend, config=config, images=images, node_id=NODE, app_user=app_user)
     return backend, droplets, TaskRunner(starter=starter)
 
 
