@@ -28,9 +28,8 @@ from fence.errors import (
     SourceRefused,
     UsageError,
 )
+from fence.rules import env_from_pairs, parse_git_spec, parse_memory
 from fence.service import NodeService, StageOrder
-from fence.staging.gitfetch import parse_git_spec
-from fence.staging.stager import env_from_pairs, parse_memory
 from fence.wire import to_wire
 
 log = logging.getLogger("fence.api")

@@ -18,10 +18,9 @@ from fence.droplets import DropletStore
 from fence.errors import AppNotFound, DeployFailed, FenceError, NoRelease, ReleaseNotFound, UsageError
 from fence.kept_sources import host_app_sources
 from fence.models import AppRecord, AppView, DropletRecord, InstanceView, ProcessSpec, ReleaseRecord
+from fence.rules import check_app_name, check_dns_name, check_env
 from fence.running.manager import InstanceManager
-from fence.router.render import check_dns_name
 from fence.running.starter import InstanceStarter, Launch
-from fence.staging.stager import check_app_name, check_env
 from fence.staging.workspace import HostPaths
 from fence.store import StateStore
 

@@ -28,13 +28,14 @@ from fence.models import (AppView, DropletRecord, EngineInfo, GcReport, Manifest
                           PreparedSource, Route, RolloutReport, RouterStatus, SourceLimits, StackImage,
                           StackStatus)
 from fence.node import crash_loop_warnings, disk_warnings, disks, node_info
+from fence.rules import check_app_name
 from fence.running.manager import InstanceManager
 from fence.stack.resolve import stack_status
 from fence.stack.images import stack_images
 from fence.stack.rollout import StackRollout
 from fence.staging.queue import StagingSlots
 from fence.staging.sources import prepare_source
-from fence.staging.stager import StageRequest, Stager, app_name, check_app_name
+from fence.staging.stager import StageRequest, Stager, app_name
 from fence.staging.workspace import HostPaths
 from fence.store import StateStore
 

@@ -31,7 +31,8 @@ from fence.staging.archive_check import (
     tar_member_entry,
     zip_member_entry,
 )
-from fence.staging.gitfetch import fetch, looks_like_git_url, parse_git_spec
+from fence.rules import looks_like_git_url, parse_git_spec
+from fence.staging.gitfetch import fetch
 from fence.staging.ignores import (
     IGNORE_FILES,
     MAX_IGNORE_FILE_BYTES,
