@@ -10,7 +10,7 @@ import select
 import socket
 import threading
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 from urllib.parse import quote, urlencode
 
 from fence.errors import DaemonNotRunning, DaemonPermissionDenied, FenceError, InternalError, UsageError, from_wire
@@ -22,7 +22,7 @@ from fence.wire import from_wire as model_from_wire
 # The stdlib's http.client, not httpx: every CLI call imports the client, and httpx's import alone
 # (~100 ms here) was most of a `fence apps` call; the daemon speaks plain HTTP/1.1 on one local socket.
 LineCallback = Callable[[str], None]
-_UPLOAD_BLOCK = 1024 * 1024
+_BLOCK = 1024 * 1024
 
 
 class FenceClient:
@@ -292,7 +292,7 @@ class FenceClient:
                              else content, timeout=self._timeout, read_timeout=None)
             if response.status >= 400:
                 _payload(response.status, response.read())
-            for raw in response:
+            for raw in _lines(response):
                 if not raw.strip():
                     continue
                 event = json.loads(raw)
@@ -302,6 +302,8 @@ class FenceClient:
                     return event
                 elif event.get("event") == "error":
                     raise from_wire(event["error"])
+            if response.length:  # it ended before the length it promised
+                raise http.client.IncompleteRead(b"", response.length)
         except (http.client.HTTPException, ConnectionError) as exc:
             response = None
             raise InternalError(detail=f"the daemon closed the stream ({exc or type(exc).__name__})") from exc
@@ -381,7 +383,7 @@ class _UnixConnection(http.client.HTTPConnection):
     """An HTTP/1.1 connection over a Unix socket."""
 
     def __init__(self, host_socket: Path, *, timeout: float) -> None:
-        super().__init__("fence", timeout=timeout, blocksize=_UPLOAD_BLOCK)
+        super().__init__("fence", timeout=timeout, blocksize=_BLOCK)
         self._host_socket = host_socket
 
     def connect(self) -> None:
@@ -393,6 +395,18 @@ class _UnixConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
+
+
+def _lines(response: http.client.HTTPResponse) -> Iterator[bytes]:
+    """The answer's lines as they arrive; a chunked answer broken off raises ``IncompleteRead``
+    (``read1`` says so, where ``readline`` would end quietly)."""
+    pending = b""
+    while chunk := response.read1(_BLOCK):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        yield from lines
+    if pending:
+        yield pending
 
 
 def _dropped(sock: socket.socket) -> bool:
