@@ -1,4 +1,4 @@
-"""The CLI figure a user feels: `fence apps --json` as a whole process, beside `python -c pass` of the same interpreter."""
+"""The CLI figure a user feels: `fence apps --json` as a whole process, beside `python -c pass` (same interpreter)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def measure_cli(node: BenchNode, *, reps: int, say: Say) -> dict[str, Summary]:
         store.put_app(AppRecord(name=name, instances=1, memory_mib=128, env={"K": "v"}, started=False,
                                 release=None, health_timeout=None, urls=(), created_at=now))
     env = {k: v for k, v in node.env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    runs = {"cli.fence": [sys.executable, "-m", "fence", "apps", "--json"], "cli.python": [sys.executable, "-c", "pass"]}
+    runs = {"cli.fence": [sys.executable, "-m", "fence", "apps", "--json"],
+            "cli.python": [sys.executable, "-c", "pass"]}
     samples: dict[str, list[float]] = {key: [] for key in runs}
     try:
         for rep in range(WARMUP + reps):

@@ -29,7 +29,7 @@ _GIT_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}")
 
 
 def check_app_name(name: object, *, what: str = "app name") -> str:
-    """Refuse an app name that is not 1-63 lower-case letters, digits and inner dashes.
+    """Refuse an app name that is not 1-63 lower-case letters, digits and inner dashes (``NAME_PATTERN``).
 
     Args:
         name: the candidate name.
@@ -39,51 +39,41 @@ def check_app_name(name: object, *, what: str = "app name") -> str:
         The name, unchanged.
 
     Raises:
-        InvalidName: it is not a string matching ``NAME_PATTERN``.
+        InvalidName: it breaks the pattern.
     """
-    if not isinstance(name, str) or not _APP_NAME.fullmatch(name):
-        raise InvalidName(what=what, value=_shorten(name),
-                          why="use 1-63 lower-case letters, digits and inner dashes")
-    return name
+    return _checked(name, _APP_NAME, 63, what=what, why="use 1-63 lower-case letters, digits and inner dashes")
 
 
 def check_dns_name(name: object, *, what: str = "host name") -> str:
-    """Refuse a DNS name that is not dot-separated lower-case labels of letters, digits and inner dashes.
-
-    Args:
-        name: the candidate name.
-        what: what the name is, for the error.
+    """Refuse a DNS name that is not dot-separated ``NAME_PATTERN`` labels, at most 253 characters.
 
     Returns:
         The name, unchanged.
 
     Raises:
-        InvalidName: it is not such a name, or longer than 253 characters.
+        InvalidName: it breaks the pattern (``what`` says what the name is).
     """
-    if not isinstance(name, str) or len(name) > MAX_DNS_NAME or not _DNS_NAME.fullmatch(name):
-        raise InvalidName(what=what, value=_shorten(name),
-                          why="use dot-separated labels of lower-case letters, digits and inner "
-                              "dashes, at most 253 characters")
-    return name
+    return _checked(name, _DNS_NAME, MAX_DNS_NAME, what=what,
+                    why="use dot-separated labels of lower-case letters, digits and inner dashes, "
+                        f"at most {MAX_DNS_NAME} characters")
 
 
 def check_env_name(name: object, *, what: str = "env variable") -> str:
-    """Refuse an env variable name that is not an identifier of at most 255 characters.
-
-    Args:
-        name: the candidate name.
-        what: what the name is, for the error (the manifest puts its file and line here).
+    """Refuse an env variable name that is not an identifier (``ENV_NAME``) of at most 255 characters.
 
     Returns:
         The name, unchanged.
 
     Raises:
-        InvalidName: it is not such a name.
+        InvalidName: it breaks the pattern (``what`` says what the name is and where).
     """
-    if not isinstance(name, str) or len(name) > MAX_ENV_NAME or not ENV_NAME.fullmatch(name):
-        raise InvalidName(what=what, value=_shorten(name),
-                          why=f"use letters, digits and '_', not starting with a digit, at most "
-                              f"{MAX_ENV_NAME} characters")
+    return _checked(name, ENV_NAME, MAX_ENV_NAME, what=what,
+                    why=f"use letters, digits and '_', not starting with a digit, at most {MAX_ENV_NAME} characters")
+
+
+def _checked(name: object, pattern: re.Pattern[str], longest: int, *, what: str, why: str) -> str:
+    if not isinstance(name, str) or len(name) > longest or not pattern.fullmatch(name):
+        raise InvalidName(what=what, value=_shorten(name), why=why)
     return name
 
 

@@ -1,4 +1,4 @@
-"""Fetches a git repository at a branch, tag or commit (gitpython), for app sources and buildpacks (``fence.rules`` parses the spec)."""
+"""Clones a git repository at a branch, tag or commit (gitpython); ``fence.rules`` parses and checks the spec."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FenceClient over a real Unix socket: typed answers, errors as fence classes, streams, uploads, kept-alive connections."""
+"""FenceClient over a real Unix socket: typed answers, errors as fence classes, streams, uploads, kept-alive links."""
 
 from __future__ import annotations
 

@@ -102,7 +102,8 @@ def test_git_specs() -> None:
 
 
 @pytest.mark.parametrize(("text", "why"), [
-    ("ext::sh -c id", "must start with"), ("https://h/r x", "spaces or control"), ("https://h/r\n", "spaces or control"),
+    ("ext::sh -c id", "must start with"), ("https://h/r x", "spaces or control"),
+    ("https://h/r\n", "spaces or control"),
     ("https://h/r#", "must be a branch"), ("https://h/r#-b", "must be a branch"), ("https://h/r#a..b", "not a valid"),
     ("https://h/r#x.lock", "not a valid"), ("https://h/" + "r" * 2048, "spaces or control"),
 ])
@@ -113,8 +114,8 @@ def test_bad_git_specs_are_refused(text: str, why: str) -> None:
 
 
 def test_importing_the_cli_loads_neither_the_stager_nor_docker_git_or_httpx() -> None:
-    heavy = ["fence.staging.stager", "fence.staging.sources", "fence.backend.docker", "fence.config", "docker",
-             "git", "httpx", "yaml", "jinja2"]
+    heavy = ["fence.staging.stager", "fence.staging.sources", "fence.backend.docker", "fence.config",
+             "docker", "git", "httpx", "yaml", "jinja2"]
     code = f"import sys, json, fence.cli; print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(done.stdout) == []
