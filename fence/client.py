@@ -261,19 +261,25 @@ class FenceClient:
                 away before answering.
             FenceError: the error the daemon answered with, as the same class.
         """
-        conn = self._take()
-        try:
-            response = _send(conn, method, path, params=params, content=_json_body(body),
-                             timeout=self._timeout, read_timeout=read_timeout or self._timeout)
-            data = response.read()
-        except (http.client.HTTPException, ConnectionError) as exc:
-            conn.close()
-            raise _unreachable(exc, self._host_socket) from exc
-        except BaseException:
-            conn.close()
-            raise
-        self._give(conn, response)
-        return _payload(response.status, data)
+        # A GET on a kept-alive connection is tried once more on a new one: the daemon may have
+        # closed the idle connection just as this request went out.
+        for attempt in ("kept", "fresh") if method == "GET" else ("any",):
+            conn = self._take(fresh=attempt == "fresh")
+            try:
+                response = _send(conn, method, path, params=params, content=_json_body(body),
+                                 timeout=self._timeout, read_timeout=read_timeout or self._timeout)
+                data = response.read()
+            except (http.client.HTTPException, ConnectionError) as exc:
+                conn.close()
+                if attempt == "kept":
+                    continue
+                raise _unreachable(exc, self._host_socket) from exc
+            except BaseException:
+                conn.close()
+                raise
+            self._give(conn, response)
+            return _payload(response.status, data)
+        raise AssertionError("unreachable")  # pragma: no cover - the last attempt returns or raises
 
     def _stream(self, method: str, path: str, *, params: list[tuple[str, str]] | None = None,
                 content: bytes | BinaryIO | None = None, body: Any = None, on_line: LineCallback,
@@ -316,14 +322,15 @@ class FenceClient:
             raise InternalError(detail=f"the daemon ended the {what} stream without a result")
         return {}
 
-    def _take(self) -> _UnixConnection:
-        """The kept-alive connection if it is still open, else a new one (each call has its own).
+    def _take(self, *, fresh: bool = False) -> _UnixConnection:
+        """The kept-alive connection if it is still open (and not ``fresh``), else a new one; each
+        call has its own.
 
         Raises:
             DaemonNotRunning, DaemonPermissionDenied: the socket cannot be connected to.
         """
         with self._lock:
-            conn, self._idle = self._idle, None
+            conn, self._idle = (None, self._idle) if fresh else (self._idle, None)
         if conn is not None and conn.sock is not None and not _dropped(conn.sock):
             return conn
         if conn is not None:
