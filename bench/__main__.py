@@ -14,14 +14,14 @@ import time
 import uuid
 from pathlib import Path
 
-from bench import cli_scale, running, staging
+from bench import cli, cli_scale, running, staging
 from bench.baseline import Docker
 from bench.node import REPO, BenchNode
 from bench.report import Row, absolute_row, ratio_row, table, write_json
 from bench.stats import Summary
 
 
-SECTIONS = ("staging", "start", "scale", "cli-scale", "api")
+SECTIONS = ("cli", "staging", "start", "scale", "cli-scale", "api")
 
 
 def main() -> int:
@@ -34,6 +34,7 @@ def main() -> int:
                         help="docker runs at once (fence's reconciler starts 8 at a time)")
     parser.add_argument("--apps", type=int, default=200, help="apps in the store for the API latency")
     parser.add_argument("--calls", type=int, default=200, help="timed API calls")
+    parser.add_argument("--cli-reps", type=int, default=15, help="runs of `fence apps --json` (at least 10)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest.json")
     parser.add_argument("--keep-home", action="store_true", help="keep the node's FENCE_HOME (daemon log)")
     parser.add_argument("--only", default=",".join(SECTIONS),
@@ -42,6 +43,8 @@ def main() -> int:
     only = {part.strip() for part in args.only.split(",") if part.strip()}
     if not only or only - set(SECTIONS):
         parser.error(f"--only takes sections of {', '.join(SECTIONS)}, not {args.only!r}")
+    if args.cli_reps < 10:
+        parser.error("--cli-reps must be at least 10")
 
     say = lambda text: print(text, flush=True)  # noqa: E731
     started = time.monotonic()
@@ -55,6 +58,9 @@ def main() -> int:
         say(f"-----> fence node at {node.root} (router port {node.router_port}), run {run_id}")
         node.start()
         droplet = ""
+        if "cli" in only:  # first: a node with only its few apps, before other sections fill the store
+            say(f"-----> CLI process ({args.cli_reps} runs each)")
+            figures.update(cli.measure_cli(node, reps=args.cli_reps, say=say))
         if "staging" in only:
             say(f"-----> Staging ({args.reps} repetitions each)")
             staged = staging.measure(node, docker, reps=args.reps, host_work=host_work, say=say)
@@ -91,7 +97,7 @@ def main() -> int:
             "sections": sorted(only),
             "seconds": round(elapsed, 1), "reps": args.reps, "scale": args.scale,
             "scale_reps": args.scale_reps, "concurrency": args.concurrency, "apps": args.apps,
-            "calls": args.calls, "commit": _commit(), "python": platform.python_version(),
+            "calls": args.calls, "cli_reps": args.cli_reps, "commit": _commit(), "python": platform.python_version(),
             "cpus": os.cpu_count(), "docker": _docker_version()}
     write_json(args.out, meta=meta, rows=rows, figures=figures, extra=extra)
     say("")
@@ -105,6 +111,14 @@ def main() -> int:
 def _rows(f: dict[str, Summary], extra: dict[str, object], scale: int, apps: int) -> list[Row]:
     """The table's rows for the figures measured (a section not run has none)."""
     rows = []
+    if "cli.fence" in f:
+        fence, python = f["cli.fence"], f["cli.python"]
+        rows += [
+            absolute_row(f"`fence apps --json`, whole process ({cli.APPS} apps)", fence.text(), fence.median, 150, "ms",
+                         baseline=python.text(), baseline_name="python -c pass, same interpreter"),
+            ratio_row("`fence apps --json` / interpreter start (value: ratio)", fence, python,
+                      f"python -c pass; difference {fence.median - python.median:.0f} ms", None),
+        ]
     if "start.docker" in f:
         rows += [
             ratio_row("instance start, first of a droplet (API call → first 200 from it)", f["start.first.fence"],

@@ -64,7 +64,7 @@ def _timed_scale(node: BenchNode, instances: int) -> tuple[float, float, float]:
     started = time.perf_counter()
     for poller in pollers:
         poller.start()
-    node.client.act(APP, "scale", on_line=lambda line: None, params={"instances": str(instances)})
+    node.client.scale(APP, instances, on_line=lambda line: None)
     returned = time.perf_counter() - started
     for poller in pollers:
         poller.join(timeout=180)
@@ -199,7 +199,7 @@ def measure_start(node: BenchNode, docker: Docker, *, reps: int, host_work: Path
 
 def _scale_quietly(node: BenchNode, instances: int) -> None:
     assert node.client is not None
-    node.client.act(APP, "scale", on_line=lambda line: None, params={"instances": str(instances)})
+    node.client.scale(APP, instances, on_line=lambda line: None)
 
 
 def measure_scale(node: BenchNode, docker: Docker, *, image: str, count: int, reps: int,

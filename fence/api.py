@@ -36,9 +36,8 @@ from fence.errors import (
 )
 from fence.follow import LogFollow
 from fence.models import AppView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord, StackImage
+from fence.rules import env_from_pairs, parse_git_spec, parse_memory
 from fence.service import NodeService, StageOrder
-from fence.staging.gitfetch import parse_git_spec
-from fence.staging.stager import env_from_pairs, parse_memory
 
 log = logging.getLogger("fence.api")
 
@@ -328,17 +327,15 @@ def create_app(service: NodeService, app_ops: AppOps) -> FastAPI:
     def run(name: str, order: TaskOrder) -> StreamingResponse:
         """Run a one-off command in a fresh container: streamed NDJSON ``log`` events, then
         ``result`` (``exit_code``) or ``error``."""
-        apps = app_ops
         task_id = uuid.uuid4().hex[:12]
-        return _ndjson(_work_events(lambda out: {"exit_code": apps.run_task(name, tuple(order.argv), out, task_id)},
-                                    name=f"run-{name}", on_gone=lambda: apps.cancel_task(task_id)))
+        return _ndjson(_work_events(lambda out: {"exit_code": app_ops.run_task(name, tuple(order.argv), out, task_id)},
+                                    name=f"run-{name}", on_gone=lambda: app_ops.cancel_task(task_id)))
 
     @app.post("/v1/apps/{name}/{action}")
     async def act(name: str, action: str, instances: int | None = None,
                   release: int | None = None, force: bool = False) -> StreamingResponse:
         """start, stop, restart, restage (``force``), scale (``instances``), rollback (``release``):
         streamed NDJSON ``log`` events, then ``result`` (``app``) or ``error``."""
-        apps = app_ops
         works: dict[str, Callable[[Callable[[str], None]], Any]] = {
             "start": lambda out: app_ops.start(name, out),
             "stop": lambda out: app_ops.stop(name),

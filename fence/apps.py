@@ -7,7 +7,6 @@ import dataclasses
 import datetime as dt
 import functools
 import shutil
-import threading
 import time
 from typing import Callable, Iterator, Mapping
 
@@ -15,15 +14,14 @@ from fence import labels
 from fence.backend.base import Container, ContainerBackend
 from fence.config import ConfigStore
 from fence.droplets import DropletStore
-from fence.errors import AppNotFound, DeployFailed, FenceError, NoRelease, ReleaseNotFound, UsageError
+from fence.errors import AppNotFound, DeployFailed, NoRelease, ReleaseNotFound, UsageError
 from fence.follow import LogFollow
 from fence.home import NodeHome
 from fence.models import AppRecord, AppView, DeploySettings, DropletRecord, InstanceView, ReleaseRecord
+from fence.rules import check_app_name, check_dns_name, check_env
 from fence.running.manager import InstanceManager
-from fence.router.render import check_dns_name
 from fence.running.starter import InstanceStarter
 from fence.running.tasks import TaskRunner
-from fence.staging.stager import check_app_name, check_env
 from fence.store import StateStore
 
 LineCallback = Callable[[str], None]

@@ -8,7 +8,7 @@ from fence import __version__
 from fence.cli_apps import COMMANDS, absolute_buildpacks, client
 from fence.console import debug_option, render, run_cli
 from fence.home import NodeHome
-from fence.staging.stager import check_app_name, env_from_pairs
+from fence.rules import check_app_name, env_from_pairs
 from fence.wire import to_wire
 
 

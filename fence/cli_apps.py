@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -11,7 +12,7 @@ from fence.client import FenceClient
 from fence.console import debug_option, render
 from fence.home import NodeHome
 from fence.models import AppView
-from fence.staging.stager import check_app_name, env_from_pairs, parse_memory
+from fence.rules import check_app_name, env_from_pairs, parse_memory
 from fence.wire import to_wire
 
 
@@ -102,21 +103,25 @@ def _describe(view: AppView) -> str:
     return "\n".join(lines)
 
 
-def _action(action: str, helptext: str):  # noqa: ANN202
+def _summary(view: AppView) -> str:
+    return f"{view.name}: {view.state}, {view.running}/{view.instances} running"
+
+
+def _action(action: str, helptext: str, call: Callable[[FenceClient, str], AppView]) -> click.Command:
     @click.command(name=action, help=helptext)
     @click.argument("name")
     @debug_option
     def command(name: str) -> None:
-        result = client().act(_name(name), action, on_line=_echo)
-        if "app" in result:
-            view = result["app"]
-            click.echo(f"{view['name']}: {view['state']}, {view['running']}/{view['instances']} running")
+        click.echo(_summary(call(client(), _name(name))))
     return command
 
 
-start = _action("start", "Start a stopped app and wait until its instances are healthy.")
-stop = _action("stop", "Stop every instance of an app (TERM, KILL after 10 s).")
-restart = _action("restart", "Replace every instance, each new one healthy before its old one stops.")
+start = _action("start", "Start a stopped app and wait until its instances are healthy.",
+                lambda api, name: api.start(name, on_line=_echo))
+stop = _action("stop", "Stop every instance of an app (TERM, KILL after 10 s).",
+               lambda api, name: api.stop(name, on_line=_echo))
+restart = _action("restart", "Replace every instance, each new one healthy before its old one stops.",
+                  lambda api, name: api.restart(name, on_line=_echo))
 
 
 @click.command()
@@ -127,10 +132,7 @@ restart = _action("restart", "Replace every instance, each new one healthy befor
 def restage(name: str, force: bool) -> None:
     """Stage the app again from its kept source (today's stack and buildpacks), then replace its
     instances as a push does; unchanged inputs reuse their droplet unless --force."""
-    result = client().act(_name(name), "restage", params={"force": "true"} if force else None, on_line=_echo)
-    view = result.get("app", {})
-    click.echo(f"{view.get('name', name)}: {view.get('state', '?')}, "
-               f"{view.get('running', '?')}/{view.get('instances', '?')} running")
+    click.echo(_summary(client().restage(_name(name), force=force, on_line=_echo)))
 
 
 @click.command()
@@ -148,9 +150,8 @@ def delete(name: str) -> None:
 @debug_option
 def scale(name: str, instances: int) -> None:
     """Run INSTANCES web instances of the app."""
-    result = client().act(_name(name), "scale", params={"instances": str(instances)}, on_line=_echo)
-    view = result.get("app", {})
-    click.echo(f"{name}: {view.get('running', '?')}/{view.get('instances', instances)} running")
+    view = client().scale(_name(name), instances, on_line=_echo)
+    click.echo(f"{name}: {view.running}/{view.instances} running")
 
 
 @click.command()
@@ -167,13 +168,12 @@ def env(name: str, changes: tuple[str, ...]) -> None:
         return
     verb, args = changes[0], changes[1:]
     if verb == "set" and args:
-        body = {"set": env_from_pairs(args), "unset": []}
+        view = client().set_env(name, changes=env_from_pairs(args), removals=(), on_line=_echo)
     elif verb == "unset" and args:
-        body = {"set": {}, "unset": list(args)}
+        view = client().set_env(name, changes={}, removals=args, on_line=_echo)
     else:
         raise click.UsageError("use `fence env NAME set K=V …` or `fence env NAME unset K …`")
-    client().act(name, "env", body=body, on_line=_echo)
-    click.echo(render(dict(client().app(name).env), "yaml"))
+    click.echo(render(dict(view.env), "yaml"))
 
 
 @click.command()
@@ -195,8 +195,7 @@ def run(name: str, argv: tuple[str, ...]) -> None:
     command = argv[1:] if argv[:1] == ("--",) else argv
     if not command:
         raise click.UsageError("give the command after --, e.g. fence run myapp -- id -u")
-    result = client().act(_name(name), "run", body={"argv": list(command)}, on_line=_echo)
-    sys.exit(int(result.get("exit_code", 1)))
+    sys.exit(client().run(_name(name), command, on_line=_echo))
 
 
 @click.command()
@@ -219,8 +218,7 @@ def releases(name: str, as_json: bool) -> None:
 @debug_option
 def rollback(name: str, release: int | None) -> None:
     """Run an earlier release again (the previous one, or RELEASE)."""
-    params = {"release": str(release)} if release is not None else {}
-    client().act(_name(name), "rollback", params=params, on_line=_echo)
+    client().rollback(_name(name), release, on_line=_echo)
 
 
 @click.group()

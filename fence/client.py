@@ -1,31 +1,44 @@
-"""The daemon's API client (httpx over the Unix socket); errors arrive as the same fence error classes."""
+"""The daemon's API client (HTTP/1.1 over the Unix socket); errors arrive as the same fence error classes."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import re
-import tempfile
+import select
+import socket
+import threading
 from pathlib import Path
-from typing import Any, Callable, Iterable
-
-import httpx
+from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
+from urllib.parse import quote, urlencode
 
 from fence.errors import DaemonNotRunning, DaemonPermissionDenied, FenceError, InternalError, UsageError, from_wire
 from fence.models import (AppView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord, RolloutReport,
                           SourceLimits, StackImage)
-from fence.staging.gitfetch import looks_like_git_url
-from fence.staging.sources import pack_directory_for_upload
-from fence.tarstream import file_chunks
+from fence.rules import looks_like_git_url
 from fence.wire import from_wire as model_from_wire
+
+# The stdlib's http.client, not httpx: every CLI call imports the client, and httpx's import alone
+# (~100 ms here) was most of a `fence apps` call; the daemon speaks plain HTTP/1.1 on one local socket.
+LineCallback = Callable[[str], None]
+_BLOCK = 1024 * 1024
 
 
 class FenceClient:
-    """Talks to one fence daemon."""
+    """Talks to one fence daemon.
+
+    Args:
+        host_socket: the daemon's Unix socket.
+        timeout: seconds to wait for a connection and for each answer (streams wait as long as
+            the work takes).
+    """
 
     def __init__(self, *, host_socket: Path, timeout: float = 30.0) -> None:
         self._host_socket = host_socket
-        self._http = httpx.Client(transport=httpx.HTTPTransport(uds=str(host_socket)),
-                                  base_url="http://fence", timeout=timeout)
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._idle: _UnixConnection | None = None  # kept alive between calls, as httpx's pool did
 
     def info(self) -> NodeStatus:
         """The node's status.
@@ -60,14 +73,10 @@ class FenceClient:
             DaemonNotRunning: nothing answers on the socket.
             EngineUnavailable: the daemon cannot reach the engine.
         """
-        try:
-            response = self._http.post("/v1/gc", params={"dry_run": str(dry_run).lower()},
-                                       timeout=httpx.Timeout(30.0, read=600.0))
-        except (httpx.ConnectError, FileNotFoundError, PermissionError) as exc:
-            raise _unreachable(exc, self._host_socket) from exc
-        return model_from_wire(GcReport, _payload(response))
+        return model_from_wire(GcReport, self._call("POST", "/v1/gc", params=[("dry_run", str(dry_run).lower())],
+                                                    read_timeout=600.0))
 
-    def rollout(self, *, restage: bool, on_line: Callable[[str], None]) -> RolloutReport:
+    def rollout(self, *, restage: bool, on_line: LineCallback) -> RolloutReport:
         """Move every app onto the configured stack, passing progress lines on.
 
         Raises:
@@ -76,13 +85,11 @@ class FenceClient:
             RolloutFailed: some apps could not move (their old instances keep serving).
         """
         result = self._stream("POST", "/v1/stack/rollout", params=[("restage", str(restage).lower())],
-                              on_line=on_line)
-        if "rollout" not in result:
-            raise InternalError(detail="the daemon ended the rollout stream without a result")
-        return model_from_wire(RolloutReport, result["rollout"])
+                              on_line=on_line, what="rollout")
+        return model_from_wire(RolloutReport, _field(result, "rollout"))
 
     def stage(self, *, source: str, app: str | None, buildpacks: tuple[str, ...],
-              env_pairs: tuple[str, ...], on_line: Callable[[str], None],
+              env_pairs: tuple[str, ...], on_line: LineCallback,
               limits: SourceLimits | None = None, force: bool = False) -> DropletRecord:
         """Send app source to the daemon and stage it, passing the log on as it comes.
 
@@ -106,84 +113,10 @@ class FenceClient:
         """
         result = self._upload(source=source, app=app, buildpacks=buildpacks, env_pairs=env_pairs,
                               on_line=on_line, limits=limits, extra=[("force", "true")] if force else [])
-        return model_from_wire(DropletRecord, result["droplet"])
-
-    def _upload(self, *, source: str, app: str | None, buildpacks: tuple[str, ...],
-                env_pairs: tuple[str, ...], on_line: Callable[[str], None],
-                limits: SourceLimits | None, extra: list[tuple[str, str]]) -> dict[str, Any]:
-        params: list[tuple[str, str]] = [("buildpack", b) for b in buildpacks] + extra
-        params += [("env", pair) for pair in env_pairs]
-        if app:
-            params.append(("name", app))
-        with tempfile.TemporaryDirectory(prefix="fence-upload-") as tmp:
-            if looks_like_git_url(source):
-                params.append(("git", source))
-                body: Iterable[bytes] = iter([b""])
-            else:
-                host_source = Path(source).expanduser()
-                if host_source.is_dir():
-                    host_upload = Path(tmp) / "upload.tar.gz"
-                    pack_directory_for_upload(host_source, host_upload, limits=limits or SourceLimits())
-                    params.append(("fallback_name", _name_from(host_source.resolve().name)))
-                    params.append(("packed_folder", "true"))  # a folder is staged as it is, never unwrapped
-                elif host_source.is_file():
-                    host_upload = host_source
-                    params.append(("fallback_name", _name_from(host_source.name.split(".")[0])))
-                else:
-                    raise UsageError(detail=f"source {source!r} is not a folder, an archive or a git URL")
-                params.append(("filename", host_upload.name))
-                body = file_chunks(host_upload)
-            return self._stream_staging(params, body, on_line)
-
-    def droplets(self, app: str | None = None) -> list[DropletRecord]:
-        """Droplets, newest first.
-
-        Raises:
-            DaemonNotRunning: nothing answers on the socket.
-        """
-        params = {"app": app} if app else {}
-        return [model_from_wire(DropletRecord, item) for item in self._get("/v1/droplets", params)]
-
-    def _stream(self, method: str, path: str, *, params: list[tuple[str, str]] | None = None,
-                content: Iterable[bytes] | None = None, body: Any = None,
-                on_line: Callable[[str], None]) -> dict[str, Any]:
-        """Send a request whose answer is NDJSON events; pass ``log`` lines on, return ``result``.
-
-        Raises:
-            DaemonNotRunning: nothing answers on the socket.
-            FenceError: the ``error`` event, as the same class.
-        """
-        try:
-            with self._http.stream(method, path, params=params, content=content, json=body,
-                                   timeout=httpx.Timeout(30.0, read=None)) as response:
-                if response.is_error:
-                    response.read()
-                    _payload(response)
-                for raw in response.iter_lines():
-                    if not raw.strip():
-                        continue
-                    event = json.loads(raw)
-                    if event.get("event") == "log":
-                        on_line(str(event.get("line", "")))
-                    elif event.get("event") == "result":
-                        return event
-                    elif event.get("event") == "error":
-                        raise from_wire(event["error"])
-        except (httpx.ConnectError, FileNotFoundError, PermissionError) as exc:
-            raise _unreachable(exc, self._host_socket) from exc
-        except httpx.RemoteProtocolError as exc:
-            raise InternalError(detail=f"the daemon closed the stream ({exc})") from exc
-        return {}
-
-    def _stream_staging(self, params: list[tuple[str, str]], body: Iterable[bytes],
-                        on_line: Callable[[str], None]) -> dict[str, Any]:
-        result = self._stream("POST", "/v1/stagings", params=params, content=body, on_line=on_line)
-        if not result:
-            raise InternalError(detail="the daemon ended the staging stream without a result")
-        return result
+        return model_from_wire(DropletRecord, _field(result, "droplet"))
 
     def push(self, *, source: str, app: str | None, buildpacks: tuple[str, ...], env_pairs: tuple[str, ...],
-             instances: int | None, mem: str | None, on_line: Callable[[str], None],
+             instances: int | None, mem: str | None, on_line: LineCallback,
              limits: SourceLimits | None = None, force: bool = False) -> AppView:
         """Stage and run an app (see ``stage`` for the arguments); returns it once healthy.
 
@@ -197,7 +130,49 @@ class FenceClient:
             extra.append(("mem", mem))
         result = self._upload(source=source, app=app, buildpacks=buildpacks, env_pairs=env_pairs,
                               on_line=on_line, limits=limits, extra=extra)
-        return model_from_wire(AppView, result["app"])
+        return model_from_wire(AppView, _field(result, "app"))
+
+    def _upload(self, *, source: str, app: str | None, buildpacks: tuple[str, ...],
+                env_pairs: tuple[str, ...], on_line: LineCallback,
+                limits: SourceLimits | None, extra: list[tuple[str, str]]) -> dict[str, Any]:
+        params: list[tuple[str, str]] = [("buildpack", b) for b in buildpacks] + extra
+        params += [("env", pair) for pair in env_pairs]
+        if app:
+            params.append(("name", app))
+        if looks_like_git_url(source):
+            params.append(("git", source))
+            return self._stream("POST", "/v1/stagings", params=params, content=b"", on_line=on_line, what="staging")
+        host_source = Path(source).expanduser()
+        if host_source.is_dir():
+            import tempfile  # only a push or stage of a folder packs one (this and sources cost an import each)
+
+            from fence.staging.sources import pack_directory_for_upload
+            with tempfile.TemporaryDirectory(prefix="fence-upload-") as tmp:
+                host_upload = Path(tmp) / "upload.tar.gz"
+                pack_directory_for_upload(host_source, host_upload, limits=limits or SourceLimits())
+                params += [("fallback_name", _name_from(host_source.resolve().name)),
+                           ("filename", host_upload.name),
+                           ("packed_folder", "true")]  # a folder is staged as it is, never unwrapped
+                return self._send_file(params, host_upload, on_line)
+        if host_source.is_file():
+            params += [("fallback_name", _name_from(host_source.name.split(".")[0])),
+                       ("filename", host_source.name)]
+            return self._send_file(params, host_source, on_line)
+        raise UsageError(detail=f"source {source!r} is not a folder, an archive or a git URL")
+
+    def _send_file(self, params: list[tuple[str, str]], host_upload: Path, on_line: LineCallback) -> dict[str, Any]:
+        with host_upload.open("rb") as handle:
+            return self._stream("POST", "/v1/stagings", params=params, content=handle, on_line=on_line,
+                                what="staging")
+
+    def droplets(self, app: str | None = None) -> list[DropletRecord]:
+        """Droplets, newest first.
+
+        Raises:
+            DaemonNotRunning: nothing answers on the socket.
+        """
+        params = [("app", app)] if app else None
+        return [model_from_wire(DropletRecord, item) for item in self._get("/v1/droplets", params)]
 
     def apps(self) -> list[AppView]:
         """Every app."""
@@ -205,52 +180,266 @@ class FenceClient:
 
     def app(self, name: str) -> AppView:
         """One app in detail."""
-        return model_from_wire(AppView, self._get(f"/v1/apps/{name}"))
+        return model_from_wire(AppView, self._get(_app_path(name)))
 
     def releases(self, name: str) -> list[ReleaseRecord]:
         """An app's releases, newest first."""
-        return [model_from_wire(ReleaseRecord, r) for r in self._get(f"/v1/apps/{name}/releases")]
+        return [model_from_wire(ReleaseRecord, r) for r in self._get(_app_path(name, "releases"))]
 
-    def act(self, name: str, action: str, *, on_line: Callable[[str], None],
-            params: dict[str, str] | None = None, body: Any = None) -> dict[str, Any]:
-        """start, stop, restart, restage, scale, rollback, env or run; returns the result event."""
-        return self._stream("POST", f"/v1/apps/{name}/{action}", params=list((params or {}).items()),
-                            body=body, on_line=on_line)
+    def start(self, name: str, *, on_line: LineCallback) -> AppView:
+        """Start a stopped app; returns it once its instances are healthy."""
+        return self._app_action(name, "start", on_line=on_line)
+
+    def stop(self, name: str, *, on_line: LineCallback) -> AppView:
+        """Stop every instance of the app."""
+        return self._app_action(name, "stop", on_line=on_line)
+
+    def restart(self, name: str, *, on_line: LineCallback) -> AppView:
+        """Replace every instance, each new one healthy before its old one stops."""
+        return self._app_action(name, "restart", on_line=on_line)
+
+    def restage(self, name: str, *, force: bool, on_line: LineCallback) -> AppView:
+        """Stage the app again from its kept source and roll the result out (``force``: even if unchanged)."""
+        return self._app_action(name, "restage", on_line=on_line, params=[("force", "true")] if force else [])
+
+    def scale(self, name: str, instances: int, *, on_line: LineCallback) -> AppView:
+        """Run ``instances`` web instances of the app."""
+        return self._app_action(name, "scale", on_line=on_line, params=[("instances", str(instances))])
+
+    def rollback(self, name: str, release: int | None, *, on_line: LineCallback) -> AppView:
+        """Run an earlier release again (``None``: the previous one)."""
+        params = [("release", str(release))] if release is not None else []
+        return self._app_action(name, "rollback", on_line=on_line, params=params)
+
+    def set_env(self, name: str, *, changes: Mapping[str, str], removals: Sequence[str],
+                on_line: LineCallback) -> AppView:
+        """Set and unset env variables of the app (which restarts if it runs)."""
+        body = {"set": dict(changes), "unset": list(removals)}
+        return self._app_action(name, "env", on_line=on_line, body=body)
+
+    def run(self, name: str, argv: Sequence[str], *, on_line: LineCallback) -> int:
+        """Run a one-off command from the app's current droplet; returns its exit code."""
+        result = self._stream("POST", _app_path(name, "run"), body={"argv": list(argv)}, on_line=on_line,
+                              what="run")
+        return int(_field(result, "exit_code"))
 
     def route(self, name: str, verb: str, host: str) -> AppView:
         """Add (``verb="add"``) or remove an extra host name of an app."""
-        try:
-            response = self._http.post(f"/v1/apps/{name}/routes", json={verb: host})
-        except (httpx.ConnectError, FileNotFoundError, PermissionError) as exc:
-            raise _unreachable(exc, self._host_socket) from exc
-        return model_from_wire(AppView, _payload(response))
+        return model_from_wire(AppView, self._call("POST", _app_path(name, "routes"), body={verb: host}))
 
     def delete(self, name: str) -> None:
         """Delete an app."""
-        try:
-            response = self._http.delete(f"/v1/apps/{name}", timeout=httpx.Timeout(30.0, read=120.0))
-        except (httpx.ConnectError, FileNotFoundError, PermissionError) as exc:
-            raise _unreachable(exc, self._host_socket) from exc
-        _payload(response)
+        self._call("DELETE", _app_path(name), read_timeout=120.0)
 
-    def logs(self, name: str, *, follow: bool, staging: bool, on_line: Callable[[str], None]) -> None:
+    def logs(self, name: str, *, follow: bool, staging: bool, on_line: LineCallback) -> None:
         """Pass the app's log lines on (until the stream ends)."""
         params = [("follow", str(follow).lower()), ("staging", str(staging).lower())]
-        self._stream("GET", f"/v1/apps/{name}/logs", params=params, on_line=on_line)
+        self._stream("GET", _app_path(name, "logs"), params=params, on_line=on_line, what="logs",
+                     result_required=False)
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
+        """Close the kept-alive connection to the daemon."""
+        with self._lock:
+            conn, self._idle = self._idle, None
+        if conn is not None:
+            conn.close()
 
-    def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
+    def _app_action(self, name: str, action: str, *, on_line: LineCallback,
+                    params: list[tuple[str, str]] | None = None, body: Any = None) -> AppView:
+        result = self._stream("POST", _app_path(name, action), params=params, body=body, on_line=on_line,
+                              what=action)
+        return model_from_wire(AppView, _field(result, "app"))
+
+    def _get(self, path: str, params: list[tuple[str, str]] | None = None) -> Any:
+        return self._call("GET", path, params=params)
+
+    def _call(self, method: str, path: str, *, params: list[tuple[str, str]] | None = None, body: Any = None,
+              read_timeout: float | None = None) -> Any:
+        """One request whose answer is one JSON document.
+
+        Raises:
+            DaemonNotRunning, DaemonPermissionDenied: the socket cannot be used, or the daemon went
+                away before answering.
+            FenceError: the error the daemon answered with, as the same class.
+        """
+        # A GET on a kept-alive connection is tried once more on a new one: the daemon may have
+        # closed the idle connection just as this request went out.
+        for attempt in ("kept", "fresh") if method == "GET" else ("any",):
+            conn = self._take(fresh=attempt == "fresh")
+            try:
+                response = _send(conn, method, path, params=params, content=_json_body(body),
+                                 timeout=self._timeout, read_timeout=read_timeout or self._timeout)
+                data = response.read()
+            except (http.client.HTTPException, ConnectionError) as exc:
+                conn.close()
+                if attempt == "kept":
+                    continue
+                raise _unreachable(exc, self._host_socket) from exc
+            except BaseException:
+                conn.close()
+                raise
+            self._give(conn, response)
+            return _payload(response.status, data)
+        raise AssertionError("unreachable")  # pragma: no cover - the last attempt returns or raises
+
+    def _stream(self, method: str, path: str, *, params: list[tuple[str, str]] | None = None,
+                content: bytes | BinaryIO | None = None, body: Any = None, on_line: LineCallback,
+                what: str, result_required: bool = True) -> dict[str, Any]:
+        """Send a request whose answer is NDJSON events; pass ``log`` lines on, return ``result``.
+
+        Raises:
+            DaemonNotRunning: nothing answers on the socket.
+            FenceError: the ``error`` event, as the same class.
+            InternalError: the stream broke off, or (``result_required``) ended without a result.
+        """
+        conn = self._take()
+        response: http.client.HTTPResponse | None = None
         try:
-            response = self._http.get(path, params=params)
-        except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError, PermissionError) as exc:
+            response = _send(conn, method, path, params=params, content=_json_body(body) if content is None
+                             else content, timeout=self._timeout, read_timeout=None)
+            if response.status >= 400:
+                _payload(response.status, response.read())
+            for raw in _lines(response):
+                if not raw.strip():
+                    continue
+                event = json.loads(raw)
+                if event.get("event") == "log":
+                    on_line(str(event.get("line", "")))
+                elif event.get("event") == "result":
+                    return event
+                elif event.get("event") == "error":
+                    raise from_wire(event["error"])
+            if response.length:  # it ended before the length it promised
+                raise http.client.IncompleteRead(b"", response.length)
+        except (http.client.HTTPException, ConnectionError) as exc:
+            response = None
+            raise InternalError(detail=f"the daemon closed the stream ({exc or type(exc).__name__})") from exc
+        finally:
+            if response is not None and response.isclosed():
+                self._give(conn, response)
+            else:  # left mid-stream: this connection cannot carry another request
+                conn.close()
+        if result_required:
+            raise InternalError(detail=f"the daemon ended the {what} stream without a result")
+        return {}
+
+    def _take(self, *, fresh: bool = False) -> _UnixConnection:
+        """The kept-alive connection if it is still open (and not ``fresh``), else a new one; each
+        call has its own.
+
+        Raises:
+            DaemonNotRunning, DaemonPermissionDenied: the socket cannot be connected to.
+        """
+        with self._lock:
+            conn, self._idle = (None, self._idle) if fresh else (self._idle, None)
+        if conn is not None and conn.sock is not None and not _dropped(conn.sock):
+            return conn
+        if conn is not None:
+            conn.close()
+        conn = _UnixConnection(self._host_socket, timeout=self._timeout)
+        try:
+            conn.connect()
+        except TimeoutError:
+            conn.close()
+            raise
+        except OSError as exc:
+            conn.close()
             raise _unreachable(exc, self._host_socket) from exc
-        return _payload(response)
+        return conn
+
+    def _give(self, conn: _UnixConnection, response: http.client.HTTPResponse) -> None:
+        """Keep a connection whose answer was read whole for the next call (one is kept)."""
+        if response.will_close or conn.sock is None:
+            conn.close()
+            return
+        with self._lock:
+            if self._idle is None:
+                self._idle = conn
+                return
+        conn.close()
 
 
-def _unreachable(exc: Exception, host_socket: Path) -> FenceError:
+def _send(conn: _UnixConnection, method: str, path: str, *, params: list[tuple[str, str]] | None,
+          content: bytes | BinaryIO | None, timeout: float, read_timeout: float | None) -> http.client.HTTPResponse:
+    """Send one request (``timeout`` for each write) and return the answer once its head has arrived
+    (``read_timeout`` for each read; ``None``: as long as the work takes).
+
+    Raises:
+        http.client.HTTPException, ConnectionError: the daemon went away before answering.
+    """
+    headers = {"Host": "fence", "Accept": "application/json"}
+    if isinstance(content, bytes):
+        headers["Content-Length"] = str(len(content))
+        if content:
+            headers["Content-Type"] = "application/json"
+    elif content is not None:
+        headers["Content-Length"] = str(os.fstat(content.fileno()).st_size)
+        headers["Content-Type"] = "application/octet-stream"
+    url = f"{path}?{urlencode(params)}" if params else path
+    assert conn.sock is not None
+    conn.sock.settimeout(timeout)
+    try:
+        conn.request(method, url, body=content, headers=headers)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the daemon stopped reading the body (an upload over its limit): its answer says why
+    if conn.sock is not None:
+        conn.sock.settimeout(read_timeout)
+    return conn.getresponse()
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """An HTTP/1.1 connection over a Unix socket."""
+
+    def __init__(self, host_socket: Path, *, timeout: float) -> None:
+        super().__init__("fence", timeout=timeout, blocksize=_BLOCK)
+        self._host_socket = host_socket
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(str(self._host_socket))
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _lines(response: http.client.HTTPResponse) -> Iterator[bytes]:
+    """The answer's lines as they arrive; a chunked answer broken off raises ``IncompleteRead``
+    (``read1`` says so, where ``readline`` would end quietly)."""
+    pending = b""
+    while chunk := response.read1(_BLOCK):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        yield from lines
+    if pending:
+        yield pending
+
+
+def _dropped(sock: socket.socket) -> bool:
+    """Whether an idle kept-alive connection was closed by the daemon (it reads as ready, at EOF)."""
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+def _json_body(body: Any) -> bytes | None:
+    return None if body is None else json.dumps(body).encode()
+
+
+def _app_path(name: str, *rest: str) -> str:
+    return "/".join(("/v1/apps", quote(name, safe=""), *rest))
+
+
+def _field(result: dict[str, Any], key: str) -> Any:
+    if key not in result:
+        raise InternalError(detail=f"the daemon's result lacks {key!r}")
+    return result[key]
+
+
+def _unreachable(exc: BaseException, host_socket: Path) -> FenceError:
     """The error for a socket that cannot be used: permission, or nothing listening."""
     if isinstance(exc, PermissionError) or "Permission denied" in str(exc) or "Errno 13" in str(exc):
         return DaemonPermissionDenied(socket=host_socket)
@@ -262,13 +451,13 @@ def _name_from(text: str) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", text.lower())).strip("-")[:63]
 
 
-def _payload(response: httpx.Response) -> Any:
+def _payload(status: int, data: bytes) -> Any:
     try:
-        body = response.json()
+        body = json.loads(data)
     except ValueError:
-        raise InternalError(detail=f"daemon answered {response.status_code} without JSON") from None
-    if response.is_error:
+        raise InternalError(detail=f"daemon answered {status} without JSON") from None
+    if status >= 400:
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
             raise from_wire(body["error"])
-        raise InternalError(detail=f"daemon answered {response.status_code}: {body!r}"[:300])
+        raise InternalError(detail=f"daemon answered {status}: {body!r}"[:300])
     return body

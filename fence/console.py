@@ -8,7 +8,6 @@ import traceback
 from typing import Any, Callable
 
 import click
-import yaml
 
 from fence.errors import EXIT_INTERNAL, FenceError
 
@@ -81,6 +80,8 @@ def render(value: Any, fmt: str, prefix: str = "") -> str:
     if fmt == "flat":
         return "\n".join(f"{path} {scalar_text(leaf)}" for path, leaf in _flatten(value, prefix))
     if isinstance(value, (dict, list)):
+        import yaml  # only YAML output needs it, and a CLI call should not pay for loading it
+
         return yaml.safe_dump(value, default_flow_style=False, sort_keys=True).rstrip("\n")
     return scalar_text(value)
 

@@ -22,12 +22,12 @@ from fence.home import NodeHome
 from fence.models import (AppUid, AppView, DeploySettings, DropletRecord, EngineInfo, GcReport, NodeInfo, NodeStatus,
                           RolloutReport, RouterStatus, SourceLimits, StackImage, StackStatus)
 from fence.node import app_uid_warnings, crash_loop_warnings, disk_warnings, disks, node_info, port_holder_problem
+from fence.rules import check_app_name
 from fence.running.manager import InstanceManager
 from fence.stack.images import stack_images
 from fence.stack.resolve import stack_status
 from fence.stack.rollout import StackRollout
 from fence.staging.session import StageOrder, StagingSession
-from fence.staging.stager import check_app_name
 from fence.store import StateStore
 
 __all__ = ["NodeService", "Router", "StageOrder"]

@@ -8,7 +8,6 @@ from fence.client import FenceClient
 from fence.console import debug_option, render, warn
 from fence.home import NodeHome
 from fence.models import AppUid, NodeStatus
-from fence.router.render import listen_address
 from fence.wire import to_wire
 
 
@@ -62,6 +61,8 @@ def _text(info: NodeStatus) -> str:
         image_id = f" ({stack.image_id[:19]})" if stack.image_id else ""
         lines.append(f"stack:         {stack.configured}: {state}{image_id}")
     if info.router is not None:
+        from fence.router.render import listen_address  # here: it brings jinja2, which only this line needs
+
         router = info.router
         state = f"running (pid {router.pid})" if router.running else "NOT RUNNING"
         lines.append(f"router:        {state}, on {listen_address(router.address, router.port)}, "

@@ -18,10 +18,7 @@ from fence.config.types import (
     PatternType,
     image_ref_type,
 )
-
-# App and buildpack names: a strict pattern with no shell or path tricks.
-NAME_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_DNS_NAME = rf"{NAME_PATTERN}(?:\.{NAME_PATTERN})*"
+from fence.rules import APP_MEMORY_MIB, DNS_NAME_PATTERN, NAME_PATTERN
 
 
 @dataclass(frozen=True)
@@ -72,7 +69,7 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
     KeySpec("container/uid", IntType(1, 2**31 - 2), 1000,
             "numeric uid every container process runs as (never 0); without userns-remap only when "
             "set explicitly, else fence picks a uid no host account has"),
-    KeySpec("container/memory", MemoryType(16, 1024 * 1024), 256,
+    KeySpec("container/memory", MemoryType(*APP_MEMORY_MIB), 256,
             "default memory limit of an app instance, in MiB"),
     KeySpec("container/cpu_shares", IntType(2, 262144), 1024,
             "relative CPU weight of each container"),
@@ -95,7 +92,7 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
     KeySpec("router/bind_address", IPAddressType(), "127.0.0.1",
             "address the node's router listens on: 0.0.0.0 (or ::) for every interface, so that "
             "other machines reach the apps; the default serves this machine only"),
-    KeySpec("router/domain", PatternType(_DNS_NAME, "a DNS name like localhost or apps.example.com"),
+    KeySpec("router/domain", PatternType(DNS_NAME_PATTERN, "a DNS name like localhost or apps.example.com"),
             "localhost", "apps answer at http://APP.<domain>:<port>/"),
     KeySpec("node/memory_overcommit", FloatType(0.1, 100.0), 1.0,
             "instance memory limits may add up to this many times the node's RAM; a start "

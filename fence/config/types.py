@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from fence.rules import memory_allowed, size_mib
+
 
 class BadValue(ValueError):
     """A value a type refuses; the store turns it into InvalidConfigValue with the key named."""
@@ -183,25 +185,20 @@ class IPAddressType:
         return "an IP address such as 127.0.0.1 or 0.0.0.0"
 
 
-_SIZE_UNITS = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
-
-
 @dataclass(frozen=True)
 class MemoryType:
-    """A memory size, stored in MiB: ``256``, ``256M``, ``1G``, ``1.5G``."""
+    """A memory size, stored in MiB: ``256``, ``256M``, ``1G``, ``1.5G`` (the grammar is ``fence.rules.size_mib``)."""
 
     minimum_mib: int
     maximum_mib: int
     name: str = "int"
 
     def parse(self, raw: str) -> int:
-        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B)?\s*", raw.upper())
-        if not match:
-            raise BadValue(raw)
-        mib = float(match.group(1)) * _SIZE_UNITS[match.group(2)]
-        if mib != int(mib):
-            raise BadValue(raw)
-        return self.check(int(mib))
+        try:
+            mib = size_mib(raw)
+        except ValueError:
+            raise BadValue(raw) from None
+        return self.check(mib)
 
     def check(self, value: Any) -> int:
         if isinstance(value, str):
@@ -213,8 +210,7 @@ class MemoryType:
         return value
 
     def allowed(self) -> str:
-        return (f"a memory size in MiB from {self.minimum_mib} to {self.maximum_mib}, "
-                "like 256, 512M or 1G")
+        return memory_allowed(self.minimum_mib, self.maximum_mib)
 
 
 @dataclass(frozen=True)

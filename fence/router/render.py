@@ -11,13 +11,10 @@ from pathlib import Path
 
 import jinja2
 
-from fence.config.schema import NAME_PATTERN
 from fence.errors import InvalidName, RouteInvalid, UsageError
 from fence.models import Route, Upstream
+from fence.rules import check_app_name, check_dns_name
 
-_APP_NAME = re.compile(NAME_PATTERN)
-_DNS_NAME = re.compile(rf"{NAME_PATTERN}(?:\.{NAME_PATTERN})*")
-_MAX_DNS_NAME = 253
 # Characters allowed in a path written into the config: nothing nginx would parse (quotes,
 # `;`, braces, `$` variables, whitespace, backslashes) and no control characters.
 _SAFE_PATH = re.compile(r"/[A-Za-z0-9._/+@:,=-]*")
@@ -84,44 +81,6 @@ def listen_address(address: str, port: int) -> str:
     except ValueError:
         raise UsageError(detail=f"router bind address {_shorten(str(address))!r} is not an IP address") from None
     return f"[{parsed}]:{port}" if parsed.version == 6 else f"{parsed}:{port}"
-
-
-def check_app_name(name: object) -> str:
-    """Check an app name against ``NAME_PATTERN``.
-
-    Args:
-        name: the candidate name.
-
-    Returns:
-        The name, unchanged.
-
-    Raises:
-        InvalidName: it is not a string matching the pattern.
-    """
-    if not isinstance(name, str) or not _APP_NAME.fullmatch(name):
-        raise InvalidName(what="app name", value=_shorten(name),
-                          why="use 1-63 lower-case letters, digits and inner dashes")
-    return name
-
-
-def check_dns_name(name: object, *, what: str = "host name") -> str:
-    """Check a DNS name: dot-separated lower-case labels of letters, digits and inner dashes.
-
-    Args:
-        name: the candidate name.
-        what: what the name is, for the error message.
-
-    Returns:
-        The name, unchanged.
-
-    Raises:
-        InvalidName: it is not such a name, or longer than 253 characters.
-    """
-    if not isinstance(name, str) or len(name) > _MAX_DNS_NAME or not _DNS_NAME.fullmatch(name):
-        raise InvalidName(what=what, value=_shorten(name),
-                          why="use dot-separated labels of lower-case letters, digits and inner "
-                              "dashes, at most 253 characters")
-    return name
 
 
 def _validate_routes(routes: Sequence[Route], domain: str) -> list[_RenderedRoute]:

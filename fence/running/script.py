@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 import jinja2
 
 from fence.errors import InternalError
+from fence.rules import ENV_NAME
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENVIRONMENT = jinja2.Environment(
     loader=jinja2.PackageLoader("fence.running", "templates"),
     autoescape=False,
@@ -59,7 +58,7 @@ def render_start_script(script: StartScript) -> str:
         InternalError: an env name that is not an identifier (callers check names earlier).
     """
     for name, _ in script.env:
-        if not _ENV_NAME.fullmatch(name):
+        if not ENV_NAME.fullmatch(name):
             raise InternalError(detail=f"env name {name!r} reached the start script")
     hooks = [{"tolerant": h.startswith("-"), "command": h[1:].lstrip() if h.startswith("-") else h}
              for h in script.hooks]

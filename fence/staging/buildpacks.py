@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
-from fence.config.schema import NAME_PATTERN
 from fence.errors import BuildpackInvalid, InternalError, UsageError
 from fence.models import BuildpackRef, ResolvedBuildpack
+from fence.rules import NAME_PATTERN, GitSpec, looks_like_git_url, parse_git_spec
 from fence.staging import gitfetch
 from fence.tarstream import TarMember, tar_bytes
 
@@ -59,7 +59,7 @@ def parse_buildpack(text: str, *, base_dir: Path | None = None) -> BuildpackRef:
 
     Raises:
         BuildpackInvalid: empty, too long, control characters, or none of the three forms.
-        UsageError: a git URL whose scheme, characters or ref are refused (``gitfetch``).
+        UsageError: a git URL whose scheme, characters or ref are refused (``fence.rules``).
     """
     shown = _shown(text)
     if not text:
@@ -68,12 +68,12 @@ def parse_buildpack(text: str, *, base_dir: Path | None = None) -> BuildpackRef:
         raise BuildpackInvalid(spec=shown, why=f"longer than {_MAX_SPEC} characters")
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
         raise BuildpackInvalid(spec=shown, why="control characters (newline, NUL, …) are not allowed")
-    if gitfetch.looks_like_git_url(text):
+    if looks_like_git_url(text):
         try:
-            spec = gitfetch.parse_git_spec(text, what="buildpack")
+            spec = parse_git_spec(text, what="buildpack")
         except UsageError:
             # The same complaint again, about the URL without its credentials, for the message.
-            gitfetch.parse_git_spec(_without_credentials(text), what="buildpack")
+            parse_git_spec(_without_credentials(text), what="buildpack")
             raise BuildpackInvalid(spec=shown, why="malformed git URL") from None
         _check_git_host(spec, shown)
         return BuildpackRef(kind="git", spec=text, location=spec.url, ref=spec.ref)
@@ -164,7 +164,7 @@ class BuildpackResolver:
                                  version=f"path-{digest[:12]}", origin=ref.spec, digest=digest)
 
     def _resolve_git(self, ref: BuildpackRef) -> ResolvedBuildpack:
-        spec = gitfetch.GitSpec(url=ref.location, ref=ref.ref)
+        spec = GitSpec(url=ref.location, ref=ref.ref)
         origin = spec.display()
         name = _short_name(ref.location.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git"))
         host_repo = self._host_cache / "git" / f"{name}-{hashlib.sha256(ref.location.encode()).hexdigest()[:16]}"
@@ -312,7 +312,7 @@ def _check_buildpack(host_dir: Path, *, spec: str) -> str:
     return digest.hexdigest()
 
 
-def _check_git_host(spec: gitfetch.GitSpec, shown: str) -> None:
+def _check_git_host(spec: GitSpec, shown: str) -> None:
     # A host starting with '-' would reach ssh as an option (-oProxyCommand=…).
     rest = spec.url.split("://", 1)[1]
     host = rest.split("/", 1)[0].rsplit("@", 1)[-1]

@@ -11,31 +11,24 @@ from pathlib import Path
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from fence.config.schema import NAME_PATTERN
-from fence.config.types import BadValue, MemoryType
-from fence.errors import InvalidName, ManifestInvalid
+from fence.errors import InvalidName, ManifestInvalid, UsageError
 from fence.models import Hooks, Manifest
+from fence.rules import (APP_MEMORY_ALLOWED, MAX_ENV_VALUE, check_app_name, check_dns_name,
+                         check_env_name, parse_memory)
 from fence.staging.procfile import PROCESS_TYPE_PATTERN
 
 MAX_MANIFEST_BYTES = 1024 * 1024
 MANIFEST_NAMES = ("stackato.yml", "manifest.yml")
 
 _MAX_NESTING = 64
-_MAX_ENV_NAME = 255
-_MAX_ENV_VALUE = 64 * 1024
 _MAX_COMMAND = 64 * 1024
 _MAX_BUILDPACK = 2048
 _CORE = "tag:yaml.org,2002:"
 _NULL = _CORE + "null"
 # Explicit tags a manifest may carry; anything else (!!python/…, !!binary, !custom) is refused.
 _ALLOWED_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null", "map", "seq")}
-_APP_NAME = re.compile(NAME_PATTERN)
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PROCESS_TYPE = re.compile(PROCESS_TYPE_PATTERN)
-_DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_HOST = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
 _DIGITS = re.compile(r"[0-9]{1,9}")
-_MEMORY = MemoryType(16, 1024 * 1024)
 _HOOK_FIELDS = {"pre-staging": "pre_staging", "post-staging": "post_staging",
                 "pre-running": "pre_running"}
 
@@ -280,19 +273,15 @@ def _read_app(check: _Checker, fields: dict[str, Node], *, prefix: str) -> _Draf
 
 def _read_name(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
     name = check.text(node, key, limit=256)
-    if not _APP_NAME.fullmatch(name):
-        raise InvalidName(what=f"{check.source}{_where(node.start_mark)}: app name", value=_clip(name),
-                          why="use 1 to 63 lowercase letters, digits and '-', starting and ending "
-                              "with a letter or digit")
-    draft.name = name
+    draft.name = check_app_name(name, what=f"{check.source}{_where(node.start_mark)}: app name")
 
 
 def _read_mem(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
     value = check.text(node, key, limit=64, what="a memory size").strip()
     try:
-        draft.mem_mib = _MEMORY.check(int(value) if _DIGITS.fullmatch(value) else value)
-    except BadValue:
-        raise check.fail(node, f"{key}: {_clip(value)!r} is not {_MEMORY.allowed()}") from None
+        draft.mem_mib = parse_memory(value)
+    except UsageError:
+        raise check.fail(node, f"{key}: {_clip(value)!r} is not {APP_MEMORY_ALLOWED}") from None
 
 
 def _read_instances(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
@@ -305,11 +294,8 @@ def _read_timeout(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
 
 def _read_env(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
     for name, value_node in check.mapping(node, key).items():
-        if len(name) > _MAX_ENV_NAME or not _ENV_NAME.fullmatch(name):
-            raise InvalidName(what=f"{check.source}{_where(value_node.start_mark)}: env variable name",
-                              value=_clip(name), why="use letters, digits and '_', not starting "
-                              f"with a digit, at most {_MAX_ENV_NAME} characters")
-        draft.env[name] = check.text(value_node, f"{key}.{name}", limit=_MAX_ENV_VALUE, empty=True)
+        check_env_name(name, what=f"{check.source}{_where(value_node.start_mark)}: env variable name")
+        draft.env[name] = check.text(value_node, f"{key}.{name}", limit=MAX_ENV_VALUE, empty=True)
 
 
 def _read_buildpacks(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
@@ -364,11 +350,12 @@ def _read_urls(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
                 raise check.fail(item, f"{where} must have a route: key")
             item, where = route, f"{where}.route"
         host = check.text(item, where, limit=300)
-        if len(host) > 253 or not _HOST.fullmatch(host.lower()):
+        try:
+            draft.urls.append(check_dns_name(host.lower()))
+        except InvalidName:
             raise check.fail(item, f"{where}: {_clip(host)!r} is not a host name (DNS labels of "
                                    "letters, digits and '-', separated by dots; no scheme, port "
-                                   "or path)")
-        draft.urls.append(host.lower())
+                                   "or path)") from None
 
 
 _FIELD_READERS = {

@@ -21,7 +21,8 @@ from fence.models import AppRecord, DropletRecord, Manifest, PreparedSource, Rel
 from fence.reaper import ContainerReaper
 from fence.staging.queue import StagingSlots
 from fence.staging.sources import prepare_source
-from fence.staging.stager import StageRequest, app_name, check_app_name
+from fence.rules import check_app_name
+from fence.staging.stager import StageRequest, app_name
 from fence.store import StateStore
 
 LineCallback = Callable[[str], None]

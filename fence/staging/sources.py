@@ -21,8 +21,9 @@ from fence.staging.archive_check import (
     plan_entries,
     refuse,
 )
+from fence.rules import looks_like_git_url, parse_git_spec
 from fence.staging.archives import SPECIALS, SourceReader, archive_reader, too_big, too_many
-from fence.staging.gitfetch import fetch, looks_like_git_url, parse_git_spec
+from fence.staging.gitfetch import fetch
 from fence.staging.ignores import (
     IGNORE_FILES,
     IgnorePattern,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import logging
-import re
 import tarfile
 import threading
 import time
@@ -19,10 +18,8 @@ import yaml
 from fence import labels
 from fence.backend.base import Container, ContainerBackend
 from fence.config import ConfigStore
-from fence.config.schema import NAME_PATTERN
-from fence.config.types import BadValue, MemoryType
 from fence.droplets import DropletStore
-from fence.errors import BuildpackInvalid, ContainerNotFound, FenceError, InvalidName, StagingFailed, UsageError
+from fence.errors import BuildpackInvalid, ContainerNotFound, FenceError, StagingFailed, UsageError
 from fence.home import NodeHome
 from fence.layout import CONTAINER_PATH, AppUser, Workspace
 from fence.models import (
@@ -34,6 +31,7 @@ from fence.models import (
 )
 from fence.limits import container_limits
 from fence.reaper import ContainerReaper
+from fence.rules import check_app_name, check_env
 from fence.stack.resolve import stack_image
 from fence.staging import phases
 from fence.staging.buildpacks import BuildpackResolver, buildpack_tar, parse_buildpack
@@ -44,7 +42,6 @@ from fence.tarstream import ChunkReader, concat_tars, save_owned_tar
 
 LineCallback = Callable[[str], None]
 log = logging.getLogger("fence.staging")
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 _BIN_STEPS = ("compile", "finalize", "supply", "release")
 
 
@@ -114,63 +111,6 @@ def app_name(request: StageRequest) -> str:
     if not name:
         raise UsageError(detail="the app has no name: give --name or put `name:` in stackato.yml")
     return check_app_name(name)
-
-
-def check_app_name(name: str) -> str:
-    """Refuse an app name that is not lower-case letters, digits and inner dashes (≤ 63).
-
-    Raises:
-        InvalidName: the name breaks the pattern.
-    """
-    if not re.fullmatch(NAME_PATTERN, name or ""):
-        raise InvalidName(what="app name", value=name[:100],
-                          why="use 1-63 lower-case letters, digits and inner '-'")
-    return name
-
-
-def check_env(env: Mapping[str, str]) -> dict[str, str]:
-    """Refuse env names that are not identifiers and values holding NUL.
-
-    Raises:
-        InvalidName: a bad name or value.
-    """
-    for name, value in env.items():
-        if not ENV_NAME.fullmatch(name):
-            raise InvalidName(what="env variable", value=name[:100],
-                              why="names are letters, digits and '_', not starting with a digit")
-        if "\0" in value or len(value) > 64 * 1024:
-            raise InvalidName(what="value of env variable", value=name,
-                              why="values may not hold NUL or exceed 64 KiB")
-    return dict(env)
-
-
-def parse_memory(text: str) -> int:
-    """A memory size such as ``256M``, ``1G`` or ``512`` (MiB) in MiB.
-
-    Raises:
-        UsageError: not a size from 16 MiB to 1 TiB.
-    """
-    kind = MemoryType(16, 1024 * 1024)
-    try:
-        return kind.parse(text)
-    except BadValue:
-        raise UsageError(detail=f"memory {text[:40]!r} is not a size like 256M or 1G "
-                                f"({kind.allowed()})") from None
-
-
-def env_from_pairs(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
-    """``["K=V", …]`` as a checked mapping (later pairs win).
-
-    Raises:
-        InvalidName: a pair without ``=``, a bad name, or a bad value.
-    """
-    env: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep:
-            raise InvalidName(what="env setting", value=pair[:100], why="write it as NAME=VALUE")
-        env[name] = value
-    return check_env(env)
 
 
 class Stager:

@@ -21,7 +21,7 @@ from fence.backend.fake import FakeBackend
 from fence.droplets import DropletStore
 from fence.home import NodeHome
 from fence.kept_sources import KeptSources
-from fence.models import BuildpackUse, DropletRecord, Manifest, PreparedSource, ResolvedBuildpack
+from fence.models import AppView, BuildpackUse, DropletRecord, Manifest, PreparedSource, ResolvedBuildpack
 from fence.service import StageOrder
 from fence.staging.inputs import StagingInputs, buildpack_identity, manifest_digest, source_digest
 from fence.store import SCHEMA_VERSION, StateStore
@@ -126,9 +126,10 @@ class _StubClient:
         self.calls.append(("stage", kwargs))
         return _record("e" * 64, "", "2024-01-01")
 
-    def act(self, name: str, action: str, **kwargs: object) -> dict[str, object]:
-        self.calls.append((action, kwargs))
-        return {"app": {"name": name, "state": "started", "running": 1, "instances": 1}}
+    def restage(self, name: str, **kwargs: object) -> AppView:
+        self.calls.append(("restage", kwargs))
+        return AppView(name=name, state="started", instances=1, running=1, memory_mib=256, url="", urls=(),
+                       release=1, droplet=None, stack_image=None, env={}, instance_list=(), releases=())
 
 
 @pytest.mark.parametrize("forced", [False, True])
@@ -141,7 +142,7 @@ def test_stage_and_restage_pass_force_on(monkeypatch: pytest.MonkeyPatch, forced
     assert runner.invoke(cli.fence, ["stage", ".", *extra]).exit_code == 0
     assert runner.invoke(cli.fence, ["restage", "web", *extra]).exit_code == 0
     assert stub.calls[0][1]["force"] is forced
-    assert stub.calls[1][0] == "restage" and stub.calls[1][1]["params"] == ({"force": "true"} if forced else None)
+    assert stub.calls[1][0] == "restage" and stub.calls[1][1]["force"] is forced
 
 
 def test_api_passes_force_to_stage_and_restage(home: NodeHome, monkeypatch: pytest.MonkeyPatch) -> None:
