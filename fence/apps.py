@@ -401,7 +401,9 @@ class AppOps:
                 for line in container.logs(tail=tail):
                     yield f"[web.{index}] {line}"
             return
-        lines: queue.Queue[str | None] = queue.Queue(maxsize=10_000)
+        # Lines are at most fence.lines.MAX_LINE bytes; a slow reader holds the pumps back at
+        # 256 of them (16 MiB at worst) rather than queueing an app's output in the daemon.
+        lines: queue.Queue[str | None] = queue.Queue(maxsize=256)
 
         def pump(index: str, container: Container) -> None:
             try:

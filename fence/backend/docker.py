@@ -21,6 +21,7 @@ from fence.backend.docker_process import (ExecCalls, follow_exec, refuse_unsafe_
                                           refuse_unsafe_spec)
 from fence.errors import (ContainerGone, ContainerNotFound, EngineError, EngineUnavailable,
                           FenceError, ImageNotFound, UsageError, UsernsRequired)
+from fence.lines import bounded_lines
 from fence.models import (ContainerInfo, ContainerSpec, EngineInfo, ImageInfo, ProcessResult,
                           ProcessSpec, PublishedPort)
 
@@ -531,14 +532,8 @@ class DockerContainer:
         api = self._backend._stream_api() if follow else self._backend._api()
         with _engine("reading container logs", container=self._id):
             chunks = api.logs(self._id, stream=True, follow=follow, tail="all" if tail is None else tail)
-        buffer = b""
-        for chunk in _translated(chunks, "reading container logs", self._id):
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                yield line.decode("utf-8", errors="replace").rstrip("\r")
-        if buffer:
-            yield buffer.decode("utf-8", errors="replace")
+        # Bounded: an app printing without newlines costs one cut line, not its whole output.
+        yield from bounded_lines(_translated(chunks, "reading container logs", self._id))
 
     def stop(self, grace: float = 10.0) -> None:
         """TERM the main process, then KILL it after ``grace`` seconds (rounded up to whole

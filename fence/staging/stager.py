@@ -39,7 +39,7 @@ from fence.staging.inputs import StagingInputs, buildpack_identity, manifest_dig
 from fence.staging.workspace import CONTAINER_PATH, HostPaths, Workspace
 from fence.store import StateStore
 from fence.staging.procfile import parse_procfile
-from fence.tarstream import ChunkReader, concat_tars, save_owned_tar
+from fence.tarstream import ChunkReader, StreamTooLarge, concat_tars, save_owned_tar
 
 LineCallback = Callable[[str], None]
 log = logging.getLogger("fence.staging")
@@ -232,7 +232,8 @@ class Stager:
         try:
             container.start()
             runner = phases.PhaseRunner(container=container, workspace=ws, env=staging_env,
-                                        deadline=deadline, timeout_seconds=timeout, on_line=on_line)
+                                        deadline=deadline, timeout_seconds=timeout, on_line=on_line,
+                                        max_log_mib=int(self._config.fence("staging/max_log")))
             copied = self._copy_in(container, ws, request.source, name, env, resolved, on_line)
             cache_before = runner.probe([ws.ctr_admin_hook("pre-staging"), ws.ctr_admin_hook("post-staging"),
                                          *(p.ctr_dir / "bin" / step for p in copied for step in _BIN_STEPS)],
@@ -258,11 +259,20 @@ class Stager:
                 else:
                     on_line("-----> Saving the build cache")
                     saved = pool.submit(save_owned_tar, container.stream_out(ws.ctr_cache),
-                                        self._paths.host_app_cache(name), uid=ws.uid)
-                record = self._package(container, ws, staging_id, name, chain, release, process_types,
-                                       image, image_id, request.source, inputs_key, on_line)
-                if saved is not None:
-                    saved.result()
+                                        self._paths.host_app_cache(name), uid=ws.uid,
+                                        max_bytes=_mib(self._config, "staging/max_cache"))
+                try:
+                    record = self._package(container, ws, staging_id, name, chain, release, process_types,
+                                           image, image_id, request.source, inputs_key, on_line)
+                except StreamTooLarge:
+                    raise _too_large("the droplet", self._config, "staging/max_droplet") from None
+                try:
+                    if saved is not None:
+                        saved.result()
+                except StreamTooLarge:
+                    if self._store.droplet(record.id) is None:
+                        self._droplets.delete(record.id)  # nothing of this staging is kept
+                    raise _too_large("the build cache", self._config, "staging/max_cache") from None
             self._store.add_droplet(record)
             on_line(f"-----> Droplet {record.id[:12]} ({record.size / 1e6:.1f} MB), "
                     f"start command: {record.start_command or '(none)'}")
@@ -430,12 +440,22 @@ class Stager:
         }
         text = yaml.safe_dump(info, default_flow_style=False, sort_keys=False).encode()
         digest, size = self._droplets.write(app_tar=container.stream_out(ws.ctr_app),
-                                            extra_files={"staging_info.yml": text}, uid=ws.uid)
+                                            extra_files={"staging_info.yml": text}, uid=ws.uid,
+                                            max_bytes=_mib(self._config, "staging/max_droplet"))
         return DropletRecord(id=digest, app=name, size=size, buildpacks=uses,
                              start_command=process_types.get("web"), process_types=dict(process_types),
                              config_vars=dict(release.config_vars), stack_image=image,
                              stack_image_id=image_id, commit=source.commit, staged_at=staged_at,
                              staging_id=staging_id, pre_running=tuple(pre_running), inputs_key=inputs_key)
+
+
+def _mib(config: ConfigStore, key: str) -> int:
+    return int(config.fence(key)) * 1024 * 1024
+
+
+def _too_large(what: str, config: ConfigStore, key: str) -> StagingFailed:
+    return StagingFailed(phase="packaging", buildpack="",
+                         detail=f"{what} is larger than {key} ({int(config.fence(key))} MiB): nothing was kept")
 
 
 class _Cancelled:
