@@ -55,6 +55,7 @@ class ChunkReader:
                 break
             self._seen += len(chunk)
             if self._max_bytes is not None and self._seen > self._max_bytes:
+                self.close()
                 raise StreamTooLarge(self._max_bytes)
             self._buffer += chunk
         if size < 0:
@@ -62,6 +63,15 @@ class ChunkReader:
         data = bytes(self._buffer[:size])
         del self._buffer[:size]
         return data
+
+    def close(self) -> None:
+        """Stop reading: the stream is closed (a generator's ``close``) and let go of now, so the
+        engine's side of it ends (the engine holds a container it is archiving)."""
+        chunks, self._chunks = self._chunks, iter(())
+        self._buffer = bytearray()
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def copy_members(chunks: Iterable[bytes], out: tarfile.TarFile, *, uid: int,
