@@ -97,7 +97,7 @@ def test_a_hook_printing_2_gb_without_a_newline_costs_one_cut_line(node: Node, t
     })
     started = time.monotonic()
     with Watch(node) as watch:
-        code, out, err = _run_until(node, watch, ["fence", "push", str(source)], seconds=240)
+        code, out, err = _run_until(node, watch, ["fence", "push", str(source)], seconds=480)
     took = time.monotonic() - started
     print(f"2 GB hook: push took {took:.0f} s")
     watch.check("2 GB hook")
