@@ -37,6 +37,7 @@ from fence.errors import (
 from fence.follow import LogFollow
 from fence.models import AppView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord, StackImage
 from fence.rules import env_from_pairs, parse_git_spec, parse_memory
+from fence.relay import Backlog
 from fence.service import NodeService, StageOrder
 
 log = logging.getLogger("fence.api")
@@ -147,22 +148,37 @@ async def _receive_upload(request: Request, service: NodeService, staging_id: st
 
 
 async def _work_events(work: Callable[[Callable[[str], None]], dict[str, Any]], *, name: str,
-                      on_gone: Callable[[], None] = lambda: None) -> AsyncIterator[str]:
+                      on_gone: Callable[[], None] = lambda: None, lossless: bool = False) -> AsyncIterator[str]:
     """Run ``work`` in a thread and relay its log lines and result as NDJSON events.
 
     Events: ``log`` (``line``), then one ``result`` (what ``work`` returned, e.g. ``{"droplet": …}``)
     or ``error`` (a fence error on the wire). A client that goes away triggers ``on_gone``.
+    Lines waiting for a slow client are bounded (``fence.relay``): ``lossless`` holds the work
+    back, else lines past the bound are dropped and counted in a line of their own.
     """
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[str | None, dict[str, Any] | None]] = asyncio.Queue()
+    backlog = Backlog(lossless=lossless)
 
-    def emit(event: dict[str, Any] | None) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, event)
+    def emit(event: dict[str, Any] | None, counted: str | None = None) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, (counted, event))
+
+    def report_dropped() -> None:
+        if dropped := backlog.dropped():
+            emit({"event": "log", "line": f"[{dropped} lines not sent: the client read slower than they came]"})
+
+    def emit_line(line: str) -> None:
+        if backlog.admit(line):
+            report_dropped()
+            emit({"event": "log", "line": line}, counted=line)
 
     def run() -> None:
         try:
-            emit({"event": "result", **work(lambda line: emit({"event": "log", "line": line}))})
+            result = work(emit_line)
+            report_dropped()
+            emit({"event": "result", **result})
         except FenceError as exc:
+            report_dropped()
             emit({"event": "error", "error": exc.to_wire()})
         except Exception as exc:  # a bug: report it as one line, log the traceback
             log.exception("%s failed", name)
@@ -173,10 +189,16 @@ async def _work_events(work: Callable[[Callable[[str], None]], dict[str, Any]], 
     threading.Thread(target=run, name=name, daemon=True).start()
     finished = False
     try:
-        while (event := await queue.get()) is not None:
+        while True:
+            counted, event = await queue.get()
+            if event is None:
+                break
+            if counted is not None:
+                backlog.taken(counted)
             yield json.dumps(event) + "\n"
         finished = True
     finally:
+        backlog.close()
         if not finished:
             log.info("client went away", extra={"work": name})
             on_gone()
@@ -329,7 +351,8 @@ def create_app(service: NodeService, app_ops: AppOps) -> FastAPI:
         ``result`` (``exit_code``) or ``error``."""
         task_id = uuid.uuid4().hex[:12]
         return _ndjson(_work_events(lambda out: {"exit_code": app_ops.run_task(name, tuple(order.argv), out, task_id)},
-                                    name=f"run-{name}", on_gone=lambda: app_ops.cancel_task(task_id)))
+                                    name=f"run-{name}", on_gone=lambda: app_ops.cancel_task(task_id),
+                                    lossless=True))
 
     @app.post("/v1/apps/{name}/{action}")
     async def act(name: str, action: str, instances: int | None = None,

@@ -48,7 +48,8 @@ class DropletStore:
     def __init__(self, *, host_dir: Path) -> None:
         self._host_dir = host_dir
 
-    def write(self, *, app_tar: Iterable[bytes], extra_files: dict[str, bytes], uid: int) -> tuple[str, int]:
+    def write(self, *, app_tar: Iterable[bytes], extra_files: dict[str, bytes], uid: int,
+              max_bytes: int | None = None) -> tuple[str, int]:
         """Pack a droplet from the container's ``app/`` tar stream plus extra top-level files.
 
         Entries keep their names (``app/…``) and modes; ownership is reset to ``uid:uid`` (the
@@ -58,12 +59,14 @@ class DropletStore:
             app_tar: the tar stream of the compiled app folder (top entry ``app``).
             extra_files: name → content, added at the top (``staging_info.yml``).
             uid: owner of every entry.
+            max_bytes: the most bytes ``app_tar`` may bring (checked while it is read); ``None``: no cap.
 
         Returns:
             The droplet's digest and size in bytes.
 
         Raises:
             OSError: the disk is full or unwritable (no partial droplet is left).
+            StreamTooLarge: ``app_tar`` passed ``max_bytes`` (no partial droplet is left).
         """
         self._host_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=".droplet-", suffix=".tmp", dir=self._host_dir)
@@ -75,7 +78,7 @@ class DropletStore:
                     now = time.time()
                     for name, data in extra_files.items():
                         out.addfile(tar_info(name, mode=0o644, uid=uid, mtime=now, size=len(data)), io.BytesIO(data))
-                    copy_members(app_tar, out, uid=uid)
+                    copy_members(app_tar, out, uid=uid, max_bytes=max_bytes)
                 handle.flush()
                 os.fsync(handle.fileno())
             digest = hashing.sha256.hexdigest()

@@ -31,7 +31,7 @@ class LogFollow:
     """
 
     def __init__(self, *, sources: list[tuple[str, Callable[[], LogLines]]],
-                 loop: asyncio.AbstractEventLoop, max_queued: int = 10_000) -> None:
+                 loop: asyncio.AbstractEventLoop, max_queued: int = 256) -> None:
         self._sources = sources
         self._loop = loop
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()

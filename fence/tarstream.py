@@ -15,37 +15,86 @@ from fence.atomic import atomic_file
 _CHUNK = 1024 * 1024
 
 
-class ChunkReader:
-    """A ``read()``-able file over an iterable of byte chunks (the engine's tar stream)."""
+class StreamTooLarge(Exception):
+    """A stream brought more bytes than its cap; what was written from it must not be kept.
 
-    def __init__(self, chunks: Iterable[bytes]) -> None:
+    Attributes:
+        max_bytes: the cap that was passed.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"the stream is larger than {max_bytes} bytes")
+        self.max_bytes = max_bytes
+
+
+class ChunkReader:
+    """A ``read()``-able file over an iterable of byte chunks (the engine's tar stream).
+
+    Args:
+        chunks: the stream.
+        max_bytes: the most bytes it may bring; one more raises ``StreamTooLarge`` from ``read``
+            as soon as it arrives (``None``: no cap).
+    """
+
+    def __init__(self, chunks: Iterable[bytes], *, max_bytes: int | None = None) -> None:
         self._chunks = iter(chunks)
         self._buffer = bytearray()
+        self._max_bytes = max_bytes
+        self._seen = 0
 
     def read(self, size: int = -1) -> bytes:
-        """Up to ``size`` bytes (all that is left when negative)."""
+        """Up to ``size`` bytes (all that is left when negative).
+
+        Raises:
+            StreamTooLarge: the stream passed ``max_bytes``.
+        """
         while size < 0 or len(self._buffer) < size:
             try:
-                self._buffer += next(self._chunks)
+                chunk = next(self._chunks)
             except StopIteration:
                 break
+            self._seen += len(chunk)
+            if self._max_bytes is not None and self._seen > self._max_bytes:
+                self.close()
+                raise StreamTooLarge(self._max_bytes)
+            self._buffer += chunk
         if size < 0:
             size = len(self._buffer)
         data = bytes(self._buffer[:size])
         del self._buffer[:size]
         return data
 
+    def close(self) -> None:
+        """Stop reading: the stream is closed (a generator's ``close``) and let go of now, so the
+        engine's side of it ends (the engine holds a container it is archiving)."""
+        chunks, self._chunks = self._chunks, iter(())
+        self._buffer = bytearray()
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
-def copy_members(chunks: Iterable[bytes], out: tarfile.TarFile, *, uid: int) -> int:
+
+def copy_members(chunks: Iterable[bytes], out: tarfile.TarFile, *, uid: int,
+                 max_bytes: int | None = None) -> int:
     """Copy the files, folders and symlinks of a tar stream into ``out``, owned by ``uid:uid``.
 
     Device files, FIFOs and hard links are dropped: nothing a staging produced needs them.
 
+    Args:
+        chunks: the tar stream.
+        out: where the entries go.
+        uid: owner and group of every entry.
+        max_bytes: the most bytes the stream may bring (headers, content and what is dropped),
+            counted while it is read; ``None``: no cap.
+
     Returns:
         How many entries were copied.
+
+    Raises:
+        StreamTooLarge: the stream passed ``max_bytes`` (``out`` holds a part: discard it).
     """
     copied = 0
-    with tarfile.open(fileobj=ChunkReader(chunks), mode="r|") as source:
+    with tarfile.open(fileobj=ChunkReader(chunks, max_bytes=max_bytes), mode="r|") as source:
         for member in source:
             if not (member.isfile() or member.isdir() or member.issym()):
                 continue
@@ -63,16 +112,17 @@ def file_chunks(host_file: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def save_owned_tar(chunks: Iterable[bytes], host_out: Path, *, uid: int) -> None:
+def save_owned_tar(chunks: Iterable[bytes], host_out: Path, *, uid: int, max_bytes: int | None = None) -> None:
     """Write a tar stream to ``host_out`` atomically, with ownership reset to ``uid``.
 
     Raises:
         OSError: the disk is full or unwritable (the old file, if any, stays).
+        StreamTooLarge: the stream passed ``max_bytes`` (nothing of it is kept; the old file stays).
     """
     host_out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(host_out) as handle, \
             tarfile.open(fileobj=handle, mode="w|", format=tarfile.PAX_FORMAT) as out:
-        copy_members(chunks, out, uid=uid)
+        copy_members(chunks, out, uid=uid, max_bytes=max_bytes)
 
 
 def as_stream(handle: IO[bytes]) -> Iterator[bytes]:

@@ -21,6 +21,7 @@ from fence.backend.docker_process import ExecCalls, follow_exec
 from fence.backend.policy import refuse_unsafe_process, refuse_unsafe_spec
 from fence.errors import (ContainerGone, ContainerNotFound, EngineError, EngineUnavailable,
                           FenceError, ImageNotFound, UsageError, UsernsRequired)
+from fence.lines import bounded_lines
 from fence.models import (ContainerInfo, ContainerSpec, EngineInfo, ImageInfo, ProcessResult,
                           ProcessSpec, PublishedPort)
 
@@ -397,14 +398,8 @@ def _engine(action: str, *, container: str | None = None) -> Iterator[None]:
 
 
 def _log_lines(chunks: Iterable[bytes], container: str) -> Iterator[str]:
-    buffer = b""
-    for chunk in _translated(chunks, "reading container logs", container):
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            yield line.decode("utf-8", errors="replace").rstrip("\r")
-    if buffer:
-        yield buffer.decode("utf-8", errors="replace")
+    # Bounded: an app printing without newlines costs one cut line, not its whole output.
+    yield from bounded_lines(_translated(chunks, "reading container logs", container))
 
 
 def _translated(chunks: Iterable[bytes], action: str, container: str) -> Iterator[bytes]:

@@ -5,18 +5,21 @@
 
 from __future__ import annotations
 
-import codecs
 import queue
 import shlex
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from fence.backend.base import TAIL_LINES
 from fence.errors import ContainerGone, EngineError, ProcessTimeout
+from fence.lines import LineSplitter
 from fence.models import ProcessResult, ProcessSpec
+
+# Chunks read ahead of the caller: a caller slow to take lines holds the reader (and so the
+# engine's stream) back instead of queueing the process's output in the daemon's memory.
+_READ_AHEAD = 64
 
 _END = object()
 _EXIT_NOT_FOUND = 127
@@ -59,44 +62,16 @@ class _Failed:
     error: BaseException
 
 
-class _LineSplitter:
-    """Decodes bytes as UTF-8 (bad bytes replaced) and hands out whole lines as they complete."""
-
-    def __init__(self, *, on_line: Callable[[str], None] | None, keep: int) -> None:
-        self._on_line = on_line
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
-        self.tail: deque[str] = deque(maxlen=keep)
-
-    def feed(self, chunk: bytes) -> None:
-        self._pending += self._decoder.decode(chunk)
-        *complete, self._pending = self._pending.split("\n")
-        for line in complete:
-            self._emit(line)
-
-    def finish(self) -> None:
-        self._pending += self._decoder.decode(b"", final=True)
-        if self._pending:
-            # A last line without a newline is still output the user should see.
-            self._emit(self._pending)
-            self._pending = ""
-
-    def _emit(self, line: str) -> None:
-        if line.endswith("\r"):
-            line = line[:-1]
-        self.tail.append(line)
-        if self._on_line is not None:
-            self._on_line(line)
-
-
 def pump_lines(chunks: Iterable[bytes], *, on_line: Callable[[str], None] | None,
                timeout: float | None, keep: int = TAIL_LINES) -> PumpResult:
     """Read a byte stream to its end, or until ``timeout`` seconds pass, passing on each line.
 
     The stream is read on a daemon thread so that a silent process cannot hold the caller past
-    its deadline; ``on_line`` is always called on the caller's thread. When the deadline passes
-    the reader thread is left blocked on the stream: the caller must end the process (which
-    closes the stream) to let it finish.
+    its deadline; ``on_line`` is always called on the caller's thread. At most ``_READ_AHEAD``
+    chunks wait between the two, and a line longer than ``fence.lines.MAX_LINE`` bytes is cut
+    with a marker, so however much a process prints, and with or without newlines, memory stays
+    bounded. When the deadline passes the reader thread is left blocked on the stream: the caller
+    must end the process (which closes the stream) to let it finish.
 
     Args:
         chunks: the raw output (combined stdout and stderr).
@@ -110,38 +85,53 @@ def pump_lines(chunks: Iterable[bytes], *, on_line: Callable[[str], None] | None
     Raises:
         Exception: whatever reading ``chunks`` raised, re-raised on the caller's thread.
     """
-    inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+    inbox: queue.Queue[object] = queue.Queue(maxsize=_READ_AHEAD)
+    done = threading.Event()
+
+    def hand_over(item: object) -> bool:
+        # Wait for room, unless the caller has stopped taking (deadline, or on_line raised).
+        while not done.is_set():
+            try:
+                inbox.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def read() -> None:
         try:
             for chunk in chunks:
-                inbox.put(chunk)
+                if not hand_over(chunk):
+                    return
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            inbox.put(_Failed(exc))
+            hand_over(_Failed(exc))
         else:
-            inbox.put(_END)
+            hand_over(_END)
 
     threading.Thread(target=read, name="fence-process-output", daemon=True).start()
-    lines = _LineSplitter(on_line=on_line, keep=keep)
+    lines = LineSplitter(on_line=on_line, keep=keep)
     deadline = None if timeout is None else time.monotonic() + timeout
     finished = False
-    while not finished:
-        wait = None if deadline is None else deadline - time.monotonic()
-        if wait is not None and wait <= 0:
-            # Out of time: take what already arrived, but do not chase a process that keeps writing.
-            backlog = [inbox.get() for _ in range(inbox.qsize())]
-            finished = _take(backlog, lines)
-            break
-        try:
-            item = inbox.get(timeout=wait)
-        except queue.Empty:
-            continue
-        finished = _take([item], lines)
+    try:
+        while not finished:
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                # Out of time: take what already arrived, but do not chase a process that keeps writing.
+                backlog = [inbox.get_nowait() for _ in range(inbox.qsize())]
+                finished = _take(backlog, lines)
+                break
+            try:
+                item = inbox.get(timeout=wait)
+            except queue.Empty:
+                continue
+            finished = _take([item], lines)
+    finally:
+        done.set()
     lines.finish()
     return PumpResult(finished=finished, tail=tuple(lines.tail))
 
 
-def _take(items: list[object], lines: _LineSplitter) -> bool:
+def _take(items: list[object], lines: LineSplitter) -> bool:
     """Feed queued items to ``lines``; whether the end of the stream was among them."""
     for item in items:
         if item is _END:

@@ -56,6 +56,14 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
             "stagings that run at once; the rest wait in a queue"),
     KeySpec("staging/max_upload", MemoryType(1, 64 * 1024), 1024,
             "largest app upload accepted, in MiB (archive size and unpacked size)"),
+    KeySpec("staging/max_log", MemoryType(1, 64 * 1024), 64,
+            "most container output a staging log takes, in MiB; past it the staging fails"),
+    KeySpec("staging/max_droplet", MemoryType(1, 1024 * 1024), 1024,
+            "largest droplet, in MiB (the compiled app as it streams out, before compression); "
+            "past it the staging fails and no droplet is kept"),
+    KeySpec("staging/max_cache", MemoryType(1, 1024 * 1024), 1024,
+            "largest build cache, in MiB (as it streams out); past it the staging fails and the "
+            "cache of the last good staging stays"),
     KeySpec("staging/max_files", IntType(1, 10_000_000), 100_000,
             "most files and folders an app upload may hold"),
     KeySpec("staging/max_depth", IntType(1, 4096), 64,

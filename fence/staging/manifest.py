@@ -169,6 +169,30 @@ def _compose(text: bytes, source: str) -> Node | None:
         loader.dispose()
 
 
+def load_untrusted_yaml(text: bytes, *, source_name: str, max_bytes: int) -> object:
+    """Load YAML that untrusted code wrote (``bin/release`` output) into plain data, with the
+    manifest's loader: anchors and aliases refused as the parser meets them (no alias bomb can
+    expand), core tags only, nesting at most 64 deep, and a size cap checked before parsing.
+
+    Args:
+        text: the YAML (UTF-8).
+        source_name: what it is, for messages.
+        max_bytes: the largest text accepted.
+
+    Returns:
+        The document as dicts, lists and scalars; ``None`` for an empty one.
+
+    Raises:
+        ManifestInvalid: too large, not UTF-8, a syntax error, an anchor, alias or odd tag, or
+            too deep (with line and column).
+    """
+    if len(text) > max_bytes:
+        raise ManifestInvalid(source=source_name, where="",
+                              why=f"is larger than {max_bytes} bytes; refusing to read it")
+    root = _compose(text, source_name)
+    return None if root is None else yaml.SafeLoader("").construct_document(root)
+
+
 def _where(mark: yaml.Mark) -> str:
     return f" line {mark.line + 1}, column {mark.column + 1}"
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Callable, Mapping
 
-import yaml
 
 from fence.backend.base import Container
 from fence.errors import (
     ContainerGone,
     ContainerNotFound,
+    ManifestInvalid,
     NoBuildpackDetected,
     ProcessTimeout,
     StagingFailed,
@@ -20,9 +20,45 @@ from fence.errors import (
 )
 from fence.layout import Workspace
 from fence.models import ProcessResult, ProcessSpec
+from fence.staging.manifest import load_untrusted_yaml
 
 INDENT = "       "
 _MAX_RELEASE_BYTES = 256 * 1024
+# detect's name is its first line; fence's own probes print a line or two per path.
+_MAX_DETECT_BYTES = 4 * 1024
+_MAX_PROBE_BYTES = 64 * 1024
+# Characters of one output line quoted in a one-line error.
+_MAX_QUOTED = 200
+
+
+@dataclass
+class Collected:
+    """Output lines kept from one process, up to a size cap checked as each line arrives.
+
+    Attributes:
+        limit: the most bytes (of UTF-8 text, one newline per line) kept.
+        lines: the lines kept, in order.
+        size: their bytes.
+        overflowed: a line did not fit: it and everything after it were dropped.
+    """
+
+    limit: int
+    lines: list[str] = field(default_factory=list)
+    size: int = 0
+    overflowed: bool = False
+
+    def add(self, line: str) -> None:
+        """Keep a line, unless the cap was reached."""
+        size = len(line.encode("utf-8", "surrogateescape")) + 1
+        if self.overflowed or self.size + size > self.limit:
+            self.overflowed = True
+            return
+        self.lines.append(line)
+        self.size += size
+
+
+class _LogFull(Exception):
+    """Raised from the output callback when a staging's output passes its log cap."""
 
 
 @dataclass(frozen=True)
@@ -54,26 +90,35 @@ class PhaseRunner:
         deadline: ``time.monotonic()`` value at which staging times out.
         timeout_seconds: the staging timeout, for messages.
         on_line: receives every output line.
+        max_log_mib: the most container output (MiB) the staging log takes (``staging/max_log``);
+            ``None``: no cap.
     """
 
     def __init__(self, *, container: Container, workspace: Workspace, env: Mapping[str, str],
-                 deadline: float, timeout_seconds: int, on_line: Callable[[str], None]) -> None:
+                 deadline: float, timeout_seconds: int, on_line: Callable[[str], None],
+                 max_log_mib: int | None = None) -> None:
         self.container = container
         self.workspace = workspace
         self.env = dict(env)
         self.deadline = deadline
         self.timeout_seconds = timeout_seconds
         self.on_line = on_line
+        self.max_log_mib = max_log_mib
+        self._log_left = None if max_log_mib is None else max_log_mib * 1024 * 1024
         self._known: dict[PurePosixPath, tuple[bool, bool]] = {}
 
     def run(self, argv: tuple[str, ...], *, phase: str, show: bool = True,
-            cwd: PurePosixPath | None = None, collect: list[str] | None = None) -> ProcessResult:
-        """Run one process; its output goes to the log (indented) when ``show``, and every line
-        is appended to ``collect`` when given.
+            cwd: PurePosixPath | None = None, collect: Collected | None = None) -> ProcessResult:
+        """Run one process; its output goes to the log (indented) when ``show``, and lines
+        are kept in ``collect`` (up to its cap) when given.
+
+        Lines arrive cut at ``fence.lines.MAX_LINE`` bytes; the shown ones count against the
+        log cap as they arrive, and the staging fails as soon as it is passed.
 
         Raises:
             StagingTimeout: the staging deadline passed (the container was killed).
-            StagingFailed: the container went away (cancelled or killed).
+            StagingFailed: the container went away (cancelled or killed), or its output passed
+                staging/max_log.
         """
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
@@ -82,11 +127,14 @@ class PhaseRunner:
                            cwd=cwd or self.workspace.ctr_app, timeout=remaining)
         def output(line: str) -> None:
             if collect is not None:
-                collect.append(line)
+                collect.add(line)
             if show:
                 self._show(line)
         try:
             return self.container.run(spec, on_output=output)
+        except _LogFull:
+            raise StagingFailed(phase=phase, buildpack="", detail=f"the output passed staging/max_log "
+                                f"({self.max_log_mib} MiB); the staging was stopped") from None
         except ProcessTimeout:
             raise StagingTimeout(seconds=self.timeout_seconds, phase=phase) from None
         except (ContainerGone, ContainerNotFound) as exc:
@@ -114,15 +162,15 @@ class PhaseRunner:
         """
         script = ('for p; do if [ -x "$p" ]; then echo x; elif [ -e "$p" ]; then echo e; else echo -; fi; done'
                   + (f"; {{ {_FINGERPRINT}; }} || true" if fingerprint is not None else ""))
-        lines: list[str] = []
+        lines = Collected(limit=_MAX_PROBE_BYTES + 4 * len(ctr_paths))
         result = self.run(("bash", "-c", script, "fence-probe", *(str(p) for p in ctr_paths)),
                           phase="setup", show=False, collect=lines,
                           cwd=fingerprint if fingerprint is not None else None)
-        answers = [line.strip() for line in lines]
-        found = _fingerprint_in(answers) if fingerprint is not None else None
+        answers = [line.strip() for line in lines.lines]
+        found = _fingerprint_in(answers) if fingerprint is not None and not lines.overflowed else None
         if found is not None:
             answers = answers[:-1]
-        if result.exit_code != 0 or len(answers) != len(ctr_paths):
+        if result.exit_code != 0 or lines.overflowed or len(answers) != len(ctr_paths):
             return None  # no bash, or odd output: ``exists`` asks one by one
         for path, answer in zip(ctr_paths, answers):
             self._known[path] = (answer in ("x", "e"), answer == "x")
@@ -136,11 +184,17 @@ class PhaseRunner:
         Returns:
             The digest, or ``None`` when it could not be taken (no ``find``, a vanished folder).
         """
-        lines: list[str] = []
+        lines = Collected(limit=_MAX_PROBE_BYTES)
         result = self.run(("bash", "-c", _FINGERPRINT), phase="setup", show=False, collect=lines, cwd=ctr_dir)
-        return _fingerprint_in([line.strip() for line in lines]) if result.exit_code == 0 else None
+        if result.exit_code != 0 or lines.overflowed:
+            return None
+        return _fingerprint_in([line.strip() for line in lines.lines])
 
     def _show(self, line: str) -> None:
+        if self._log_left is not None:
+            self._log_left -= len(line.encode("utf-8", "surrogateescape")) + len(INDENT) + 1
+            if self._log_left < 0:
+                raise _LogFull()
         self.on_line(INDENT + line)
 
 
@@ -203,11 +257,13 @@ def detect(runner: PhaseRunner, candidates: list[CopiedBuildpack]) -> CopiedBuil
     """
     runner.on_line("-----> Detecting buildpack")
     for pack in candidates:
-        lines: list[str] = []
+        # Only the first line is used (the name): the cap keeps a chatty detect from costing more.
+        lines = Collected(limit=_MAX_DETECT_BYTES)
         result = runner.run((str(pack.ctr_dir / "bin" / "detect"), str(runner.workspace.ctr_app)),
                             phase="detect", show=False, collect=lines)
         if result.exit_code == 0:
-            detected = (lines[0].strip() if lines and lines[0].strip() else pack.name)[:64]
+            first = lines.lines[0].strip() if lines.lines else ""
+            detected = (first or pack.name)[:64]
             runner.on_line(f"{INDENT}{detected} (buildpack {pack.name}) accepted the app")
             return CopiedBuildpack(index=pack.index, name=detected, version=pack.version,
                                    origin=pack.origin, ctr_dir=pack.ctr_dir)
@@ -266,20 +322,22 @@ def release(runner: PhaseRunner, pack: CopiedBuildpack) -> Release:
     if not runner.exists(ctr_release, executable=True):
         return Release(process_types={}, config_vars={})
     runner.on_line(f"-----> Running {pack.name} release")
-    lines: list[str] = []
+    lines = Collected(limit=_MAX_RELEASE_BYTES)
     result = runner.run((str(ctr_release), str(runner.workspace.ctr_app)), phase="release",
                         show=False, collect=lines)
-    text = "\n".join(lines)
     if result.exit_code != 0:
         raise StagingFailed(phase="release", buildpack=f" (buildpack {pack.name})",
                             detail=f"bin/release exited {result.exit_code}: {_tail(result)}")
-    if len(text) > _MAX_RELEASE_BYTES:
-        raise StagingFailed(phase="release", buildpack=f" (buildpack {pack.name})", detail="output is too large")
-    try:
-        data = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as exc:
+    if lines.overflowed:
         raise StagingFailed(phase="release", buildpack=f" (buildpack {pack.name})",
-                            detail=f"output is not YAML: {str(exc).splitlines()[0]}") from None
+                            detail=f"output is larger than {_MAX_RELEASE_BYTES // 1024} KiB")
+    text = "\n".join(lines.lines).encode("utf-8", "surrogateescape")
+    try:
+        # The manifest's loader: an alias bomb is refused at its first alias, not expanded.
+        data = load_untrusted_yaml(text, source_name="bin/release", max_bytes=_MAX_RELEASE_BYTES) if text.strip() else {}
+    except ManifestInvalid as exc:
+        raise StagingFailed(phase="release", buildpack=f" (buildpack {pack.name})",
+                            detail=f"output is not YAML fence accepts ({exc.message})") from None
     data = data or {}
     if not isinstance(data, dict):
         raise StagingFailed(phase="release", buildpack=f" (buildpack {pack.name})", detail="output is not a YAML mapping")
@@ -296,9 +354,9 @@ def _string_map(value: object, pack: CopiedBuildpack, key: str) -> dict[str, str
 
 
 def _tail(result: ProcessResult, lines: int = 8) -> str:
-    tail = [line for line in result.output if line.strip()][-lines:]
+    tail = [_short(line, _MAX_QUOTED) for line in result.output if line.strip()][-lines:]
     return " | ".join(tail) if tail else "(no output)"
 
 
-def _short(command: str) -> str:
-    return command if len(command) <= 80 else command[:77] + "..."
+def _short(command: str, limit: int = 80) -> str:
+    return command if len(command) <= limit else command[:limit - 3] + "..."

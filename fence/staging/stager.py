@@ -38,7 +38,7 @@ from fence.staging.buildpacks import BuildpackResolver, buildpack_tar, parse_bui
 from fence.staging.inputs import StagingInputs, buildpack_identity, manifest_digest, source_digest
 from fence.store import StateStore
 from fence.staging.procfile import parse_procfile
-from fence.tarstream import ChunkReader, concat_tars, save_owned_tar
+from fence.tarstream import ChunkReader, StreamTooLarge, concat_tars, save_owned_tar
 
 LineCallback = Callable[[str], None]
 log = logging.getLogger("fence.staging")
@@ -244,7 +244,8 @@ class Stager:
         try:
             container.start()
             runner = phases.PhaseRunner(container=container, workspace=ws, env=plan.staging_env,
-                                        deadline=plan.deadline, timeout_seconds=plan.timeout, on_line=on_line)
+                                        deadline=plan.deadline, timeout_seconds=plan.timeout, on_line=on_line,
+                                        max_log_mib=int(self._config.fence("staging/max_log")))
             copied = self._copy_in(container, ws, plan.source, name, plan.env, plan.resolved, on_line)
             cache_before = runner.probe([ws.ctr_admin_hook("pre-staging"), ws.ctr_admin_hook("post-staging"),
                                          *(p.ctr_dir / "bin" / step for p in copied for step in _BIN_STEPS)],
@@ -270,10 +271,19 @@ class Stager:
                 else:
                     on_line("-----> Saving the build cache")
                     saved = pool.submit(save_owned_tar, container.stream_out(ws.ctr_cache),
-                                        self._home.host_app_cache(name), uid=ws.uid)
-                record = self._package(container, plan, chain, release, process_types, on_line)
-                if saved is not None:
-                    saved.result()
+                                        self._home.host_app_cache(name), uid=ws.uid,
+                                        max_bytes=_mib(self._config, "staging/max_cache"))
+                try:
+                    record = self._package(container, plan, chain, release, process_types, on_line)
+                except StreamTooLarge:
+                    raise _too_large("the droplet", self._config, "staging/max_droplet") from None
+                try:
+                    if saved is not None:
+                        saved.result()
+                except StreamTooLarge:
+                    if self._store.droplet(record.id) is None:
+                        self._droplets.delete(record.id)  # nothing of this staging is kept
+                    raise _too_large("the build cache", self._config, "staging/max_cache") from None
             self._store.add_droplet(record)
             on_line(f"-----> Droplet {record.id[:12]} ({record.size / 1e6:.1f} MB), "
                     f"start command: {record.start_command or '(none)'}")
@@ -433,13 +443,23 @@ class Stager:
         }
         text = yaml.safe_dump(info, default_flow_style=False, sort_keys=False).encode()
         digest, size = self._droplets.write(app_tar=container.stream_out(ws.ctr_app),
-                                            extra_files={"staging_info.yml": text}, uid=ws.uid)
+                                            extra_files={"staging_info.yml": text}, uid=ws.uid,
+                                            max_bytes=_mib(self._config, "staging/max_droplet"))
         return DropletRecord(id=digest, app=name, size=size, buildpacks=uses,
                              start_command=process_types.get("web"), process_types=dict(process_types),
                              config_vars=dict(release.config_vars), stack_image=image,
                              stack_image_id=image_id, commit=source.commit, staged_at=staged_at,
                              staging_id=plan.staging_id, pre_running=tuple(pre_running),
                              inputs_key=plan.inputs_key)
+
+
+def _mib(config: ConfigStore, key: str) -> int:
+    return int(config.fence(key)) * 1024 * 1024
+
+
+def _too_large(what: str, config: ConfigStore, key: str) -> StagingFailed:
+    return StagingFailed(phase="packaging", buildpack="",
+                         detail=f"{what} is larger than {key} ({int(config.fence(key))} MiB): nothing was kept")
 
 
 class _Cancelled:

@@ -1,0 +1,170 @@
+"""Container output cannot grow the daemon or the disk: floods without newlines, alias bombs, oversize droplets."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.integration.node_kit import Node
+from tests.integration.staging_kit import write_app, write_buildpack
+
+RSS_LIMIT = 150 * 1024 * 1024
+MARK = "… [line cut at 65536 bytes]"
+
+
+class Watch:
+    """While open: calls the API every 100 ms (latency, errors) and samples the daemon's RSS."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._daemon = psutil.Process(node.proc.pid)
+        self.latencies: list[float] = []
+        self.errors: list[str] = []
+        self.peak_rss = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._probe, daemon=True),
+                         threading.Thread(target=self._sample, daemon=True)]
+
+    def __enter__(self) -> "Watch":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _probe(self) -> None:
+        transport = httpx.HTTPTransport(uds=str(self._node.root / "fence.sock"))
+        with httpx.Client(transport=transport, base_url="http://fence") as client:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    response = client.get("/v1/apps", timeout=10)
+                    if response.status_code != 200:
+                        self.errors.append(f"{response.status_code}: {response.text[:100]}")
+                except httpx.HTTPError as exc:
+                    self.errors.append(repr(exc))
+                self.latencies.append(time.monotonic() - started)
+                self._stop.wait(0.1)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_rss = max(self.peak_rss, self._daemon.memory_info().rss)
+            self._stop.wait(0.1)
+
+    @property
+    def too_big(self) -> bool:
+        return self.peak_rss > RSS_LIMIT
+
+    def check(self, what: str) -> None:
+        p99 = statistics.quantiles(self.latencies, n=100)[98] if len(self.latencies) > 1 else 0.0
+        print(f"{what}: daemon RSS peak {self.peak_rss / 1e6:.0f} MB; API p99 {p99 * 1000:.0f} ms "
+              f"over {len(self.latencies)} calls, {len(self.errors)} errors")
+        assert self.errors == []
+        assert self.peak_rss < RSS_LIMIT, f"daemon RSS reached {self.peak_rss / 1e6:.0f} MB"
+        assert len(self.latencies) >= 10 and p99 < 1.0
+
+
+def _run_until(node: Node, watch: Watch, args: list[str], seconds: float) -> tuple[int | None, str, str]:
+    """Run a CLI command; stop it early when the daemon passes the RSS limit (so a regression
+    fails in seconds rather than swapping the machine). Returns (exit code or None, out, err)."""
+    proc = subprocess.Popen([sys.executable, "-m", *args], env=node.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + seconds
+    while proc.poll() is None and time.monotonic() < deadline and not watch.too_big:
+        time.sleep(0.2)
+    if proc.poll() is None:
+        proc.kill()
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode if proc.returncode is not None and proc.returncode >= 0 else None, \
+        out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def test_a_hook_printing_2_gb_without_a_newline_costs_one_cut_line(node: Node, tmp_path: Path) -> None:
+    source = write_app(tmp_path / "zeros", {
+        "Procfile": "web: python3 -m http.server $PORT\n",
+        "stackato.yml": "name: zeros\nhooks:\n  pre-staging:\n    - head -c 2G /dev/zero; echo; echo hook-done\n",
+    })
+    started = time.monotonic()
+    with Watch(node) as watch:
+        code, out, err = _run_until(node, watch, ["fence", "push", str(source)], seconds=480)
+    took = time.monotonic() - started
+    print(f"2 GB hook: push took {took:.0f} s")
+    watch.check("2 GB hook")
+    assert code == 0, err
+    log = node.cli("fence", "logs", "zeros", "--staging").stdout
+    assert MARK in log and "hook-done" in log
+    assert len(log) < 1024 * 1024
+    node.cli("fence", "delete", "zeros")
+
+
+def test_a_release_alias_bomb_from_an_app_buildpack_is_refused_in_one_line(node: Node, tmp_path: Path) -> None:
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"] + [
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]" for i in range(9)]
+    bomb = "\n".join(levels + ["config_vars:", "  BOMB: *j"])
+    pack = write_buildpack(tmp_path / "bomb-pack", detect="echo bomb\n", compile="true\n",
+                           release=f"cat <<'EOF'\n{bomb}\nEOF\n")
+    source = write_app(tmp_path / "bombed", {"Procfile": "web: python3 -m http.server $PORT\n"})
+    with Watch(node) as watch:
+        code, out, err = _run_until(node, watch, ["fence", "push", str(source), "--name", "bombed",
+                                                  "--buildpack", str(pack)], seconds=180)
+    watch.check("release alias bomb")
+    assert code not in (0, None)
+    assert err.startswith("error: staging failed in release (buildpack ") and err.count("\n") == 1, err
+    assert "output is not YAML fence accepts" in err and "are not allowed" in err
+    node.cli("fence", "delete", "bombed")
+
+
+def test_run_cat_dev_zero_with_a_log_follower_attached(node: Node, tmp_path: Path) -> None:
+    # The instance itself writes 20 MB/s without a newline, so the follower reads a flood too.
+    source = write_app(tmp_path / "noisy", {
+        "Procfile": "web: python3 -m http.server $PORT >/dev/null 2>&1 & "
+                    "while true; do head -c 1048576 /dev/zero; sleep 0.05; done\n",
+    })
+    assert node.cli("fence", "push", str(source), "--name", "noisy").exit_code == 0
+    follower = subprocess.Popen([sys.executable, "-m", "fence", "logs", "noisy", "--follow"], env=node.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        with Watch(node) as watch:
+            code, out, _ = _run_until(node, watch, ["fence", "run", "noisy", "--", "cat", "/dev/zero"], seconds=20)
+        watch.check("cat /dev/zero with a follower")
+        assert code is None, "cat /dev/zero ended by itself"  # it ran until the client was stopped
+        assert MARK in out
+        assert follower.poll() is None, "the follower stopped"
+    finally:
+        follower.kill()
+        followed, _ = follower.communicate(timeout=60)
+    assert MARK in followed.decode(errors="replace")
+    deadline = time.monotonic() + 60
+    while node.containers("task") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert node.containers("task") == [], "the task container outlived its client"
+    node.cli("fence", "delete", "noisy")
+
+
+def test_a_droplet_over_staging_max_droplet_fails_in_one_line_and_leaves_no_droplet(node: Node,
+                                                                                   tmp_path: Path) -> None:
+    source = write_app(tmp_path / "fat", {"Procfile": "web: python3 -m http.server $PORT\n"})
+    (source / "blob.bin").write_bytes(bytes(3 * 1024 * 1024))
+    before = sorted(p.name for p in (node.root / "droplets").glob("*")) if (node.root / "droplets").is_dir() else []
+    assert node.cli("kato", "config", "set", "fence", "staging/max_droplet", "1").exit_code == 0
+    try:
+        result = node.cli("fence", "push", str(source), "--name", "fat", timeout=300)
+    finally:
+        node.cli("kato", "config", "del", "fence", "staging/max_droplet")
+    assert result.exit_code != 0
+    assert result.stderr == ("error: staging failed in packaging: the droplet is larger than "
+                             "staging/max_droplet (1 MiB): nothing was kept\n"), result.stderr
+    after = sorted(p.name for p in (node.root / "droplets").glob("*")) if (node.root / "droplets").is_dir() else []
+    assert after == before, "a droplet or a partial file was left"
+    assert "fat" not in node.cli("fence", "droplets").stdout
+    node.cli("fence", "delete", "fat")
