@@ -19,14 +19,19 @@ def docker_backend(config: ConfigStore) -> ContainerBackend:
     return DockerBackend(require_userns=lambda: bool(config.fence("security/require_userns")))
 
 
-def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, router: object | None = None,
+# ``router=`` left out: the node's nginx; ``router=None``: no router at all (tests, tools).
+NGINX = object()
+
+
+def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, router: object | None = NGINX,
                  manager_options: dict | None = None):  # noqa: ANN201
     """The service facade for a node, with the real engine and nginx unless others are given.
 
     Args:
         home: the node's FENCE_HOME.
         backend: a container backend (default: the Docker Engine).
-        router: a router (default: nginx under FENCE_HOME/router).
+        router: a router (default: nginx under FENCE_HOME/router); ``None`` for none (nothing
+            routes, no nginx is ever started: a unit test's node must not take the node's port).
         manager_options: extra InstanceManager arguments (tests: clock, health, drain).
 
     Returns:
@@ -60,7 +65,7 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
                            app_user=app_user)
     starter = InstanceStarter(backend=engine, config=config, images=images, node_id=home.node_id,
                               app_user=app_user)
-    node_router = router if router is not None else nginx_router(home)
+    node_router = nginx_router(home) if router is NGINX else router
     feed = RouteFeed(router=node_router, config=config) if node_router is not None else None
     manager = InstanceManager(backend=engine, store=store, config=config, starter=starter,
                               node_id=home.node_id, routes=feed, **(manager_options or {}))

@@ -17,7 +17,7 @@ from fence.wiring import node_service
 
 @pytest.fixture
 def client(home: NodeHome) -> TestClient:
-    service = node_service(home, backend=FakeBackend(userns_remap=False))
+    service = node_service(home, backend=FakeBackend(userns_remap=False), router=None)
     yield TestClient(create_app(service, service.apps))
     service.close()
 
@@ -137,7 +137,7 @@ def test_openapi_describes_bodies_answers_and_the_error_shape(client: TestClient
 
 
 def test_bodies_reach_the_app_operations_as_typed_values(home: NodeHome, monkeypatch: pytest.MonkeyPatch) -> None:
-    service = node_service(home, backend=FakeBackend(userns_remap=False))
+    service = node_service(home, backend=FakeBackend(userns_remap=False), router=None)
     seen: list[tuple] = []
     view = AppView(name="web", url="u", urls=("u",), state="started", instances=1, running=1, memory_mib=64,
                    release=1, droplet=None, stack_image=None, env={})

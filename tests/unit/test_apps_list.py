@@ -50,7 +50,7 @@ def _fill(store: StateStore) -> None:
 
 @pytest.fixture
 def service(home: NodeHome) -> NodeService:
-    service = node_service(home, backend=FakeBackend(userns_remap=False))
+    service = node_service(home, backend=FakeBackend(userns_remap=False), router=None)
     _fill(service.store)
     yield service
     service.close()

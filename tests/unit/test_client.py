@@ -28,7 +28,7 @@ from fence.wiring import node_service
 @pytest.fixture
 def daemon(home: NodeHome) -> Iterator[tuple[FenceClient, object]]:
     """The real API on the fake backend, served by uvicorn on the node's socket in a thread."""
-    service = node_service(home, backend=FakeBackend(userns_remap=False))
+    service = node_service(home, backend=FakeBackend(userns_remap=False), router=None)
     # A short keep-alive, so a test can see the client replace a connection the daemon closed.
     server = uvicorn.Server(uvicorn.Config(create_app(service, service.apps), uds=str(home.host_socket), log_config=None,
                                            access_log=False, lifespan="off", timeout_keep_alive=1))

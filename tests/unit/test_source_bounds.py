@@ -53,7 +53,7 @@ class _Recorder:
 
 @pytest.fixture
 def api(home: NodeHome) -> TestClient:
-    service = node_service(home, backend=FakeBackend(userns_remap=False))
+    service = node_service(home, backend=FakeBackend(userns_remap=False), router=None)
     yield TestClient(create_app(service, service.apps))
     service.close()
 

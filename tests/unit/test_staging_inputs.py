@@ -146,7 +146,7 @@ def test_stage_and_restage_pass_force_on(monkeypatch: pytest.MonkeyPatch, forced
 
 
 def test_api_passes_force_to_stage_and_restage(home: NodeHome, monkeypatch: pytest.MonkeyPatch) -> None:
-    service = node_service(home, backend=FakeBackend(userns_remap=False))
+    service = node_service(home, backend=FakeBackend(userns_remap=False), router=None)
     seen: list[object] = []
 
     def stage(order: StageOrder, **_: object) -> DropletRecord:
