@@ -107,11 +107,10 @@ def check_name(name: str, *, limits: SourceLimits) -> tuple[str, ...]:
     """
     if name.startswith("/"):
         raise refuse(name, "is an absolute path")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise refuse(name, "is not a UTF-8 name (rename it)") from None
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7f for ch in name):
+    problem = _text_problem(name)
+    if problem == "utf-8":
+        raise refuse(name, "is not a UTF-8 name (rename it)")
+    if problem == "control":
         raise refuse(name, "holds a control character")
     parts = tuple(part for part in name.split("/") if part not in ("", "."))
     if ".." in parts:
@@ -121,6 +120,18 @@ def check_name(name: str, *, limits: SourceLimits) -> tuple[str, ...]:
     if len(name) > limits.max_path:
         raise refuse(name, f"is {len(name)} characters long (limit {limits.max_path})")
     return parts
+
+
+def _text_problem(text: str) -> str | None:
+    """``"utf-8"`` when a name cannot be written as UTF-8, ``"control"`` when it holds a control
+    character, else ``None``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "utf-8"
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7f for ch in text):
+        return "control"
+    return None
 
 
 def check_link_target(name: str, target: str, *, limits: SourceLimits) -> None:
@@ -136,11 +147,10 @@ def check_link_target(name: str, target: str, *, limits: SourceLimits) -> None:
         raise refuse(name, "is a symlink with an empty target")
     if target.startswith("/"):
         raise refuse(name, f"is a symlink to the absolute path {show(target, 80)} (outside the app)")
-    try:
-        target.encode("utf-8")
-    except UnicodeEncodeError:
-        raise refuse(name, "is a symlink whose target is not UTF-8") from None
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7f for ch in target):
+    problem = _text_problem(target)
+    if problem == "utf-8":
+        raise refuse(name, "is a symlink whose target is not UTF-8")
+    if problem == "control":
         raise refuse(name, "is a symlink whose target holds a control character")
     if len(target) > limits.max_path:
         raise refuse(name, f"is a symlink whose target is longer than {limits.max_path} characters")
