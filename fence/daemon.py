@@ -70,6 +70,10 @@ def serve(service: NodeService) -> None:
     """
     host_socket = service.home.host_socket
     sock = bind_socket(host_socket)
+    # Before any instance starts: app containers must never find the host open.
+    firewall = service.protect_host()
+    if firewall is not None and firewall.protected:
+        log.info("host firewall in place: app containers cannot reach the host")
     for line in service.recover():
         log.info("removed after an unclean stop", extra={"what": line})
     service.start()

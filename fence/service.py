@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Mapping, Protocol, TextIO
 
 from fence import __version__, labels
 from fence.backend.base import ContainerBackend
+from fence.backend.firewall import FirewallStatus, HostFirewall
 from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.apps import AppOps
@@ -83,8 +84,9 @@ class NodeService:
 
     def __init__(self, *, home: NodeHome, config: ConfigStore, backend: ContainerBackend,
                  store: StateStore, stager: Stager, droplets: DropletStore, apps: AppOps,
-                 manager: InstanceManager, router: Router | None) -> None:
+                 manager: InstanceManager, router: Router | None, firewall: HostFirewall | None = None) -> None:
         self.home = home
+        self.firewall = firewall
         self.config = config
         self.backend = backend
         self.store = store
@@ -358,6 +360,8 @@ class NodeService:
             warnings.extend(_engine_warnings(engine, bool(self.config.fence("security/require_userns"))))
         if stack is not None:
             warnings.extend(_stack_warnings(stack))
+        if self.firewall is not None:
+            warnings.extend(self.firewall.check().problems)
         warnings.extend(disk_warnings(disks(self.home.host_root, engine)))
         warnings.extend(crash_loop_warnings({app.name: self.manager.instances(app.name)
                                              for app in self.store.apps()}))
@@ -391,6 +395,11 @@ class NodeService:
             EngineUnavailable: the engine does not answer.
         """
         return stack_images(config=self.config, backend=self.backend, node_id=self.node_id)
+
+    def protect_host(self) -> FirewallStatus | None:
+        """Install the host firewall that keeps app containers off the host (the daemon does at
+        start); ``None`` when the node has none to install. What is missing stays in ``status``."""
+        return self.firewall.install() if self.firewall is not None else None
 
     def start(self) -> None:
         """Start the instance reconciler: it re-adopts running instances from their labels

@@ -23,7 +23,7 @@ def docker_backend(config: ConfigStore) -> ContainerBackend:
 
 
 def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, router: object | None = None,
-                 manager_options: dict | None = None):  # noqa: ANN201
+                 manager_options: dict | None = None, firewall: object | None = None):  # noqa: ANN201
     """The service facade for a node, with the real engine and nginx unless others are given.
 
     Args:
@@ -31,6 +31,8 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
         backend: a container backend (default: the Docker Engine).
         router: a router (default: nginx under FENCE_HOME/router).
         manager_options: extra InstanceManager arguments (tests: clock, health, drain).
+        firewall: the host firewall (default: iptables with the Docker Engine; with another
+            backend, an in-memory fake: a test backend never touches the host's tables).
 
     Returns:
         A ``fence.service.NodeService``.
@@ -63,8 +65,13 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     node_router = router if router is not None else nginx_router(home)
     apps = AppOps(store=store, config=config, manager=manager, starter=starter, backend=engine,
                   droplets=droplets, home=home, node_id=home.node_id, routing=node_router is not None)
+    if firewall is None:
+        from fence.backend.firewall import FakeFirewall, IptablesFirewall
+
+        firewall = IptablesFirewall() if backend is None else FakeFirewall()
     service = NodeService(home=home, config=config, backend=engine, store=store, stager=stager,
-                          droplets=droplets, apps=apps, manager=manager, router=node_router)
+                          droplets=droplets, apps=apps, manager=manager, router=node_router,
+                          firewall=firewall)
     routes_to.append(service.apply_routes)
     return service
 
