@@ -259,7 +259,9 @@ class DockerBackend:
                              "com.docker.network.bridge.enable_icc": "true",
                              "com.docker.network.bridge.enable_ip_masquerade": "true"})
             except docker.errors.APIError as exc:
-                if exc.status_code != 409:  # 409: it exists (made by a racing caller, or before)
+                # It exists: made before (409), or by a racing caller, whose bridge of the same name
+                # the engine may find first ("same bridge name"); either way it is looked up below.
+                if exc.status_code != 409 and "same bridge name" not in _explain(exc):
                     if "address pool" in _explain(exc):
                         raise EngineError(action=action, detail=f"{_explain(exc)} (each app has its own "
                                           "network: give the engine more default-address-pools)") from exc

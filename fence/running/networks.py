@@ -37,6 +37,7 @@ class AppNetworks:
         self._node_id = node_id
         self._lock = threading.Lock()
         self._known: set[str] = set()  # apps whose network this process made or found
+        self._making: dict[str, threading.Lock] = {}  # app → held while its network is made
 
     def ensure(self, app: str) -> str:
         """The app's network, made first if the engine does not have it.
@@ -56,10 +57,18 @@ class AppNetworks:
         with self._lock:
             if app in self._known:
                 return name
-        self._backend.create_network(NetworkSpec(
-            name=name, labels=labels.owned(self._node_id, labels.ROLE_NETWORK, app=app)))
-        with self._lock:
-            self._known.add(app)
+            lock = self._making.setdefault(app, threading.Lock())
+        # One creation per app at a time: the instances of a new app start in parallel, and two
+        # creations racing in the engine can fail on the bridge name rather than find each other.
+        with lock:
+            with self._lock:
+                if app in self._known:
+                    return name
+            self._backend.create_network(NetworkSpec(
+                name=name, labels=labels.owned(self._node_id, labels.ROLE_NETWORK, app=app)))
+            with self._lock:
+                self._known.add(app)
+                self._making.pop(app, None)
         return name
 
     def missing(self, app: str) -> bool:
