@@ -330,7 +330,8 @@ class AppOps:
                 raise UsageError(detail=f"host name {host} belongs to app {host[: -len(domain) - 1]}")
 
     def delete(self, name: str) -> None:
-        """Remove the app: its instances, releases, droplets, kept sources, build cache and logs."""
+        """Remove the app: its instances, releases, droplets, kept sources, build cache, logs and
+        network (left to gc while a task of the app still runs on it)."""
         app = self.app(name)
         self._store.put_app(_replace(app, started=False))
         self._manager.wake()
@@ -339,6 +340,7 @@ class AppOps:
             self._droplets.delete(droplet)
         self._manager.forget(name)
         self._manager.wake()
+        self._starter.networks.remove(name)
         self._home.host_app_cache(name).unlink(missing_ok=True)
         shutil.rmtree(self._home.host_app_staging_logs(name), ignore_errors=True)
         shutil.rmtree(self._home.host_app_sources(name), ignore_errors=True)

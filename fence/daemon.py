@@ -81,6 +81,10 @@ def serve(service: NodeService) -> None:
     taken = service.router_port_problem()
     if taken:  # said at once, not when a push finds its instances unrouted
         log.warning(taken)
+    # Before any instance starts: app containers must never find the host open.
+    firewall = service.protect_host()
+    if firewall is not None and firewall.protected:
+        log.info("host firewall in place: app containers cannot reach the host")
     for line in service.recover():
         log.info("removed after an unclean stop", extra={"what": line})
     service.start()

@@ -15,7 +15,7 @@ from fence import labels
 from fence.backend.base import ContainerBackend
 from fence.config import ConfigStore
 from fence.droplets import DropletStore
-from fence.errors import ContainerNotFound, DropletNotFound, FenceError
+from fence.errors import ContainerNotFound, DropletNotFound, FenceError, UsageError
 from fence.home import NodeHome
 from fence.kept_sources import KeptSources
 from fence.models import GcItem, GcReport
@@ -27,7 +27,8 @@ KEEP_STAGING_LOGS = 5
 BUILDPACK_UNUSED_DAYS = 7
 _STALE_TEMP_SECONDS = 3600
 _BUILDPACK_SCRIPTS = ("detect", "compile", "release", "supply", "finalize")
-_KIND_ORDER = ("container", "droplet-image", "image", "droplet", "droplet-record", "source", "cache", "staging-log", "buildpack")
+_KIND_ORDER = ("container", "network", "droplet-image", "image", "droplet", "droplet-record", "source", "cache",
+               "staging-log", "buildpack")
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class _Found:
 class GarbageCollector:
     """Removes what this node owns and nothing needs: unreferenced droplets (and their kept
     sources), build caches of deleted apps, this node's stopped containers no instance record
-    needs, droplet images no container uses whose droplet is in no kept release or whose stack
+    needs, networks of deleted apps that no container runs on, droplet images no container uses whose droplet is in no kept release or whose stack
     is no longer configured, stack images this node ran on that are neither configured nor used
     by any container (or kept droplet image),
     staging logs beyond the last five per app, and git buildpack checkouts unused for a week.
@@ -115,7 +116,7 @@ class GarbageCollector:
         mine = self._backend.list_info({labels.NODE: self._node_id})
         referenced = {r.droplet for app in apps for r in self._store.releases(app)}
         referenced |= {c.labels[labels.DROPLET] for c in mine if c.labels.get(labels.DROPLET)}
-        found = self._containers(mine) + self._images(referenced, busy)
+        found = self._containers(mine) + self._networks(apps) + self._images(referenced, busy)
         found += self._droplet_files(referenced, busy) + self._kept_sources(apps, referenced, busy)
         found += self._caches(apps, busy) + self._staging_logs()
         if busy is None:
@@ -147,6 +148,23 @@ class GarbageCollector:
         if not labels.is_owned_by(info.labels, self._node_id) or info.running:
             raise ContainerNotFound(container=f"{container_id[:12]} (started again or not this node's)")
         container.destroy()
+
+    def _networks(self, apps: set[str]) -> list[_Found]:
+        found = []
+        for network in self._backend.list_networks({labels.NODE: self._node_id, labels.ROLE: labels.ROLE_NETWORK}):
+            app = network.labels.get(labels.APP, "")
+            if app in apps or network.containers:
+                continue  # a task of a deleted app may still run on it: the next pass takes it
+            found.append(_Found(GcItem(kind="network", name=network.name,
+                                       detail=f"network of {app or '?'}, an app this node no longer has"),
+                                lambda name=network.name, app=app: self._remove_network(name, app)))
+        return found
+
+    def _remove_network(self, name: str, app: str) -> None:
+        if app and self._store.app(app) is not None:
+            # Pushed again since the plan was made: its instances are about to join it.
+            raise UsageError(detail=f"{app} was pushed again; its network stays")
+        self._backend.remove_network(name)
 
     def _images(self, referenced: set[str], busy: float | None) -> list[_Found]:
         configured = set()

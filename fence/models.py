@@ -58,7 +58,8 @@ class ContainerSpec:
         workdir: working directory inside the container.
         limits: resource limits.
         ports: TCP ports to publish.
-        network: ``"none"`` or ``"bridge"``.
+        network: ``"none"``, ``"bridge"`` (the engine's default bridge) or the name of a
+            network fence made (``NetworkSpec``; an app's instances and tasks join its own).
         name: optional container name.
     """
 
@@ -152,6 +153,43 @@ class ContainerInfo:
         """The stack image it runs on: its ``fence.stack-id`` label (a container from a droplet
         image), else its own image."""
         return str(self.labels.get(STACK_ID) or self.image_id)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A bridge network fence owns (one per app: its instances and tasks join only it).
+
+    Attributes:
+        name: the network's name; must start with ``fence-`` (``fence.backend.policy``).
+        labels: labels to set; must include fence's node label.
+    """
+
+    name: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """What the engine reports about one network.
+
+    Attributes:
+        id: the engine's network id.
+        name: its name.
+        labels: its labels.
+        bridge: the host interface of its bridge (``fnc-…`` for a network fence made), which
+            the host firewall matches.
+        subnet: its IPv4 subnet (CIDR), if it has one.
+        gateway: the host's address on it, if it has one.
+        containers: ids of the running containers attached to it now.
+    """
+
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    bridge: str
+    subnet: str | None = None
+    gateway: str | None = None
+    containers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -761,9 +799,9 @@ class GcItem:
 
     Attributes:
         kind: ``droplet``, ``droplet-record``, ``cache``, ``source``, ``container``,
-            ``droplet-image``, ``image``,
+            ``network``, ``droplet-image``, ``image``,
             ``staging-log`` or ``buildpack``.
-        name: what it is: a droplet digest, an app name, a container or image id, a path
+        name: what it is: a droplet digest, an app name, a container or image id, a network name, a path
             relative to FENCE_HOME.
         size: bytes it frees (0 where the engine does not say, e.g. a stopped container).
         detail: why it is garbage, for the admin.

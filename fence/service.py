@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Protocol
 from fence import __version__, labels
 from fence.apps import AppOps
 from fence.backend.base import ContainerBackend
+from fence.backend.firewall import FirewallStatus, HostFirewall
 from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.errors import DropletNotFound, EngineUnavailable, FenceError, NoRelease, RolloutBusy
@@ -53,8 +54,9 @@ class NodeService:
 
     def __init__(self, *, home: NodeHome, config: ConfigStore, backend: ContainerBackend,
                  store: StateStore, session: StagingSession, droplets: DropletStore, apps: AppOps,
-                 manager: InstanceManager, router: Router | None) -> None:
+                 manager: InstanceManager, router: Router | None, firewall: HostFirewall | None = None) -> None:
         self.home = home
+        self.firewall = firewall
         self.config = config
         self.backend = backend
         self.store = store
@@ -244,6 +246,8 @@ class NodeService:
         if stack is not None:
             warnings.extend(_stack_warnings(stack))
         warnings.extend(app_uid_warnings(app_uid))
+        if self.firewall is not None:
+            warnings.extend(self.firewall.check().problems)
         warnings.extend(disk_warnings(disks(self.home.host_root, engine)))
         warnings.extend(crash_loop_warnings({app.name: self.manager.instances(app.name)
                                              for app in self.store.apps()}))
@@ -290,6 +294,11 @@ class NodeService:
             EngineUnavailable: the engine does not answer.
         """
         return stack_images(config=self.config, backend=self.backend, node_id=self.node_id)
+
+    def protect_host(self) -> FirewallStatus | None:
+        """Install the host firewall that keeps app containers off the host (the daemon does at
+        start); ``None`` when the node has none to install. What is missing stays in ``status``."""
+        return self.firewall.install() if self.firewall is not None else None
 
     def start(self) -> None:
         """Start the instance reconciler: it re-adopts running instances from their labels

@@ -24,7 +24,7 @@ NGINX = object()
 
 
 def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, router: object | None = NGINX,
-                 manager_options: dict | None = None):  # noqa: ANN201
+                 manager_options: dict | None = None, firewall: object | None = None):  # noqa: ANN201
     """The service facade for a node, with the real engine and nginx unless others are given.
 
     Args:
@@ -33,6 +33,8 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
         router: a router (default: nginx under FENCE_HOME/router); ``None`` for none (nothing
             routes, no nginx is ever started: a unit test's node must not take the node's port).
         manager_options: extra InstanceManager arguments (tests: clock, health, drain).
+        firewall: the host firewall (default: iptables with the Docker Engine; with another
+            backend, an in-memory fake: a test backend never touches the host's tables).
 
     Returns:
         A ``fence.service.NodeService``.
@@ -73,8 +75,13 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
                   droplets=droplets, home=home, node_id=home.node_id, routing=node_router is not None)
     session = StagingSession(config=config, stager=stager, store=store,
                              sources=KeptSources(home=home), home=home, app_user=app_user)
+    if firewall is None:
+        from fence.backend.firewall import FakeFirewall, IptablesFirewall
+
+        firewall = IptablesFirewall() if backend is None else FakeFirewall()
     service = NodeService(home=home, config=config, backend=engine, store=store, session=session,
-                          droplets=droplets, apps=apps, manager=manager, router=node_router)
+                          droplets=droplets, apps=apps, manager=manager, router=node_router,
+                          firewall=firewall)
     return service
 
 

@@ -13,6 +13,8 @@ from fence.models import (
     ContainerSpec,
     EngineInfo,
     ImageInfo,
+    NetworkInfo,
+    NetworkSpec,
     ProcessResult,
     ProcessSpec,
 )
@@ -228,14 +230,16 @@ class ContainerBackend(Protocol):
         Every backend first applies ``fence.backend.policy.refuse_unsafe_spec``.
 
         Args:
-            spec: image, labels, user, command, env, limits, ports, network.
+            spec: image, labels, user, command, env, limits, ports, network (``none``,
+                ``bridge``, or a network made by ``create_network``).
 
         Returns:
             The created container.
 
         Raises:
-            UsageError: the spec asks for root, lacks fence's node label, names an unknown
-                network, publishes ports without a network, or gives a malformed image reference.
+            UsageError: the spec asks for root, lacks fence's node label, names a network that
+                is not allowed or does not exist, publishes ports without a network, or gives a
+                malformed image reference.
             UsernsRequired: ``require_userns`` is set and the engine does not remap.
             ImageNotFound: the image is not on the engine.
             EngineUnavailable: the engine does not answer.
@@ -325,4 +329,54 @@ class ContainerBackend(Protocol):
         Raises:
             EngineUnavailable: the engine does not answer.
             EngineError: a container (running or not) or a child image uses the image.
+        """
+
+    def create_network(self, spec: NetworkSpec) -> NetworkInfo:
+        """Create a bridge network, or return it when this node already made it (two callers
+        racing get the same network).
+
+        Its containers reach each other and, masqueraded, other machines; the engine keeps them
+        apart from every other bridge network. Its host interface is named
+        ``fence.backend.firewall.bridge_interface(spec.name)`` (``fnc-…``), which the host
+        firewall matches. IPv4 only: its containers have IPv6 off.
+
+        Every backend first applies ``fence.backend.policy.refuse_unsafe_network``.
+
+        Args:
+            spec: name and labels.
+
+        Returns:
+            The network.
+
+        Raises:
+            UsageError: the name is not a fence network name, the node label is missing, or a
+                network of that name exists that this node did not make.
+            EngineUnavailable: the engine does not answer.
+            EngineError: the engine refused (e.g. no free address pool left).
+        """
+
+    def network_info(self, name: str) -> NetworkInfo | None:
+        """A network by name or id, or ``None`` if the engine does not have it.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def list_networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]:
+        """Networks carrying all the given labels (with the running containers attached to each).
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def remove_network(self, name: str) -> None:
+        """Remove a network; a missing network is fine. A stopped container created on it is
+        left behind (and can no longer start): remove containers first.
+
+        Args:
+            name: its name or id.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+            EngineError: a running container is attached to it.
         """

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import re
 import threading
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -16,14 +15,17 @@ import docker.types
 import docker.utils
 import requests.exceptions
 
+from fence.backend import docker_answers as answers
 from fence.backend.base import LogLines, OutputCallback, ProgressCallback
 from fence.backend.docker_process import ExecCalls, follow_exec
-from fence.backend.policy import refuse_unsafe_process, refuse_unsafe_spec
+from fence.backend.firewall import bridge_interface
+from fence.backend.policy import refuse_unsafe_network, refuse_unsafe_process, refuse_unsafe_spec
+from fence.labels import NODE
 from fence.errors import (ContainerGone, ContainerNotFound, EngineError, EngineUnavailable,
                           FenceError, ImageNotFound, UsageError, UsernsRequired)
 from fence.lines import bounded_lines
-from fence.models import (ContainerInfo, ContainerSpec, EngineInfo, ImageInfo, ProcessResult,
-                          ProcessSpec, PublishedPort)
+from fence.models import (ContainerInfo, ContainerSpec, EngineInfo, ImageInfo, NetworkInfo, NetworkSpec,
+                          ProcessResult, ProcessSpec)
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,7 @@ class DockerBackend:
             seccomp=any(o.startswith("name=seccomp") and "profile=unconfined" not in o
                         for o in options),
             storage_driver=str(info.get("Driver", "")),
-            disk_quota=_disk_quota(info),
+            disk_quota=answers.disk_quota(info),
             data_root=str(info.get("DockerRootDir", "")),
             cgroup_version=str(info.get("CgroupVersion") or "1"),
             warnings=tuple(str(w) for w in info.get("Warnings") or ()),
@@ -121,7 +123,7 @@ class DockerBackend:
                 if exc.status_code == 400:
                     return None
                 raise
-        return _image_info(attrs)
+        return answers.image_info(attrs)
 
     def list_images(self, labels: Mapping[str, str]) -> list[ImageInfo]:
         """See ``ContainerBackend.list_images``."""
@@ -131,7 +133,7 @@ class DockerBackend:
         with _engine("listing images"):
             for summary in api.images(filters={"label": wanted} if wanted else None):
                 with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile
-                    found.append(_image_info(api.inspect_image(summary["Id"])))
+                    found.append(answers.image_info(api.inspect_image(summary["Id"])))
         return found
 
     def import_image(self, host_tar: Path, ref: str, changes: tuple[str, ...] = (),
@@ -178,6 +180,9 @@ class DockerBackend:
         api = self._api()
         if self._require_userns() and not self.engine_info().userns_remap:
             raise UsernsRequired()
+        if spec.network not in ("none", "bridge") and self.network_info(spec.network) is None:
+            # The engine would create the container and refuse only its start.
+            raise UsageError(detail=f"network {spec.network} does not exist: create_network makes it first")
         limits = spec.limits
         bindings: dict[str, list[tuple[str, int | None]]] = {}
         for port in spec.ports:
@@ -231,13 +236,71 @@ class DockerBackend:
 
     def list_info(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         """See ``ContainerBackend.list_info`` (one ``/containers/json`` call)."""
-        return [_summary_info(c) for c in self._summaries(labels)]
+        return [answers.summary_info(c) for c in self._summaries(labels)]
 
     def _summaries(self, labels: Mapping[str, str]) -> list[Mapping[str, Any]]:
         """The engine's /containers/json entries (running or not) carrying all the labels."""
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]} if labels else None
         with _engine("listing containers"):
             return self._api().containers(all=True, filters=filters)
+
+    # --- networks ------------------------------------------------------------------------------
+
+    def create_network(self, spec: NetworkSpec) -> NetworkInfo:
+        """See ``ContainerBackend.create_network`` (a bridge named by ``com.docker.network.bridge.name``)."""
+        refuse_unsafe_network(spec)
+        api = self._api()
+        action = f"creating network {spec.name}"
+        with _engine(action):
+            try:
+                api.create_network(
+                    spec.name, driver="bridge", labels=dict(spec.labels), check_duplicate=True,
+                    internal=False, enable_ipv6=False,
+                    options={"com.docker.network.bridge.name": bridge_interface(spec.name),
+                             "com.docker.network.bridge.enable_icc": "true",
+                             "com.docker.network.bridge.enable_ip_masquerade": "true"})
+            except docker.errors.APIError as exc:
+                # It exists: made before (409), or by a racing caller, whose bridge of the same name
+                # the engine may find first ("same bridge name"); either way it is looked up below.
+                if exc.status_code != 409 and "same bridge name" not in _explain(exc):
+                    if "address pool" in _explain(exc):
+                        raise EngineError(action=action, detail=f"{_explain(exc)} (each app has its own "
+                                          "network: give the engine more default-address-pools)") from exc
+                    raise
+        found = self.network_info(spec.name)
+        if found is None or found.labels.get(NODE) != spec.labels[NODE]:
+            raise UsageError(detail=f"network {spec.name} exists but this node did not make it "
+                                    "(remove it with `docker network rm` if it is stale)")
+        return found
+
+    def network_info(self, name: str) -> NetworkInfo | None:
+        """See ``ContainerBackend.network_info``."""
+        api = self._api()
+        with _engine(f"inspecting network {name}"):
+            try:
+                return answers.network_info(api.inspect_network(name))
+            except docker.errors.NotFound:
+                return None
+
+    def list_networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]:
+        """See ``ContainerBackend.list_networks`` (the list answer lacks containers: each is inspected)."""
+        api = self._api()
+        found = []
+        with _engine("listing networks"):
+            filters = {"label": [f"{k}={v}" for k, v in labels.items()]} if labels else None
+            for summary in api.networks(filters=filters):
+                with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile
+                    found.append(answers.network_info(api.inspect_network(summary["Id"])))
+        return found
+
+    def remove_network(self, name: str) -> None:
+        """See ``ContainerBackend.remove_network``."""
+        api = self._api()
+        with _engine(f"removing network {name}"):
+            try:
+                api.remove_network(name)
+            except docker.errors.NotFound:
+                return
 
 
 class DockerContainer:
@@ -339,14 +402,14 @@ class DockerContainer:
             created = api.commit(self._id, repository=repository, tag=tag, pause=True,
                                  conf={"Labels": dict(labels)})
             attrs = api.inspect_image(created["Id"])
-        return _image_info(attrs)
+        return answers.image_info(attrs)
 
     def info(self) -> ContainerInfo:
         """See ``Container.info``."""
         api = self._backend._api()
         with _engine("inspecting a container", container=self._id):
             attrs = api.inspect_container(self._id)
-        return _container_info(attrs)
+        return answers.container_info(attrs)
 
     def logs(self, *, follow: bool = False, tail: int | None = None) -> LogLines:
         """See ``Container.logs`` (``close`` shuts the engine connection down)."""
@@ -427,83 +490,3 @@ def _file_chunks(host_tar: Path, total: int,
             if progress is not None:
                 progress(done, total)
             yield chunk
-
-
-def _image_info(attrs: Mapping[str, Any]) -> ImageInfo:
-    config = attrs.get("Config") or {}
-    return ImageInfo(
-        id=str(attrs["Id"]),
-        tags=tuple(attrs.get("RepoTags") or ()),
-        size=int(attrs.get("Size") or 0),
-        created=str(attrs.get("Created") or ""),
-        labels=dict(config.get("Labels") or {}),
-    )
-
-
-def _container_info(attrs: Mapping[str, Any]) -> ContainerInfo:
-    state = attrs.get("State") or {}
-    config = attrs.get("Config") or {}
-    status = str(state.get("Status") or "unknown")
-    started = state.get("StartedAt") or None
-    if started and started.startswith("0001-"):  # the engine's zero time: never started
-        started = None
-    ports = []
-    for key, bindings in ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).items():
-        port, _, proto = key.partition("/")
-        if proto != "tcp":
-            continue
-        for binding in bindings or ():
-            if binding.get("HostPort"):
-                ports.append(PublishedPort(container_port=int(port),
-                                           host_ip=str(binding.get("HostIp") or ""),
-                                           host_port=int(binding["HostPort"])))
-    return ContainerInfo(
-        id=str(attrs["Id"]),
-        name=str(attrs.get("Name") or "").lstrip("/"),
-        image=str(config.get("Image") or ""),
-        image_id=str(attrs.get("Image") or ""),
-        labels=dict(config.get("Labels") or {}),
-        state=status,
-        running=bool(state.get("Running")),
-        exit_code=int(state["ExitCode"]) if status in ("exited", "dead") else None,
-        oom_killed=bool(state.get("OOMKilled")),
-        started_at=started,
-        ports=tuple(sorted(ports, key=lambda p: (p.container_port, p.host_ip, p.host_port))),
-        ip_address=_ip_address(attrs.get("NetworkSettings") or {}),
-    )
-
-
-def _disk_quota(info: Mapping[str, Any]) -> bool:
-    """Whether the storage driver can enforce per-container disk quotas (``--storage-opt size``)."""
-    driver = str(info.get("Driver", ""))
-    backing = dict((str(k), str(v)) for k, v in info.get("DriverStatus") or ()).get("Backing Filesystem", "")
-    return driver in ("btrfs", "zfs") or (driver == "overlay2" and backing == "xfs")
-
-
-def _ip_address(network: Mapping[str, Any]) -> str | None:
-    if network.get("IPAddress"):
-        return str(network["IPAddress"])
-    for settings in (network.get("Networks") or {}).values():
-        if settings and settings.get("IPAddress"):
-            return str(settings["IPAddress"])
-    return None
-
-
-def _summary_info(summary: Mapping[str, Any]) -> ContainerInfo:
-    """ContainerInfo from a /containers/json entry (no OOM flag; exit code parsed from Status)."""
-    state = str(summary.get("State") or "unknown")
-    exit_code = None
-    if state in ("exited", "dead"):
-        found = re.search(r"\((-?[0-9]+)\)", str(summary.get("Status") or ""))
-        exit_code = int(found.group(1)) if found else None
-    ports = tuple(sorted(
-        (PublishedPort(container_port=int(p["PrivatePort"]), host_ip=str(p.get("IP") or ""),
-                       host_port=int(p["PublicPort"]))
-         for p in summary.get("Ports") or () if p.get("PublicPort") and p.get("Type") == "tcp"),
-        key=lambda p: (p.container_port, p.host_ip, p.host_port)))
-    names = summary.get("Names") or [""]
-    return ContainerInfo(
-        id=str(summary["Id"]), name=str(names[0]).lstrip("/"), image=str(summary.get("Image") or ""),
-        image_id=str(summary.get("ImageID") or ""), labels=dict(summary.get("Labels") or {}),
-        state=state, running=state == "running", exit_code=exit_code, ports=ports,
-        ip_address=_ip_address(summary.get("NetworkSettings") or {}))

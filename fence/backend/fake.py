@@ -20,11 +20,12 @@ from typing import Callable, Iterable, Iterator, Mapping
 from fence.backend.base import TAIL_LINES, LogLines, OutputCallback, ProgressCallback
 from fence.backend.fake_programs import (BUILTIN_PROGRAMS, FakeFile, FakeProcess, Program,
                                          SleptPastDeadline, StillRunning)
-from fence.backend.policy import refuse_unsafe_process, refuse_unsafe_spec
+from fence.backend.fake_networks import FakeNetworks
+from fence.backend.policy import refuse_unsafe_network, refuse_unsafe_process, refuse_unsafe_spec
 from fence.errors import (ContainerGone, ContainerNotFound, EngineError, ImageNotFound,
                           InternalError, ProcessTimeout, UsageError, UsernsRequired)
-from fence.models import (ContainerInfo, ContainerSpec, EngineInfo, ImageInfo, ProcessResult,
-                          ProcessSpec, PublishedPort)
+from fence.models import (ContainerInfo, ContainerSpec, EngineInfo, ImageInfo, NetworkInfo, NetworkSpec,
+                          ProcessResult, ProcessSpec, PublishedPort)
 
 _BASE_DIRS = ("/", "/bin", "/etc", "/home", "/root", "/tmp", "/usr", "/usr/bin", "/var")
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -70,6 +71,7 @@ class FakeBackend:
         self._trees: dict[str, dict[PurePosixPath, FakeFile]] = {}  # committed images' files
         self._parents: dict[str, str] = {}  # committed image id → the image it was made on
         self._ports = itertools.count(32768)
+        self._networks = FakeNetworks()
         for ref in images:
             image_id = "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
             self._images[image_id] = ImageInfo(id=image_id, tags=(), size=0,
@@ -187,6 +189,8 @@ class FakeBackend:
         refuse_unsafe_spec(spec)
         if self._require_userns() and not self.userns_remap:
             raise UsernsRequired()
+        if spec.network not in ("none", "bridge") and self.network_info(spec.network) is None:
+            raise UsageError(detail=f"network {spec.network} does not exist: create_network makes it first")
         image = self.image_info(spec.image)
         if image is None:
             raise ImageNotFound(image=spec.image)
@@ -219,6 +223,28 @@ class FakeBackend:
             everything = list(self._containers.values())
         return [c for c in reversed(everything)
                 if all(c.spec.labels.get(k) == v for k, v in labels.items())]
+
+    def create_network(self, spec: NetworkSpec) -> NetworkInfo:
+        """See ``ContainerBackend.create_network``: subnets ``10.250.N.0/24``, gateway ``.1``."""
+        refuse_unsafe_network(spec)
+        return self._networks.create(spec)
+
+    def network_info(self, name: str) -> NetworkInfo | None:
+        """See ``ContainerBackend.network_info``."""
+        return self._networks.info(name, self._running_on)
+
+    def list_networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]:
+        """See ``ContainerBackend.list_networks``."""
+        return self._networks.list(labels, self._running_on)
+
+    def remove_network(self, name: str) -> None:
+        """See ``ContainerBackend.remove_network``."""
+        self._networks.remove(name, self._running_on)
+
+    def _running_on(self, network: str) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(sorted(c.id for c in self._containers.values()
+                                if c.spec.network == network and c.running))
 
     def _forget(self, container_id: str) -> None:
         with self._lock:
@@ -396,7 +422,7 @@ class FakeContainer:
             labels=dict(self.spec.labels), state=self._state, running=running,
             exit_code=self._exit_code, started_at=self._started_at, oom_killed=self._oom,
             ports=self._ports if running else (),
-            ip_address=f"192.0.2.{int(self._id[:2], 16) % 250 + 2}" if running and self.spec.network == "bridge" else None)
+            ip_address=self._address() if running else None)
 
     def logs(self, *, follow: bool = False, tail: int | None = None) -> LogLines:
         """See ``Container.logs``; ``follow`` ends at the last line (nothing runs on)."""
@@ -421,6 +447,19 @@ class FakeContainer:
         """See ``Container.destroy``."""
         self._destroyed = True
         self._backend._forget(self._id)
+
+    def _address(self) -> str | None:
+        """An address on its network, as the engine gives one (``None`` without a network)."""
+        host = int(self._id[:2], 16) % 250 + 2
+        if self.spec.network == "bridge":
+            return f"192.0.2.{host}"
+        prefix = self._backend._networks.prefix(self.spec.network)
+        return None if prefix is None else f"{prefix}.{host}"
+
+    @property
+    def running(self) -> bool:
+        """Whether its main process runs (without the checks of ``info``)."""
+        return self._state == "running" and not self._destroyed
 
     def _check_exists(self) -> None:
         if self._destroyed:

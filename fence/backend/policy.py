@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 from fence import labels as fence_labels
 from fence.errors import UsageError
-from fence.models import ContainerSpec, ProcessSpec
+from fence.models import ContainerSpec, NetworkSpec, ProcessSpec
 
 _ROOT_NAMES = frozenset({"", "0", "root"})
 _NETWORKS = frozenset({"none", "bridge"})
+# The networks fence makes; never "host" or "container:…", which would share a namespace.
+NETWORK_PREFIX = "fence-"
+_NETWORK_NAME = re.compile(r"fence-[a-z0-9][a-z0-9-]{0,126}")
 
 
 def refuse_unsafe_spec(spec: ContainerSpec) -> None:
@@ -18,17 +23,36 @@ def refuse_unsafe_spec(spec: ContainerSpec) -> None:
 
     Raises:
         UsageError: the user or group is root, the node label is missing, the network is not
-            ``none`` or ``bridge``, or ports are published without a network.
+            ``none``, ``bridge`` or a fence network (``fence-…``), or ports are published
+            without a network.
     """
     refuse_root(spec.user, what="container")
     if not spec.labels.get(fence_labels.NODE):
         raise UsageError(detail=f"container spec lacks the {fence_labels.NODE} label: "
                                 "fence creates only containers it can recognise as its own")
-    if spec.network not in _NETWORKS:
+    if spec.network not in _NETWORKS and not _NETWORK_NAME.fullmatch(spec.network):
         raise UsageError(detail=f"network {spec.network!r} is not allowed "
-                                f"(one of: {', '.join(sorted(_NETWORKS))})")
+                                f"(one of: {', '.join(sorted(_NETWORKS))}, or a {NETWORK_PREFIX}… network)")
     if spec.ports and spec.network == "none":
         raise UsageError(detail="ports cannot be published from a container without a network")
+
+
+def refuse_unsafe_network(spec: NetworkSpec) -> None:
+    """Refuse a network spec fence could not recognise as its own (every backend calls this).
+
+    Args:
+        spec: the network to create.
+
+    Raises:
+        UsageError: the name is not ``fence-`` and lower-case letters, digits and dashes
+            (at most 133 characters), or the node label is missing.
+    """
+    if not _NETWORK_NAME.fullmatch(spec.name):
+        raise UsageError(detail=f"network name {spec.name[:140]!r} is not allowed: fence's networks are "
+                                f"named {NETWORK_PREFIX} and lower-case letters, digits and dashes")
+    if not spec.labels.get(fence_labels.NODE):
+        raise UsageError(detail=f"network spec lacks the {fence_labels.NODE} label: "
+                                "fence creates only networks it can recognise as its own")
 
 
 def refuse_unsafe_process(spec: ProcessSpec) -> None:

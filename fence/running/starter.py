@@ -9,11 +9,12 @@ from pathlib import PurePosixPath
 from fence import labels
 from fence.backend.base import Container, ContainerBackend
 from fence.config import ConfigStore
-from fence.errors import ImageNotFound
+from fence.errors import ImageNotFound, UsageError
 from fence.layout import CONTAINER_PATH, AppUser, Workspace
 from fence.limits import container_limits
 from fence.models import AppRecord, ContainerSpec, DropletRecord, PortSpec
 from fence.running.images import DropletImage, DropletImages
+from fence.running.networks import AppNetworks
 from fence.running.script import StartScript, render_start_script
 from fence.tarstream import TarMember, tar_stream
 
@@ -52,6 +53,9 @@ class Launch:
 class InstanceStarter:
     """Builds and starts containers for instances and one-off tasks.
 
+    Attributes:
+        networks: the apps' own networks (every container of an app joins only its app's).
+
     Args:
         backend: the engine.
         config: node config (read at every start).
@@ -67,6 +71,7 @@ class InstanceStarter:
         self._images = images
         self._node_id = node_id
         self._app_user = app_user
+        self.networks = AppNetworks(backend=backend, node_id=node_id)
 
     def workspace(self) -> Workspace:
         """The app user's paths (the same in every container fence makes)."""
@@ -124,9 +129,10 @@ class InstanceStarter:
 
         The start script travels in the container's config (``SCRIPT_ENV``): nothing is copied
         in, so an instance starts like ``docker run`` of a ready image. A script too long for
-        one environment string (a very large app env) is copied in as a file instead. A web instance
-        publishes its port on ``container/bind_address``; a task gets no port and idles until
-        its command is exec'd (``task_argv``).
+        one environment string (a very large app env) is copied in as a file instead. The
+        container joins the app's own network (made first if missing), and no other. A web
+        instance publishes its port on ``container/bind_address``; a task gets no port and
+        idles until its command is exec'd (``task_argv``).
 
         Returns:
             The started container (the caller owns its life from here).
@@ -147,6 +153,7 @@ class InstanceStarter:
         env = ws.base_env
         if command is _BY_ENV:
             env[SCRIPT_ENV] = script
+        network = self.networks.ensure(launch.app.name)
 
         def spec(image: DropletImage) -> ContainerSpec:
             return ContainerSpec(
@@ -161,7 +168,7 @@ class InstanceStarter:
                 limits=container_limits(self._config, launch.app.memory_mib),
                 ports=() if task else (PortSpec(container_port=CONTAINER_PORT,
                                                 host_ip=str(self._config.fence("container/bind_address"))),),
-                network="bridge",
+                network=network,
             )
         try:
             container = self._backend.create(spec(image))
@@ -170,6 +177,12 @@ class InstanceStarter:
             self._images.forget(image.ref)
             container = self._backend.create(spec(self._images.ensure(launch.droplet,
                                                                       memory_mib=launch.app.memory_mib)))
+        except UsageError:
+            if not self.networks.missing(launch.app.name):
+                raise
+            # The network was removed since this process made it (by hand): make it again, once.
+            network = self.networks.ensure(launch.app.name)
+            container = self._backend.create(spec(image))
         try:
             if by_file:
                 container.stream_in(PurePosixPath("/"), tar_stream([TarMember(

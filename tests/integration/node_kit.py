@@ -101,6 +101,10 @@ class Node:
                              capture_output=True, text=True).stdout.split()
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        networks = subprocess.run(["docker", "network", "ls", "-q", "--filter", f"label={labels.NODE}={self.home.node_id}"],
+                                  capture_output=True, text=True).stdout.split()
+        if networks:  # each app's own network (its containers are gone now)
+            subprocess.run(["docker", "network", "rm", *networks], capture_output=True)
         from fence.router.nginx import NginxRouter
         NginxRouter(host_dir=self.root / "router").stop()
 

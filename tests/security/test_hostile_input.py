@@ -217,7 +217,8 @@ def test_api_fuzz_no_500s_and_nothing_privileged(node: Node, app: str) -> None:
     for info in json.loads(subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True).stdout):
         host = info["HostConfig"]
         assert host["Privileged"] is False and not host.get("CapAdd") and host["CapDrop"] == ["ALL"]
-        assert host["NetworkMode"] in ("bridge", "none", "default") and host.get("PidMode", "") == ""
+        own_network = f"fence-{node.home.node_id}-{info['Config']['Labels'].get('fence.app', '')}"
+        assert host["NetworkMode"] in ("bridge", "none", "default", own_network) and host.get("PidMode", "") == ""
         assert host.get("IpcMode") in ("private", "shareable", "") and host.get("UTSMode", "") == ""
         assert not host.get("Binds") and info["Mounts"] == []
         assert host.get("UsernsMode", "") == ""

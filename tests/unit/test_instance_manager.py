@@ -127,7 +127,8 @@ def test_starts_the_desired_instances_and_routes_only_healthy_ones(node: Node) -
     assert node.states("web") == [(0, "running", 1), (1, "running", 1)]
     assert len(node.routes[-1][0].upstreams) == 2
     spec = node.backend.created[-1]
-    assert spec.user == "1000:1000" and spec.network == "bridge" and spec.ports[0].host_ip == "127.0.0.1"
+    # Each app on its own network (issue 13 item 6), never the engine's shared default bridge.
+    assert spec.user == "1000:1000" and spec.network == "fence-n-test-web" and spec.ports[0].host_ip == "127.0.0.1"
     assert spec.limits.memory_bytes == 64 * 1024 * 1024
 
 
