@@ -75,8 +75,10 @@ class Stages(Protocol):
         """What removes finished staging containers in the background."""
 
     def stage(self, request: StageRequest, *, on_line: LineCallback, staging_id: str | None = None,
-              reusable: Callable[[DropletRecord], bool] | None = None) -> DropletRecord:
-        """Stage in a fresh container (or reuse a droplet staged from the same inputs)."""
+              reusable: Callable[[DropletRecord], bool] | None = None,
+              cancelled: Callable[[], bool] = lambda: False) -> DropletRecord:
+        """Stage in a fresh container (or reuse a droplet staged from the same inputs); a git
+        buildpack's clone is killed once ``cancelled()`` says so."""
 
     def cancel(self, staging_id: str) -> bool:
         """Destroy a running staging's container; returns whether it was running."""
