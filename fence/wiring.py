@@ -62,7 +62,7 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     stager = Stager(backend=engine, config=config, droplets=droplets, store=store, home=home,
                     node_id=home.node_id, app_user=app_user,
                     resolver=BuildpackResolver(host_builtin=builtin_dir(),
-                                               host_cache=home.host_buildpack_cache))
+                                               host_cache=home.host_buildpack_cache, config=config))
     images = DropletImages(backend=engine, config=config, droplets=droplets, node_id=home.node_id,
                            app_user=app_user)
     starter = InstanceStarter(backend=engine, config=config, images=images, node_id=home.node_id,

@@ -20,6 +20,9 @@ from fence.config.types import (
 )
 from fence.rules import APP_MEMORY_MIB, DNS_NAME_PATTERN, NAME_PATTERN
 
+# An absolute path with no control characters and no ``..`` component.
+_ABSOLUTE_FOLDER = r"(?!.*/\.\.(?:/|$))/[^\x00-\x1f\x7f]{0,1023}"
+
 
 @dataclass(frozen=True)
 class KeySpec:
@@ -64,6 +67,16 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
     KeySpec("staging/max_cache", MemoryType(1, 1024 * 1024), 1024,
             "largest build cache, in MiB (as it streams out); past it the staging fails and the "
             "cache of the last good staging stays"),
+    KeySpec("staging/git_timeout", IntType(1, 86400, "of seconds"), 300,
+            "seconds a git clone (source or buildpack) may take before it is killed"),
+    KeySpec("staging/max_git", IntType(0, 64 * 1024, "of MiB"), 0,
+            "largest a git clone may grow to while it is fetched, in MiB; 0: staging/max_upload"),
+    KeySpec("staging/local_roots", ListType(PatternType(_ABSOLUTE_FOLDER, "an absolute folder path")), [],
+            "host folders whose local paths and file:// repositories may be staged as sources "
+            "(none by default: the API only takes uploads and network git URLs)"),
+    KeySpec("staging/buildpack_roots", ListType(PatternType(_ABSOLUTE_FOLDER, "an absolute folder path")), [],
+            "host folders (besides the built-in buildpacks) from which buildpack paths and file:// "
+            "buildpacks may be used"),
     KeySpec("staging/max_files", IntType(1, 10_000_000), 100_000,
             "most files and folders an app upload may hold"),
     KeySpec("staging/max_depth", IntType(1, 4096), 64,

@@ -10,7 +10,7 @@ import stat
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -205,7 +205,7 @@ def plan_entries(entries: Sequence[Entry], *, rules: IgnoreRules,
     for entry in order:
         _check_parents(entry, kept)
         if entry.kind == "symlink":
-            why = _escapes(entry.parts, entry.target, kept)
+            why = link_escape(entry.parts, entry.target, kept)
             if why:
                 raise refuse(entry.path, f"is a symlink to {show(entry.target, 80)}, which {why}")
         if entry.kind == "hardlink" and tuple(entry.target.split("/")) not in kept:
@@ -231,11 +231,20 @@ def _check_parents(entry: Entry, kept: dict[tuple[str, ...], Entry]) -> None:
                                      "same source")
 
 
-def _escapes(link: tuple[str, ...], target: str, kept: dict[tuple[str, ...], Entry]) -> str | None:
-    """Why ``target`` (relative to the link's directory) leaves the app root, or None if it does not.
+def link_escape(link: tuple[str, ...], target: str, kept: Mapping[tuple[str, ...], Entry]) -> str | None:
+    """Why ``target`` (relative to the link's directory) leaves the root, or None if it does not.
 
-    The target is resolved as the kernel would, following the source's own symlinks on the way:
+    The target is resolved as the kernel would, following the tree's own symlinks on the way:
     a lexical check alone would let ``sub/up -> ..`` plus ``sub/m -> up/..`` out of the root.
+    Buildpack folders are checked with it too.
+
+    Args:
+        link: the link's path components below the root.
+        target: its target as written.
+        kept: the tree's entries by path components (only symlinks matter).
+
+    Returns:
+        A phrase such as ``points outside the app``, or ``None``.
     """
     here = list(link[:-1])
     pending = [part for part in target.split("/") if part not in ("", ".")]

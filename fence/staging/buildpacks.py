@@ -12,12 +12,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import Callable, Iterator
 
 from fence.errors import BuildpackInvalid, InternalError, UsageError
 from fence.models import BuildpackRef, ResolvedBuildpack
 from fence.rules import NAME_PATTERN, GitSpec, looks_like_git_url, parse_git_spec
 from fence.staging import gitfetch
+from fence.staging.archive_check import Entry, link_escape
+from fence.staging.gitfetch import FenceSettings, FetchPolicy, under_roots
 from fence.tarstream import TarMember, tar_bytes
 
 _BUILTIN_NAME = re.compile(NAME_PATTERN)
@@ -97,17 +99,27 @@ class BuildpackResolver:
     that is already there is used without any network; a branch or tag is fetched again each time
     (it may have moved) and lands in its commit's folder. Each folder appears by an atomic rename,
     so concurrent stagings never see half a checkout.
+
+    A buildpack path is only read from the admin's buildpack folders (the built-in one and
+    ``staging/buildpack_roots``); a ``file://`` buildpack only from those and ``staging/local_roots``.
     """
 
-    def __init__(self, *, host_builtin: Path, host_cache: Path) -> None:
+    def __init__(self, *, host_builtin: Path, host_cache: Path, config: FenceSettings | None = None) -> None:
         """Set where built-in buildpacks live and where git checkouts are kept.
 
         Args:
             host_builtin: the folder of built-in buildpacks (usually ``builtin_dir()``).
             host_cache: a folder this resolver may own (created when first needed).
+            config: the node's config (read at each resolve: roots, git bounds); ``None``: no
+                roots besides ``host_builtin`` and the default git bounds.
         """
         self._host_builtin = host_builtin
         self._host_cache = host_cache
+        self._config = config
+
+    def _roots(self) -> tuple[Path, ...]:
+        configured = self._config.fence("staging/buildpack_roots") if self._config is not None else []
+        return (self._host_builtin, *(Path(p) for p in configured))
 
     def builtin_names(self) -> tuple[str, ...]:
         """The names of the built-in buildpacks, sorted.
@@ -120,11 +132,12 @@ class BuildpackResolver:
         return tuple(sorted(entry.name for entry in self._host_builtin.iterdir()
                             if entry.is_dir() and _BUILTIN_NAME.fullmatch(entry.name)))
 
-    def resolve(self, ref: BuildpackRef) -> ResolvedBuildpack:
+    def resolve(self, ref: BuildpackRef, *, cancelled: Callable[[], bool] = lambda: False) -> ResolvedBuildpack:
         """Find the buildpack's folder, fetching it if it is a git repository, and check it.
 
         Args:
             ref: what ``parse_buildpack`` returned.
+            cancelled: says whether the client went away (a clone is then killed).
 
         Returns:
             The folder with its name and version (the commit for git, else a content hash).
@@ -132,15 +145,18 @@ class BuildpackResolver:
         Raises:
             BuildpackInvalid: an unknown built-in, a missing folder, a folder that is not a
                 buildpack (no executable ``bin/detect`` + ``bin/compile``, ``bin/supply`` or
-                ``bin/finalize``), links out of it, or too big.
-            UsageError: a git repository that cannot be cloned or lacks the ref.
+                ``bin/finalize``), links out of it, too big, or a path outside the admin's
+                buildpack folders (staging/buildpack_roots).
+            UsageError: a git repository that cannot be cloned, lacks the ref, is a ``file://``
+                outside the roots, or passed staging/git_timeout or staging/max_git.
+            StagingFailed: the clone was cancelled.
         """
         if ref.kind == "builtin":
             return self._resolve_builtin(ref)
         if ref.kind == "path":
             return self._resolve_path(ref)
         if ref.kind == "git":
-            return self._resolve_git(ref)
+            return self._resolve_git(ref, cancelled)
         raise InternalError(detail=f"unknown buildpack kind {ref.kind!r}")
 
     def _resolve_builtin(self, ref: BuildpackRef) -> ResolvedBuildpack:
@@ -155,6 +171,10 @@ class BuildpackResolver:
 
     def _resolve_path(self, ref: BuildpackRef) -> ResolvedBuildpack:
         host_dir = Path(ref.location)
+        if not under_roots(host_dir, self._roots()):
+            raise BuildpackInvalid(spec=_shown(ref.spec), why="buildpack paths may only name the admin's "
+                                   "buildpack folders (staging/buildpack_roots); use a git URL or a "
+                                   "built-in name")
         if not host_dir.exists():
             raise BuildpackInvalid(spec=_shown(ref.spec), why=f"no such folder {ref.location}")
         if not host_dir.is_dir():
@@ -163,7 +183,7 @@ class BuildpackResolver:
         return ResolvedBuildpack(name=_short_name(host_dir.resolve().name), host_dir=host_dir,
                                  version=f"path-{digest[:12]}", origin=ref.spec, digest=digest)
 
-    def _resolve_git(self, ref: BuildpackRef) -> ResolvedBuildpack:
+    def _resolve_git(self, ref: BuildpackRef, cancelled: Callable[[], bool]) -> ResolvedBuildpack:
         spec = GitSpec(url=ref.location, ref=ref.ref)
         origin = spec.display()
         name = _short_name(ref.location.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git"))
@@ -179,7 +199,9 @@ class BuildpackResolver:
         host_tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=host_repo))
         try:
             host_checkout = host_tmp / "checkout"
-            commit = gitfetch.fetch(spec, host_checkout, what="buildpack")
+            policy = (FetchPolicy.from_config(self._config, extra_roots=self._roots(), cancelled=cancelled)
+                      if self._config is not None else FetchPolicy(cancelled=cancelled))
+            commit = gitfetch.fetch(spec, host_checkout, what="buildpack", policy=policy)
             shutil.rmtree(host_checkout / ".git", ignore_errors=True)
             _check_buildpack(host_checkout, spec=origin)
             host_dir = host_repo / commit
@@ -248,7 +270,23 @@ class _Entry:
 
 
 def _walk(host_root: Path, *, spec: str) -> Iterator[_Entry]:
-    """Every entry under ``host_root`` in sorted order, refusing what must not reach a container."""
+    """Every entry under ``host_root`` in sorted order, refusing what must not reach a container.
+
+    Links are checked once every entry is known, with the archive checker's resolver: a chain of
+    links (``up -> ..``, ``m -> up/..``) is followed as the kernel would follow it.
+    """
+    entries = list(_scan(host_root, spec=spec))
+    links = {tuple(e.rel.parts): Entry(parts=tuple(e.rel.parts), kind="symlink", target=e.target)
+             for e in entries if e.kind == "link"}
+    for parts, link in links.items():
+        why = link_escape(parts, link.target, links)
+        if why:
+            raise BuildpackInvalid(spec=_shown(spec), why=f"{'/'.join(parts)} is a link pointing out of the "
+                                   f"buildpack ({link.target}: it {why.replace('the app', 'the buildpack')})")
+    yield from entries
+
+
+def _scan(host_root: Path, *, spec: str) -> Iterator[_Entry]:
     files = 0
     size = 0
     pending = [PurePosixPath()]

@@ -20,6 +20,7 @@ from fence.layout import AppUser
 from fence.models import AppRecord, DropletRecord, Manifest, PreparedSource, ReleaseRecord, SourceLimits
 from fence.reaper import ContainerReaper
 from fence.staging.queue import StagingSlots
+from fence.staging.gitfetch import FetchPolicy
 from fence.staging.sources import prepare_source
 from fence.rules import check_app_name
 from fence.staging.stager import StageRequest, app_name
@@ -74,8 +75,10 @@ class Stages(Protocol):
         """What removes finished staging containers in the background."""
 
     def stage(self, request: StageRequest, *, on_line: LineCallback, staging_id: str | None = None,
-              reusable: Callable[[DropletRecord], bool] | None = None) -> DropletRecord:
-        """Stage in a fresh container (or reuse a droplet staged from the same inputs)."""
+              reusable: Callable[[DropletRecord], bool] | None = None,
+              cancelled: Callable[[], bool] = lambda: False) -> DropletRecord:
+        """Stage in a fresh container (or reuse a droplet staged from the same inputs); a git
+        buildpack's clone is killed once ``cancelled()`` says so."""
 
     def cancel(self, staging_id: str) -> bool:
         """Destroy a running staging's container; returns whether it was running."""
@@ -149,9 +152,12 @@ class StagingSession:
         try:
             uid = self.app_user.uid()
             on_line("-----> Checking the app source")
-            with self._preparing.slot(on_line=on_line, cancelled=lambda: staging_id in self._cancelled):
+            cancelled = lambda: staging_id in self._cancelled  # noqa: E731
+            # A local origin only from the admin's folders, or the upload in this staging's own one.
+            policy = FetchPolicy.from_config(self._config, extra_roots=(host_work,), cancelled=cancelled)
+            with self._preparing.slot(on_line=on_line, cancelled=cancelled):
                 source = prepare_source(order.origin, host_workdir=host_work, limits=self.source_limits(),
-                                        uid=uid, gid=uid, packed_folder=order.packed_folder)
+                                        uid=uid, gid=uid, policy=policy, packed_folder=order.packed_folder)
             for warning in (*source.warnings, *source.manifest.warnings):
                 on_line(f"       warning: {warning}")
             request = StageRequest(source=source, app=order.app or source.manifest.name or order.fallback_name,
@@ -239,7 +245,8 @@ class StagingSession:
         with _LogFile(self._home.host_staging_log(app_name(request), staging_id), on_line) as logged:
             with self._slots.slot(on_line=logged, cancelled=lambda: staging_id in self._cancelled):
                 droplet = self._stager.stage(request, on_line=logged, staging_id=staging_id,
-                                             reusable=self._source_kept)
+                                             reusable=self._source_kept,
+                                             cancelled=lambda: staging_id in self._cancelled)
         self._store.note_stack(droplet.stack_image_id, droplet.stack_image, droplet.staged_at)
         self._keep_source(droplet, request.source, keep_buildpacks)
         return droplet

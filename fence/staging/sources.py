@@ -23,7 +23,7 @@ from fence.staging.archive_check import (
 )
 from fence.rules import looks_like_git_url, parse_git_spec
 from fence.staging.archives import SPECIALS, SourceReader, archive_reader, too_big, too_many
-from fence.staging.gitfetch import fetch
+from fence.staging.gitfetch import FetchPolicy, fetch, under_roots
 from fence.staging.ignores import (
     IGNORE_FILES,
     IgnorePattern,
@@ -37,7 +37,7 @@ from fence.staging.procfile import parse_procfile
 SOURCE_TAR_NAME = "app-source.tar"
 APP_PREFIX = "app"
 def prepare_source(origin: str, *, host_workdir: Path, limits: SourceLimits, uid: int,
-                   gid: int, packed_folder: bool = False) -> PreparedSource:
+                   gid: int, policy: FetchPolicy, packed_folder: bool = False) -> PreparedSource:
     """Check app source and pack it as ``host_workdir/app-source.tar`` for a staging container.
 
     Nothing from an archive is ever unpacked on the host: members are read and re-written into
@@ -58,6 +58,9 @@ def prepare_source(origin: str, *, host_workdir: Path, limits: SourceLimits, uid
         limits: size, count, depth and path-length bounds.
         uid: owner of every entry in the tar.
         gid: group of every entry in the tar.
+        policy: how a git origin is fetched (time, size, cancellation) and the folders a local
+            origin (a folder, an archive, a ``file://`` URL) may lie in: ``policy.local_roots``
+            (the session adds the staging's own folder, where an upload lands).
         packed_folder: ``origin`` is an archive a client packed from a folder (``fence push
             DIR``): it is staged exactly as it is. Otherwise an archive whose entries all lie
             in one folder (a GitHub download) is staged as that folder's contents.
@@ -70,7 +73,9 @@ def prepare_source(origin: str, *, host_workdir: Path, limits: SourceLimits, uid
         ManifestInvalid: the manifest cannot be used.
         InvalidName: the manifest names a bad app or env variable name.
         ProcfileInvalid: a bad Procfile line.
-        UsageError: the origin does not exist, or the git repository or ref cannot be fetched.
+        UsageError: the origin does not exist, lies outside ``policy.local_roots``, or the git
+            repository or ref cannot be fetched (or passed a bound).
+        StagingFailed: the clone was cancelled.
     """
     host_workdir.mkdir(parents=True, exist_ok=True)
     host_clone_parent: Path | None = None
@@ -81,8 +86,11 @@ def prepare_source(origin: str, *, host_workdir: Path, limits: SourceLimits, uid
             spec = parse_git_spec(git_url, what="source")
             shown = spec.display()
             host_clone_parent = Path(tempfile.mkdtemp(prefix="git-source-", dir=host_workdir))
-            commit = fetch(spec, host_clone_parent / "repo", what="source")
+            commit = fetch(spec, host_clone_parent / "repo", what="source", policy=policy)
             reader: SourceReader = _DirectoryReader(host_clone_parent / "repo", limits=limits)
+        elif not under_roots(origin, policy.local_roots):
+            raise UsageError(detail=f"source {origin[:200]!r}: local paths may only be staged from the "
+                                    "admin's folders (staging/local_roots)")
         elif os.path.isdir(origin):
             shown = origin
             reader = _DirectoryReader(Path(origin), limits=limits, skip=(host_workdir,))

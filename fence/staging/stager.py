@@ -144,7 +144,8 @@ class Stager:
         self._reaper = reaper or ContainerReaper()
 
     def stage(self, request: StageRequest, *, on_line: LineCallback, staging_id: str | None = None,
-              reusable: Callable[[DropletRecord], bool] | None = None) -> DropletRecord:
+              reusable: Callable[[DropletRecord], bool] | None = None,
+              cancelled: Callable[[], bool] = lambda: False) -> DropletRecord:
         """Stage an app into a droplet; the container is destroyed on every path.
 
         First the staging is planned without a container (``plan``): its staging-input key
@@ -159,6 +160,7 @@ class Stager:
             staging_id: an id chosen by the caller (so it can cancel), else a new one.
             reusable: says whether a droplet found for the same inputs may be reused (the
                 service checks that its kept source is still there); any is, when ``None``.
+            cancelled: says whether the client went away (a git buildpack's clone is then killed).
 
         Returns:
             The recorded droplet (an earlier one, when its inputs were the same).
@@ -171,7 +173,8 @@ class Stager:
             ImageNotFound: the stack image is missing.
         """
         began = time.monotonic()
-        plan = self.plan(request, staging_id=staging_id or uuid.uuid4().hex[:12], reusable=reusable)
+        plan = self.plan(request, staging_id=staging_id or uuid.uuid4().hex[:12], reusable=reusable,
+                         cancelled=cancelled)
         facts = {"app": plan.name, "staging": plan.staging_id}
         if plan.reused is not None:
             reused = plan.reused
@@ -195,7 +198,8 @@ class Stager:
         return record
 
     def plan(self, request: StageRequest, *, staging_id: str,
-             reusable: Callable[[DropletRecord], bool] | None = None) -> StagingPlan:
+             reusable: Callable[[DropletRecord], bool] | None = None,
+             cancelled: Callable[[], bool] = lambda: False) -> StagingPlan:
         """Decide everything about a staging that needs no container: name, env, buildpacks
         (resolved), stack image, container spec, staging env, input key and droplet reuse.
 
@@ -218,7 +222,7 @@ class Stager:
             if ref.kind == "path" and not request.buildpacks and not ref.spec.startswith(("/", "~")):
                 raise BuildpackInvalid(spec=ref.spec, why="a buildpack path in stackato.yml must be "
                                        "absolute on the node; or use a git URL or a built-in name")
-        resolved = tuple(self._resolver.resolve(ref) for ref in refs)
+        resolved = tuple(self._resolver.resolve(ref, cancelled=cancelled) for ref in refs)
         image = stack_image(config=self._config, backend=self._backend)
         image_info = self._backend.image_info(image)
         image_id = image_info.id if image_info else ""

@@ -52,6 +52,9 @@ class Node:
         self.root.mkdir(parents=True, exist_ok=True)
         if not (self.root / "config.yml").exists():
             assert self.cli("kato", "config", "set", "fence", "router/port", str(self.router_port)).exit_code == 0
+            # Tests name buildpack folders they wrote in this pytest session's temporary folder.
+            assert self.cli("kato", "config", "set", "fence", "staging/buildpack_roots",
+                            str(self.root.parents[1])).exit_code == 0
         log = open(self.root / "daemon.log", "ab")  # noqa: SIM115 - lives as long as the daemon
         self.proc = subprocess.Popen([sys.executable, "-m", "fence", "serve"], stdout=log, stderr=log,
                                      env=self.env)

@@ -86,10 +86,20 @@ def git_repo(host_dir: Path, files: dict[str, str], *, executable: tuple[str, ..
     return run("rev-parse", "HEAD")
 
 
+def trust_test_folders(service: NodeService, home: NodeHome) -> NodeService:
+    """Make this pytest session's temporary folder an admin root for sources and buildpacks: these
+    tests stage folders, archives and buildpack paths they write there (``staging/local_roots``,
+    ``staging/buildpack_roots``; by default a node takes neither)."""
+    base = str(home.host_root.parents[1])
+    service.config.set("fence", "staging/local_roots", base)
+    service.config.set("fence", "staging/buildpack_roots", base)
+    return service
+
+
 def checked_service(home: NodeHome) -> Iterator[NodeService]:
     """An in-process node service (``yield from`` it in a fixture); after the test it is closed and
     no staging container or scratch folder of it may be left."""
-    service = node_service(home)
+    service = trust_test_folders(node_service(home), home)
     yield service
     service.close()
     assert staging_containers(service.node_id) == [], "a staging container was left behind"

@@ -14,12 +14,12 @@ from fence.home import NodeHome
 from fence.models import AppRecord
 from fence.service import NodeService
 from fence.wiring import node_service
-from tests.integration.staging_kit import EXAMPLES, droplet_files, stage, staging_containers, staging_info
+from tests.integration.staging_kit import EXAMPLES, droplet_files, stage, staging_containers, staging_info, trust_test_folders
 
 
 @pytest.fixture
 def node(home: NodeHome, engine: str):  # noqa: ANN201
-    service = node_service(home)
+    service = trust_test_folders(node_service(home), home)
     assert service.config.fence("staging/network") == "none"  # every staging here is offline
     yield service
     service.close()

@@ -23,6 +23,8 @@ def start_daemon(home: NodeHome) -> subprocess.Popen[bytes]:
     """``fence serve`` for this home, its router on a free port (not the default 8080, which a
     node of the machine may use); end it with ``end_daemon``."""
     config_store(home).set("fence", "router/port", str(free_port()))
+    # Tests name buildpack folders they wrote in this pytest session's temporary folder.
+    config_store(home).set("fence", "staging/buildpack_roots", str(home.host_root.parents[1]))
     log = open(home.host_root / "daemon.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([sys.executable, "-m", "fence", "serve"], stdout=log, stderr=log,
                             env=dict(os.environ, FENCE_HOME=str(home.host_root)))

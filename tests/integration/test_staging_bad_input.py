@@ -12,7 +12,7 @@ import pytest
 from fence.errors import FenceError
 from fence.home import NodeHome
 from fence.wiring import node_service
-from tests.integration.staging_kit import stage, staging_containers
+from tests.integration.staging_kit import stage, staging_containers, trust_test_folders
 
 
 def _tar(host_out: Path, add: Callable[[tarfile.TarFile], None]) -> Path:
@@ -50,7 +50,7 @@ CASES: dict[str, tuple[Callable[[tarfile.TarFile], None], str]] = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_upload_is_one_line_and_leaves_nothing(home: NodeHome, engine: str, tmp_path: Path, case: str) -> None:
-    node = node_service(home)
+    node = trust_test_folders(node_service(home), home)
     node.config.set("fence", "staging/max_upload", "1")       # 1 MiB
     node.config.set("fence", "staging/max_files", "50")
     add, fragment = CASES[case]

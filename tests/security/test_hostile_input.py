@@ -21,7 +21,7 @@ from fence.errors import FenceError
 from fence.home import NodeHome
 from fence.wiring import node_service
 from tests.integration.node_kit import Node
-from tests.integration.staging_kit import stage, staging_containers, write_app
+from tests.integration.staging_kit import stage, staging_containers, write_app, trust_test_folders
 from tests.security.conftest import in_instance
 
 CANARY = Path(f"/tmp/fence-canary-{uuid.uuid4().hex[:8]}")
@@ -84,7 +84,7 @@ CORPUS: dict[str, bytes] = {
 @pytest.mark.parametrize("case", list(CORPUS))
 def test_hostile_upload_is_refused_and_writes_nothing_outside(home: NodeHome, engine: str, tmp_path: Path,
                                                                case: str) -> None:
-    node = node_service(home)
+    node = trust_test_folders(node_service(home), home)
     node.config.set("fence", "staging/max_upload", "32")  # MiB: the zip bomb inflates to 64
     suffix = ".zip" if case == "zip bomb" else ".tar.gz"
     upload = tmp_path / f"upload{suffix}"

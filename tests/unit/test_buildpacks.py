@@ -39,9 +39,20 @@ def git(cwd: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
+class Settings:
+    """The config keys the resolver reads; the test's own folder is an admin root."""
+
+    def __init__(self, root: Path, **keys: object) -> None:
+        self.keys = {"staging/buildpack_roots": [str(root)], "staging/local_roots": [], "staging/git_timeout": 300,
+                     "staging/max_git": 0, "staging/max_upload": 1024, **keys}
+
+    def fence(self, key_path: str) -> object:
+        return self.keys[key_path]
+
+
 @pytest.fixture
 def resolver(tmp_path: Path) -> BuildpackResolver:
-    return BuildpackResolver(host_builtin=builtin_dir(), host_cache=tmp_path / "bp-cache")
+    return BuildpackResolver(host_builtin=builtin_dir(), host_cache=tmp_path / "bp-cache", config=Settings(tmp_path))
 
 
 # --- parse_buildpack -----------------------------------------------------------------------------

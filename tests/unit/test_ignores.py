@@ -16,7 +16,11 @@ from hypothesis import strategies as st
 from fence.errors import SourceRefused
 from fence.models import SourceLimits
 from fence.staging.ignores import IgnoreRules, manifest_patterns, read_ignore_file
+from fence.staging.gitfetch import FetchPolicy
 from fence.staging.sources import prepare_source
+
+# These tests are about checking and packing, not about where a source may come from.
+ANYWHERE = FetchPolicy(local_roots=(Path("/"),))
 
 
 def _work_bound(path: str, pattern: str) -> int:
@@ -245,10 +249,10 @@ def test_an_upload_past_the_bounds_is_refused_in_one_line(tmp_path: Path) -> Non
     (app / "stackato.yml").write_text("name: demo\nignores: [a, b]\n")
     limits = SourceLimits(max_ignore_patterns=6)
     with pytest.raises(SourceRefused) as caught:
-        prepare_source(str(app), host_workdir=tmp_path / "work", limits=limits, uid=1, gid=1)
+        prepare_source(str(app), policy=ANYWHERE, host_workdir=tmp_path / "work", limits=limits, uid=1, gid=1)
     assert caught.value.message.startswith("source refused: 'stackato.yml' ignores[1]: is past the limit of 6")
     assert "\n" not in caught.value.message
-    prepared = prepare_source(str(app), host_workdir=tmp_path / "work2", limits=SourceLimits(), uid=1, gid=1)
+    prepared = prepare_source(str(app), policy=ANYWHERE, host_workdir=tmp_path / "work2", limits=SourceLimits(), uid=1, gid=1)
     with tarfile.open(prepared.host_tar) as archive:
         assert "app/app.py" in archive.getnames()
 

@@ -23,6 +23,7 @@ from fence.errors import (
 )
 from fence.models import PreparedSource, SourceLimits
 from fence.staging.ignores import IgnoreRules, parse_ignore_file
+from fence.staging.gitfetch import FetchPolicy
 from fence.staging.sources import (
     SOURCE_TAR_NAME,
     pack_directory_for_upload,
@@ -31,6 +32,9 @@ from fence.staging.sources import (
 
 UID, GID = 4321, 8765
 PAYLOAD = "pwned-by-fence-test"
+
+# These tests are about checking and packing, not about where a source may come from.
+ANYWHERE = FetchPolicy(local_roots=(Path("/"),))
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -53,7 +57,7 @@ def _tar(host_path: Path, members: list[tuple[tarfile.TarInfo, bytes]], *, gz: b
 
 
 def _prepare(origin: str | Path, workdir: Path, **limits: int) -> PreparedSource:
-    return prepare_source(str(origin), host_workdir=workdir, limits=SourceLimits(**limits), uid=UID, gid=GID)
+    return prepare_source(str(origin), policy=ANYWHERE, host_workdir=workdir, limits=SourceLimits(**limits), uid=UID, gid=GID)
 
 
 def _refused(tmp_path: Path, origin: str | Path, *, entry: str, **limits: int) -> str:
@@ -582,7 +586,7 @@ def test_tar_and_zip_go_through_the_same_member_loop(tmp_path: Path, kind: str) 
 @pytest.mark.parametrize("kind", sorted(_WRITERS))
 def test_an_archive_packed_from_a_folder_is_staged_as_it_is(tmp_path: Path, kind: str) -> None:
     origin = _WRITERS[kind](tmp_path / "a", _PLAIN_MEMBERS)
-    prepared = prepare_source(origin, host_workdir=tmp_path / "w", limits=SourceLimits(), uid=UID, gid=GID,
+    prepared = prepare_source(origin, policy=ANYWHERE, host_workdir=tmp_path / "w", limits=SourceLimits(), uid=UID, gid=GID,
                               packed_folder=True)
     assert "app/top/app.py" in _listing(prepared) and "app/app.py" not in _listing(prepared)
     assert prepared.manifest.name is None and prepared.procfile is None
@@ -598,11 +602,11 @@ def test_a_folder_that_is_only_bin_is_uploaded_and_staged_as_it_is(tmp_path: Pat
         (app / "bin" / name).chmod(0o755)
     host_upload = tmp_path / "upload.tar.gz"
     pack_directory_for_upload(app, host_upload, limits=SourceLimits())
-    prepared = prepare_source(str(host_upload), host_workdir=tmp_path / "w", limits=SourceLimits(), uid=UID,
+    prepared = prepare_source(str(host_upload), policy=ANYWHERE, host_workdir=tmp_path / "w", limits=SourceLimits(), uid=UID,
                               gid=GID, packed_folder=True)
     listing = _listing(prepared)
     assert {"app/bin", "app/bin/detect", "app/bin/compile", "app/bin/release"} <= set(listing)
     assert listing["app/bin/compile"].mode == 0o755
-    unwrapped = prepare_source(str(host_upload), host_workdir=tmp_path / "w2", limits=SourceLimits(), uid=UID,
+    unwrapped = prepare_source(str(host_upload), policy=ANYWHERE, host_workdir=tmp_path / "w2", limits=SourceLimits(), uid=UID,
                                gid=GID)  # the same archive given by a user: one folder, unwrapped
     assert "app/compile" in _listing(unwrapped)

@@ -21,6 +21,10 @@ from fence.staging.session import StageOrder, StagingSession
 from fence.staging.stager import StageRequest
 from fence.store import StateStore
 from fence.wiring import config_store
+from fence.staging.gitfetch import FetchPolicy
+
+# These tests are about checking and packing, not about where a source may come from.
+ANYWHERE = FetchPolicy(local_roots=(Path("/"),))
 
 
 class StubStager:
@@ -36,7 +40,8 @@ class StubStager:
         self.n = 0
 
     def stage(self, request: StageRequest, *, on_line: Callable[[str], None], staging_id: str | None = None,
-              reusable: Callable[[DropletRecord], bool] | None = None) -> DropletRecord:
+              reusable: Callable[[DropletRecord], bool] | None = None,
+              cancelled: Callable[[], bool] = lambda: False) -> DropletRecord:
         self.requests.append(request)
         self.inside.set()
         on_line("-----> Staging (stub)")
@@ -64,6 +69,8 @@ class Node:
     def __init__(self, home: NodeHome) -> None:
         self.home = home
         self.config: ConfigStore = config_store(home)
+        # The apps these tests stage are folders in the test's own temporary folder.
+        self.config.set("fence", "staging/local_roots", str(home.host_root.parent))
         self.store = StateStore(host_db=home.host_db)
         self.stager = StubStager()
         self.paths = home
@@ -213,7 +220,7 @@ def test_a_staging_leaves_lines_in_the_daemon_log_and_a_plan_makes_no_container(
                     node_id=node.home.node_id,
                     app_user=AppUser(config=node.config, backend=backend, host_file=tmp_path / "app-uid"),
                     resolver=BuildpackResolver(host_builtin=builtin_dir(), host_cache=tmp_path / "bp-cache"))
-    source = prepare_source(str(_app_folder(tmp_path)), host_workdir=tmp_path / "work",
+    source = prepare_source(str(_app_folder(tmp_path)), policy=ANYWHERE, host_workdir=tmp_path / "work",
                             limits=node.session.source_limits(), uid=1000, gid=1000)
     request = StageRequest(source=source, buildpacks=("python",))
     plan = stager.plan(request, staging_id="p1")

@@ -12,9 +12,13 @@ import pytest
 
 from fence.errors import SourceRefused
 from fence.models import SourceLimits
+from fence.staging.gitfetch import FetchPolicy
 from fence.staging.sources import prepare_source
 from fence.staging.zip_directory import check_zip_directory, metadata_limit
 from tests.unit.zip_kit import central_record, declared_only_zip, empty_files_zip, end_records
+
+# These tests are about checking and packing, not about where a source may come from.
+ANYWHERE = FetchPolicy(local_roots=(Path("/"),))
 
 
 def _refusal(host_zip: Path, **limits: int) -> tuple[str, float, int]:
@@ -24,7 +28,7 @@ def _refusal(host_zip: Path, **limits: int) -> tuple[str, float, int]:
     started = time.monotonic()
     try:
         with pytest.raises(SourceRefused) as caught:
-            prepare_source(str(host_zip), host_workdir=host_zip.parent / "work", limits=SourceLimits(**limits),
+            prepare_source(str(host_zip), policy=ANYWHERE, host_workdir=host_zip.parent / "work", limits=SourceLimits(**limits),
                            uid=1000, gid=1000)
         took = time.monotonic() - started
         peak = tracemalloc.get_traced_memory()[1]
@@ -129,7 +133,7 @@ def test_the_check_reads_the_directory_zipfile_reads(tmp_path: Path, shape: str)
 def test_a_zip64_archive_within_the_limits_is_staged(tmp_path: Path) -> None:
     host_zip = tmp_path / "big-style.zip"
     host_zip.write_bytes(empty_files_zip([f"f{i}" for i in range(50)], zip64=True))
-    prepared = prepare_source(str(host_zip), host_workdir=tmp_path / "work", limits=SourceLimits(),
+    prepared = prepare_source(str(host_zip), policy=ANYWHERE, host_workdir=tmp_path / "work", limits=SourceLimits(),
                               uid=1000, gid=1000)
     assert prepared.files == 51  # the app folder and 50 files
 
