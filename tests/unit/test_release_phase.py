@@ -14,7 +14,7 @@ from fence.backend.fake import FakeBackend
 from fence.backend.fake_programs import FakeProcess
 from fence.errors import ReleaseFailed
 from fence.home import NodeHome
-from fence.models import DeploySettings, DropletRecord
+from fence.models import AppRecord, DeploySettings, DropletRecord
 from fence.running import release as release_module
 from fence.service import NodeService
 from fence.wiring import node_service
@@ -156,7 +156,6 @@ def test_logs_release_with_staging_or_follow_is_a_usage_error(home: NodeHome) ->
     assert result.exit_code == 2 and "--release shows the last release command's output" in result.stderr
 
 
-def _app_record(name: str):  # noqa: ANN202
-    from fence.models import AppRecord
+def _app_record(name: str) -> AppRecord:
     return AppRecord(name=name, instances=1, memory_mib=64, env={}, started=False, release=None,
                      health_timeout=None, urls=(), created_at="t")
