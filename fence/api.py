@@ -379,9 +379,15 @@ def create_app(service: NodeService, app_ops: AppOps) -> FastAPI:
         return list(app_ops.view(name).releases)
 
     @app.get("/v1/apps/{name}/logs")
-    async def logs(name: str, follow: bool = False, staging: bool = False, tail: int = 100) -> StreamingResponse:
-        """The app's instance logs (or its last staging log), one NDJSON ``log`` event a line;
-        ``follow=true`` streams on until the instances stop or the client leaves."""
+    async def logs(name: str, follow: bool = False, staging: bool = False, tail: int = 100,
+                   release: bool = False) -> StreamingResponse:
+        """The app's instance logs (or its last staging log, or ``release=true``: its last
+        release-phase output), one NDJSON ``log`` event a line; ``follow=true`` streams on until
+        the instances stop or the client leaves."""
+        if release:
+            lines = await asyncio.to_thread(lambda: app_ops.release_log(name))
+            return StreamingResponse((json.dumps({"event": "log", "line": line}) + "\n" for line in lines),
+                                     media_type="application/x-ndjson")
         if staging or not follow:
             lines = await asyncio.to_thread(lambda: service.staging_log(name) if staging
                                             else app_ops.instance_logs(name, tail=tail))

@@ -20,6 +20,7 @@ from fence.home import NodeHome
 from fence.models import AppRecord, AppView, DeploySettings, DropletRecord, InstanceView, ReleaseRecord
 from fence.rules import check_app_name, check_dns_name, check_env
 from fence.running.manager import InstanceManager
+from fence.running.release import ReleasePhase
 from fence.running.starter import InstanceStarter
 from fence.running.tasks import TaskRunner
 from fence.store import StateStore
@@ -61,6 +62,7 @@ class AppOps:
         self._node_id = node_id
         self._routing = routing
         self._tasks = TaskRunner(starter=starter)
+        self._release = ReleasePhase(tasks=self._tasks, config=config, store=store, home=home)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -147,6 +149,8 @@ class AppOps:
         until the new ones are healthy.
 
         Raises:
+            ReleaseFailed: the droplet's release command failed (nothing of the new release
+                was recorded or started).
             DeployFailed: the new instances did not become healthy in time (the old ones keep
                 serving).
         """
@@ -162,6 +166,8 @@ class AppOps:
             on_line(f"-----> Droplet image {image.ref} made on {image.stack_ref} "
                     f"in {time.monotonic() - began:.1f} s")
         record = _next_record(droplet.app, existing, settings, memory)
+        # The release phase runs before the release is recorded: a failure changes nothing.
+        self._release.run(record, droplet, on_line=on_line)
         self._store.put_app(record)
         release, dropped = self._store.add_release(record.name, droplet.id, _now(), note)
         self._forget_droplets(dropped)
@@ -242,8 +248,12 @@ class AppOps:
     def rollback(self, name: str, number: int | None, on_line: LineCallback) -> AppView:
         """Run an earlier release again (the one before the current, or ``number``).
 
+        Like Heroku's rollback (which creates a release, and every new release runs the release
+        phase), the target droplet's release command runs first, with the app's env now.
+
         Raises:
             ReleaseNotFound: no such kept release.
+            ReleaseFailed: its release command failed (the current release keeps serving).
         """
         app = self.app(name)
         releases = self._store.releases(name)
@@ -256,10 +266,15 @@ class AppOps:
             target = self._store.release(name, number)
             if target is None:
                 raise ReleaseNotFound(app=name, release=str(number))
-        return self._redeploy(name, target, note=f"rollback to release {target.number}", on_line=on_line)
+        return self._redeploy(name, target, note=f"rollback to release {target.number}", on_line=on_line,
+                              release_phase=True)
 
-    def _redeploy(self, name: str, release: ReleaseRecord, *, note: str, on_line: LineCallback) -> AppView:
+    def _redeploy(self, name: str, release: ReleaseRecord, *, note: str, on_line: LineCallback,
+                  release_phase: bool = False) -> AppView:
         app = self.app(name)
+        droplet = self._store.droplet(release.droplet) if release_phase else None
+        if droplet is not None:
+            self._release.run(app, droplet, on_line=on_line)
         self._store.put_app(_replace(app, started=True))
         new, dropped = self._store.add_release(name, release.droplet, _now(), note)
         self._forget_droplets(dropped)
@@ -278,9 +293,21 @@ class AppOps:
 
     def set_env(self, name: str, changes: Mapping[str, str], removals: tuple[str, ...],
                 on_line: LineCallback) -> AppView:
-        """Change the app's env, then restart it (if started) so instances see it."""
+        """Change the app's env, then restart it (if started) so instances see it.
+
+        An env change on a started app makes a release, so the current droplet's release
+        command runs first with the new env; if it fails, the env is left as it was.
+
+        Raises:
+            ReleaseFailed: the release command failed (env unchanged, the release keeps serving).
+        """
         app = self.app(name)
         env = {k: v for k, v in {**app.env, **check_env(changes)}.items() if k not in removals}
+        if app.started and app.release is not None:
+            current = self._store.release(name, app.release)
+            droplet = self._store.droplet(current.droplet) if current else None
+            if droplet is not None:
+                self._release.run(_replace(app, env=env), droplet, on_line=on_line)
         self._store.put_app(_replace(app, env=env))
         if app.started and app.release is not None:
             return self.restart(name, on_line)
@@ -344,6 +371,7 @@ class AppOps:
         self._home.host_app_cache(name).unlink(missing_ok=True)
         shutil.rmtree(self._home.host_app_staging_logs(name), ignore_errors=True)
         shutil.rmtree(self._home.host_app_sources(name), ignore_errors=True)
+        shutil.rmtree(self._home.host_app_release_logs(name), ignore_errors=True)
 
     def _wait_gone(self, name: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -360,6 +388,17 @@ class AppOps:
             self._droplets.delete(droplet)
 
     # --- instance logs and tasks ----------------------------------------------------------------------
+
+    def release_log(self, name: str) -> Iterator[str]:
+        """The output of the app's last release-phase run, each line prefixed ``[release]``.
+
+        The log outlives a failed first push (the app was never recorded, but its output is kept).
+
+        Raises:
+            InvalidName: a malformed name.
+            AppNotFound: no release command has run for it.
+        """
+        return self._release.last_log(name)
 
     def instance_logs(self, name: str, *, tail: int = 100) -> Iterator[str]:
         """The app's instance logs so far, each line prefixed ``[web.INDEX]``.

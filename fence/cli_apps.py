@@ -180,10 +180,15 @@ def env(name: str, changes: tuple[str, ...]) -> None:
 @click.argument("name")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
 @click.option("--staging", is_flag=True, help="The last staging's log instead.")
+@click.option("--release", "release", is_flag=True,
+              help="The output of the last release command (the release phase) instead, prefixed [release].")
 @debug_option
-def logs(name: str, follow: bool, staging: bool) -> None:
-    """Print the app's instance logs (prefixed [web.INDEX]), or its last staging log."""
-    client().logs(_name(name), follow=follow, staging=staging, on_line=_echo)
+def logs(name: str, follow: bool, staging: bool, release: bool) -> None:
+    """Print the app's instance logs (prefixed [web.INDEX]), its last staging log, or its last release-phase output."""
+    if release and (staging or follow):
+        raise click.UsageError("--release shows the last release command's output; it goes with neither "
+                               "--staging nor --follow")
+    client().logs(_name(name), follow=follow, staging=staging, on_line=_echo, release=release)
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

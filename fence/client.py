@@ -231,9 +231,11 @@ class FenceClient:
         """Delete an app."""
         self._call("DELETE", _app_path(name), read_timeout=120.0)
 
-    def logs(self, name: str, *, follow: bool, staging: bool, on_line: LineCallback) -> None:
-        """Pass the app's log lines on (until the stream ends)."""
+    def logs(self, name: str, *, follow: bool, staging: bool, on_line: LineCallback, release: bool = False) -> None:
+        """Pass the app's log lines on (until the stream ends); ``release``: its last release-phase output."""
         params = [("follow", str(follow).lower()), ("staging", str(staging).lower())]
+        if release:
+            params.append(("release", "true"))
         self._stream("GET", _app_path(name, "logs"), params=params, on_line=on_line, what="logs",
                      result_required=False)
 

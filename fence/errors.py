@@ -321,6 +321,14 @@ class DeployFailed(FenceError):
     exit_code = EXIT_CONFLICT
 
 
+class ReleaseFailed(FenceError):
+    """An app's release command (the ``release:`` process type) failed: the deploy is aborted
+    before any instance of the new release starts."""
+
+    template = "release command `{command}` of {app} {outcome}: release {release} was not deployed{kept}"
+    exit_code = EXIT_CONFLICT
+
+
 # --- daemon ------------------------------------------------------------------------------------
 
 class DaemonNotRunning(FenceError):

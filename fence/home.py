@@ -100,6 +100,23 @@ class NodeHome:
         """The log of one staging."""
         return self.host_app_staging_logs(app) / f"{staging_id}.log"
 
+    # --- release phase (issue 14, P2) ---------------------------------------------------------
+
+    @property
+    def host_release_logs(self) -> Path:
+        """Release-phase logs (the output of each app's ``release:`` command), one folder per app."""
+        return self.host_logs / "release"
+
+    def host_app_release_logs(self, app: str) -> Path:
+        """The release-phase logs of one app, one file per run."""
+        return self.host_release_logs / app
+
+    def host_release_log(self, app: str, run_id: str) -> Path:
+        """The log of one run of an app's release command."""
+        return self.host_app_release_logs(app) / f"{run_id}.log"
+
+    # --- end release phase ------------------------------------------------------------------
+
     @property
     def host_work(self) -> Path:
         """Scratch space for uploads and repacked sources, one folder per staging (removed after it)."""

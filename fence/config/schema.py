@@ -108,6 +108,8 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
             "refuse to create containers when the engine runs without userns-remap"),
     KeySpec("health/timeout", IntType(1, 180, "of seconds"), 60,
             "seconds a web instance has to accept connections on $PORT"),
+    KeySpec("release/timeout", IntType(1, 86400, "of seconds"), 300,
+            "seconds an app's release command may run before it is killed and the deploy aborted"),
     KeySpec("router/port", IntType(1, 65535), 8080,
             "TCP port the node's router listens on"),
     KeySpec("router/bind_address", IPAddressType(), "127.0.0.1",

@@ -25,7 +25,7 @@ class TaskRunner:
         self._lock = threading.Lock()
 
     def run(self, app: AppRecord, release: int, droplet: DropletRecord, argv: tuple[str, ...], *,
-            on_line: Callable[[str], None], task_id: str = "") -> int:
+            on_line: Callable[[str], None], task_id: str = "", timeout: float | None = None) -> int:
         """Run ``argv`` as the app user in the app's folder; the container is destroyed on every path.
 
         Args:
@@ -35,9 +35,13 @@ class TaskRunner:
             argv: the command.
             on_line: receives the command's output, line by line.
             task_id: the id ``cancel`` knows it by (default: its container's id).
+            timeout: seconds before the command is killed (``None``: no limit).
 
         Returns:
             The command's exit code.
+
+        Raises:
+            ProcessTimeout: it ran past ``timeout`` (its container is destroyed all the same).
         """
         launch = Launch(app=app, release=release, droplet=droplet, index=0, role=labels.ROLE_TASK,
                         command_argv=argv)
@@ -48,7 +52,8 @@ class TaskRunner:
         try:
             ws = self._starter.workspace()
             result = container.run(ProcessSpec(argv=self._starter.task_argv(launch), user=f"{ws.uid}:{ws.uid}",
-                                               cwd=ws.ctr_app), on_output=on_line)
+                                               cwd=ws.ctr_app, timeout=timeout),
+                                   on_output=on_line)
             return result.exit_code
         finally:
             with self._lock:
