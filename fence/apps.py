@@ -429,7 +429,8 @@ def _next_record(name: str, existing: AppRecord | None, settings: DeploySettings
                      env=check_env({**(existing.env if existing else {}), **settings.env}), started=True,
                      release=existing.release if existing else None, health_timeout=health,
                      urls=settings.urls or (existing.urls if existing else ()),
-                     created_at=existing.created_at if existing else _now())
+                     created_at=existing.created_at if existing else _now(),
+                     health=settings.health or (existing.health if existing else None))
 
 
 def _count(instances: int) -> int:

@@ -87,6 +87,8 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
             "refuse to create containers when the engine runs without userns-remap"),
     KeySpec("health/timeout", IntType(1, 180, "of seconds"), 60,
             "seconds a web instance has to accept connections on $PORT"),
+    KeySpec("health/failures", IntType(1, 100, "of checks"), 3,
+            "failed liveness checks in a row after which a running instance is replaced (a crash)"),
     KeySpec("router/port", IntType(1, 65535), 8080,
             "TCP port the node's router listens on"),
     KeySpec("router/bind_address", IPAddressType(), "127.0.0.1",
