@@ -296,10 +296,8 @@ def test_running_instance_failing_its_check_three_times_is_replaced_as_a_crash(n
     node.health.ready_addresses = set()
     node.clock.t += 5
     node.manager.tick()
-    views = node.manager.instances("web")
-    assert {v.last_crash for v in views} == {"health check http /healthz: connection refused three times"}
-    assert all(v.state != "running" for v in views)
-    assert node.routes[-1][0].upstreams == ()  # off the router at once
+    assert all(v.state != "running" for v in node.manager.instances("web"))
+    assert node.routes[-1][0].upstreams == ()  # off the router in the pass that found it
     node.health.all_ready = True
     node.settle()
     [view] = node.manager.instances("web")
