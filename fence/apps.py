@@ -199,7 +199,10 @@ class AppOps:
         if running >= view.instances:
             raise DeployFailed(app=name, release=release, why="its instances run but the router did not take "
                                "them (see `kato status` for the router's last error)")
-        raise DeployFailed(app=name, release=release, why=f"instances not healthy within {timeout} s")
+        # Health checks (issue 14 item 4): say why, when an instance of the release crashed.
+        why = next((i.last_crash for i in view.instance_list if i.release == release and i.last_crash), None)
+        raise DeployFailed(app=name, release=release, why=f"instances not healthy within {timeout} s"
+                                                          + (f" (last crash: {why})" if why else ""))
 
     # --- lifecycle -------------------------------------------------------------------------
 
