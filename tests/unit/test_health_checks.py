@@ -146,6 +146,14 @@ def test_failures_key_has_a_default_and_refuses_bad_values(tmp_path: Path) -> No
         assert "\n" not in str(caught.value)
 
 
+def test_kato_refuses_a_bad_failures_count_in_one_line(kato) -> None:  # noqa: ANN001
+    result = kato("config", "set", "fence", "health/failures", "0")
+    assert result.exit_code != 0 and result.stderr == ("error: fence health/failures: '0' is not allowed "
+                                                       "(a whole number of checks from 1 to 100)\n")
+    assert kato("config", "set", "fence", "health/failures", "5").exit_code == 0
+    assert kato("config", "get", "fence", "health/failures").stdout == "5\n"
+
+
 # --- the checks themselves ---------------------------------------------------------------------------
 
 def test_probe_for_web_and_other_process_types() -> None:
