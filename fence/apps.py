@@ -205,7 +205,10 @@ class AppOps:
         if running >= view.instances:
             raise DeployFailed(app=name, release=release, why="its instances run but the router did not take "
                                "them (see `kato status` for the router's last error)")
-        raise DeployFailed(app=name, release=release, why=f"instances not healthy within {timeout} s")
+        # Health checks (issue 14 item 4): say why, when an instance of the release crashed.
+        why = next((i.last_crash for i in view.instance_list if i.release == release and i.last_crash), None)
+        raise DeployFailed(app=name, release=release, why=f"instances not healthy within {timeout} s"
+                                                          + (f" (last crash: {why})" if why else ""))
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -470,7 +473,8 @@ def _next_record(name: str, existing: AppRecord | None, settings: DeploySettings
                      env=check_env({**(existing.env if existing else {}), **settings.env}), started=True,
                      release=existing.release if existing else None, health_timeout=health,
                      urls=settings.urls or (existing.urls if existing else ()),
-                     created_at=existing.created_at if existing else _now())
+                     created_at=existing.created_at if existing else _now(),
+                     health=settings.health or (existing.health if existing else None))
 
 
 def _count(instances: int) -> int:

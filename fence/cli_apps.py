@@ -96,6 +96,8 @@ def _describe(view: AppView) -> str:
     lines.append("instances:")
     for inst in view.instance_list:
         reason = f"  ({inst.reason})" if inst.reason else ""
+        if not reason and inst.last_crash:  # health checks (issue 14 item 4): why it was last replaced
+            reason = f"  (last crash: {inst.last_crash})"
         stack = f"stack {inst.image_id.removeprefix('sha256:')[:12]} " if inst.image_id else ""
         lines.append(f"  #{inst.index} {inst.state:<9} r{inst.release:<3} container {inst.container or '-':<13} "
                      f"port {inst.host_port or '-':<6} restarts {inst.restarts:<3} up {inst.uptime:.0f}s "

@@ -358,6 +358,29 @@ class Hooks:
     pre_running: tuple[str, ...] = ()
 
 
+# --- health checks (issue 14 item 4) -----------------------------------------------------------
+
+HEALTH_TYPES = ("port", "http", "process")
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    """How an app's web instances are checked (``health:`` / CF ``health-check-*``).
+
+    Attributes:
+        type: ``port`` (a TCP connection to $PORT), ``http`` (a 2xx/3xx answer to ``path``
+            from the instance itself) or ``process`` (its process is running).
+        path: the ``http`` check's path (starts with ``/``); ``None`` for the others.
+        interval: seconds between liveness checks while it runs (unset: 10).
+    """
+
+    type: str = "port"
+    path: str | None = None
+    interval: int | None = None
+
+# --- end health checks -------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Manifest:
     """An app's ``stackato.yml`` (or Cloud Foundry ``manifest.yml``), parsed and checked.
@@ -375,6 +398,7 @@ class Manifest:
         urls: extra host names the app answers at.
         source_name: the file it came from (``stackato.yml`` / ``manifest.yml``), ``None`` if none.
         warnings: unknown keys and other things the developer should know.
+        health: the ``health:`` block (CF ``health-check-type``/``-http-endpoint``), if given.
     """
 
     name: str | None = None
@@ -389,6 +413,7 @@ class Manifest:
     urls: tuple[str, ...] = ()
     source_name: str | None = None
     warnings: tuple[str, ...] = ()
+    health: HealthSettings | None = None  # health checks (issue 14 item 4)
 
 
 @dataclass(frozen=True)
@@ -598,6 +623,7 @@ class AppRecord:
         health_timeout: seconds the web process has to accept connections (manifest ``timeout``).
         urls: extra host names the app answers at.
         created_at: ISO time the app was first pushed.
+        health: how its web instances are checked (``None``: a ``port`` check every 10 s).
     """
 
     name: str
@@ -609,6 +635,7 @@ class AppRecord:
     health_timeout: int | None
     urls: tuple[str, ...]
     created_at: str
+    health: HealthSettings | None = None  # health checks (issue 14 item 4)
 
 
 @dataclass(frozen=True)
@@ -621,6 +648,7 @@ class DeploySettings:
         env: variables set over the app's env.
         urls: extra host names (empty: the app's current ones).
         health_timeout: seconds the web process has to accept connections (unset: the app's).
+        health: how its web instances are checked (unset: the app's).
     """
 
     instances: int | None = None
@@ -628,6 +656,7 @@ class DeploySettings:
     env: Mapping[str, str] = field(default_factory=dict)
     urls: tuple[str, ...] = ()
     health_timeout: int | None = None
+    health: HealthSettings | None = None  # health checks (issue 14 item 4)
 
     @classmethod
     def of_push(cls, manifest: Manifest, *, instances: int | None, memory_mib: int | None,
@@ -642,7 +671,7 @@ class DeploySettings:
         """
         return cls(instances=instances if instances is not None else manifest.instances,
                    memory_mib=memory_mib or manifest.mem_mib, env={**manifest.env, **env},
-                   urls=manifest.urls, health_timeout=manifest.timeout)
+                   urls=manifest.urls, health_timeout=manifest.timeout, health=manifest.health)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterable
 
 from fence.errors import StoreError
-from fence.models import AppRecord, DropletRecord, ReleaseRecord
+from fence.models import AppRecord, DropletRecord, HealthSettings, ReleaseRecord
 from fence.wire import from_wire, to_wire
 
 # Each entry upgrades the schema by one version; never edit a released entry, append a new one.
@@ -59,6 +59,10 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE droplets ADD COLUMN inputs_key TEXT NOT NULL DEFAULT '';
     CREATE INDEX droplets_by_inputs ON droplets (inputs_key);
+    """,
+    # Health checks (issue 14 item 4): the app's health settings as JSON, NULL for the default.
+    """
+    ALTER TABLE apps ADD COLUMN health_json TEXT;
     """,
 )
 
@@ -180,13 +184,15 @@ class StateStore:
         with self._lock:
             self._conn.execute(
                 "INSERT INTO apps (name, created_at, instances, memory_mib, env_json, started, release, "
-                "health_timeout, urls_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "health_timeout, urls_json, health_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET instances = excluded.instances, "
                 "memory_mib = excluded.memory_mib, env_json = excluded.env_json, "
                 "started = excluded.started, release = excluded.release, "
-                "health_timeout = excluded.health_timeout, urls_json = excluded.urls_json",
+                "health_timeout = excluded.health_timeout, urls_json = excluded.urls_json, "
+                "health_json = excluded.health_json",
                 (app.name, app.created_at, app.instances, app.memory_mib, json.dumps(dict(app.env)),
-                 int(app.started), app.release, app.health_timeout, json.dumps(list(app.urls))))
+                 int(app.started), app.release, app.health_timeout, json.dumps(list(app.urls)),
+                 json.dumps(to_wire(app.health)) if app.health is not None else None))
 
     def app(self, name: str) -> AppRecord | None:
         """An app's desired state, or ``None``."""
@@ -299,13 +305,14 @@ class StateStore:
 
 
 _APP_SELECT = ("SELECT name, instances, memory_mib, env_json, started, release, health_timeout, "
-               "urls_json, created_at FROM apps")
+               "urls_json, created_at, health_json FROM apps")
 
 
 def _app(row: tuple) -> AppRecord:
     return AppRecord(name=row[0], instances=row[1], memory_mib=row[2], env=json.loads(row[3]),
                      started=bool(row[4]), release=row[5], health_timeout=row[6],
-                     urls=tuple(json.loads(row[7])), created_at=row[8])
+                     urls=tuple(json.loads(row[7])), created_at=row[8],
+                     health=from_wire(HealthSettings, json.loads(row[9])) if row[9] else None)
 
 
 def _statements(script: str) -> list[str]:

@@ -110,6 +110,8 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
             "seconds a web instance has to accept connections on $PORT"),
     KeySpec("release/timeout", IntType(1, 86400, "of seconds"), 300,
             "seconds an app's release command may run before it is killed and the deploy aborted"),
+    KeySpec("health/failures", IntType(1, 100, "of checks"), 3,
+            "failed liveness checks in a row after which a running instance is replaced (a crash)"),
     KeySpec("router/port", IntType(1, 65535), 8080,
             "TCP port the node's router listens on"),
     KeySpec("router/bind_address", IPAddressType(), "127.0.0.1",

@@ -12,7 +12,8 @@ from fence.config import ConfigStore
 from fence.errors import ContainerNotFound, FenceError
 from fence.models import AppRecord, ContainerInfo
 from fence.running.backoff import Clock
-from fence.running.instance import Instance, PendingStart, SlotKey
+from fence.running.health import probe_for
+from fence.running.instance import WEB, Instance, PendingStart, SlotKey
 from fence.running.starter import InstanceStarter, Launch
 from fence.states import InstanceState
 from fence.store import StateStore
@@ -50,7 +51,7 @@ def launch(*, store: StateStore, starter: InstanceStarter, config: ConfigStore, 
                     release=release, state=InstanceState.STARTING, created=now, health_deadline=now + timeout,
                     host_port=info.ports[0].host_port if info.ports else None, address=info.ip_address,
                     image_id=info.stack_image_id, memory_mib=app.memory_mib, replacing=start.replacing,
-                    rollout=start.rollout)
+                    rollout=start.rollout, probe=probe_for(app.health, web=key.process == WEB))
 
 
 def stop(backend: ContainerBackend, instance: Instance, *, drain: float) -> bool:

@@ -1,39 +1,18 @@
-"""One instance and one instance slot as the reconciler tracks them, and how an instance's health is checked."""
+"""One instance and one instance slot as the reconciler tracks them."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from fence import labels
 from fence.models import ContainerInfo
 from fence.running.backoff import BackoffPolicy, CrashCount
+from fence.running.health import Probe
 from fence.states import InstanceState, check_transition
 
 # The only process type today; slots carry it so that more types need no new keys.
 WEB = "web"
-
-
-class HealthCheck(Protocol):
-    """Whether an instance's web process accepts connections."""
-
-    def ready(self, address: str, port: int) -> bool:
-        """True when ``address:port`` accepts a TCP connection now."""
-
-
-class TcpHealth:
-    """Connects to the instance's address on its bridge network (not through the published
-    port, whose userland proxy accepts connections even when nothing listens behind it)."""
-
-    def ready(self, address: str, port: int) -> bool:
-        """True when a TCP connection to ``address:port`` succeeds within 0.25 s."""
-        try:
-            with socket.create_connection((address, port), timeout=0.25):
-                return True
-        except OSError:
-            return False
 
 
 @dataclass(frozen=True, order=True)
@@ -130,6 +109,7 @@ class Instance:
     replacing: bool = False  # started beside a serving instance of its slot (counts against surge)
     rollout: bool = False  # started by a stack rollout, not yet the slot's only instance
     process: str = WEB
+    probe: Probe = field(default_factory=Probe)  # its health check, fixed when it starts
 
     @property
     def slot(self) -> SlotKey:

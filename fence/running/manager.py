@@ -19,7 +19,8 @@ from fence.running.admission import admit, promised_mib
 from fence.running.backoff import BackoffPolicy, Clock, SystemClock
 from fence.running import containers
 from fence.running.containers import exit_reason, last_output, stack_ref, wall_now
-from fence.running.instance import HealthCheck, Instance, PendingStart, SlotKey, SlotTable, TcpHealth, slot_of
+from fence.running.health import HealthCheck, HealthMonitor, NetworkHealth, probe_for, startup_failure
+from fence.running.instance import WEB, Instance, PendingStart, SlotKey, SlotTable, slot_of
 from fence.running.plan import plan_app
 from fence.labels import short_id
 from fence.running.rollout import RolloutState
@@ -57,6 +58,8 @@ class InstanceManager:
             if the router refused them.
         clock: time source (a fake in tests).
         health: health check (a fake in tests).
+        health_executor: runs the health checks (default: a pool of ``health_workers`` threads;
+            tests pass one that runs them at once).
         policy: crash backoff.
         drain_seconds: pause between leaving the router and TERM.
         workers: containers started or stopped at once.
@@ -67,7 +70,8 @@ class InstanceManager:
                  starter: InstanceStarter, node_id: str, routes: RouteSink | None = None,
                  clock: Clock | None = None, health: HealthCheck | None = None,
                  policy: BackoffPolicy | None = None, drain_seconds: float = 2.0, workers: int = 8,
-                 memory_total: Callable[[], int] = total_memory_mib) -> None:
+                 memory_total: Callable[[], int] = total_memory_mib,
+                 health_executor: concurrent.futures.Executor | None = None, health_workers: int = 8) -> None:
         self._backend = backend
         self._store = store
         self._config = config
@@ -75,7 +79,10 @@ class InstanceManager:
         self._node_id = node_id
         self._route_sink = routes or NoRouter()
         self._clock = clock or SystemClock()
-        self._health = health or TcpHealth()
+        self._health_pool = health_executor or concurrent.futures.ThreadPoolExecutor(
+            max_workers=health_workers, thread_name_prefix="health")
+        self._monitor = HealthMonitor(check=health or NetworkHealth(), executor=self._health_pool,
+                                      failures=lambda: int(self._config.fence("health/failures")))
         self._policy = policy or BackoffPolicy()
         self._drain = drain_seconds
         self._lock = threading.RLock()
@@ -119,9 +126,10 @@ class InstanceManager:
         interval later)."""
         while not self._stop.wait(interval):
             with self._lock:
-                starting = [(i.container_id, i.address) for i in self._instances.values()
+                starting = [(i.container_id, i.address, i.probe) for i in self._instances.values()
                             if i.state is S.STARTING and i.address and i.container_id not in self._ready]
-            ready = {cid for cid, address in starting if self._health.ready(address, CONTAINER_PORT)}
+            ready = {cid for cid, address, probe in starting
+                     if self._monitor.ready(cid, address, CONTAINER_PORT, probe)}
             if ready:
                 with self._lock:
                     self._ready |= ready
@@ -138,6 +146,7 @@ class InstanceManager:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._jobs.shutdown(wait=False, cancel_futures=True)
+        self._health_pool.shutdown(wait=False, cancel_futures=True)
 
     def drain_jobs(self, timeout: float = 60.0) -> None:
         """Wait until started start/stop jobs are done (tests)."""
@@ -227,6 +236,7 @@ class InstanceManager:
         """A container found by label that this manager did not start (after a daemon restart)."""
         instance = Instance.adopted(info, now=now, memory_mib=record.memory_mib if record else 0,
                                     reason=None if info.running else exit_reason(self._backend, info.id))
+        instance.probe = probe_for(record.health if record else None, web=instance.process == WEB)
         self._instances[info.id] = instance
         self._store.note_stack(info.stack_image_id, stack_ref(info), wall_now())
         count = self._slots[instance.slot].crashes
@@ -265,19 +275,28 @@ class InstanceManager:
                                                "restart_in": delay})
 
     def _check_health(self, now: float) -> None:
-        for instance in self._instances.values():
+        """Readiness of starting instances, liveness of running ones (fence.running.health runs
+        the checks in its pool: nothing here waits for an instance to answer)."""
+        self._monitor.forget(set(self._instances))
+        for instance in list(self._instances.values()):
             if instance.state is S.RUNNING:
                 self._slots[instance.slot].crashes.healthy_for(now, self._policy)
+                why = self._monitor.live(instance.container_id, instance.address, CONTAINER_PORT, instance.probe,
+                                         now=now, since=instance.healthy_since or now)
+                if why is not None:  # failed health/failures checks in a row: replaced, a crash
+                    self._crash(instance, why, now)
+                    self._jobs.submit(containers.kill, self._backend, instance.container_id)
+                continue
             if instance.state is not S.STARTING:
                 continue
-            if instance.address and (instance.container_id in self._ready
-                                     or self._health.ready(instance.address, CONTAINER_PORT)):
+            if instance.address and (instance.container_id in self._ready or self._monitor.ready(
+                    instance.container_id, instance.address, CONTAINER_PORT, instance.probe)):
                 instance.move(S.RUNNING)
                 instance.healthy_since = now
                 instance.reason = None
             elif now >= instance.health_deadline:
-                self._crash(instance, f"unhealthy: nothing accepted connections on $PORT within "
-                                      f"{instance.health_deadline - instance.created:.0f} s", now)
+                self._crash(instance, startup_failure(instance.probe, instance.health_deadline - instance.created,
+                                                      self._monitor.last_failure(instance.container_id)), now)
                 self._jobs.submit(containers.kill, self._backend, instance.container_id)
 
     # --- starting and stopping---------------------------------------------------------------

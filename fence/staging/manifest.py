@@ -12,7 +12,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from fence.errors import InvalidName, ManifestInvalid, UsageError
-from fence.models import Hooks, Manifest
+from fence.models import HEALTH_TYPES, HealthSettings, Hooks, Manifest
 from fence.rules import (APP_MEMORY_ALLOWED, MAX_ENV_VALUE, check_app_name, check_dns_name,
                          check_env_name, parse_memory)
 from fence.staging.procfile import PROCESS_TYPE_PATTERN
@@ -75,7 +75,7 @@ def parse_manifest(text: bytes, *, source_name: str) -> Manifest:
                     env=draft.env, buildpacks=draft.buildpacks, processes=draft.processes,
                     timeout=draft.timeout, ignores=draft.ignores, hooks=Hooks(**draft.hooks),
                     urls=tuple(dict.fromkeys(draft.urls)), source_name=source_name,
-                    warnings=tuple(check.warnings))
+                    warnings=tuple(check.warnings), health=draft.health_settings())
 
 
 def read_app_manifest(host_app_dir: Path) -> Manifest:
@@ -265,6 +265,16 @@ class _Draft:
     ignores: tuple[str, ...] = ()
     hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)
     urls: list[str] = field(default_factory=list)
+    # health checks (issue 14 item 4): each value with the node it came from (for line numbers)
+    health: dict[str, tuple[object, Node]] = field(default_factory=dict)
+
+    def health_settings(self) -> HealthSettings | None:
+        if not {"type", "path", "interval"} & set(self.health):
+            return None  # health.timeout alone is the app's timeout
+        kind = str(self.health["type"][0]) if "type" in self.health else "port"
+        path = str(self.health["path"][0]) if "path" in self.health else ("/" if kind == "http" else None)
+        interval = self.health["interval"][0] if "interval" in self.health else None
+        return HealthSettings(type=kind, path=path, interval=int(interval) if interval is not None else None)
 
 
 def _single_application(check: _Checker, top: dict[str, Node]) -> Node:
@@ -292,6 +302,7 @@ def _read_app(check: _Checker, fields: dict[str, Node], *, prefix: str) -> _Draf
         if isinstance(node, ScalarNode) and node.tag == _NULL:
             continue  # `key:` with no value: as if absent
         reader(check, node, where, draft)
+    _check_health(check, draft)
     return draft
 
 
@@ -382,12 +393,95 @@ def _read_urls(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
                                    "or path)") from None
 
 
+# --- health checks (issue 14 item 4) -----------------------------------------------------------
+
+_HEALTH_KEYS = ("type", "path", "timeout", "interval")
+_MAX_HEALTH_PATH = 1024
+_MAX_HEALTH_INTERVAL = 600
+
+
+def _read_health(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    """stackato.yml ``health: {type: port|http|process, path: /healthz, timeout: 60, interval: 10}``."""
+    for name, value_node in check.mapping(node, key).items():
+        if name not in _HEALTH_KEYS:
+            check.warn(f"unknown key {_clip(key + '.' + name)!r} ignored (health takes "
+                       f"{', '.join(_HEALTH_KEYS)})")
+            continue
+        if isinstance(value_node, ScalarNode) and value_node.tag == _NULL:
+            continue
+        where = f"{key}.{name}"
+        if name == "type":
+            _health_value(check, draft, "type", _health_type(check, value_node, where), value_node, where)
+        elif name == "path":
+            _health_value(check, draft, "path", _health_path(check, value_node, where), value_node, where)
+        elif name == "timeout":
+            if draft.timeout is not None:
+                raise check.fail(value_node, f"{where} is also given by timeout (give one of them)")
+            draft.timeout = check.integer(value_node, where, 1, 180)
+            draft.health["timeout"] = (draft.timeout, value_node)
+        else:
+            value = check.integer(value_node, where, 1, _MAX_HEALTH_INTERVAL)
+            _health_value(check, draft, "interval", value, value_node, where)
+
+
+def _read_health_check_type(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    """Cloud Foundry ``health-check-type: port|http|process`` (``none``: the old name of process)."""
+    _health_value(check, draft, "type", _health_type(check, node, key), node, key)
+
+
+def _read_health_check_endpoint(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    """Cloud Foundry ``health-check-http-endpoint: /healthz``."""
+    _health_value(check, draft, "path", _health_path(check, node, key), node, key)
+
+
+def _read_timeout_once(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    if "timeout" in draft.health:
+        raise check.fail(node, f"{key} is also given by health.timeout (give one of them)")
+    _read_timeout(check, node, key, draft)
+
+
+def _health_type(check: _Checker, node: Node, key: str) -> str:
+    value = check.text(node, key, limit=64, what="port, http or process").strip()
+    kind = "process" if value == "none" else value  # CF's legacy name for the process check
+    if kind not in HEALTH_TYPES:
+        raise check.fail(node, f"{key}: {_clip(value)!r} is not a health check type (use port, http "
+                               "or process; none is process)")
+    return kind
+
+
+def _health_path(check: _Checker, node: Node, key: str) -> str:
+    value = check.text(node, key, limit=_MAX_HEALTH_PATH, what="a URL path like /healthz")
+    if not value.startswith("/") or any(not ch.isascii() or not ch.isprintable() or ch.isspace() or ch == "#"
+                                        for ch in value):
+        raise check.fail(node, f"{key}: {_clip(value)!r} is not a URL path (it starts with / and has "
+                               "no spaces, control characters, '#' or non-ASCII characters)")
+    return value
+
+
+def _health_value(check: _Checker, draft: _Draft, name: str, value: object, node: Node, key: str) -> None:
+    if name in draft.health:
+        raise check.fail(node, f"{key} gives the health check {name} a second time (give health.{name} "
+                               f"or its health-check-* key, not both)")
+    draft.health[name] = (value, node)
+
+
+def _check_health(check: _Checker, draft: _Draft) -> None:
+    """A path is only for an ``http`` check (refused rather than silently ignored)."""
+    if "path" in draft.health:
+        kind = draft.health.get("type", ("port", None))[0]
+        if kind != "http":
+            raise check.fail(draft.health["path"][1], f"a health check path is only for an http check, "
+                                                      f"and the app's health check type is {kind}")
+
+# --- end health checks -------------------------------------------------------------------------
+
+
 _FIELD_READERS = {
     "name": _read_name,
     "mem": _read_mem,
     "memory": _read_mem,
     "instances": _read_instances,
-    "timeout": _read_timeout,
+    "timeout": _read_timeout_once,
     "env": _read_env,
     "buildpack": _read_buildpacks,
     "buildpacks": _read_buildpacks,
@@ -398,6 +492,9 @@ _FIELD_READERS = {
     "url": _read_urls,
     "urls": _read_urls,
     "routes": _read_urls,
+    "health": _read_health,
+    "health-check-type": _read_health_check_type,
+    "health-check-http-endpoint": _read_health_check_endpoint,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import tarfile
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.layout import AppUser
 from fence.models import AppRecord, DropletRecord, Route
+from fence.running.health import Probe
 from fence.running.manager import InstanceManager
 from fence.running.images import DropletImages
 from fence.running.starter import InstanceStarter
@@ -33,9 +35,23 @@ class FakeClock:
 class FakeHealth:
     ready_addresses: set[str] = field(default_factory=set)
     all_ready: bool = True
+    checks: list[tuple[str, str]] = field(default_factory=list)  # (address, probe type) of each check
 
-    def ready(self, address: str, port: int) -> bool:
-        return self.all_ready or address in self.ready_addresses
+    def check(self, address: str, port: int, probe: Probe, timeout: float) -> str | None:
+        self.checks.append((address, probe.type))
+        return None if self.all_ready or address in self.ready_addresses else "connection refused"
+
+
+class InlineExecutor(concurrent.futures.Executor):
+    """Runs each health check at once, in the caller's thread (the pass sees its outcome)."""
+
+    def submit(self, fn, /, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # noqa: BLE001 - handed to the future, as a pool would
+            future.set_exception(exc)
+        return future
 
 
 @dataclass
@@ -73,7 +89,8 @@ class Node:
                                                        app_user=app_user))
         self.manager = InstanceManager(backend=self.backend, store=self.store, config=self.config, starter=starter,
                                        node_id=node_id, routes=RecordedRoutes(self.routes), clock=self.clock,
-                                       health=self.health, drain_seconds=0, workers=2)
+                                       health=self.health, drain_seconds=0, workers=2,
+                                       health_executor=InlineExecutor())
 
     def droplet(self, app: str) -> DropletRecord:
         buffer = io.BytesIO()

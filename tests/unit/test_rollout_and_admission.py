@@ -15,7 +15,7 @@ from fence.running.manager import InstanceManager
 from fence.running.images import DropletImages
 from fence.running.starter import InstanceStarter
 from fence.stack.rollout import StackRollout
-from tests.unit.test_instance_manager import Node, RecordedRoutes
+from tests.unit.test_instance_manager import InlineExecutor, Node, RecordedRoutes
 
 OLD, NEW = "fence/stack:bookworm", "fence/stack:next"
 
@@ -33,7 +33,7 @@ def make_node(tmp_path: Path, *, memory_total: int | None = None) -> Node:
         node.manager = InstanceManager(backend=node.backend, store=node.store, config=node.config, starter=starter,
                                        node_id=node.node_id, routes=RecordedRoutes(node.routes), clock=node.clock,
                                        health=node.health, drain_seconds=0, workers=2,
-                                       memory_total=lambda: memory_total)
+                                       memory_total=lambda: memory_total, health_executor=InlineExecutor())
     return node
 
 
