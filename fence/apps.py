@@ -342,6 +342,8 @@ class AppOps:
         self._home.host_app_cache(name).unlink(missing_ok=True)
         shutil.rmtree(self._home.host_app_staging_logs(name), ignore_errors=True)
         shutil.rmtree(self._home.host_app_sources(name), ignore_errors=True)
+        for host_log in (self._home.host_app_cron_log(name), self._home.host_app_cron_log(name).with_suffix(".log.1")):
+            host_log.unlink(missing_ok=True)  # cron (issue 14): its cron jobs' output
 
     def _wait_gone(self, name: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -68,8 +68,11 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
                   droplets=droplets, home=home, node_id=home.node_id, routing=node_router is not None)
     session = StagingSession(config=config, stager=stager, store=store,
                              sources=KeptSources(home=home), home=home, app_user=app_user)
+    from fence.running.cron import CronScheduler
+
+    cron = CronScheduler(store=store, config=config, starter=starter, home=home)
     service = NodeService(home=home, config=config, backend=engine, store=store, session=session,
-                          droplets=droplets, apps=apps, manager=manager, router=node_router)
+                          droplets=droplets, apps=apps, manager=manager, router=node_router, cron=cron)
     return service
 
 

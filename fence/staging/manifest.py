@@ -12,7 +12,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from fence.errors import InvalidName, ManifestInvalid, UsageError
-from fence.models import Hooks, Manifest
+from fence.models import CronEntry, Hooks, Manifest
 from fence.rules import (APP_MEMORY_ALLOWED, MAX_ENV_VALUE, check_app_name, check_dns_name,
                          check_env_name, parse_memory)
 from fence.staging.procfile import PROCESS_TYPE_PATTERN
@@ -75,7 +75,7 @@ def parse_manifest(text: bytes, *, source_name: str) -> Manifest:
                     env=draft.env, buildpacks=draft.buildpacks, processes=draft.processes,
                     timeout=draft.timeout, ignores=draft.ignores, hooks=Hooks(**draft.hooks),
                     urls=tuple(dict.fromkeys(draft.urls)), source_name=source_name,
-                    warnings=tuple(check.warnings))
+                    warnings=tuple(check.warnings), cron=tuple(draft.cron))
 
 
 def read_app_manifest(host_app_dir: Path) -> Manifest:
@@ -241,6 +241,7 @@ class _Draft:
     ignores: tuple[str, ...] = ()
     hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)
     urls: list[str] = field(default_factory=list)
+    cron: list[CronEntry] = field(default_factory=list)
 
 
 def _single_application(check: _Checker, top: dict[str, Node]) -> Node:
@@ -358,6 +359,44 @@ def _read_urls(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
                                    "or path)") from None
 
 
+# --- cron (issue 14 item 3): stackato.yml `cron:` lines, checked with croniter ----------------
+
+MAX_CRON_ENTRIES = 64
+_CRON_FIELDS = ("minute", "hour", "day of month", "month", "day of week")
+
+
+def _read_cron(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    if not isinstance(node, SequenceNode):
+        raise check.fail(node, f"{key} must be a list of 'MIN HOUR DOM MON DOW command' lines, not {_kind(node)}")
+    if len(node.value) > MAX_CRON_ENTRIES:
+        raise check.fail(node, f"{key} lists {len(node.value)} entries; at most {MAX_CRON_ENTRIES} are allowed")
+    for index, item in enumerate(node.value):
+        draft.cron.append(_cron_entry(check, item, f"{key}[{index}]"))
+
+
+def _cron_entry(check: _Checker, node: Node, where: str) -> CronEntry:
+    from croniter import CroniterError, croniter  # only pushes with a manifest pay for the import
+
+    line = check.text(node, where, limit=4096, what="a 'MIN HOUR DOM MON DOW command' line")
+    if "\n" in line or "\r" in line:
+        raise check.fail(node, f"{where} must be one line")
+    parts = line.split(None, 5)
+    if len(parts) < 6:
+        raise check.fail(node, f"{where}: {_clip(line)!r} needs five schedule fields "
+                               "(MIN HOUR DOM MON DOW) and then a command")
+    fields, command = parts[:5], parts[5].strip()
+    for name, value in zip(_CRON_FIELDS, fields):
+        if not croniter.is_valid(" ".join(value if f is name else "*" for f in _CRON_FIELDS)):
+            raise check.fail(node, f"{where}: {_clip(value)!r} is not a valid {name} field "
+                                   f"(in {_clip(line)!r})")
+    schedule = " ".join(fields)
+    try:
+        croniter(schedule)
+    except (CroniterError, ValueError, KeyError) as exc:
+        raise check.fail(node, f"{where}: schedule {schedule!r} is not valid ({exc})") from None
+    return CronEntry(schedule=schedule, command=command)
+
+
 _FIELD_READERS = {
     "name": _read_name,
     "mem": _read_mem,
@@ -374,6 +413,7 @@ _FIELD_READERS = {
     "url": _read_urls,
     "urls": _read_urls,
     "routes": _read_urls,
+    "cron": _read_cron,
 }
 
 
