@@ -219,8 +219,11 @@ class CronScheduler:
                 self._log(name, f"----- `{command}` could not start: {exc.message}")
                 log.warning("cron `%s` of %s could not start: %s", command, name, exc.message)
                 return
-            if job.cancelled.is_set() or self._stop.wait(max(0.0, job.minute.timestamp() - self._clock())) \
-                    or job.cancelled.is_set():
+            # Wait for the minute in short steps, reading the clock each time (tests drive a fake one).
+            while not job.cancelled.is_set() and (left := job.minute.timestamp() - self._clock()) > 0:
+                if self._stop.wait(min(left, 0.05)):
+                    return
+            if job.cancelled.is_set():
                 return
             started = self._clock()
             self._store.put_cron_run(name, job.entry.key, CronRun(minute=job.minute.isoformat(),
