@@ -240,3 +240,15 @@ def test_cron_timeout_refuses_bad_values_with_one_line(kato, bad: str) -> None: 
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"error: fence cron/timeout: {bad!r} is not allowed")
     assert kato("config", "set", "fence", "cron/timeout", "90").stdout == "90\n"
+
+
+def test_a_job_past_cron_timeout_is_killed_and_shown_as_timed_out(node) -> None:  # noqa: ANN001
+    backend, store, scheduler, clock, (config, _, _) = node
+    config.set("fence", "cron/timeout", "5")
+    backend.programs["bash"] = lambda proc: proc.sleep(30) or 0
+    clock.now = T0 + 1
+    assert [d.action for d in scheduler.tick()] == [FIRE]
+    _wait(lambda: getattr(store.cron_runs().get(("web", EVERY.key)), "outcome", "") == "timed out")
+    assert store.cron_runs()[("web", EVERY.key)].exit_code is None
+    _wait(lambda: _tasks(backend) == [])
+    assert any("timed out after 5 s (cron/timeout)" in line for line in scheduler.log_lines("web", tail=10))
