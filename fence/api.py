@@ -35,7 +35,7 @@ from fence.errors import (
     UsageError,
 )
 from fence.follow import LogFollow
-from fence.models import AppView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord, StackImage
+from fence.models import AppView, CronView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord, StackImage
 from fence.rules import env_from_pairs, parse_git_spec, parse_memory
 from fence.relay import Backlog
 from fence.service import NodeService, StageOrder
@@ -396,6 +396,19 @@ def create_app(service: NodeService, app_ops: AppOps) -> FastAPI:
         loop = asyncio.get_running_loop()
         follower = await asyncio.to_thread(lambda: app_ops.follow_logs(name, tail=tail, loop=loop))
         return StreamingResponse(_followed(follower), media_type="application/x-ndjson")
+
+    # --- cron (issue 14) ---------------------------------------------------------------------
+    @app.get("/v1/apps/{name}/cron")
+    def cron(name: str) -> list[CronView]:
+        """The app's cron entries with their next run and last run (exit code, duration)."""
+        return service.cron_entries(name)
+
+    @app.get("/v1/apps/{name}/cron/logs")
+    async def cron_logs(name: str, tail: int = Query(default=100, ge=0, le=100_000)) -> StreamingResponse:
+        """The output of the app's cron jobs, one NDJSON ``log`` event a line (prefixed ``[cron]``)."""
+        lines = await asyncio.to_thread(lambda: service.cron_log(name, tail=tail))
+        return StreamingResponse((json.dumps({"event": "log", "line": line}) + "\n" for line in lines),
+                                 media_type="application/x-ndjson")
 
     @app.get("/v1/images")
     def images() -> list[StackImage]:

@@ -375,6 +375,8 @@ class AppOps:
         shutil.rmtree(self._home.host_app_staging_logs(name), ignore_errors=True)
         shutil.rmtree(self._home.host_app_sources(name), ignore_errors=True)
         shutil.rmtree(self._home.host_app_release_logs(name), ignore_errors=True)
+        for host_log in (self._home.host_app_cron_log(name), self._home.host_app_cron_log(name).with_suffix(".log.1")):
+            host_log.unlink(missing_ok=True)  # cron (issue 14): its cron jobs' output
 
     def _wait_gone(self, name: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -184,13 +184,51 @@ def env(name: str, changes: tuple[str, ...]) -> None:
 @click.option("--staging", is_flag=True, help="The last staging's log instead.")
 @click.option("--release", "release", is_flag=True,
               help="The output of the last release command (the release phase) instead, prefixed [release].")
+@click.option("--cron", "cron_jobs", is_flag=True, help="The output of its cron jobs instead (prefixed [cron]).")
 @debug_option
-def logs(name: str, follow: bool, staging: bool, release: bool) -> None:
-    """Print the app's instance logs (prefixed [web.INDEX]), its last staging log, or its last release-phase output."""
+def logs(name: str, follow: bool, staging: bool, release: bool, cron_jobs: bool) -> None:
+    """Print the app's instance logs (prefixed [web.INDEX]), its last staging log, its last release-phase
+    output or its cron jobs' output."""
+    if release and cron_jobs:
+        raise click.UsageError("--release and --cron show different logs; give one of them")
+    if cron_jobs:
+        if follow or staging:
+            raise click.UsageError("--cron cannot be combined with --follow or --staging")
+        client().cron_logs(_name(name), on_line=_echo)
+        return
     if release and (staging or follow):
         raise click.UsageError("--release shows the last release command's output; it goes with neither "
                                "--staging nor --follow")
     client().logs(_name(name), follow=follow, staging=staging, on_line=_echo, release=release)
+
+
+# --- cron (issue 14) -------------------------------------------------------------------------
+
+@click.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@debug_option
+def cron(name: str, as_json: bool) -> None:
+    """List the app's cron entries (stackato.yml cron:) with their next and last runs."""
+    found = client().cron(_name(name))
+    if as_json:
+        click.echo(render(to_wire(found), "json"))
+        return
+    if not found:
+        click.echo(f"{name} has no cron entries")
+        return
+    for entry in found:
+        click.echo(f"{entry.schedule:<16} {entry.command}")
+        click.echo(f"    next run: {entry.next_run or '- (the app is stopped)'}")
+        run = entry.last_run
+        if run is None:
+            click.echo("    last run: never")
+        elif entry.running or run.outcome == "running":
+            click.echo(f"    last run: {run.minute} running since {run.started_at}")
+        else:
+            code = "-" if run.exit_code is None else str(run.exit_code)
+            took = "-" if run.duration is None else f"{run.duration:.1f} s"
+            click.echo(f"    last run: {run.minute} {run.outcome}, exit code {code}, took {took}")
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -254,4 +292,5 @@ def route_remove(name: str, host: str) -> None:
     click.echo("\n".join(view.urls))
 
 
-COMMANDS = (route, push, apps, app, start, stop, restart, restage, delete, scale, env, logs, run, releases, rollback)
+COMMANDS = (route, push, apps, app, start, stop, restart, restage, delete, scale, env, logs, run, releases, rollback,
+            cron)

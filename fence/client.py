@@ -14,7 +14,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 from urllib.parse import quote, urlencode
 
 from fence.errors import DaemonNotRunning, DaemonPermissionDenied, FenceError, InternalError, UsageError, from_wire
-from fence.models import (AppView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord, RolloutReport,
+from fence.models import (AppView, CronView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord, RolloutReport,
                           SourceLimits, StackImage)
 from fence.rules import looks_like_git_url
 from fence.wire import from_wire as model_from_wire
@@ -237,6 +237,17 @@ class FenceClient:
         if release:
             params.append(("release", "true"))
         self._stream("GET", _app_path(name, "logs"), params=params, on_line=on_line, what="logs",
+                     result_required=False)
+
+    # --- cron (issue 14) ---------------------------------------------------------------------
+
+    def cron(self, name: str) -> list[CronView]:
+        """An app's cron entries with their next and last runs."""
+        return [model_from_wire(CronView, v) for v in self._get(_app_path(name, "cron"))]
+
+    def cron_logs(self, name: str, *, on_line: LineCallback) -> None:
+        """Pass the app's cron job output on, line by line (``[cron]`` prefixes)."""
+        self._stream("GET", _app_path(name, "cron/logs"), on_line=on_line, what="cron logs",
                      result_required=False)
 
     def close(self) -> None:

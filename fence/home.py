@@ -117,6 +117,16 @@ class NodeHome:
 
     # --- end release phase ------------------------------------------------------------------
 
+    # cron (issue 14): one log file per app of its cron jobs' output (`fence logs APP --cron`)
+    @property
+    def host_cron_logs(self) -> Path:
+        """Cron job logs, one file per app."""
+        return self.host_logs / "cron"
+
+    def host_app_cron_log(self, app: str) -> Path:
+        """The log of one app's cron jobs (the file before it is kept as ``APP.log.1``)."""
+        return self.host_cron_logs / f"{app}.log"
+
     @property
     def host_work(self) -> Path:
         """Scratch space for uploads and repacked sources, one folder per staging (removed after it)."""

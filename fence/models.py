@@ -414,6 +414,7 @@ class Manifest:
     source_name: str | None = None
     warnings: tuple[str, ...] = ()
     health: HealthSettings | None = None  # health checks (issue 14 item 4)
+    cron: tuple[CronEntry, ...] = ()  # cron (issue 14): stackato.yml `cron:` entries
 
 
 @dataclass(frozen=True)
@@ -550,6 +551,7 @@ class DropletRecord:
     staging_id: str
     pre_running: tuple[str, ...] = ()
     inputs_key: str = ""
+    cron: tuple[CronEntry, ...] = ()  # cron (issue 14): the manifest's `cron:` entries it runs
 
 
 # --- router ------------------------------------------------------------------------------------
@@ -919,3 +921,63 @@ class NodeInfo:
     containers: Mapping[str, int]
     engine_containers: Mapping[str, int]
     engine: EngineInfo | None = None
+
+
+# --- cron (issue 14 item 3) ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CronEntry:
+    """One stackato.yml ``cron:`` line: a five-field schedule and the command it runs.
+
+    Attributes:
+        schedule: ``MIN HOUR DOM MON DOW`` (checked with croniter at push).
+        command: the shell command, run in a one-off task container.
+    """
+
+    schedule: str
+    command: str
+
+    @property
+    def key(self) -> str:
+        """What the store keeps the entry's runs by (the line as written, normalised)."""
+        return f"{self.schedule} {self.command}"
+
+
+@dataclass(frozen=True)
+class CronRun:
+    """The last run of one cron entry.
+
+    Attributes:
+        minute: the schedule minute it ran for, ISO time (UTC).
+        started_at: ISO time its container was asked for.
+        finished_at: ISO time it ended, ``None`` while it runs (or when the daemon died under it).
+        exit_code: its exit code, ``None`` while it runs or when it never got one.
+        duration: seconds it ran, ``None`` while it runs.
+        outcome: ``running``, ``exited``, ``timed out``, ``failed`` (no container), ``interrupted``.
+    """
+
+    minute: str
+    started_at: str
+    finished_at: str | None = None
+    exit_code: int | None = None
+    duration: float | None = None
+    outcome: str = "running"
+
+
+@dataclass(frozen=True)
+class CronView:
+    """One cron entry as ``fence cron APP`` shows it.
+
+    Attributes:
+        schedule: its five-field schedule.
+        command: its command.
+        next_run: ISO time (UTC) it runs next, ``None`` while the app is stopped.
+        last_run: its last run, if any.
+        running: whether a run is in progress now.
+    """
+
+    schedule: str
+    command: str
+    next_run: str | None
+    last_run: CronRun | None = None
+    running: bool = False

@@ -20,10 +20,11 @@ from fence.droplets import DropletStore
 from fence.errors import DropletNotFound, EngineUnavailable, FenceError, NoRelease, RolloutBusy
 from fence.gc import GarbageCollector
 from fence.home import NodeHome
-from fence.models import (AppUid, AppView, DeploySettings, DropletRecord, EngineInfo, GcReport, NodeInfo, NodeStatus,
+from fence.models import (AppUid, AppView, CronView, DeploySettings, DropletRecord, EngineInfo, GcReport, NodeInfo, NodeStatus,
                           RolloutReport, RouterStatus, SourceLimits, StackImage, StackStatus)
 from fence.node import app_uid_warnings, crash_loop_warnings, disk_warnings, disks, node_info, port_holder_problem
 from fence.rules import check_app_name
+from fence.running.cron import CronScheduler
 from fence.running.manager import InstanceManager
 from fence.stack.images import stack_images
 from fence.stack.resolve import stack_status
@@ -54,7 +55,8 @@ class NodeService:
 
     def __init__(self, *, home: NodeHome, config: ConfigStore, backend: ContainerBackend,
                  store: StateStore, session: StagingSession, droplets: DropletStore, apps: AppOps,
-                 manager: InstanceManager, router: Router | None, firewall: HostFirewall | None = None) -> None:
+                 manager: InstanceManager, router: Router | None, firewall: HostFirewall | None = None,
+                 cron: CronScheduler | None = None) -> None:
         self.home = home
         self.firewall = firewall
         self.config = config
@@ -74,6 +76,7 @@ class NodeService:
                                           tracked=manager.tracked, busy_since=session.busy_since)
         self._gc_stop = threading.Event()
         self._gc_thread: threading.Thread | None = None
+        self.cron = cron  # cron (issue 14): the scheduler of apps' cron: entries
 
     def source_limits(self) -> SourceLimits:
         """Upload limits from config (staging/max_upload, max_files, max_depth)."""
@@ -182,7 +185,8 @@ class NodeService:
         """
         removed = []
         try:
-            for role in (labels.ROLE_STAGING, labels.ROLE_IMAGE):
+            # Task containers (`fence run`, cron jobs) lost their daemon: nobody reads them any more.
+            for role in (labels.ROLE_STAGING, labels.ROLE_IMAGE, labels.ROLE_TASK):
                 for container in self.backend.list({labels.NODE: self.node_id, labels.ROLE: role}):
                     container.destroy()
                     removed.append(f"{role} container {container.id[:12]}")
@@ -308,6 +312,28 @@ class NodeService:
         self.manager.run_in_background()
         self._gc_thread = threading.Thread(target=self._gc_loop, name="gc", daemon=True)
         self._gc_thread.start()
+        if self.cron is not None:
+            self.cron.run_in_background()
+
+    # --- cron (issue 14) --------------------------------------------------------------------
+
+    def cron_entries(self, name: str) -> list[CronView]:
+        """The app's cron entries with their next and last runs (``fence cron APP``).
+
+        Raises:
+            AppNotFound: no such app.
+        """
+        app = self.apps.app(name)
+        return self.cron.views(app) if self.cron is not None else []
+
+    def cron_log(self, name: str, *, tail: int = 100) -> list[str]:
+        """The last lines of the app's cron jobs' output, each prefixed ``[cron]``.
+
+        Raises:
+            AppNotFound: no such app.
+        """
+        self.apps.app(name)
+        return self.cron.log_lines(name, tail=tail) if self.cron is not None else []
 
     def _gc_loop(self) -> None:
         last = time.monotonic()
@@ -330,6 +356,8 @@ class NodeService:
     def close(self) -> None:
         """Stop reconciling and cancel running stagings; instances keep running."""
         self._gc_stop.set()
+        if self.cron is not None:  # cron jobs end with the daemon (a restart never re-runs their minute)
+            self.cron.shutdown()
         self.manager.shutdown()
         self.session.close()
         self.store.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterable
 
 from fence.errors import StoreError
-from fence.models import AppRecord, DropletRecord, HealthSettings, ReleaseRecord
+from fence.models import AppRecord, CronRun, DropletRecord, HealthSettings, ReleaseRecord
 from fence.wire import from_wire, to_wire
 
 # Each entry upgrades the schema by one version; never edit a released entry, append a new one.
@@ -63,6 +63,21 @@ _MIGRATIONS: tuple[str, ...] = (
     # Health checks (issue 14 item 4): the app's health settings as JSON, NULL for the default.
     """
     ALTER TABLE apps ADD COLUMN health_json TEXT;
+    """,
+    # cron (issue 14): the last run of each app's cron entry, so a restarted daemon neither runs
+    # an entry twice in one minute nor catches up on minutes it missed.
+    """
+    CREATE TABLE cron_runs (
+        app         TEXT NOT NULL,
+        entry       TEXT NOT NULL,
+        minute      TEXT NOT NULL,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        exit_code   INTEGER,
+        duration    REAL,
+        outcome     TEXT NOT NULL DEFAULT 'running',
+        PRIMARY KEY (app, entry)
+    );
     """,
 )
 
@@ -215,6 +230,7 @@ class StateStore:
                 self._conn.execute("DELETE FROM releases WHERE app = ?", (name,))
                 self._conn.execute("DELETE FROM droplets WHERE app = ?", (name,))
                 self._conn.execute("DELETE FROM apps WHERE name = ?", (name,))
+                self._conn.execute("DELETE FROM cron_runs WHERE app = ?", (name,))
                 self._conn.execute("COMMIT")
             except sqlite3.Error:
                 self._conn.execute("ROLLBACK")
@@ -297,6 +313,36 @@ class StateStore:
         """Forget a stack image (it was removed from the engine)."""
         with self._lock:
             self._conn.execute("DELETE FROM stacks_used WHERE image_id = ?", (image_id,))
+
+    # --- cron runs (issue 14) -------------------------------------------------------------------
+
+    def put_cron_run(self, app: str, entry: str, run: CronRun) -> None:
+        """Record the last run of one cron entry (``CronEntry.key``), replacing the one before."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO cron_runs (app, entry, minute, started_at, finished_at, exit_code, "
+                "duration, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (app, entry, run.minute, run.started_at, run.finished_at, run.exit_code, run.duration,
+                 run.outcome))
+
+    def cron_runs(self, app: str | None = None) -> dict[tuple[str, str], CronRun]:
+        """The last run of each cron entry, keyed by (app, entry); only one app's when given."""
+        query = ("SELECT app, entry, minute, started_at, finished_at, exit_code, duration, outcome "
+                 "FROM cron_runs")
+        args: tuple[str, ...] = ()
+        if app is not None:
+            query += " WHERE app = ?"
+            args = (app,)
+        with self._lock:
+            rows = self._conn.execute(query, args).fetchall()
+        return {(r[0], r[1]): CronRun(minute=r[2], started_at=r[3], finished_at=r[4], exit_code=r[5],
+                                      duration=r[6], outcome=r[7]) for r in rows}
+
+    def interrupt_cron_runs(self) -> int:
+        """Mark runs a dead daemon left ``running`` as ``interrupted``; returns how many."""
+        with self._lock:
+            return self._conn.execute("UPDATE cron_runs SET outcome = 'interrupted' "
+                                      "WHERE outcome = 'running'").rowcount
 
     def close(self) -> None:
         """Close the database."""

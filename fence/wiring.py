@@ -79,9 +79,12 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
         from fence.backend.firewall import FakeFirewall, IptablesFirewall
 
         firewall = IptablesFirewall() if backend is None else FakeFirewall()
+    from fence.running.cron import CronScheduler
+
+    cron = CronScheduler(store=store, config=config, starter=starter, home=home)
     service = NodeService(home=home, config=config, backend=engine, store=store, session=session,
                           droplets=droplets, apps=apps, manager=manager, router=node_router,
-                          firewall=firewall)
+                          firewall=firewall, cron=cron)
     return service
 
 

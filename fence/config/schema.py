@@ -122,6 +122,8 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
     KeySpec("node/memory_overcommit", FloatType(0.1, 100.0), 1.0,
             "instance memory limits may add up to this many times the node's RAM; a start "
             "beyond it is refused"),
+    KeySpec("cron/timeout", IntType(1, 7 * 86400, "of seconds"), 3600,
+            "seconds a cron job may run before its container is killed"),
     KeySpec("gc/interval", IntType(0, 7 * 86400, "of seconds"), 3600,
             "seconds between the daemon's garbage collections; 0 turns them off"),
 )

@@ -191,9 +191,11 @@ class _GitRunner:
         while True:
             try:
                 proc.wait(timeout=_POLL_SECONDS)
-                return
             except subprocess.TimeoutExpired:
                 pass
+            else:  # a clone that finished between two looks is measured once more
+                self._check_size(proc, shown)
+                return
             if self._policy.cancelled():
                 _kill(proc)
                 raise StagingFailed(phase="fetching", buildpack="", detail=f"{shown}: cancelled")
@@ -201,10 +203,13 @@ class _GitRunner:
                 _kill(proc)
                 raise UsageError(detail=f"{shown}: fetching took longer than {self._policy.timeout:g} s "
                                         "(staging/git_timeout); stopped")
-            if _folder_size(self._host_dest, self._policy.max_bytes) > self._policy.max_bytes:
-                _kill(proc)
-                raise UsageError(detail=f"{shown}: the clone grew past "
-                                        f"{self._policy.max_bytes // (1024 * 1024)} MiB (staging/max_git); stopped")
+            self._check_size(proc, shown)
+
+    def _check_size(self, proc: subprocess.Popen[bytes], shown: str) -> None:
+        if _folder_size(self._host_dest, self._policy.max_bytes) > self._policy.max_bytes:
+            _kill(proc)
+            raise UsageError(detail=f"{shown}: the clone grew past "
+                                    f"{self._policy.max_bytes // (1024 * 1024)} MiB (staging/max_git); stopped")
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

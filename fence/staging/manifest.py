@@ -12,7 +12,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from fence.errors import InvalidName, ManifestInvalid, UsageError
-from fence.models import HEALTH_TYPES, HealthSettings, Hooks, Manifest
+from fence.models import HEALTH_TYPES, CronEntry, HealthSettings, Hooks, Manifest
 from fence.rules import (APP_MEMORY_ALLOWED, MAX_ENV_VALUE, check_app_name, check_dns_name,
                          check_env_name, parse_memory)
 from fence.staging.procfile import PROCESS_TYPE_PATTERN
@@ -75,7 +75,8 @@ def parse_manifest(text: bytes, *, source_name: str) -> Manifest:
                     env=draft.env, buildpacks=draft.buildpacks, processes=draft.processes,
                     timeout=draft.timeout, ignores=draft.ignores, hooks=Hooks(**draft.hooks),
                     urls=tuple(dict.fromkeys(draft.urls)), source_name=source_name,
-                    warnings=tuple(check.warnings), health=draft.health_settings())
+                    warnings=tuple(check.warnings), health=draft.health_settings(),
+                    cron=tuple(draft.cron))
 
 
 def read_app_manifest(host_app_dir: Path) -> Manifest:
@@ -265,6 +266,7 @@ class _Draft:
     ignores: tuple[str, ...] = ()
     hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)
     urls: list[str] = field(default_factory=list)
+    cron: list[CronEntry] = field(default_factory=list)
     # health checks (issue 14 item 4): each value with the node it came from (for line numbers)
     health: dict[str, tuple[object, Node]] = field(default_factory=dict)
 
@@ -476,6 +478,44 @@ def _check_health(check: _Checker, draft: _Draft) -> None:
 # --- end health checks -------------------------------------------------------------------------
 
 
+# --- cron (issue 14 item 3): stackato.yml `cron:` lines, checked with croniter ----------------
+
+MAX_CRON_ENTRIES = 64
+_CRON_FIELDS = ("minute", "hour", "day of month", "month", "day of week")
+
+
+def _read_cron(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    if not isinstance(node, SequenceNode):
+        raise check.fail(node, f"{key} must be a list of 'MIN HOUR DOM MON DOW command' lines, not {_kind(node)}")
+    if len(node.value) > MAX_CRON_ENTRIES:
+        raise check.fail(node, f"{key} lists {len(node.value)} entries; at most {MAX_CRON_ENTRIES} are allowed")
+    for index, item in enumerate(node.value):
+        draft.cron.append(_cron_entry(check, item, f"{key}[{index}]"))
+
+
+def _cron_entry(check: _Checker, node: Node, where: str) -> CronEntry:
+    from croniter import CroniterError, croniter  # only pushes with a manifest pay for the import
+
+    line = check.text(node, where, limit=4096, what="a 'MIN HOUR DOM MON DOW command' line")
+    if "\n" in line or "\r" in line:
+        raise check.fail(node, f"{where} must be one line")
+    parts = line.split(None, 5)
+    if len(parts) < 6:
+        raise check.fail(node, f"{where}: {_clip(line)!r} needs five schedule fields "
+                               "(MIN HOUR DOM MON DOW) and then a command")
+    fields, command = parts[:5], parts[5].strip()
+    for name, value in zip(_CRON_FIELDS, fields):
+        if not croniter.is_valid(" ".join(value if f is name else "*" for f in _CRON_FIELDS)):
+            raise check.fail(node, f"{where}: {_clip(value)!r} is not a valid {name} field "
+                                   f"(in {_clip(line)!r})")
+    schedule = " ".join(fields)
+    try:
+        croniter(schedule)
+    except (CroniterError, ValueError, KeyError) as exc:
+        raise check.fail(node, f"{where}: schedule {schedule!r} is not valid ({exc})") from None
+    return CronEntry(schedule=schedule, command=command)
+
+
 _FIELD_READERS = {
     "name": _read_name,
     "mem": _read_mem,
@@ -495,6 +535,7 @@ _FIELD_READERS = {
     "health": _read_health,
     "health-check-type": _read_health_check_type,
     "health-check-http-endpoint": _read_health_check_endpoint,
+    "cron": _read_cron,
 }
 
 

@@ -454,7 +454,7 @@ class Stager:
                              config_vars=dict(release.config_vars), stack_image=image,
                              stack_image_id=image_id, commit=source.commit, staged_at=staged_at,
                              staging_id=plan.staging_id, pre_running=tuple(pre_running),
-                             inputs_key=plan.inputs_key)
+                             inputs_key=plan.inputs_key, cron=tuple(source.manifest.cron))
 
 
 def _mib(config: ConfigStore, key: str) -> int:
