@@ -147,11 +147,15 @@ class AppOps:
         else 1 and ``container/memory``. Old instances keep serving until the new ones are healthy.
 
         Raises:
+            HostTaken: the app's default host or one of its URLs is another app's (nothing changes).
+            UsageError: more URLs than ``router/max_urls``.
             DeployFailed: the new instances did not become healthy in time (the old ones keep
                 serving).
         """
         existing = self._store.app(droplet.app)
-        self._check_hosts(droplet.app, urls)
+        urls = self._checked_urls(droplet.app, urls) if urls else (existing.urls if existing else ())
+        # Refused here before any work; put_app below is what decides when two pushes race.
+        self._store.check_hosts(droplet.app, urls, domain=self._domain())
         memory = memory_mib or (existing.memory_mib if existing else int(self._config.fence("container/memory")))
         # The droplet's image (stack + unpacked droplet) is made before the release exists: a
         # failure changes nothing, and the first instance then starts like `docker run`.
@@ -168,10 +172,10 @@ class AppOps:
             started=True,
             release=existing.release if existing else None,
             health_timeout=health_timeout if health_timeout is not None else existing.health_timeout if existing else None,
-            urls=urls or (existing.urls if existing else ()),
+            urls=urls,
             created_at=existing.created_at if existing else _now(),
         )
-        self._store.put_app(record)
+        self._put(record)
         release, dropped = self._store.add_release(record.name, droplet.id, _now(), note)
         self._forget_droplets(dropped)
         on_line(f"-----> Release {release.number}: starting {record.instances} instance"
@@ -222,14 +226,14 @@ class AppOps:
         app = self.app(name)
         if app.release is None:
             raise NoRelease(app=name)
-        self._store.put_app(_replace(app, started=True))
+        self._put(_replace(app, started=True))
         self._manager.wake()
         return self._wait(name, app.release, on_line)
 
     def stop(self, name: str) -> AppView:
         """Stop every instance (TERM, then KILL after 10 s) and wait until they are gone."""
         app = self.app(name)
-        self._store.put_app(_replace(app, started=False))
+        self._put(_replace(app, started=False))
         self._manager.wake()
         self._wait_gone(name, timeout=30)
         return self.view(name)
@@ -267,7 +271,7 @@ class AppOps:
 
     def _redeploy(self, name: str, release: ReleaseRecord, *, note: str, on_line: LineCallback) -> AppView:
         app = self.app(name)
-        self._store.put_app(_replace(app, started=True))
+        self._put(_replace(app, started=True))
         new, dropped = self._store.add_release(name, release.droplet, _now(), note)
         self._forget_droplets(dropped)
         on_line(f"-----> Release {new.number} ({note})")
@@ -277,7 +281,7 @@ class AppOps:
     def scale(self, name: str, instances: int, on_line: LineCallback) -> AppView:
         """Set the instance count and wait until that many run."""
         app = self.app(name)
-        self._store.put_app(_replace(app, instances=_count(instances)))
+        self._put(_replace(app, instances=_count(instances)))
         self._manager.wake()
         if not app.started or app.release is None:
             return self.view(name)
@@ -288,7 +292,7 @@ class AppOps:
         """Change the app's env, then restart it (if started) so instances see it."""
         app = self.app(name)
         env = {k: v for k, v in {**app.env, **check_env(changes)}.items() if k not in removals}
-        self._store.put_app(_replace(app, env=env))
+        self._put(_replace(app, env=env))
         if app.started and app.release is not None:
             return self.restart(name, on_line)
         return self.view(name)
@@ -298,13 +302,13 @@ class AppOps:
 
         Raises:
             InvalidName: not a DNS name.
-            UsageError: another app already answers at it.
+            HostTaken: another app already answers at it.
+            UsageError: the app would have more than ``router/max_urls`` URLs.
         """
         app = self.app(name)
         host = check_dns_name(host.strip().lower(), what="host name")
-        self._check_hosts(name, (host,))
         if host not in app.urls:
-            self._store.put_app(_replace(app, urls=(*app.urls, host)))
+            self._put(_replace(app, urls=self._checked_urls(name, (*app.urls, host))))
             self._manager.wake()
         return self.view(name)
 
@@ -318,28 +322,39 @@ class AppOps:
         host = host.strip().lower()
         if host not in app.urls:
             raise UsageError(detail=f"app {name} has no extra host name {host!r} (see `fence app {name}`)")
-        self._store.put_app(_replace(app, urls=tuple(u for u in app.urls if u != host)))
+        self._put(_replace(app, urls=tuple(u for u in app.urls if u != host)))
         self._manager.wake()
         return self.view(name)
 
-    def _check_hosts(self, name: str, hosts: tuple[str, ...]) -> None:
-        domain = str(self._config.fence("router/domain"))
-        for other in self._store.apps():
-            if other.name == name:
-                continue
-            taken = {f"{other.name}.{domain}", *other.urls}
-            for host in hosts:
-                if host in taken:
-                    raise UsageError(detail=f"host name {host} already routes to app {other.name}")
-        for host in hosts:
-            if host.endswith(f".{domain}") and host != f"{name}.{domain}" and \
-                    self._store.app(host[: -len(domain) - 1]) is not None:
-                raise UsageError(detail=f"host name {host} belongs to app {host[: -len(domain) - 1]}")
+    def _checked_urls(self, name: str, urls: tuple[str, ...]) -> tuple[str, ...]:
+        """The app's URLs, each a DNS name, at most ``router/max_urls`` of them.
+
+        Raises:
+            InvalidName: a URL is not a DNS name.
+            UsageError: too many.
+        """
+        cap = int(self._config.fence("router/max_urls"))
+        hosts = tuple(dict.fromkeys(check_dns_name(host, what="host name") for host in urls))
+        if len(hosts) > cap:
+            raise UsageError(detail=f"app {name} would have {len(hosts)} URLs besides {name}.{self._domain()}; "
+                                    f"router/max_urls allows {cap}")
+        return hosts
+
+    def _domain(self) -> str:
+        return str(self._config.fence("router/domain"))
+
+    def _put(self, app: AppRecord) -> None:
+        """Write the app's desired state; its new host names are claimed in the same transaction.
+
+        Raises:
+            HostTaken: another app holds one of them (nothing is written).
+        """
+        self._store.put_app(app, domain=self._domain())
 
     def delete(self, name: str) -> None:
         """Remove the app: its instances, releases, droplets, kept sources, build cache and logs."""
         app = self.app(name)
-        self._store.put_app(_replace(app, started=False))
+        self._put(_replace(app, started=False))
         self._manager.wake()
         self._wait_gone(name, timeout=30)
         for droplet in self._store.delete_app(name):

@@ -359,6 +359,7 @@ class NodeService:
                 warnings.append("the router (nginx) is not running: apps are not reachable at their URLs")
             if router.last_error:
                 warnings.append(f"the router refused its last config: {router.last_error}")
+            warnings.extend(f"the router left out {s.what} of app {s.app}: {s.why}" for s in router.skipped)
         return NodeStatus(
             router=router,
             version=__version__,
