@@ -4,6 +4,7 @@ rest), and an instance is stopped only once the router serves a config without i
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,19 @@ def node(tmp_path: Path) -> Node:
     return Node(tmp_path)
 
 
+def _ticks_until(node: Node, done, rounds: int = 100) -> None:  # noqa: ANN001
+    """Reconcile until ``done()`` (start jobs run on the manager's threads), then twice more."""
+    for _ in range(rounds):
+        node.manager.tick()
+        if done():
+            break
+        time.sleep(0.05)
+    assert done()
+    for _ in range(2):
+        node.manager.tick()
+        time.sleep(0.1)
+
+
 def _running_containers(node: Node, app: str) -> int:
     return sum(1 for c in node.backend.list({"fence.app": app}) if c.info().running)
 
@@ -99,9 +113,7 @@ def test_a_scale_down_waits_while_the_router_refuses_its_config(node: Node) -> N
     sink.refuse = True  # nginx refuses every new config and keeps serving the old one
     app = node.store.app("web")
     node.store.put_app(dataclasses.replace(app, instances=1))
-    for _ in range(4):
-        node.manager.tick()
-        node.manager.drain_jobs(0.2)
+    _ticks_until(node, lambda: [v.state for v in node.manager.instances("web")] == ["running", "stopping"])
     assert _running_containers(node, "web") == 2  # instance 1 is still in the old config: kept
     assert [v.state for v in node.manager.instances("web")] == ["running", "stopping"]
     sink.refuse = False
@@ -117,9 +129,8 @@ def test_a_redeploy_stops_the_old_instance_only_after_the_router_took_the_new_on
     sink = node.manager._route_sink
     sink.refuse = True
     node.deploy("web")
-    for _ in range(4):
-        node.manager.tick()
-        node.manager.drain_jobs(0.2)
+    _ticks_until(node, lambda: [(v.release, v.state) for v in node.manager.instances("web")]
+                 == [(1, "stopping"), (2, "running")])
     assert any(v.container == old.container for v in node.manager.instances("web"))
     assert _running_containers(node, "web") == 2
     sink.refuse = False
