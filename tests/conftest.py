@@ -95,7 +95,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     watch = getattr(session.config, "_fence_leaks", None)
     if watch is None:
         return
-    leaks = watch.leaks()
+    leaks = watch.leaks(scope=session.config._tmp_path_factory.getbasetemp())  # noqa: SLF001
     if not leaks:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

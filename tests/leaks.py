@@ -1,9 +1,11 @@
 """What a test left running: fence daemons, nginx masters, extra engines and fence-labelled containers.
 
 The suite snapshots them before the first test and after every test; whatever is still there at
-the end of the session and was not there at its start is a leak, reported with the test after
-which it first appeared (the test that started it, or the module whose fixture did), then stopped
-so the machine is left as it was found.
+the end of the session, was not there at its start AND belongs to this session (its FENCE_HOME,
+nginx prefix, engine data root or node id lies under the session's temporary folder) is a leak,
+reported with the test after which it first appeared (the test that started it, or the module whose
+fixture did), then stopped. What other sessions run on the same machine (a `make demo` node,
+another checkout's test run) is never touched.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import psutil
@@ -26,11 +29,13 @@ class Leftover:
         kind: ``daemon``, ``nginx``, ``engine`` or ``container``.
         ident: its pid or container id.
         what: a short description for the report.
+        owner: the folder (FENCE_HOME, nginx prefix, engine data root) or node id it belongs to.
     """
 
     kind: str
     ident: str
     what: str = field(compare=False)
+    owner: str = field(default="", compare=False)
 
 
 def _process_kind(cmdline: list[str]) -> str | None:
@@ -45,6 +50,29 @@ def _process_kind(cmdline: list[str]) -> str | None:
     return None
 
 
+def _flag(cmdline: list[str], *names: str) -> str:
+    """The value of ``--name VALUE``/``--name=VALUE``/``-p VALUE`` in a command line ("" if absent)."""
+    words = " ".join(cmdline).split()
+    for position, word in enumerate(words):
+        for name in names:
+            if word == name and position + 1 < len(words):
+                return words[position + 1]
+            if word.startswith(name + "="):
+                return word.split("=", 1)[1]
+    return ""
+
+
+def _owner(proc: psutil.Process, kind: str, cmdline: list[str]) -> str:
+    if kind == "nginx":
+        return _flag(cmdline, "-p")
+    if kind == "engine":
+        return _flag(cmdline, "--data-root", "--exec-root", "-g")
+    try:
+        return proc.environ().get("FENCE_HOME", "")
+    except (psutil.Error, OSError):
+        return ""
+
+
 def running_processes() -> set[Leftover]:
     """Fence daemons, nginx masters and engines running now."""
     found: set[Leftover] = set()
@@ -52,7 +80,7 @@ def running_processes() -> set[Leftover]:
         cmdline = proc.info.get("cmdline") or []
         kind = _process_kind(cmdline)
         if kind and proc.info["pid"] != os.getpid():
-            found.add(Leftover(kind, str(proc.info["pid"]), " ".join(cmdline)[:160]))
+            found.add(Leftover(kind, str(proc.info["pid"]), " ".join(cmdline)[:160], _owner(proc, kind, cmdline)))
     return found
 
 
@@ -72,7 +100,31 @@ def fence_containers() -> set[Leftover]:
         return set()
     return {Leftover("container", item["Id"][:12],
                      f"{item.get('Image', '')} labels {item.get('Labels', {}).get('fence.role', '?')}"
-                     f"/{item.get('Labels', {}).get('fence.app', '-')}") for item in listed}
+                     f"/{item.get('Labels', {}).get('fence.app', '-')}",
+                     item.get("Labels", {}).get(NODE_LABEL, "")) for item in listed}
+
+
+def node_ids_under(host_root: Path) -> set[str]:
+    """The ids of the fence nodes whose FENCE_HOME lies under ``host_root``."""
+    found: set[str] = set()
+    for host_file in host_root.glob("**/node-id"):
+        try:
+            found.add(host_file.read_text().strip())
+        except OSError:
+            pass
+    return found
+
+
+def in_scope(item: Leftover, host_root: Path, node_ids: set[str]) -> bool:
+    """Whether a leftover belongs to the session whose temporary folder is ``host_root``."""
+    if item.kind == "container":
+        return item.owner in node_ids
+    if not item.owner:
+        return False
+    try:
+        return Path(item.owner).resolve().is_relative_to(host_root.resolve())
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass
@@ -96,10 +148,18 @@ class LeakWatch:
         for item in self.snapshot() - self.baseline:
             self.first_seen.setdefault(item, test)
 
-    def leaks(self) -> dict[Leftover, str]:
-        """What is running now that was not before the suite, with the test that left it."""
-        return {item: self.first_seen.get(item, "(before the first test ended)")
-                for item in sorted(self.snapshot() - self.baseline)}
+    def leaks(self, scope: Path | None = None) -> dict[Leftover, str]:
+        """What is running now that was not before the suite, with the test that left it.
+
+        Args:
+            scope: the session's temporary folder: only what belongs under it counts (``None``:
+                everything new counts).
+        """
+        new = sorted(self.snapshot() - self.baseline)
+        if scope is not None:
+            node_ids = node_ids_under(scope)
+            new = [item for item in new if in_scope(item, scope, node_ids)]
+        return {item: self.first_seen.get(item, "(before the first test ended)") for item in new}
 
     @staticmethod
     def stop(item: Leftover) -> None:

@@ -45,3 +45,20 @@ def test_a_real_nginx_titled_process_is_seen_and_stopped() -> None:
         assert proc.wait(timeout=15) is not None
     finally:
         proc.kill()
+
+
+def test_only_what_lies_under_the_session_folder_is_this_sessions(tmp_path) -> None:
+    from tests.leaks import in_scope, node_ids_under
+
+    (tmp_path / "t1" / "fence-home").mkdir(parents=True)
+    (tmp_path / "t1" / "fence-home" / "node-id").write_text("nabc\n")
+    ids = node_ids_under(tmp_path)
+    assert ids == {"nabc"}
+    assert in_scope(Leftover("nginx", "1", "", str(tmp_path / "t1" / "fence-home" / "router") + "/"), tmp_path, ids)
+    assert in_scope(Leftover("daemon", "2", "", str(tmp_path / "t1" / "fence-home")), tmp_path, ids)
+    assert in_scope(Leftover("container", "c1", "", "nabc"), tmp_path, ids)
+    # Another session's (or make demo's) things are never this session's.
+    assert not in_scope(Leftover("daemon", "3", "", "/var/lib/fence"), tmp_path, ids)
+    assert not in_scope(Leftover("nginx", "4", "", "/var/lib/fence/router/"), tmp_path, ids)
+    assert not in_scope(Leftover("container", "c2", "", "nother"), tmp_path, ids)
+    assert not in_scope(Leftover("daemon", "5", "", ""), tmp_path, ids)
