@@ -135,7 +135,7 @@ def test_a_bad_route_blocks_no_other_app_and_no_stopped_instance_stays_routed(no
     assert status["router"]["last_error"] is None
     # Every upstream in nginx.conf is a running instance; the stopped ones' addresses are gone.
     _wait_for(lambda: not set(before) & {i["container"] for i in node.app("bystander")["instance_list"]})
-    running = [c for name in ("victim", "bystander", "bully") for c in
-               (i["container"] for i in node.app(name)["instance_list"] if i["state"] == "running")]
+    apps = [a["name"] for a in json.loads(node.cli("fence", "apps", "--json").stdout)]
+    running = [i["container"] for name in apps for i in node.app(name)["instance_list"] if i["state"] == "running"]
     upstreams = _upstream_addresses(node)
     assert upstreams == _addresses(running), (upstreams, running)
