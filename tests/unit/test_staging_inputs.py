@@ -24,7 +24,7 @@ from fence.kept_sources import KeptSources
 from fence.models import BuildpackUse, DropletRecord, Manifest, PreparedSource, ResolvedBuildpack
 from fence.service import StageOrder
 from fence.staging.inputs import StagingInputs, buildpack_identity, manifest_digest, source_digest
-from fence.store import SCHEMA_VERSION, StateStore
+from fence.store import _MIGRATIONS, SCHEMA_VERSION, StateStore
 from fence.wiring import node_service
 
 
@@ -79,8 +79,8 @@ def _record(droplet_id: str, key: str, staged_at: str) -> DropletRecord:
 def test_store_finds_the_newest_droplet_of_a_key_and_upgrades_old_databases(tmp_path: Path) -> None:
     host_db = tmp_path / "state.db"
     conn = sqlite3.connect(host_db)
-    conn.executescript("CREATE TABLE droplets (id TEXT PRIMARY KEY, app TEXT NOT NULL, size INTEGER NOT NULL, "
-                       "staged_at TEXT NOT NULL, record_json TEXT NOT NULL);")
+    for script in _MIGRATIONS[:4]:  # a whole schema-4 database (later migrations need its apps table)
+        conn.executescript(script)
     old = json.dumps({"id": "a" * 64, "app": "web", "size": 1, "buildpacks": [], "start_command": None,
                       "process_types": {}, "config_vars": {}, "stack_image": "s", "stack_image_id": "i",
                       "commit": None, "staged_at": "2024-01-01", "staging_id": "x"})
