@@ -151,11 +151,17 @@ class AppOps:
         Raises:
             ReleaseFailed: the droplet's release command failed (nothing of the new release
                 was recorded or started).
+            HostTaken: the app's default host or one of its URLs is another app's (nothing changes).
+            UsageError: more URLs than ``router/max_urls``.
             DeployFailed: the new instances did not become healthy in time (the old ones keep
                 serving).
         """
         existing = self._store.app(droplet.app)
-        self._check_hosts(droplet.app, settings.urls)
+        if settings.urls:
+            settings = dataclasses.replace(settings, urls=self._checked_urls(droplet.app, settings.urls))
+        urls = settings.urls or (existing.urls if existing else ())
+        # Refused here before any work; put_app below is what decides when two pushes race.
+        self._store.check_hosts(droplet.app, urls, domain=self._domain())
         memory = settings.memory_mib or (existing.memory_mib if existing else
                                          int(self._config.fence("container/memory")))
         # The droplet's image (stack + unpacked droplet) is made before the release exists: a
@@ -168,7 +174,7 @@ class AppOps:
         record = _next_record(droplet.app, existing, settings, memory)
         # The release phase runs before the release is recorded: a failure changes nothing.
         self._release.run(record, droplet, on_line=on_line)
-        self._store.put_app(record)
+        self._put(record)
         release, dropped = self._store.add_release(record.name, droplet.id, _now(), note)
         self._forget_droplets(dropped)
         on_line(f"-----> Release {release.number}: starting {record.instances} instance"
@@ -222,14 +228,14 @@ class AppOps:
         app = self.app(name)
         if app.release is None:
             raise NoRelease(app=name)
-        self._store.put_app(_replace(app, started=True))
+        self._put(_replace(app, started=True))
         self._manager.wake()
         return self._wait(name, app.release, on_line)
 
     def stop(self, name: str) -> AppView:
         """Stop every instance (TERM, then KILL after 10 s) and wait until they are gone."""
         app = self.app(name)
-        self._store.put_app(_replace(app, started=False))
+        self._put(_replace(app, started=False))
         self._manager.wake()
         self._wait_gone(name, timeout=30)
         return self.view(name)
@@ -278,7 +284,7 @@ class AppOps:
         droplet = self._store.droplet(release.droplet) if release_phase else None
         if droplet is not None:
             self._release.run(app, droplet, on_line=on_line)
-        self._store.put_app(_replace(app, started=True))
+        self._put(_replace(app, started=True))
         new, dropped = self._store.add_release(name, release.droplet, _now(), note)
         self._forget_droplets(dropped)
         on_line(f"-----> Release {new.number} ({note})")
@@ -288,7 +294,7 @@ class AppOps:
     def scale(self, name: str, instances: int, on_line: LineCallback) -> AppView:
         """Set the instance count and wait until that many run."""
         app = self.app(name)
-        self._store.put_app(_replace(app, instances=_count(instances)))
+        self._put(_replace(app, instances=_count(instances)))
         self._manager.wake()
         if not app.started or app.release is None:
             return self.view(name)
@@ -311,7 +317,7 @@ class AppOps:
             droplet = self._store.droplet(current.droplet) if current else None
             if droplet is not None:
                 self._release.run(_replace(app, env=env), droplet, on_line=on_line)
-        self._store.put_app(_replace(app, env=env))
+        self._put(_replace(app, env=env))
         if app.started and app.release is not None:
             return self.restart(name, on_line)
         return self.view(name)
@@ -321,13 +327,13 @@ class AppOps:
 
         Raises:
             InvalidName: not a DNS name.
-            UsageError: another app already answers at it.
+            HostTaken: another app already answers at it.
+            UsageError: the app would have more than ``router/max_urls`` URLs.
         """
         app = self.app(name)
         host = check_dns_name(host.strip().lower(), what="host name")
-        self._check_hosts(name, (host,))
         if host not in app.urls:
-            self._store.put_app(_replace(app, urls=(*app.urls, host)))
+            self._put(_replace(app, urls=self._checked_urls(name, (*app.urls, host))))
             self._manager.wake()
         return self.view(name)
 
@@ -341,29 +347,40 @@ class AppOps:
         host = host.strip().lower()
         if host not in app.urls:
             raise UsageError(detail=f"app {name} has no extra host name {host!r} (see `fence app {name}`)")
-        self._store.put_app(_replace(app, urls=tuple(u for u in app.urls if u != host)))
+        self._put(_replace(app, urls=tuple(u for u in app.urls if u != host)))
         self._manager.wake()
         return self.view(name)
 
-    def _check_hosts(self, name: str, hosts: tuple[str, ...]) -> None:
-        domain = str(self._config.fence("router/domain"))
-        for other in self._store.apps():
-            if other.name == name:
-                continue
-            taken = {f"{other.name}.{domain}", *other.urls}
-            for host in hosts:
-                if host in taken:
-                    raise UsageError(detail=f"host name {host} already routes to app {other.name}")
-        for host in hosts:
-            if host.endswith(f".{domain}") and host != f"{name}.{domain}" and \
-                    self._store.app(host[: -len(domain) - 1]) is not None:
-                raise UsageError(detail=f"host name {host} belongs to app {host[: -len(domain) - 1]}")
+    def _checked_urls(self, name: str, urls: tuple[str, ...]) -> tuple[str, ...]:
+        """The app's URLs, each a DNS name, at most ``router/max_urls`` of them.
+
+        Raises:
+            InvalidName: a URL is not a DNS name.
+            UsageError: too many.
+        """
+        cap = int(self._config.fence("router/max_urls"))
+        hosts = tuple(dict.fromkeys(check_dns_name(host, what="host name") for host in urls))
+        if len(hosts) > cap:
+            raise UsageError(detail=f"app {name} would have {len(hosts)} URLs besides {name}.{self._domain()}; "
+                                    f"router/max_urls allows {cap}")
+        return hosts
+
+    def _domain(self) -> str:
+        return str(self._config.fence("router/domain"))
+
+    def _put(self, app: AppRecord) -> None:
+        """Write the app's desired state; its new host names are claimed in the same transaction.
+
+        Raises:
+            HostTaken: another app holds one of them (nothing is written).
+        """
+        self._store.put_app(app, domain=self._domain())
 
     def delete(self, name: str) -> None:
         """Remove the app: its instances, releases, droplets, kept sources, build cache, logs and
         network (left to gc while a task of the app still runs on it)."""
         app = self.app(name)
-        self._store.put_app(_replace(app, started=False))
+        self._put(_replace(app, started=False))
         self._manager.wake()
         self._wait_gone(name, timeout=30)
         for droplet in self._store.delete_app(name):

@@ -378,6 +378,13 @@ class RouteInvalid(FenceError):
     exit_code = EXIT_USAGE
 
 
+class HostTaken(FenceError):
+    """A host name (an app's default ``APP.<router/domain>`` or one of its URLs) that another app holds."""
+
+    template = "host name {host} already routes to app {holder}"
+    exit_code = EXIT_USAGE
+
+
 class RouterConfigRefused(FenceError):
     """nginx refused a router config (``nginx -t`` or the reload); the old config keeps serving."""
 

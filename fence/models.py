@@ -585,6 +585,21 @@ class Route:
 
 
 @dataclass(frozen=True)
+class SkippedRoute:
+    """Part of a route the router left out of its config, so that the rest is served.
+
+    Attributes:
+        app: the app the route is for.
+        what: what was left out: ``route`` (all of it), ``host NAME`` or ``upstream ADDRESS:PORT``.
+        why: the reason, in words.
+    """
+
+    app: str
+    what: str
+    why: str
+
+
+@dataclass(frozen=True)
 class RouterStatus:
     """What ``kato status`` shows of the router.
 
@@ -597,6 +612,8 @@ class RouterStatus:
         last_reload: ISO time of the last successful reload, if any.
         last_error: why the last config was refused (``nginx -t``), if it was.
         address: the address it listens on (``router/bind_address``).
+        skipped: what the last applied config left out of the routes it was given, and why
+            (``kato status`` warns of each).
     """
 
     running: bool
@@ -607,6 +624,7 @@ class RouterStatus:
     last_reload: str | None = None
     last_error: str | None = None
     address: str = "127.0.0.1"
+    skipped: tuple[SkippedRoute, ...] = ()
 
 
 # --- apps and instances ------------------------------------------------------------------------

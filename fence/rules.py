@@ -58,6 +58,16 @@ def check_dns_name(name: object, *, what: str = "host name") -> str:
                         f"at most {MAX_DNS_NAME} characters")
 
 
+def is_app_name(name: object) -> bool:
+    """Whether ``name`` passes ``check_app_name`` (for code that skips rather than refuses)."""
+    return isinstance(name, str) and len(name) <= 63 and _APP_NAME.fullmatch(name) is not None
+
+
+def is_dns_name(name: object) -> bool:
+    """Whether ``name`` passes ``check_dns_name`` (for code that skips rather than refuses)."""
+    return isinstance(name, str) and len(name) <= MAX_DNS_NAME and _DNS_NAME.fullmatch(name) is not None
+
+
 def check_env_name(name: object, *, what: str = "env variable") -> str:
     """Refuse an env variable name that is not an identifier (``ENV_NAME``) of at most 255 characters.
 

@@ -265,6 +265,7 @@ class NodeService:
             taken = self.router_port_problem()
             if taken:
                 warnings.insert(0, taken)
+            warnings.extend(f"the router left out {s.what} of app {s.app}: {s.why}" for s in router.skipped)
         return NodeStatus(
             router=router,
             version=__version__,

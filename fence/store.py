@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 from typing import Iterable
 
-from fence.errors import StoreError
+from fence.errors import HostTaken, StoreError
 from fence.models import AppRecord, CronRun, DropletRecord, HealthSettings, ReleaseRecord
 from fence.wire import from_wire, to_wire
 
@@ -79,7 +79,26 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (app, entry)
     );
     """,
+    # Which app answers at which host name (see ``StateStore.put_app``): a URL is claimed as its
+    # full host name, an app's default host ``APP.<router/domain>`` as ``APP.@`` (``@``: whatever
+    # the router domain is, so a change of ``router/domain`` moves no claim). The primary key is
+    # what keeps two apps off one claim, however many pushes write at once. Filled from the apps
+    # there are: of a URL two apps list (possible before this table), the older app keeps it.
+    """
+    CREATE TABLE hosts (
+        host        TEXT PRIMARY KEY,
+        app         TEXT NOT NULL REFERENCES apps (name) ON DELETE CASCADE
+    );
+    CREATE INDEX hosts_by_app ON hosts (app);
+    INSERT OR IGNORE INTO hosts (host, app) SELECT name || '.@', name FROM apps;
+    INSERT OR IGNORE INTO hosts (host, app)
+        SELECT lower(url.value), apps.name FROM apps, json_each(apps.urls_json) AS url
+        ORDER BY apps.created_at, apps.name;
+    """,
 )
+
+# How the hosts table writes an app's default host: ``APP.<router/domain>`` for any domain.
+DEFAULT_HOST = "{app}.@"
 
 KEEP_RELEASES = 5
 
@@ -194,20 +213,108 @@ class StateStore:
 
     # --- apps --------------------------------------------------------------------------------
 
-    def put_app(self, app: AppRecord) -> None:
-        """Create or replace an app's desired state."""
+    def put_app(self, app: AppRecord, *, domain: str | None = None) -> None:
+        """Create or replace an app's desired state, claiming its host names in the same transaction.
+
+        A new app claims its default host ``APP.<router/domain>``; each URL the record adds
+        claims that host name, and each it drops is released. A claim another app holds is
+        refused and nothing is written: the hosts table's primary key decides, so of two pushes
+        claiming one host at once exactly one wins. URLs the app already had are not claimed
+        again (``fence scale`` of an app never fails on its routes).
+
+        Args:
+            app: the app's desired state.
+            domain: ``router/domain`` now. With it, a new URL ``OTHER.<domain>`` of an existing
+                app ``OTHER`` is refused, and so is a new app ``NAME`` while another app has the
+                URL ``NAME.<domain>``: the checks run inside the write transaction, which SQLite
+                runs one at a time. ``None`` (records written by hand) leaves those two out.
+
+        Raises:
+            HostTaken: another app holds one of the host names.
+        """
         with self._lock:
-            self._conn.execute(
-                "INSERT INTO apps (name, created_at, instances, memory_mib, env_json, started, release, "
-                "health_timeout, urls_json, health_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET instances = excluded.instances, "
-                "memory_mib = excluded.memory_mib, env_json = excluded.env_json, "
-                "started = excluded.started, release = excluded.release, "
-                "health_timeout = excluded.health_timeout, urls_json = excluded.urls_json, "
-                "health_json = excluded.health_json",
-                (app.name, app.created_at, app.instances, app.memory_mib, json.dumps(dict(app.env)),
-                 int(app.started), app.release, app.health_timeout, json.dumps(list(app.urls)),
-                 json.dumps(to_wire(app.health)) if app.health is not None else None))
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._conn.execute("SELECT urls_json FROM apps WHERE name = ?", (app.name,)).fetchone()
+                had = set(json.loads(row[0])) if row else set()
+                self._conn.execute(
+                    "INSERT INTO apps (name, created_at, instances, memory_mib, env_json, started, release, "
+                    "health_timeout, urls_json, health_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET instances = excluded.instances, "
+                    "memory_mib = excluded.memory_mib, env_json = excluded.env_json, "
+                    "started = excluded.started, release = excluded.release, "
+                    "health_timeout = excluded.health_timeout, urls_json = excluded.urls_json, "
+                    "health_json = excluded.health_json",
+                    (app.name, app.created_at, app.instances, app.memory_mib, json.dumps(dict(app.env)),
+                     int(app.started), app.release, app.health_timeout, json.dumps(list(app.urls)),
+                     json.dumps(to_wire(app.health)) if app.health is not None else None))
+                if row is None:
+                    self._claim(DEFAULT_HOST.format(app=app.name), app.name, domain)
+                for host in had - set(app.urls):
+                    self._conn.execute("DELETE FROM hosts WHERE host = ? AND app = ?", (host, app.name))
+                for host in dict.fromkeys(app.urls):
+                    if host not in had:
+                        self._claim(host, app.name, domain)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def check_hosts(self, name: str, urls: Iterable[str], *, domain: str) -> None:
+        """Refuse early what ``put_app`` would refuse for these host names (nothing is written).
+
+        Args:
+            name: the app that would claim them (its default host too, if it does not exist).
+            urls: its URLs.
+            domain: ``router/domain`` now.
+
+        Raises:
+            HostTaken: another app holds one of them.
+        """
+        with self._lock:
+            wanted = [] if self._holder(DEFAULT_HOST.format(app=name)) else [DEFAULT_HOST.format(app=name)]
+            for host in (*wanted, *urls):
+                taken = self._taken(host, name, domain)
+                if taken is not None:
+                    raise HostTaken(host=taken[0], holder=taken[1])
+
+    def host_claims(self) -> dict[str, str]:
+        """Every claimed host name with the app holding it (``APP.@``: an app's default host)."""
+        with self._lock:
+            return dict(self._conn.execute("SELECT host, app FROM hosts ORDER BY host").fetchall())
+
+    def _claim(self, host: str, app: str, domain: str | None) -> None:
+        """Claim a host name for ``app`` inside the caller's write transaction."""
+        taken = self._taken(host, app, domain)
+        if taken is not None:
+            raise HostTaken(host=taken[0], holder=taken[1])
+        try:
+            self._conn.execute("INSERT INTO hosts (host, app) VALUES (?, ?)", (host, app))
+        except sqlite3.IntegrityError:
+            holder = self._holder(host)
+            if holder != app:
+                raise HostTaken(host=_shown(host, domain), holder=holder or "?") from None
+
+    def _taken(self, host: str, app: str, domain: str | None) -> tuple[str, str] | None:
+        """The host name (as users write it) and the other app holding it, or ``None``."""
+        holder = self._holder(host)
+        if holder is not None and holder != app:
+            return _shown(host, domain), holder
+        if domain is None:
+            return None
+        if host.endswith(".@"):  # a default host, against another app's URL of the same name
+            full = f"{host[:-2]}.{domain}"
+            holder = self._holder(full)
+            return (full, holder) if holder is not None and holder != app else None
+        label, dot, rest = host.partition(".")
+        if dot and rest == domain:  # a URL in the router's domain, against that app's default host
+            holder = self._holder(DEFAULT_HOST.format(app=label))
+            return (host, holder) if holder is not None and holder != app else None
+        return None
+
+    def _holder(self, host: str) -> str | None:
+        row = self._conn.execute("SELECT app FROM hosts WHERE host = ?", (host,)).fetchone()
+        return str(row[0]) if row else None
 
     def app(self, name: str) -> AppRecord | None:
         """An app's desired state, or ``None``."""
@@ -229,6 +336,7 @@ class StateStore:
             try:
                 self._conn.execute("DELETE FROM releases WHERE app = ?", (name,))
                 self._conn.execute("DELETE FROM droplets WHERE app = ?", (name,))
+                self._conn.execute("DELETE FROM hosts WHERE app = ?", (name,))
                 self._conn.execute("DELETE FROM apps WHERE name = ?", (name,))
                 self._conn.execute("DELETE FROM cron_runs WHERE app = ?", (name,))
                 self._conn.execute("COMMIT")
@@ -359,6 +467,11 @@ def _app(row: tuple) -> AppRecord:
                      started=bool(row[4]), release=row[5], health_timeout=row[6],
                      urls=tuple(json.loads(row[7])), created_at=row[8],
                      health=from_wire(HealthSettings, json.loads(row[9])) if row[9] else None)
+
+
+def _shown(host: str, domain: str | None) -> str:
+    """A claim as users write it: ``APP.@`` is ``APP.<router/domain>``."""
+    return f"{host[:-2]}.{domain or '<router/domain>'}" if host.endswith(".@") else host
 
 
 def _statements(script: str) -> list[str]:

@@ -119,6 +119,8 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
             "other machines reach the apps; the default serves this machine only"),
     KeySpec("router/domain", PatternType(DNS_NAME_PATTERN, "a DNS name like localhost or apps.example.com"),
             "localhost", "apps answer at http://APP.<domain>:<port>/"),
+    KeySpec("router/max_urls", IntType(0, 1000), 16,
+            "host names an app may have besides APP.<domain> (manifest urls, `fence route add`)"),
     KeySpec("node/memory_overcommit", FloatType(0.1, 100.0), 1.0,
             "instance memory limits may add up to this many times the node's RAM; a start "
             "beyond it is refused"),

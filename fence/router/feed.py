@@ -19,14 +19,21 @@ RECHECK_SECONDS = 10.0
 class AppliesRoutes(Protocol):
     """A router that serves exactly the routes it is given (``fence.router.nginx.NginxRouter``)."""
 
-    def apply(self, *, routes: Sequence[Route], port: int, domain: str, address: str, settle: bool = True) -> None:
+    def apply(self, *, routes: Sequence[Route], port: int, domain: str, address: str,
+              settle: bool = True) -> Sequence[Route]:
         """Render, check and load a config serving ``routes``; a no-op when it already serves it.
 
         ``settle=False``: on a reload, the old workers may take new connections a moment longer.
 
+        Returns:
+            The routes now served: ``routes`` without what the router had to leave out.
+
         Raises:
             FenceError: the config was refused (the previous one keeps serving).
         """
+
+    def serving(self) -> bool:
+        """Whether the router runs, serving the config it last applied."""
 
 
 class RouteFeed:
@@ -61,34 +68,54 @@ class RouteFeed:
         self._applied: object = None
         self._refused: object = None
         self._checked = float("-inf")
+        self._served: tuple[Route, ...] | None = None  # None: nothing applied by this feed yet
 
-    def publish(self, routes: Sequence[Route]) -> None:
+    def publish(self, routes: Sequence[Route]) -> Sequence[Route]:
         """Hand the routes to the router if they (or its settings) changed or a re-check is due.
 
         Args:
             routes: every app the node routes, with its healthy upstreams.
 
+        Returns:
+            The routes the router serves now (what it could not serve left out).
+
         Raises:
-            FenceError: the router refused the config (logged once per config).
+            FenceError: the router refused the config (logged once per config); it serves
+                ``served()``.
         """
         port = int(self._config.fence("router/port"))
         domain = str(self._config.fence("router/domain"))
         address = str(self._config.fence("router/bind_address"))
         key = (tuple(routes), port, domain, address)
         now = self._clock()
-        if key == self._applied and now - self._checked < self._recheck:
-            return
+        if key == self._applied and now - self._checked < self._recheck and self._served is not None:
+            return self._served
         self._checked = now
         previous = self._applied
         settle = not (isinstance(previous, tuple) and previous[1:] == key[1:] and _widens(previous[0], key[0]))
         try:
-            self._router.apply(routes=routes, port=port, domain=domain, address=address, settle=settle)
+            served = tuple(self._router.apply(routes=routes, port=port, domain=domain, address=address,
+                                              settle=settle))
         except FenceError as exc:
             if key != self._refused:
                 log.error("router refused its config: %s", exc.message)
                 self._refused = key
             raise
-        self._applied, self._refused = key, None
+        self._applied, self._refused, self._served = key, None, served
+        return served
+
+    def served(self) -> Sequence[Route] | None:
+        """The routes the router serves now, as far as this feed knows.
+
+        Returns:
+            Those it last applied while the router runs (after a refusal the previous config
+            keeps serving), none when the router is down, and ``None`` when the router runs a
+            config this feed did not apply (one from before the daemon restarted): it may
+            point at any instance.
+        """
+        if not self._router.serving():
+            return ()
+        return self._served
 
 
 def _widens(old: Sequence[Route], new: Sequence[Route]) -> bool:

@@ -28,8 +28,8 @@ import psutil
 from fence.atomic import atomic_file
 from fence.config.schema import key_spec
 from fence.errors import RouterConfigRefused, RouterUnavailable, ToolMissing
-from fence.models import Route, RouterStatus
-from fence.router.render import LISTEN_ADDRESS, listen_address, render_config
+from fence.models import Route, RouterStatus, SkippedRoute
+from fence.router.render import LISTEN_ADDRESS, check_dns_name, listen_address, render_config, usable_routes
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class _State:
     apps: tuple[str, ...] = ()
     last_reload: str | None = None
     last_error: str | None = None
+    skipped: tuple[SkippedRoute, ...] = ()
 
 
 class NginxRouter:
@@ -98,9 +99,11 @@ class NginxRouter:
     # --- public API ---------------------------------------------------------------------------
 
     def apply(self, *, routes: Sequence[Route], port: int, domain: str, address: str = LISTEN_ADDRESS,
-              settle: bool = True) -> None:
+              settle: bool = True) -> list[Route]:
         """Make nginx serve exactly these routes, starting it if it is not running.
 
+        What of a route cannot be served (``render.usable_routes``: a host two apps claim, a bad
+        upstream, …) is left out and the rest is served; ``status().skipped`` says what and why.
         The config is rendered, written to a candidate file and checked with ``nginx -t``; only
         then does it replace ``nginx.conf`` and nginx reload gracefully (in-flight requests
         finish on the old workers). An unchanged config while nginx runs does nothing.
@@ -115,20 +118,29 @@ class NginxRouter:
                 new workers run: for a change after which an old worker's answer is still right
                 (upstreams only added to apps that had some).
 
+        Returns:
+            The routes nginx now serves: ``routes`` without what was left out.
+
         Raises:
-            InvalidName: a hostile app or host name (nothing is written).
-            RouteInvalid: a bad upstream, or a host claimed by two apps (nothing is written).
+            InvalidName: a bad domain or worker user (nothing is written).
             UsageError: a bad port or address (nothing is written).
             RouterConfigRefused: nginx refused the config or the port is taken; the previous
                 config keeps serving and ``status().last_error`` says why.
             RouterUnavailable: nginx could not be started.
             ToolMissing: nginx is not installed.
         """
-        text = render_config(routes=routes, port=port, domain=domain, host_prefix=self._host_dir,
+        served, skipped = usable_routes(routes, check_dns_name(domain, what="router domain"))
+        text = render_config(routes=served, port=port, domain=domain, host_prefix=self._host_dir,
                              worker_user=_worker_user(), address=address)
-        apps = tuple(sorted(route.app for route in routes))
+        apps = tuple(sorted(route.app for route in served))
         with self._locked():
-            self._apply_text(text, port=port, domain=domain, address=address, apps=apps, settle=settle)
+            self._apply_text(text, port=port, domain=domain, address=address, apps=apps, settle=settle,
+                             skipped=tuple(skipped))
+        return served
+
+    def serving(self) -> bool:
+        """Whether nginx runs (serving the config it last applied)."""
+        return self._running_pid() is not None
 
     def status(self) -> RouterStatus:
         """What the router runs now and what it last applied.
@@ -150,6 +162,7 @@ class NginxRouter:
             routes=len(state.apps),
             last_reload=state.last_reload,
             last_error=state.last_error,
+            skipped=state.skipped,
         )
 
     def stop(self) -> None:
@@ -183,11 +196,14 @@ class NginxRouter:
     # --- applying -----------------------------------------------------------------------------
 
     def _apply_text(self, text: str, *, port: int, domain: str, address: str, apps: tuple[str, ...],
-                    settle: bool = True) -> None:
+                    settle: bool = True, skipped: tuple[SkippedRoute, ...] = ()) -> None:
         """Check, install and load a rendered config; the caller holds the lock."""
         binary = self._binary()
         self._prepare_dirs()
         state = self._read_state()
+        if skipped != state.skipped:
+            for left_out in skipped:
+                log.warning("router: left out %s of app %s: %s", left_out.what, left_out.app, left_out.why)
         pid = self._running_pid()
         try:
             old_text: str | None = self.host_conf.read_text()
@@ -195,7 +211,7 @@ class NginxRouter:
             old_text = None
         if pid is not None and text == old_text:
             current = dataclasses.replace(state, port=port, domain=domain, address=address, apps=apps,
-                                          last_error=None)
+                                          last_error=None, skipped=skipped)
             if current != state:
                 self._write_state(current)
             return
@@ -217,7 +233,7 @@ class NginxRouter:
             self._write_state(dataclasses.replace(state, last_error=exc.message))
             raise
         self._write_state(_State(port=port, domain=domain, address=address, apps=apps, last_reload=_now(),
-                                 last_error=None))
+                                 last_error=None, skipped=skipped))
         log.info("router: nginx serves %d route(s) on %s", len(apps), listen_address(address, port))
 
     def _install(self, binary: str, text: str, old_text: str | None, pid: int | None, *,
@@ -385,6 +401,8 @@ class NginxRouter:
                 apps=tuple(str(app) for app in raw.get("apps", ())),
                 last_reload=raw.get("last_reload"),
                 last_error=raw.get("last_error"),
+                skipped=tuple(SkippedRoute(app=str(s["app"]), what=str(s["what"]), why=str(s["why"]))
+                              for s in raw.get("skipped", ())),
             )
         except FileNotFoundError:
             return _State()
@@ -395,6 +413,7 @@ class NginxRouter:
     def _write_state(self, state: _State) -> None:
         payload = dataclasses.asdict(state)
         payload["apps"] = list(state.apps)
+        payload["skipped"] = [dataclasses.asdict(s) for s in state.skipped]
         _write_atomic(self._host_state, json.dumps(payload, indent=2) + "\n")
 
 

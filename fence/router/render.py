@@ -12,8 +12,8 @@ from pathlib import Path
 import jinja2
 
 from fence.errors import InvalidName, RouteInvalid, UsageError
-from fence.models import Route, Upstream
-from fence.rules import check_app_name, check_dns_name
+from fence.models import Route, SkippedRoute, Upstream
+from fence.rules import check_app_name, check_dns_name, is_app_name, is_dns_name
 
 # Characters allowed in a path written into the config: nothing nginx would parse (quotes,
 # `;`, braces, `$` variables, whitespace, backslashes) and no control characters.
@@ -68,6 +68,78 @@ def render_config(*, routes: Sequence[Route], port: int, domain: str, host_prefi
     template = _environment().get_template(_TEMPLATE)
     return template.render(routes=rendered, listen=listen, host_prefix=prefix,
                            worker_user=worker_user, connect_timeout=CONNECT_TIMEOUT)
+
+
+def usable_routes(routes: Sequence[Route], domain: str) -> tuple[list[Route], list[SkippedRoute]]:
+    """The part of each route the router can serve, and what it leaves out (one app's bad route
+    never keeps the others from being served).
+
+    Left out, each with its reason: a route whose app name is bad or that repeats an app (all
+    of it); a host name that is not a DNS name; a URL that is another app's default host
+    ``APP.<domain>`` (the default host wins: it comes with the app's name, which no two apps
+    share); a URL that two apps list (neither gets it: serving either could send one app's
+    traffic to the other); an upstream that is not an address and port nginx could connect to.
+    What is left passes ``render_config``'s checks.
+
+    Args:
+        routes: one per app, as the reconciler built them.
+        domain: ``router/domain`` (already checked).
+
+    Returns:
+        The routes to serve (each app's default host first), and what was left out.
+    """
+    skipped: list[SkippedRoute] = []
+    kept: dict[str, Route] = {}
+    for route in routes:
+        app = getattr(route, "app", None)
+        if not isinstance(route, Route) or not is_app_name(app):
+            skipped.append(SkippedRoute(app=str(_shorten(app)), what="route", why="not an app name"))
+        elif app in kept:
+            skipped.append(SkippedRoute(app=app, what="route", why="the app has two routes (the first is served)"))
+        else:
+            kept[app] = route
+    defaults = {f"{app}.{domain}": app for app in kept}
+    listed: dict[str, set[str]] = {}
+    extras: dict[str, list[str]] = {}
+    for app, route in kept.items():
+        hosts = route.hosts if isinstance(route.hosts, tuple) else ()
+        if not isinstance(route.hosts, tuple):
+            skipped.append(SkippedRoute(app=app, what="hosts", why="not a tuple of host names"))
+        for host in dict.fromkeys(hosts):
+            if host == f"{app}.{domain}":
+                continue
+            if not is_dns_name(host):
+                skipped.append(SkippedRoute(app=app, what=f"host {_shorten(host)!r}", why="not a DNS name"))
+            elif host in defaults:
+                skipped.append(SkippedRoute(app=app, what=f"host {host}",
+                                            why=f"it is the default host of app {defaults[host]}"))
+            else:
+                listed.setdefault(host, set()).add(app)
+                extras.setdefault(app, []).append(host)
+    served = []
+    for app in sorted(kept):
+        hosts = [f"{app}.{domain}"]
+        for host in extras.get(app, []):
+            others = sorted(listed[host] - {app})
+            if others:
+                skipped.append(SkippedRoute(app=app, what=f"host {host}",
+                                            why=f"app{'s' if len(others) > 1 else ''} {', '.join(others)} "
+                                                "list it too; no app gets it"))
+            else:
+                hosts.append(host)
+        upstreams = []
+        upstreams_given = kept[app].upstreams if isinstance(kept[app].upstreams, tuple) else ()
+        for upstream in upstreams_given:
+            try:
+                _upstream_text(app, upstream)
+            except RouteInvalid as exc:
+                shown = (f"{_shorten(upstream.address)}:{_shorten(upstream.port)}"
+                         if isinstance(upstream, Upstream) else repr(_shorten(upstream)))
+                skipped.append(SkippedRoute(app=app, what=f"upstream {shown}", why=exc.fields["why"]))
+            else:
+                upstreams.append(upstream)
+        served.append(Route(app=app, hosts=tuple(hosts), upstreams=tuple(upstreams)))
+    return served, skipped
 
 
 def listen_address(address: str, port: int) -> str:

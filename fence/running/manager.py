@@ -7,6 +7,7 @@ import concurrent.futures
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Callable
 
 from fence import labels
@@ -25,7 +26,7 @@ from fence.running.plan import plan_app
 from fence.labels import short_id
 from fence.running.rollout import RolloutState
 from fence.running.starter import CONTAINER_PORT, InstanceStarter
-from fence.running.views import NoRouter, RouteSink, instance_views, routed_count, routes_for
+from fence.running.views import NoRouter, RouteSink, instance_views, routed_count, routed_ids, routes_for
 from fence.states import InstanceState
 from fence.store import StateStore
 
@@ -40,7 +41,8 @@ class InstanceManager:
     health, restarts crashed instances with Cloud Foundry's backoff, starts missing ones, and
     stops what is no longer wanted: surplus indexes, stopped or deleted apps, and an old
     release's instance once the new release's instance at the same index is healthy (rolling,
-    zero-downtime redeploys). The router is updated before an instance is stopped.
+    zero-downtime redeploys). An instance is stopped only once the router serves a config
+    without it (while a refused config leaves the old one pointing at it, it keeps running).
 
     An app may have a *surge*: at most that many of its slots get a replacement started at once
     while their old instance still serves. A *rollout* (``roll``) replaces, ``surge`` at a time,
@@ -101,6 +103,7 @@ class InstanceManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._routes: list[Route] | None = None
+        self._leaving: dict[str, Instance] = {}  # stopping, not yet handed to a stop job
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -183,15 +186,27 @@ class InstanceManager:
                                     start=lambda key, app=app, **how: self._start(app, key, now, **how))
             for instance in to_stop:
                 instance.move(S.STOPPING)
+                self._leaving[instance.container_id] = instance
             routes = routes_for(apps, by_app, str(self._config.fence("router/domain")))
+        served: Sequence[Route] | None
         try:
-            self._route_sink.publish(routes)  # the router reloads only when its config changes
-            self._routes = routes
+            served = self._route_sink.publish(routes)  # the router reloads only when its config changes
+            self._routes = list(served)
         except FenceError as exc:
             log.warning("router update failed: %s", exc.message)
+            served = self._route_sink.served()
         except Exception:
             log.exception("router update failed")
-        for instance in to_stop:
+            served = self._route_sink.served()
+        with self._lock:
+            # An instance is stopped only once the router serves a config without it: after a
+            # refused config the old one still points at it, and its address, once free, may go
+            # to another app's container.
+            pointed = routed_ids(served, self._leaving.values())
+            leaving = [i for cid, i in self._leaving.items() if cid not in pointed]
+            for instance in leaving:
+                del self._leaving[instance.container_id]
+        for instance in leaving:
             self._jobs.submit(self._stop_job, instance)
         with self._passed:
             self._passed.notify_all()

@@ -17,19 +17,30 @@ S = InstanceState
 class RouteSink(Protocol):
     """Where the reconciler sends its routes after every pass (``fence.router.feed.RouteFeed``)."""
 
-    def publish(self, routes: Sequence[Route]) -> None:
+    def publish(self, routes: Sequence[Route]) -> Sequence[Route]:
         """Route apps to exactly these upstreams.
 
+        Returns:
+            The routes now served (what the router could not serve left out).
+
         Raises:
-            FenceError: the router refused them (the reconciler keeps the routes last accepted).
+            FenceError: the router refused them; it serves ``served()``.
         """
+
+    def served(self) -> Sequence[Route] | None:
+        """The routes the router serves now; ``None`` when unknown (it may point at any instance)."""
 
 
 class NoRouter:
     """A node without a router: routes go nowhere."""
 
-    def publish(self, routes: Sequence[Route]) -> None:
-        """Do nothing."""
+    def publish(self, routes: Sequence[Route]) -> Sequence[Route]:
+        """Serve nothing."""
+        return ()
+
+    def served(self) -> Sequence[Route]:
+        """Nothing."""
+        return ()
 
 
 def instance_views(instances: Iterable[Instance], slots: Mapping[str, Mapping[SlotKey, Slot]],
@@ -78,6 +89,20 @@ def routes_for(apps: Mapping[str, AppRecord], by_app: Mapping[str, Sequence[Inst
                            key=lambda u: (u.address, u.port))
         routes.append(Route(app=name, hosts=(f"{name}.{domain}", *apps[name].urls), upstreams=tuple(upstreams)))
     return routes
+
+
+def routed_ids(served: Sequence[Route] | None, instances: Iterable[Instance]) -> set[str]:
+    """The containers the router may point at: every instance with an address in ``served``
+    (all instances with an address when that is unknown, ``None``).
+
+    Args:
+        served: the routes the router serves now (``RouteSink.served``), or ``None``.
+        instances: the manager's instance records.
+    """
+    if served is None:
+        return {i.container_id for i in instances if i.address}
+    pointed = {(route.app, u.address) for route in served for u in route.upstreams}
+    return {i.container_id for i in instances if i.address and (i.app, i.address) in pointed}
 
 
 def routed_count(routes: Iterable[Route], instances: Iterable[Instance], app: str, release: int) -> int:

@@ -15,6 +15,7 @@ from fence.backend.fake import FakeBackend, FakeProcess
 from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.layout import AppUser
+from fence.errors import RouterConfigRefused
 from fence.models import AppRecord, DropletRecord, Route
 from fence.running.health import Probe
 from fence.running.manager import InstanceManager
@@ -56,12 +57,22 @@ class InlineExecutor(concurrent.futures.Executor):
 
 @dataclass
 class RecordedRoutes:
-    """A route sink that keeps every publish (the router's side in these tests)."""
+    """A route sink that keeps every publish (the router's side in these tests); ``refuse``
+    makes it refuse, as nginx does, while it keeps serving the routes it last took."""
 
     published: list[list[Route]]
+    refuse: bool = False
+    serving: list[Route] | None = field(default_factory=list)
 
-    def publish(self, routes: list[Route]) -> None:
+    def publish(self, routes: list[Route]) -> list[Route]:
         self.published.append(list(routes))
+        if self.refuse:
+            raise RouterConfigRefused(detail="nginx -t failed")
+        self.serving = list(routes)
+        return list(routes)
+
+    def served(self) -> list[Route] | None:
+        return self.serving
 
 
 def _keeps_running(proc: FakeProcess) -> int:

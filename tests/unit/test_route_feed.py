@@ -22,11 +22,18 @@ class FakeRouter:
     settled: list[bool] = field(default_factory=list)
     refuse: bool = False
 
-    def apply(self, *, routes: Sequence[Route], port: int, domain: str, address: str, settle: bool = True) -> None:
+    running: bool = True
+
+    def apply(self, *, routes: Sequence[Route], port: int, domain: str, address: str,
+              settle: bool = True) -> Sequence[Route]:
         self.applied.append((tuple(routes), port, domain, address))
         self.settled.append(settle)
         if self.refuse:
             raise RouterConfigRefused(detail="port 80 needs root")
+        return routes
+
+    def serving(self) -> bool:
+        return self.running
 
 
 def route(*addresses: str, app: str = "web", hosts: tuple[str, ...] = ("web.localhost",)) -> Route:

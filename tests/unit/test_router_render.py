@@ -9,7 +9,7 @@ import pytest
 from fence.errors import InvalidName, RouteInvalid, ToolMissing, UsageError
 from fence.models import Route, Upstream
 from fence.router.nginx import NginxRouter
-from fence.router.render import render_config
+from fence.router.render import render_config, usable_routes
 
 PREFIX = Path("/var/lib/fence/router")
 
@@ -190,13 +190,21 @@ def test_hosts_given_as_a_string_are_refused() -> None:
         render([Route(app="demo", hosts="demo.localhost")])  # type: ignore[arg-type]
 
 
-def test_a_hostile_route_writes_nothing(tmp_path: Path) -> None:
+def test_a_hostile_route_is_left_out_and_never_written(tmp_path: Path) -> None:
+    # Before issue 13 item 5 a hostile route made the router refuse every route; now the router
+    # leaves it out and serves the rest (the skip rules: tests/unit/test_route_skip.py).
+    routes = [Route(app="evil;}", hosts=()), Route(app="demo", hosts=("demo.localhost", "a b", "www.example.com"))]
+    served, skipped = usable_routes(routes, "localhost")
+    text = render(served)
+    assert "evil" not in text and "a b" not in text and "server_name demo.localhost www.example.com;" in text
+    assert [(s.app, s.what) for s in skipped] == [("evil;}", "route"), ("demo", "host 'a b'")]
     host_dir = tmp_path / "router"
     router = NginxRouter(host_dir=host_dir, nginx=str(tmp_path / "no-nginx"))
-    for route in (Route(app="evil;}", hosts=()), Route(app="demo", hosts=("a b",))):
-        with pytest.raises(InvalidName):
-            router.apply(routes=[route], port=8080, domain="localhost")
-    assert not host_dir.exists()
+    with pytest.raises(ToolMissing):  # rendered fine: only then is nginx looked for
+        router.apply(routes=routes, port=8080, domain="localhost")
+    assert not (host_dir / "nginx.conf").exists()
+    with pytest.raises(InvalidName):
+        router.apply(routes=routes, port=8080, domain="bad domain;")
 
 
 def test_a_missing_nginx_is_a_tool_missing_error(tmp_path: Path) -> None:

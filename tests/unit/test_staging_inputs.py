@@ -24,7 +24,7 @@ from fence.kept_sources import KeptSources
 from fence.models import AppView, BuildpackUse, DropletRecord, Manifest, PreparedSource, ResolvedBuildpack
 from fence.service import StageOrder
 from fence.staging.inputs import StagingInputs, buildpack_identity, manifest_digest, source_digest
-from fence.store import SCHEMA_VERSION, StateStore
+from fence.store import _MIGRATIONS, SCHEMA_VERSION, StateStore
 from fence.wiring import node_service
 
 
@@ -80,7 +80,6 @@ def test_store_finds_the_newest_droplet_of_a_key_and_upgrades_old_databases(tmp_
     host_db = tmp_path / "state.db"
     conn = sqlite3.connect(host_db)
     # A real schema-4 database (later migrations may alter any of its tables, not only droplets).
-    from fence.store import _MIGRATIONS
     conn.executescript("".join(_MIGRATIONS[:4]))
     old = json.dumps({"id": "a" * 64, "app": "web", "size": 1, "buildpacks": [], "start_command": None,
                       "process_types": {}, "config_vars": {}, "stack_image": "s", "stack_image_id": "i",
