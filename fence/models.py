@@ -8,6 +8,8 @@ from typing import Mapping
 
 from fence.labels import STACK_ID
 
+WEB_PROCESS = "web"  # the process type that gets $PORT, the router and the port check
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -320,6 +322,22 @@ class Hooks:
     pre_running: tuple[str, ...] = ()
 
 
+# --- process types (issue 14, P1) ---
+@dataclass(frozen=True)
+class ProcessScale:
+    """How many instances of one process type a manifest asks for, and their memory.
+
+    Attributes:
+        instances: the type's instance count (unset: the app's current, else 1; for ``web``:
+            the manifest's ``instances:``).
+        memory_mib: memory per instance of the type (unset: the app's).
+    """
+
+    instances: int | None = None
+    memory_mib: int | None = None
+# --- end process types ---
+
+
 @dataclass(frozen=True)
 class Manifest:
     """An app's ``stackato.yml`` (or Cloud Foundry ``manifest.yml``), parsed and checked.
@@ -351,6 +369,9 @@ class Manifest:
     urls: tuple[str, ...] = ()
     source_name: str | None = None
     warnings: tuple[str, ...] = ()
+    # --- process types (issue 14, P1) ---
+    process_scale: Mapping[str, ProcessScale] = field(default_factory=dict)
+    # --- end process types ---
 
 
 @dataclass(frozen=True)
@@ -560,6 +581,9 @@ class AppRecord:
         health_timeout: seconds the web process has to accept connections (manifest ``timeout``).
         urls: extra host names the app answers at.
         created_at: ISO time the app was first pushed.
+        processes: desired instance counts of the process types other than ``web`` (a type
+            that left the process table stays at 0).
+        process_memory: memory per instance of the types that have their own (MiB).
     """
 
     name: str
@@ -571,6 +595,23 @@ class AppRecord:
     health_timeout: int | None
     urls: tuple[str, ...]
     created_at: str
+    # --- process types (issue 14, P1) ---
+    processes: Mapping[str, int] = field(default_factory=dict)
+    process_memory: Mapping[str, int] = field(default_factory=dict)
+
+    def count(self, process: str) -> int:
+        """How many instances of ``process`` should run (``web``: ``instances``)."""
+        return self.instances if process == WEB_PROCESS else int(self.processes.get(process, 0))
+
+    def counts(self) -> dict[str, int]:
+        """Every type's desired count, ``web`` first, then the others by name."""
+        return {WEB_PROCESS: self.instances, **{k: int(v) for k, v in sorted(self.processes.items())
+                                                if k != WEB_PROCESS}}
+
+    def memory_for(self, process: str) -> int:
+        """Memory per instance of ``process`` in MiB (the app's unless the type has its own)."""
+        return int(self.process_memory.get(process, self.memory_mib))
+    # --- end process types ---
 
 
 @dataclass(frozen=True)
@@ -583,6 +624,7 @@ class DeploySettings:
         env: variables set over the app's env.
         urls: extra host names (empty: the app's current ones).
         health_timeout: seconds the web process has to accept connections (unset: the app's).
+        process_scale: per process type, the manifest's instance count and memory.
     """
 
     instances: int | None = None
@@ -590,6 +632,9 @@ class DeploySettings:
     env: Mapping[str, str] = field(default_factory=dict)
     urls: tuple[str, ...] = ()
     health_timeout: int | None = None
+    # --- process types (issue 14, P1) ---
+    process_scale: Mapping[str, ProcessScale] = field(default_factory=dict)
+    # --- end process types ---
 
     @classmethod
     def of_push(cls, manifest: Manifest, *, instances: int | None, memory_mib: int | None,
@@ -604,7 +649,8 @@ class DeploySettings:
         """
         return cls(instances=instances if instances is not None else manifest.instances,
                    memory_mib=memory_mib or manifest.mem_mib, env={**manifest.env, **env},
-                   urls=manifest.urls, health_timeout=manifest.timeout)
+                   urls=manifest.urls, health_timeout=manifest.timeout,
+                   process_scale=dict(manifest.process_scale))
 
 
 @dataclass(frozen=True)
@@ -641,6 +687,8 @@ class InstanceView:
         reason: why it is not running (``exited 1``, ``out of memory``, ``unhealthy`` …).
         last_crash: why its slot last crashed, if it ever did (kept after the restart).
         image_id: the id of the stack image its container runs on (``""`` when it has none).
+        process: its process type (``web``, ``worker`` …).
+        health: its health check and where it stands (``port: passing``, ``process: waiting`` …).
     """
 
     index: int
@@ -653,6 +701,15 @@ class InstanceView:
     reason: str | None = None
     last_crash: str | None = None
     image_id: str = ""
+    # --- process types (issue 14, P1) ---
+    process: str = "web"
+    health: str = ""
+
+    @property
+    def name(self) -> str:
+        """``TYPE.INDEX``, the instance's name everywhere (``web.0``, ``worker.1``)."""
+        return f"{self.process}.{self.index}"
+    # --- end process types ---
 
 
 @dataclass(frozen=True)
@@ -664,8 +721,8 @@ class AppView:
         url: its stable URL through the router.
         urls: every URL it answers at.
         state: ``started`` or ``stopped``.
-        instances: desired instance count.
-        running: instances running now.
+        instances: desired web instance count.
+        running: web instances of the current release running now.
         memory_mib: memory per instance.
         release: current release number.
         droplet: current droplet id.
@@ -673,6 +730,8 @@ class AppView:
         env: its environment.
         instance_list: the instances.
         releases: its releases, newest first.
+        processes: desired instances per process type, ``web`` first.
+        running_by_process: instances of the current release running now, per process type.
     """
 
     name: str
@@ -688,6 +747,10 @@ class AppView:
     env: Mapping[str, str]
     instance_list: tuple[InstanceView, ...] = ()
     releases: tuple[ReleaseRecord, ...] = ()
+    # --- process types (issue 14, P1) ---
+    processes: Mapping[str, int] = field(default_factory=dict)
+    running_by_process: Mapping[str, int] = field(default_factory=dict)
+    # --- end process types ---
 
 
 # --- stack rollouts ----------------------------------------------------------------------------

@@ -87,6 +87,9 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
             "refuse to create containers when the engine runs without userns-remap"),
     KeySpec("health/timeout", IntType(1, 180, "of seconds"), 60,
             "seconds a web instance has to accept connections on $PORT"),
+    KeySpec("health/grace", IntType(1, 180, "of seconds"), 5,
+            "seconds an instance of a process type other than web must keep running after its start "
+            "to count as healthy (Cloud Foundry's process check)"),
     KeySpec("router/port", IntType(1, 65535), 8080,
             "TCP port the node's router listens on"),
     KeySpec("router/bind_address", IPAddressType(), "127.0.0.1",

@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from fence import labels
-from fence.models import ContainerInfo
+from fence.models import WEB_PROCESS, ContainerInfo
 from fence.running.backoff import BackoffPolicy, CrashCount
 from fence.states import InstanceState, check_transition
 
-# The only process type today; slots carry it so that more types need no new keys.
-WEB = "web"
+# The type that gets $PORT, the router and the port check; the others get the process check.
+WEB = WEB_PROCESS
+# Heroku's release phase: run once per release (not here), never a long-running type.
+RELEASE_PROCESS = "release"
 
 
 class HealthCheck(Protocol):
@@ -132,6 +134,16 @@ class Instance:
     process: str = WEB
 
     @property
+    def name(self) -> str:
+        """``TYPE.INDEX`` (``web.0``, ``worker.1``)."""
+        return f"{self.process}.{self.index}"
+
+    @property
+    def web(self) -> bool:
+        """Whether it runs the web process (routed, port-checked)."""
+        return self.process == WEB
+
+    @property
     def slot(self) -> SlotKey:
         """The slot this instance fills."""
         return SlotKey(app=self.app, process=self.process, index=self.index)
@@ -151,12 +163,12 @@ class Instance:
 
 def slot_of(info: ContainerInfo) -> tuple[SlotKey, int]:
     """The slot and release of an instance container, from its labels (index and release 0 when
-    a label is unreadable)."""
+    a label is unreadable; a container without a process label runs ``web``)."""
     found = info.labels
     app = found.get(labels.APP, "")
     try:
         index, release = int(found.get(labels.INSTANCE, "0")), int(found.get(labels.RELEASE, "0"))
     except ValueError:
         index, release = 0, 0
-    return SlotKey(app=app, process=WEB, index=index), release
+    return SlotKey(app=app, process=found.get(labels.PROCESS) or WEB, index=index), release
 

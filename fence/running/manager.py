@@ -120,7 +120,7 @@ class InstanceManager:
         while not self._stop.wait(interval):
             with self._lock:
                 starting = [(i.container_id, i.address) for i in self._instances.values()
-                            if i.state is S.STARTING and i.address and i.container_id not in self._ready]
+                            if i.state is S.STARTING and i.web and i.address and i.container_id not in self._ready]
             ready = {cid for cid, address in starting if self._health.ready(address, CONTAINER_PORT)}
             if ready:
                 with self._lock:
@@ -225,7 +225,8 @@ class InstanceManager:
 
     def _adopt(self, info: ContainerInfo, now: float, record: AppRecord | None) -> Instance:
         """A container found by label that this manager did not start (after a daemon restart)."""
-        instance = Instance.adopted(info, now=now, memory_mib=record.memory_mib if record else 0,
+        key, _ = slot_of(info)
+        instance = Instance.adopted(info, now=now, memory_mib=record.memory_for(key.process) if record else 0,
                                     reason=None if info.running else exit_reason(self._backend, info.id))
         self._instances[info.id] = instance
         self._store.note_stack(info.stack_image_id, stack_ref(info), wall_now())
@@ -239,7 +240,7 @@ class InstanceManager:
             count.started(now)
         else:
             count.crashed(now, self._policy)
-        log.info("adopted instance", extra={"app": instance.app, "index": instance.index,
+        log.info("adopted instance", extra={"app": instance.app, "instance": instance.name,
                                             "container": info.id[:12], "state": instance.state.value})
         return instance
 
@@ -260,7 +261,7 @@ class InstanceManager:
         instance.healthy_since = None
         slot = self._slots[instance.slot]
         delay = slot.crashed(reason, now, self._policy)
-        log.warning("instance crashed", extra={"app": instance.app, "index": instance.index,
+        log.warning("instance crashed", extra={"app": instance.app, "instance": instance.name,
                                                "reason": reason, "crashes": slot.crashes.crashes,
                                                "restart_in": delay})
 
@@ -269,6 +270,14 @@ class InstanceManager:
             if instance.state is S.RUNNING:
                 self._slots[instance.slot].crashes.healthy_for(now, self._policy)
             if instance.state is not S.STARTING:
+                continue
+            if not instance.web:
+                # The process check: still running ``health/grace`` seconds after its start (an
+                # exit before that is seen by ``_observe`` as a crash).
+                if now >= instance.health_deadline:
+                    instance.move(S.RUNNING)
+                    instance.healthy_since = now
+                    instance.reason = None
                 continue
             if instance.address and (instance.container_id in self._ready
                                      or self._health.ready(instance.address, CONTAINER_PORT)):
@@ -288,10 +297,11 @@ class InstanceManager:
         release = app.release
         assert release is not None
         slot = self._slots[key]
-        refusal = admit(app=app.name, index=key.index, need_mib=app.memory_mib, promised=self._promised(),
+        need = app.memory_for(key.process)
+        refusal = admit(app=app.name, index=key.index, need_mib=need, promised=self._promised(),
                         total_mib=self._memory_total(), factor=float(self._config.fence("node/memory_overcommit")))
         if refusal is not None:
-            log.warning("instance start refused", extra={"app": app.name, "index": key.index,
+            log.warning("instance start refused", extra={"app": app.name, "instance": f"{key.process}.{key.index}",
                                                           "error": refusal.message})
             if rollout is not None:
                 rollout.fail(key.index, f"could not start: {refusal.message}")
@@ -299,7 +309,7 @@ class InstanceManager:
                 slot.crashes.started(now)  # a start that failed at once, as a failed start job counts
                 slot.start_failed(f"could not start: {refusal.message}", release, now, self._policy)
             return False
-        slot.starting[release] = PendingStart(memory_mib=app.memory_mib, replacing=replacing,
+        slot.starting[release] = PendingStart(memory_mib=need, replacing=replacing,
                                               rollout=rollout is not None)
         if rollout is None:
             slot.crashes.started(now)
@@ -313,7 +323,7 @@ class InstanceManager:
         index = key.index
         with self._lock:
             start = self._slots[key].starting.get(
-                release, PendingStart(memory_mib=app.memory_mib, replacing=False, rollout=False))
+                release, PendingStart(memory_mib=app.memory_for(key.process), replacing=False, rollout=False))
         try:
             instance = containers.launch(store=self._store, starter=self._starter, config=self._config, app=app,
                                          key=key, release=release, start=start, clock=self._clock)
@@ -335,7 +345,7 @@ class InstanceManager:
                 elif not start.rollout:
                     self._slots[key].start_failed(f"could not start: {exc.message}", release, self._clock.now(),
                                                  self._policy)
-            log.warning("instance start failed", extra={"app": app.name, "index": index, "error": exc.message})
+            log.warning("instance start failed", extra={"app": app.name, "instance": f"{key.process}.{index}", "error": exc.message})
         finally:
             with self._lock:
                 self._slots[key].starting.pop(release, None)
