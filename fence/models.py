@@ -647,8 +647,10 @@ class DeploySettings:
             memory_mib: ``--mem``, if given.
             env: ``--env`` settings (over the manifest's ``env:``).
         """
-        return cls(instances=instances if instances is not None else manifest.instances,
-                   memory_mib=memory_mib or manifest.mem_mib, env={**manifest.env, **env},
+        web = manifest.process_scale.get(WEB_PROCESS, ProcessScale())
+        return cls(instances=instances if instances is not None else
+                   manifest.instances if manifest.instances is not None else web.instances,
+                   memory_mib=memory_mib or manifest.mem_mib or web.memory_mib, env={**manifest.env, **env},
                    urls=manifest.urls, health_timeout=manifest.timeout,
                    process_scale=dict(manifest.process_scale))
 
