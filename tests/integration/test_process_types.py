@@ -42,7 +42,7 @@ def wait_for(predicate, timeout: float = 90, interval: float = 0.3):  # noqa: AN
 
 def engine_instances(node: Node, app: str = APP) -> dict[str, list[str]]:
     """The app's running instance containers in the engine, by their fence.process label."""
-    out = subprocess.run(["docker", "ps", "-q", "--no-trunc", "--filter", f"label={labels.NODE}={node.home.node_id}",
+    out = subprocess.run(["docker", "ps", "--no-trunc", "--filter", f"label={labels.NODE}={node.home.node_id}",
                           "--filter", f"label={labels.APP}={app}", "--filter", f"label={labels.ROLE}=instance",
                           "--format", f'{{{{.ID}}}} {{{{.Label "{labels.PROCESS}"}}}} {{{{.Label "{labels.INSTANCE}"}}}}'],
                          capture_output=True, text=True, check=True)
