@@ -14,8 +14,6 @@ from fence.states import InstanceState, check_transition
 
 # The type that gets $PORT, the router and the port check; the others get the process check.
 WEB = WEB_PROCESS
-# Heroku's release phase: run once per release (not here), never a long-running type.
-RELEASE_PROCESS = "release"
 
 
 class HealthCheck(Protocol):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from fence.errors import UsageError
-from fence.models import WEB_PROCESS, AppRecord, DropletRecord, ProcessScale
+from fence.models import WEB_PROCESS, AppRecord, DropletRecord, InstanceView, ProcessScale
 from fence.rules import MAX_INSTANCES
 
 # Heroku's release phase runs once per release (its own one-off container), never as instances.
@@ -94,11 +94,12 @@ def _checked(count: int) -> int:
     return count
 
 
-def per_type(app: AppRecord, view_instances: tuple, release: int | None) -> tuple[dict[str, int], dict[str, int]]:
-    """The app's desired count per type, and how many of the current release run now, per type."""
+def per_type(app: AppRecord, instances: Iterable[InstanceView],
+             release: int | None) -> tuple[dict[str, int], dict[str, int]]:
+    """The app's desired count per type, and how many of ``release`` run now, per type."""
     desired = app.counts()
     running = {kind: 0 for kind in desired}
-    for inst in view_instances:
+    for inst in instances:
         if inst.state == "running" and inst.release == release and inst.process in running:
             running[inst.process] += 1
     return desired, running
