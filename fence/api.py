@@ -36,7 +36,7 @@ from fence.errors import (
 )
 from fence.follow import LogFollow
 from fence.models import AppView, CronView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord, StackImage
-from fence.rules import env_from_pairs, parse_git_spec, parse_memory
+from fence.rules import env_from_pairs, parse_git_spec, parse_memory, parse_scale
 from fence.relay import Backlog
 from fence.service import NodeService, StageOrder
 
@@ -356,14 +356,17 @@ def create_app(service: NodeService, app_ops: AppOps) -> FastAPI:
 
     @app.post("/v1/apps/{name}/{action}")
     async def act(name: str, action: str, instances: int | None = None,
-                  release: int | None = None, force: bool = False) -> StreamingResponse:
-        """start, stop, restart, restage (``force``), scale (``instances``), rollback (``release``):
-        streamed NDJSON ``log`` events, then ``result`` (``app``) or ``error``."""
+                  release: int | None = None, force: bool = False,
+                  count: list[str] | None = Query(None)) -> StreamingResponse:
+        """start, stop, restart, restage (``force``), scale (``instances`` for web, or ``count``
+        ``TYPE=N`` repeated), rollback (``release``): streamed NDJSON ``log`` events, then
+        ``result`` (``app``) or ``error``."""
+        counts = parse_scale(count) if action == "scale" and count else None  # a bad one: 400, one line
         works: dict[str, Callable[[Callable[[str], None]], Any]] = {
             "start": lambda out: app_ops.start(name, out),
             "stop": lambda out: app_ops.stop(name),
             "restart": lambda out: app_ops.restart(name, out),
-            "scale": lambda out: app_ops.scale(name, _required(instances, "instances"), out),
+            "scale": lambda out: app_ops.scale(name, counts if counts else _required(instances, "instances"), out),
             "rollback": lambda out: app_ops.rollback(name, release, out),
             "restage": lambda out: service.restage(name, out, force=force),
         }

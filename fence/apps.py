@@ -21,6 +21,7 @@ from fence.models import AppRecord, AppView, DeploySettings, DropletRecord, Inst
 from fence.rules import check_app_name, check_dns_name, check_env
 from fence.running.manager import InstanceManager
 from fence.running.release import ReleasePhase
+from fence.running.processes import counts_for, per_type, scaled
 from fence.running.starter import InstanceStarter
 from fence.running.tasks import TaskRunner
 from fence.store import StateStore
@@ -129,10 +130,11 @@ class AppOps:
             instances = tuple(self._manager.instances(app.name))
         domain, suffix = router
         url = f"http://{app.name}.{domain}{suffix}/"
+        desired, running = per_type(app, instances, app.release)
         return AppView(
             name=app.name, url=url, urls=(url, *(f"http://{host}{suffix}/" for host in app.urls)),
             state="started" if app.started else "stopped", instances=app.instances,
-            running=sum(1 for i in instances if i.state == "running" and i.release == app.release),
+            running=running.get("web", 0), processes=desired, running_by_process=running,
             memory_mib=app.memory_mib, release=app.release,
             droplet=current.droplet if current else None,
             stack_image=droplet.stack_image if droplet else None, env=dict(app.env),
@@ -172,13 +174,19 @@ class AppOps:
             on_line(f"-----> Droplet image {image.ref} made on {image.stack_ref} "
                     f"in {time.monotonic() - began:.1f} s")
         record = _next_record(droplet.app, existing, settings, memory)
+        types = counts_for(droplet, existing, settings.process_scale)
+        record = _replace(record, processes=types.processes, process_memory=types.process_memory)
+        for warning in types.warnings:
+            on_line(warning)
         # The release phase runs before the release is recorded: a failure changes nothing.
         self._release.run(record, droplet, on_line=on_line)
         self._put(record)
         release, dropped = self._store.add_release(record.name, droplet.id, _now(), note)
         self._forget_droplets(dropped)
         on_line(f"-----> Release {release.number}: starting {record.instances} instance"
-                f"{'s' if record.instances != 1 else ''} of {record.name} ({record.memory_mib} MiB each)")
+                f"{'s' if record.instances != 1 else ''} of {record.name} ({record.memory_mib} MiB each)"
+                + "".join(f", {count} {kind} ({record.memory_for(kind)} MiB each)"
+                          for kind, count in record.processes.items() if count))
         self._manager.wake()
         return self._wait(record.name, release.number, on_line)
 
@@ -186,20 +194,24 @@ class AppOps:
         app = self.app(name)
         timeout = (app.health_timeout or int(self._config.fence("health/timeout"))) + 60
         deadline = time.monotonic() + timeout
-        shown: set[tuple[int, str]] = set()
+        shown: set[tuple[str, str]] = set()
         while time.monotonic() < deadline:
             view = self._view(self.app(name), detail=True)
             current = [i for i in view.instance_list if i.release == release]
             for instance in current:
-                key = (instance.index, instance.state)
+                key = (instance.name, instance.state)
                 if key not in shown and instance.state in ("running", "crashed"):
                     shown.add(key)
                     why = f" ({instance.reason})" if instance.reason else ""
-                    on_line(f"       instance {instance.index}: {instance.state}{why}")
-            running = [i for i in current if i.state == "running"]
-            leaving = [i for i in view.instance_list if i.index >= view.instances]
+                    label = instance.index if instance.process == "web" else instance.name
+                    on_line(f"       instance {label}: {instance.state}{why}")
+            # Every type's count of the release runs, nothing beyond a type's count is left, and
+            # the router carries the web instances.
+            running = {kind: sum(1 for i in current if i.state == "running" and i.process == kind)
+                       for kind in view.processes}
+            leaving = [i for i in view.instance_list if i.index >= view.processes.get(i.process, 0)]
             routed = not self._routing or self._manager.routed(name, release) >= view.instances
-            if len(running) >= view.instances and not leaving and routed:
+            if all(running[kind] >= want for kind, want in view.processes.items()) and not leaving and routed:
                 on_line(f"-----> {name} is running: {view.url}")
                 return view
             crashed = [i for i in current if i.state == "crashed" and i.restarts >= 3]
@@ -207,8 +219,10 @@ class AppOps:
                 raise DeployFailed(app=name, release=release, why=crashed[0].reason or "crashed")
             self._manager.wait_pass(0.2)
         view = self._view(self.app(name), detail=True)
-        running = sum(1 for i in view.instance_list if i.release == release and i.state == "running")
-        if running >= view.instances:
+        short = [kind for kind, want in view.processes.items()
+                 if sum(1 for i in view.instance_list if i.release == release and i.state == "running"
+                        and i.process == kind) < want]
+        if not short:
             raise DeployFailed(app=name, release=release, why="its instances run but the router did not take "
                                "them (see `kato status` for the router's last error)")
         # Health checks (issue 14 item 4): say why, when an instance of the release crashed.
@@ -281,9 +295,14 @@ class AppOps:
     def _redeploy(self, name: str, release: ReleaseRecord, *, note: str, on_line: LineCallback,
                   release_phase: bool = False) -> AppView:
         app = self.app(name)
-        droplet = self._store.droplet(release.droplet) if release_phase else None
-        if droplet is not None:
-            self._release.run(app, droplet, on_line=on_line)
+        droplet = self._store.droplet(release.droplet)
+        if droplet is not None:  # a rollback's process table may differ from the current one
+            types = counts_for(droplet, app)
+            app = _replace(app, processes=types.processes, process_memory=types.process_memory)
+            for warning in types.warnings:
+                on_line(warning)
+            if release_phase:
+                self._release.run(app, droplet, on_line=on_line)
         self._put(_replace(app, started=True))
         new, dropped = self._store.add_release(name, release.droplet, _now(), note)
         self._forget_droplets(dropped)
@@ -291,10 +310,17 @@ class AppOps:
         self._manager.wake()
         return self._wait(name, new.number, on_line)
 
-    def scale(self, name: str, instances: int, on_line: LineCallback) -> AppView:
-        """Set the instance count and wait until that many run."""
+    def scale(self, name: str, counts: int | Mapping[str, int], on_line: LineCallback) -> AppView:
+        """Set instance counts per process type (an int: web's) and wait until that many run.
+
+        Raises:
+            UsageError: a type the app's current release does not have, or a count out of range.
+        """
         app = self.app(name)
-        self._put(_replace(app, instances=_count(instances)))
+        if isinstance(counts, int):
+            counts = {"web": counts}
+        current = self._store.release(name, app.release)
+        self._put(scaled(app, self._store.droplet(current.droplet) if current else None, counts))
         self._manager.wake()
         if not app.started or app.release is None:
             return self.view(name)
@@ -423,7 +449,7 @@ class AppOps:
         return self._release.last_log(name)
 
     def instance_logs(self, name: str, *, tail: int = 100) -> Iterator[str]:
-        """The app's instance logs so far, each line prefixed ``[web.INDEX]``.
+        """The app's instance logs so far, each line prefixed ``[TYPE.INDEX]`` (``[web.0]``, ``[worker.0]``).
 
         Raises:
             AppNotFound: no such app.
@@ -431,28 +457,33 @@ class AppOps:
         tagged = self._instances_by_index(name)
 
         def lines() -> Iterator[str]:
-            for index, container in tagged:
+            for tag, container in tagged:
                 for line in container.logs(tail=tail):
-                    yield f"[web.{index}] {line}"
+                    yield f"[{tag}] {line}"
         return lines()
 
     def follow_logs(self, name: str, *, tail: int, loop: asyncio.AbstractEventLoop) -> LogFollow:
-        """Follow the app's instance logs (``[web.INDEX]`` lines) until every instance that ran
+        """Follow the app's instance logs (``[TYPE.INDEX]`` lines) until every instance that ran
         when it was asked has stopped, or the follower is closed (its client left).
 
         Raises:
             AppNotFound: no such app.
         """
         tagged = self._instances_by_index(name)
-        return LogFollow(sources=[(f"web.{index}", functools.partial(container.logs, follow=True, tail=tail))
-                                  for index, container in tagged], loop=loop).start()
+        return LogFollow(sources=[(tag, functools.partial(container.logs, follow=True, tail=tail))
+                                  for tag, container in tagged], loop=loop).start()
 
     def _instances_by_index(self, name: str) -> list[tuple[str, Container]]:
         self.app(name)
         containers = self._backend.list({labels.NODE: self._node_id, labels.ROLE: labels.ROLE_INSTANCE,
                                          labels.APP: name})
-        return sorted(((c.info().labels.get(labels.INSTANCE, "?"), c) for c in containers),
-                      key=lambda pair: pair[0])
+        tagged = []
+        for container in containers:
+            found = container.info().labels
+            process, index = found.get(labels.PROCESS) or "web", found.get(labels.INSTANCE, "?")
+            order = (process != "web", process, int(index) if index.isdigit() else -1)
+            tagged.append((order, f"{process}.{index}", container))
+        return [(tag, container) for _, tag, container in sorted(tagged, key=lambda t: t[0])]
 
     def cancel_task(self, task_id: str) -> None:
         """End a one-off task whose client went away (its container is destroyed)."""

@@ -12,7 +12,7 @@ from fence.client import FenceClient
 from fence.console import debug_option, render
 from fence.home import NodeHome
 from fence.models import AppView
-from fence.rules import check_app_name, env_from_pairs, parse_memory
+from fence.rules import check_app_name, env_from_pairs, parse_memory, parse_scale
 from fence.wire import to_wire
 
 
@@ -65,14 +65,16 @@ def push(source: str, app: str | None, buildpacks: tuple[str, ...], instances: i
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @debug_option
 def apps(as_json: bool) -> None:
-    """List apps: state, instances running/desired, URL, droplet, stack."""
+    """List apps: state, instances running/desired per process type, URL, droplet, stack."""
     views = client().apps()
     if as_json:
         click.echo(render(to_wire(views), "json"))
         return
-    click.echo(f"{'NAME':<24}{'STATE':<9}{'INST':>7}  {'MEM':>6}  {'RELEASE':<8}{'DROPLET':<14}URL")
+    counts = {view.name: type_summary(view) for view in views}
+    width = max([len("INSTANCES"), *map(len, counts.values())]) + 2
+    click.echo(f"{'NAME':<24}{'STATE':<9}{'INSTANCES':<{width}}{'MEM':>6}  {'RELEASE':<8}{'DROPLET':<14}URL")
     for view in views:
-        click.echo(f"{view.name:<24}{view.state:<9}{view.running:>3}/{view.instances:<3}  {view.memory_mib:>4}M  "
+        click.echo(f"{view.name:<24}{view.state:<9}{counts[view.name]:<{width}}{view.memory_mib:>4}M  "
                    f"{('r' + str(view.release)) if view.release else '-':<8}{(view.droplet or '-')[:12]:<14}{view.url}")
 
 
@@ -92,17 +94,48 @@ def app(name: str, as_json: bool) -> None:
 def _describe(view: AppView) -> str:
     lines = [f"{view.name}: {view.state}, {view.running}/{view.instances} running, {view.memory_mib} MiB each",
              f"url:      {', '.join(view.urls)}",
-             f"release:  {view.release or '-'} (droplet {(view.droplet or '-')[:12]}, staged on {view.stack_image or '-'})"]
+             f"release:  {view.release or '-'} (droplet {(view.droplet or '-')[:12]}, staged on {view.stack_image or '-'})",
+             f"types:    {type_summary(view)}"]
     lines.append("instances:")
-    for inst in view.instance_list:
-        reason = f"  ({inst.reason})" if inst.reason else ""
-        if not reason and inst.last_crash:  # health checks (issue 14 item 4): why it was last replaced
-            reason = f"  (last crash: {inst.last_crash})"
-        stack = f"stack {inst.image_id.removeprefix('sha256:')[:12]} " if inst.image_id else ""
-        lines.append(f"  #{inst.index} {inst.state:<9} r{inst.release:<3} container {inst.container or '-':<13} "
-                     f"port {inst.host_port or '-':<6} restarts {inst.restarts:<3} up {inst.uptime:.0f}s "
-                     f"{stack}{reason}".rstrip())
+    kinds = list(dict.fromkeys([*view.processes, *(i.process for i in view.instance_list)]))
+    for kind in kinds:
+        group = [i for i in view.instance_list if i.process == kind]
+        lines.append(f"  {kind}: {view.running_by_process.get(kind, 0)}/{view.processes.get(kind, 0)} running")
+        for inst in group:
+            reason = f"  ({inst.reason})" if inst.reason else ""
+            if not reason and inst.last_crash:  # health checks: why it was last replaced
+                reason = f"  (last crash: {inst.last_crash})"
+            stack = f"stack {inst.image_id.removeprefix('sha256:')[:12]} " if inst.image_id else ""
+            lines.append(f"    {inst.name:<10} {inst.state:<9} r{inst.release:<3} container {inst.container or '-':<13} "
+                         f"port {inst.host_port or '-':<6} restarts {inst.restarts:<3} up {inst.uptime:.0f}s "
+                         f"{stack}{reason}".rstrip())
     return "\n".join(lines)
+
+
+def type_summary(view: AppView) -> str:
+    """``web 2/2, worker 1/1``: running/desired per process type (web always; others when wanted or running)."""
+    parts = []
+    for kind, want in (dict(view.processes) or {"web": view.instances}).items():
+        have = (dict(view.running_by_process) or {"web": view.running}).get(kind, 0)
+        if kind == "web" or want or have:
+            parts.append(f"{kind} {have}/{want}")
+    return ", ".join(parts)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@debug_option
+def ps(name: str, as_json: bool) -> None:
+    """List every instance of the app: TYPE.INDEX, state, restarts, uptime, health, container."""
+    view = client().app(_name(name))
+    if as_json:
+        click.echo(render([{"name": inst.name, **to_wire(inst)} for inst in view.instance_list], "json"))
+        return
+    click.echo(f"{'INSTANCE':<14}{'STATE':<10}{'RELEASE':<9}{'RESTARTS':>8}  {'UPTIME':>7}  {'HEALTH':<18}CONTAINER")
+    for inst in view.instance_list:
+        click.echo(f"{inst.name:<14}{inst.state:<10}{'r' + str(inst.release):<9}{inst.restarts:>8}  "
+                   f"{inst.uptime:>6.0f}s  {inst.health or '-':<18}{inst.container or '-'}")
 
 
 def _summary(view: AppView) -> str:
@@ -146,14 +179,17 @@ def delete(name: str) -> None:
     click.echo(f"deleted {name}")
 
 
-@click.command()
+@click.command(context_settings={"ignore_unknown_options": True})  # `web=-1` / `-1` reach parse_scale
 @click.argument("name")
-@click.argument("instances", type=click.IntRange(0, 100))
+@click.argument("counts", nargs=-1, required=True)
 @debug_option
-def scale(name: str, instances: int) -> None:
-    """Run INSTANCES web instances of the app."""
-    view = client().scale(_name(name), instances, on_line=_echo)
-    click.echo(f"{name}: {view.running}/{view.instances} running")
+def scale(name: str, counts: tuple[str, ...]) -> None:
+    """Set instance counts: `fence scale APP 3` (web), or `fence scale APP web=3 worker=2`; TYPE=0
+    stops a type."""
+    wanted = parse_scale(counts)
+    view = client().scale(_name(name), wanted if set(wanted) != {"web"} else wanted["web"], on_line=_echo)
+    others = [kind for kind, want in view.processes.items() if kind != "web" and want]
+    click.echo(f"{name}: {type_summary(view)}" if others else f"{name}: {view.running}/{view.instances} running")
 
 
 @click.command()
@@ -187,7 +223,7 @@ def env(name: str, changes: tuple[str, ...]) -> None:
 @click.option("--cron", "cron_jobs", is_flag=True, help="The output of its cron jobs instead (prefixed [cron]).")
 @debug_option
 def logs(name: str, follow: bool, staging: bool, release: bool, cron_jobs: bool) -> None:
-    """Print the app's instance logs (prefixed [web.INDEX]), its last staging log, its last release-phase
+    """Print the app's instance logs (prefixed [TYPE.INDEX]: [web.0], [worker.0]), its last staging log, its last release-phase
     output or its cron jobs' output."""
     if release and cron_jobs:
         raise click.UsageError("--release and --cron show different logs; give one of them")
@@ -292,5 +328,5 @@ def route_remove(name: str, host: str) -> None:
     click.echo("\n".join(view.urls))
 
 
-COMMANDS = (route, push, apps, app, start, stop, restart, restage, delete, scale, env, logs, run, releases, rollback,
-            cron)
+COMMANDS = (route, push, apps, app, ps, start, stop, restart, restage, delete, scale, env, logs, run, releases,
+            rollback, cron)

@@ -202,9 +202,12 @@ class FenceClient:
         """Stage the app again from its kept source and roll the result out (``force``: even if unchanged)."""
         return self._app_action(name, "restage", on_line=on_line, params=[("force", "true")] if force else [])
 
-    def scale(self, name: str, instances: int, *, on_line: LineCallback) -> AppView:
-        """Run ``instances`` web instances of the app."""
-        return self._app_action(name, "scale", on_line=on_line, params=[("instances", str(instances))])
+    def scale(self, name: str, instances: int | Mapping[str, int], *, on_line: LineCallback) -> AppView:
+        """Run ``instances`` web instances of the app, or the given count of each process type."""
+        if isinstance(instances, int):
+            return self._app_action(name, "scale", on_line=on_line, params=[("instances", str(instances))])
+        return self._app_action(name, "scale", on_line=on_line,
+                                params=[("count", f"{kind}={count}") for kind, count in instances.items()])
 
     def rollback(self, name: str, release: int | None, *, on_line: LineCallback) -> AppView:
         """Run an earlier release again (``None``: the previous one)."""

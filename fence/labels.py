@@ -17,6 +17,9 @@ STACK_REF = "fence.stack-ref"
 # On instance and task containers: the release number they run.
 RELEASE = "fence.release"
 
+# On instance containers: the process type they run (web, worker …); none means web.
+PROCESS = "fence.process"
+
 ROLE_STAGING = "staging"
 ROLE_INSTANCE = "instance"
 ROLE_TASK = "task"
@@ -33,7 +36,7 @@ def owned(node_id: str, role: str, **extra: str) -> dict[str, str]:
         node_id: this node's id (``NodeHome.node_id``).
         role: one of ``ROLES``.
         **extra: further labels by short name: ``app``, ``droplet``, ``instance``, ``stack``,
-            ``stack_id``, ``stack_ref``, ``release``.
+            ``stack_id``, ``stack_ref``, ``release``, ``process``.
 
     Returns:
         The full label mapping.
@@ -44,7 +47,7 @@ def owned(node_id: str, role: str, **extra: str) -> dict[str, str]:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
     names = {"app": APP, "droplet": DROPLET, "instance": INSTANCE, "stack": STACK,
-             "stack_id": STACK_ID, "stack_ref": STACK_REF, "release": RELEASE}
+             "stack_id": STACK_ID, "stack_ref": STACK_REF, "release": RELEASE, "process": PROCESS}
     labels = {NODE: node_id, ROLE: role}
     for short, value in extra.items():
         if short not in names:

@@ -8,6 +8,8 @@ from typing import Mapping
 
 from fence.labels import STACK_ID
 
+WEB_PROCESS = "web"  # the process type that gets $PORT, the router and the port check
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -381,6 +383,22 @@ class HealthSettings:
 # --- end health checks -------------------------------------------------------------------------
 
 
+# --- process types (issue 14, P1) ---
+@dataclass(frozen=True)
+class ProcessScale:
+    """How many instances of one process type a manifest asks for, and their memory.
+
+    Attributes:
+        instances: the type's instance count (unset: the app's current, else 1; for ``web``:
+            the manifest's ``instances:``).
+        memory_mib: memory per instance of the type (unset: the app's).
+    """
+
+    instances: int | None = None
+    memory_mib: int | None = None
+# --- end process types ---
+
+
 @dataclass(frozen=True)
 class Manifest:
     """An app's ``stackato.yml`` (or Cloud Foundry ``manifest.yml``), parsed and checked.
@@ -415,6 +433,9 @@ class Manifest:
     warnings: tuple[str, ...] = ()
     health: HealthSettings | None = None  # health checks (issue 14 item 4)
     cron: tuple[CronEntry, ...] = ()  # cron (issue 14): stackato.yml `cron:` entries
+    # --- process types (issue 14, P1) ---
+    process_scale: Mapping[str, ProcessScale] = field(default_factory=dict)
+    # --- end process types ---
 
 
 @dataclass(frozen=True)
@@ -644,6 +665,9 @@ class AppRecord:
         urls: extra host names the app answers at.
         created_at: ISO time the app was first pushed.
         health: how its web instances are checked (``None``: a ``port`` check every 10 s).
+        processes: desired instance counts of the process types other than ``web`` (a type
+            that left the process table stays at 0).
+        process_memory: memory per instance of the types that have their own (MiB).
     """
 
     name: str
@@ -656,6 +680,23 @@ class AppRecord:
     urls: tuple[str, ...]
     created_at: str
     health: HealthSettings | None = None  # health checks (issue 14 item 4)
+    # --- process types (issue 14, P1) ---
+    processes: Mapping[str, int] = field(default_factory=dict)
+    process_memory: Mapping[str, int] = field(default_factory=dict)
+
+    def count(self, process: str) -> int:
+        """How many instances of ``process`` should run (``web``: ``instances``)."""
+        return self.instances if process == WEB_PROCESS else int(self.processes.get(process, 0))
+
+    def counts(self) -> dict[str, int]:
+        """Every type's desired count, ``web`` first, then the others by name."""
+        return {WEB_PROCESS: self.instances, **{k: int(v) for k, v in sorted(self.processes.items())
+                                                if k != WEB_PROCESS}}
+
+    def memory_for(self, process: str) -> int:
+        """Memory per instance of ``process`` in MiB (the app's unless the type has its own)."""
+        return int(self.process_memory.get(process, self.memory_mib))
+    # --- end process types ---
 
 
 @dataclass(frozen=True)
@@ -669,6 +710,7 @@ class DeploySettings:
         urls: extra host names (empty: the app's current ones).
         health_timeout: seconds the web process has to accept connections (unset: the app's).
         health: how its web instances are checked (unset: the app's).
+        process_scale: per process type, the manifest's instance count and memory.
     """
 
     instances: int | None = None
@@ -677,6 +719,9 @@ class DeploySettings:
     urls: tuple[str, ...] = ()
     health_timeout: int | None = None
     health: HealthSettings | None = None  # health checks (issue 14 item 4)
+    # --- process types (issue 14, P1) ---
+    process_scale: Mapping[str, ProcessScale] = field(default_factory=dict)
+    # --- end process types ---
 
     @classmethod
     def of_push(cls, manifest: Manifest, *, instances: int | None, memory_mib: int | None,
@@ -689,9 +734,12 @@ class DeploySettings:
             memory_mib: ``--mem``, if given.
             env: ``--env`` settings (over the manifest's ``env:``).
         """
-        return cls(instances=instances if instances is not None else manifest.instances,
-                   memory_mib=memory_mib or manifest.mem_mib, env={**manifest.env, **env},
-                   urls=manifest.urls, health_timeout=manifest.timeout, health=manifest.health)
+        web = manifest.process_scale.get(WEB_PROCESS, ProcessScale())
+        return cls(instances=instances if instances is not None else
+                   manifest.instances if manifest.instances is not None else web.instances,
+                   memory_mib=memory_mib or manifest.mem_mib or web.memory_mib, env={**manifest.env, **env},
+                   urls=manifest.urls, health_timeout=manifest.timeout,
+                   health=manifest.health, process_scale=dict(manifest.process_scale))
 
 
 @dataclass(frozen=True)
@@ -728,6 +776,8 @@ class InstanceView:
         reason: why it is not running (``exited 1``, ``out of memory``, ``unhealthy`` …).
         last_crash: why its slot last crashed, if it ever did (kept after the restart).
         image_id: the id of the stack image its container runs on (``""`` when it has none).
+        process: its process type (``web``, ``worker`` …).
+        health: its health check and where it stands (``port: passing``, ``process: waiting`` …).
     """
 
     index: int
@@ -740,6 +790,15 @@ class InstanceView:
     reason: str | None = None
     last_crash: str | None = None
     image_id: str = ""
+    # --- process types (issue 14, P1) ---
+    process: str = "web"
+    health: str = ""
+
+    @property
+    def name(self) -> str:
+        """``TYPE.INDEX``, the instance's name everywhere (``web.0``, ``worker.1``)."""
+        return f"{self.process}.{self.index}"
+    # --- end process types ---
 
 
 @dataclass(frozen=True)
@@ -751,8 +810,8 @@ class AppView:
         url: its stable URL through the router.
         urls: every URL it answers at.
         state: ``started`` or ``stopped``.
-        instances: desired instance count.
-        running: instances running now.
+        instances: desired web instance count.
+        running: web instances of the current release running now.
         memory_mib: memory per instance.
         release: current release number.
         droplet: current droplet id.
@@ -760,6 +819,8 @@ class AppView:
         env: its environment.
         instance_list: the instances.
         releases: its releases, newest first.
+        processes: desired instances per process type, ``web`` first.
+        running_by_process: instances of the current release running now, per process type.
     """
 
     name: str
@@ -775,6 +836,10 @@ class AppView:
     env: Mapping[str, str]
     instance_list: tuple[InstanceView, ...] = ()
     releases: tuple[ReleaseRecord, ...] = ()
+    # --- process types (issue 14, P1) ---
+    processes: Mapping[str, int] = field(default_factory=dict)
+    running_by_process: Mapping[str, int] = field(default_factory=dict)
+    # --- end process types ---
 
 
 # --- stack rollouts ----------------------------------------------------------------------------

@@ -125,7 +125,7 @@ def crash_loop_warnings(instances: dict[str, list[InstanceView]]) -> list[str]:
     """
     found = []
     for app in sorted(instances):
-        looping = sorted({(v.index, v.restarts, v.last_crash or v.reason or "crashed")
+        looping = sorted({(str(v.index) if v.process == "web" else v.name, v.restarts, v.last_crash or v.reason or "crashed")
                           for v in instances[app] if v.restarts >= CRASH_LOOP_RESTARTS})
         if looping:
             index, restarts, why = looping[0]

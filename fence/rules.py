@@ -206,3 +206,46 @@ def _shorten(value: object) -> object:
     if isinstance(value, str) and len(value) > 64:
         return value[:60] + "..."
     return value
+
+
+# --- process types (issue 14, P1) ---------------------------------------------------------------
+
+PROCESS_TYPE_PATTERN = r"[a-z][a-z0-9_-]{0,31}"
+_PROCESS_TYPE = re.compile(PROCESS_TYPE_PATTERN)
+MAX_INSTANCES = 100
+_COUNT = re.compile(r"[0-9]{1,3}")
+
+
+def parse_scale(specs: Iterable[str]) -> dict[str, int]:
+    """Instance counts per process type from ``fence scale`` arguments: ``TYPE=N`` each, or one
+    bare ``N`` for ``web``.
+
+    Raises:
+        UsageError: no argument, a malformed one, a count that is not a whole number from 0 to
+            ``MAX_INSTANCES``, ``release`` (it runs once per release), or a type given twice.
+    """
+    given = list(specs)
+    if not given:
+        raise UsageError(detail="give instance counts: fence scale APP 3, or fence scale APP web=3 worker=2")
+    if len(given) == 1 and "=" not in given[0]:
+        given = [f"web={given[0]}"]
+    counts: dict[str, int] = {}
+    for spec in given:
+        kind, sep, value = spec.partition("=")
+        if not sep:
+            raise UsageError(detail=f"scale: {_shorten(spec)!r} is not TYPE=COUNT (e.g. web=2)")
+        if not _PROCESS_TYPE.fullmatch(kind):
+            raise UsageError(detail=f"scale: process type {_shorten(kind)!r} is not allowed "
+                                    f"(use {PROCESS_TYPE_PATTERN})")
+        if kind == "release":
+            raise UsageError(detail="scale: release runs once per release, it has no instances to scale")
+        if not value:
+            raise UsageError(detail=f"scale: {spec!r} gives no count after '=' (e.g. {kind}=2)")
+        if not _COUNT.fullmatch(value) or int(value) > MAX_INSTANCES:
+            raise UsageError(detail=f"scale: {kind}={_shorten(value)!r}: the count must be a whole number "
+                                    f"from 0 to {MAX_INSTANCES}")
+        if kind in counts:
+            raise UsageError(detail=f"scale: process type {kind!r} is given twice")
+        counts[kind] = int(value)
+    return counts
+# --- end process types ---

@@ -95,6 +95,17 @@ _MIGRATIONS: tuple[str, ...] = (
         SELECT lower(url.value), apps.name FROM apps, json_each(apps.urls_json) AS url
         ORDER BY apps.created_at, apps.name;
     """,
+    # --- process types (issue 14, P1): each app's count and memory per process type other
+    # than web (web's count stays apps.instances; a memory_mib NULL means the app's) ---
+    """
+    CREATE TABLE app_processes (
+        app         TEXT NOT NULL REFERENCES apps (name) ON DELETE CASCADE,
+        process     TEXT NOT NULL,
+        instances   INTEGER NOT NULL DEFAULT 0 CHECK (instances >= 0),
+        memory_mib  INTEGER,
+        PRIMARY KEY (app, process)
+    );
+    """,
 )
 
 # How the hosts table writes an app's default host: ``APP.<router/domain>`` for any domain.
@@ -248,6 +259,7 @@ class StateStore:
                     (app.name, app.created_at, app.instances, app.memory_mib, json.dumps(dict(app.env)),
                      int(app.started), app.release, app.health_timeout, json.dumps(list(app.urls)),
                      json.dumps(to_wire(app.health)) if app.health is not None else None))
+                self._put_processes(app)
                 if row is None:
                     self._claim(DEFAULT_HOST.format(app=app.name), app.name, domain)
                 for host in had - set(app.urls):
@@ -320,13 +332,35 @@ class StateStore:
         """An app's desired state, or ``None``."""
         with self._lock:
             row = self._conn.execute(_APP_SELECT + " WHERE name = ?", (name,)).fetchone()
-        return _app(row) if row else None
+            processes = self._processes(name)
+        return _app(row, processes.get(name, [])) if row else None
 
     def apps(self) -> list[AppRecord]:
         """Every app, by name."""
         with self._lock:
             rows = self._conn.execute(_APP_SELECT + " ORDER BY name").fetchall()
-        return [_app(row) for row in rows]
+            processes = self._processes()
+        return [_app(row, processes.get(row[0], [])) for row in rows]
+
+    # --- process types (issue 14, P1) ---
+    def _put_processes(self, app: AppRecord) -> None:
+        """Replace the app's rows of ``app_processes`` (under the caller's lock)."""
+        kinds = sorted((set(app.processes) | set(app.process_memory)) - {"web"})
+        self._conn.execute("DELETE FROM app_processes WHERE app = ?", (app.name,))
+        self._conn.executemany(
+            "INSERT INTO app_processes (app, process, instances, memory_mib) VALUES (?, ?, ?, ?)",
+            [(app.name, kind, int(app.processes.get(kind, 0)), app.process_memory.get(kind)) for kind in kinds])
+
+    def _processes(self, app: str | None = None) -> dict[str, list[tuple[str, int, int | None]]]:
+        """Every app's (or one app's) process rows: type, count, memory."""
+        query, args = "SELECT app, process, instances, memory_mib FROM app_processes", ()
+        if app is not None:
+            query, args = query + " WHERE app = ?", (app,)
+        found: dict[str, list[tuple[str, int, int | None]]] = {}
+        for row in self._conn.execute(query + " ORDER BY app, process", args):
+            found.setdefault(row[0], []).append((row[1], row[2], row[3]))
+        return found
+    # --- end process types ---
 
     def delete_app(self, name: str) -> list[str]:
         """Forget an app, its releases and its droplet records; returns the droplet ids it had."""
@@ -335,6 +369,7 @@ class StateStore:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 self._conn.execute("DELETE FROM releases WHERE app = ?", (name,))
+                self._conn.execute("DELETE FROM app_processes WHERE app = ?", (name,))
                 self._conn.execute("DELETE FROM droplets WHERE app = ?", (name,))
                 self._conn.execute("DELETE FROM hosts WHERE app = ?", (name,))
                 self._conn.execute("DELETE FROM apps WHERE name = ?", (name,))
@@ -462,17 +497,19 @@ _APP_SELECT = ("SELECT name, instances, memory_mib, env_json, started, release, 
                "urls_json, created_at, health_json FROM apps")
 
 
-def _app(row: tuple) -> AppRecord:
+def _app(row: tuple, processes: list[tuple[str, int, int | None]]) -> AppRecord:
     return AppRecord(name=row[0], instances=row[1], memory_mib=row[2], env=json.loads(row[3]),
                      started=bool(row[4]), release=row[5], health_timeout=row[6],
                      urls=tuple(json.loads(row[7])), created_at=row[8],
-                     health=from_wire(HealthSettings, json.loads(row[9])) if row[9] else None)
+                     health=from_wire(HealthSettings, json.loads(row[9])) if row[9] else None,
+                     processes={kind: count for kind, count, _ in processes},
+                     process_memory={kind: mem for kind, _, mem in processes if mem is not None})
+
+
+def _statements(script: str) -> list[str]:
+    return [part.strip() for part in script.split(";") if part.strip()]
 
 
 def _shown(host: str, domain: str | None) -> str:
     """A claim as users write it: ``APP.@`` is ``APP.<router/domain>``."""
     return f"{host[:-2]}.{domain or '<router/domain>'}" if host.endswith(".@") else host
-
-
-def _statements(script: str) -> list[str]:
-    return [part.strip() for part in script.split(";") if part.strip()]

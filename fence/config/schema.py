@@ -112,6 +112,9 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
             "seconds an app's release command may run before it is killed and the deploy aborted"),
     KeySpec("health/failures", IntType(1, 100, "of checks"), 3,
             "failed liveness checks in a row after which a running instance is replaced (a crash)"),
+    KeySpec("health/grace", IntType(1, 180, "of seconds"), 5,
+            "seconds an instance of a process type other than web must keep running after its start "
+            "to count as healthy (Cloud Foundry's process check)"),
     KeySpec("router/port", IntType(1, 65535), 8080,
             "TCP port the node's router listens on"),
     KeySpec("router/bind_address", IPAddressType(), "127.0.0.1",

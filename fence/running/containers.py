@@ -28,7 +28,7 @@ def launch(*, store: StateStore, starter: InstanceStarter, config: ConfigStore, 
     Args:
         store: desired state (the release's droplet; the stack is noted as in use).
         starter: creates the container.
-        config: node config (``health/timeout``).
+        config: node config (``health/timeout``, ``health/grace``).
         app: the app's desired state.
         key: the slot.
         release: the release it runs.
@@ -42,15 +42,18 @@ def launch(*, store: StateStore, starter: InstanceStarter, config: ConfigStore, 
     droplet = store.droplet(record.droplet) if record else None
     if droplet is None:
         raise ContainerNotFound(container=f"release {release} of {app.name} (droplet gone)")
-    container = starter.launch(Launch(app=app, release=release, droplet=droplet, index=key.index))
+    container = starter.launch(Launch(app=app, release=release, droplet=droplet, index=key.index,
+                                      process=key.process))
     info = container.info()
     store.note_stack(info.stack_image_id, stack_ref(info), wall_now())
-    timeout = app.health_timeout or int(config.fence("health/timeout"))
+    # web: the port check's deadline; any other type: healthy once still running after the grace.
+    timeout = (app.health_timeout or int(config.fence("health/timeout"))) if key.process == WEB else \
+        int(config.fence("health/grace"))
     now = clock.now()
     return Instance(container_id=container.id, app=app.name, index=key.index, process=key.process,
                     release=release, state=InstanceState.STARTING, created=now, health_deadline=now + timeout,
                     host_port=info.ports[0].host_port if info.ports else None, address=info.ip_address,
-                    image_id=info.stack_image_id, memory_mib=app.memory_mib, replacing=start.replacing,
+                    image_id=info.stack_image_id, memory_mib=app.memory_for(key.process), replacing=start.replacing,
                     rollout=start.rollout, probe=probe_for(app.health, web=key.process == WEB))
 
 
@@ -61,7 +64,7 @@ def stop(backend: ContainerBackend, instance: Instance, *, drain: float) -> bool
         False when the engine failed: the container may still exist (a later pass finds it again).
     """
     try:
-        if drain and instance.healthy_since is not None:
+        if drain and instance.web and instance.healthy_since is not None:
             time.sleep(drain)  # the router has already dropped it; let requests finish
         container = backend.lookup(instance.container_id)
         container.stop(grace=10)

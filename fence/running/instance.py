@@ -6,13 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fence import labels
-from fence.models import ContainerInfo
+from fence.models import WEB_PROCESS, ContainerInfo
 from fence.running.backoff import BackoffPolicy, CrashCount
 from fence.running.health import Probe
 from fence.states import InstanceState, check_transition
 
-# The only process type today; slots carry it so that more types need no new keys.
-WEB = "web"
+# The type that gets $PORT, the router and the port check; the others get the process check.
+WEB = WEB_PROCESS
 
 
 @dataclass(frozen=True, order=True)
@@ -112,6 +112,16 @@ class Instance:
     probe: Probe = field(default_factory=Probe)  # its health check, fixed when it starts
 
     @property
+    def name(self) -> str:
+        """``TYPE.INDEX`` (``web.0``, ``worker.1``)."""
+        return f"{self.process}.{self.index}"
+
+    @property
+    def web(self) -> bool:
+        """Whether it runs the web process (routed, port-checked)."""
+        return self.process == WEB
+
+    @property
     def slot(self) -> SlotKey:
         """The slot this instance fills."""
         return SlotKey(app=self.app, process=self.process, index=self.index)
@@ -131,12 +141,12 @@ class Instance:
 
 def slot_of(info: ContainerInfo) -> tuple[SlotKey, int]:
     """The slot and release of an instance container, from its labels (index and release 0 when
-    a label is unreadable)."""
+    a label is unreadable; a container without a process label runs ``web``)."""
     found = info.labels
     app = found.get(labels.APP, "")
     try:
         index, release = int(found.get(labels.INSTANCE, "0")), int(found.get(labels.RELEASE, "0"))
     except ValueError:
         index, release = 0, 0
-    return SlotKey(app=app, process=WEB, index=index), release
+    return SlotKey(app=app, process=found.get(labels.PROCESS) or WEB, index=index), release
 

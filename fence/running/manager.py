@@ -130,7 +130,7 @@ class InstanceManager:
         while not self._stop.wait(interval):
             with self._lock:
                 starting = [(i.container_id, i.address, i.probe) for i in self._instances.values()
-                            if i.state is S.STARTING and i.address and i.container_id not in self._ready]
+                            if i.state is S.STARTING and i.web and i.address and i.container_id not in self._ready]
             ready = {cid for cid, address, probe in starting
                      if self._monitor.ready(cid, address, CONTAINER_PORT, probe)}
             if ready:
@@ -156,7 +156,9 @@ class InstanceManager:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                busy = any(self._slots.pending()) or any(i.state is S.STOPPING for i in self._instances.values())
+                # An instance held until the router lets go of it waits for a pass, not for a job.
+                busy = any(self._slots.pending()) or any(i.state is S.STOPPING and i.container_id not in self._leaving
+                                                         for i in self._instances.values())
             if not busy:
                 return
             time.sleep(0.05)
@@ -249,7 +251,8 @@ class InstanceManager:
 
     def _adopt(self, info: ContainerInfo, now: float, record: AppRecord | None) -> Instance:
         """A container found by label that this manager did not start (after a daemon restart)."""
-        instance = Instance.adopted(info, now=now, memory_mib=record.memory_mib if record else 0,
+        key, _ = slot_of(info)
+        instance = Instance.adopted(info, now=now, memory_mib=record.memory_for(key.process) if record else 0,
                                     reason=None if info.running else exit_reason(self._backend, info.id))
         instance.probe = probe_for(record.health if record else None, web=instance.process == WEB)
         self._instances[info.id] = instance
@@ -264,7 +267,7 @@ class InstanceManager:
             count.started(now)
         else:
             count.crashed(now, self._policy)
-        log.info("adopted instance", extra={"app": instance.app, "index": instance.index,
+        log.info("adopted instance", extra={"app": instance.app, "instance": instance.name,
                                             "container": info.id[:12], "state": instance.state.value})
         return instance
 
@@ -285,7 +288,7 @@ class InstanceManager:
         instance.healthy_since = None
         slot = self._slots[instance.slot]
         delay = slot.crashed(reason, now, self._policy)
-        log.warning("instance crashed", extra={"app": instance.app, "index": instance.index,
+        log.warning("instance crashed", extra={"app": instance.app, "instance": instance.name,
                                                "reason": reason, "crashes": slot.crashes.crashes,
                                                "restart_in": delay})
 
@@ -303,6 +306,14 @@ class InstanceManager:
                     self._jobs.submit(containers.kill, self._backend, instance.container_id)
                 continue
             if instance.state is not S.STARTING:
+                continue
+            if not instance.web:
+                # The process check: still running ``health/grace`` seconds after its start (an
+                # exit before that is seen by ``_observe`` as a crash).
+                if now >= instance.health_deadline:
+                    instance.move(S.RUNNING)
+                    instance.healthy_since = now
+                    instance.reason = None
                 continue
             if instance.address and (instance.container_id in self._ready or self._monitor.ready(
                     instance.container_id, instance.address, CONTAINER_PORT, instance.probe)):
@@ -322,10 +333,11 @@ class InstanceManager:
         release = app.release
         assert release is not None
         slot = self._slots[key]
-        refusal = admit(app=app.name, index=key.index, need_mib=app.memory_mib, promised=self._promised(),
+        need = app.memory_for(key.process)
+        refusal = admit(app=app.name, index=key.index, need_mib=need, promised=self._promised(),
                         total_mib=self._memory_total(), factor=float(self._config.fence("node/memory_overcommit")))
         if refusal is not None:
-            log.warning("instance start refused", extra={"app": app.name, "index": key.index,
+            log.warning("instance start refused", extra={"app": app.name, "instance": f"{key.process}.{key.index}",
                                                           "error": refusal.message})
             if rollout is not None:
                 rollout.fail(key.index, f"could not start: {refusal.message}")
@@ -333,7 +345,7 @@ class InstanceManager:
                 slot.crashes.started(now)  # a start that failed at once, as a failed start job counts
                 slot.start_failed(f"could not start: {refusal.message}", release, now, self._policy)
             return False
-        slot.starting[release] = PendingStart(memory_mib=app.memory_mib, replacing=replacing,
+        slot.starting[release] = PendingStart(memory_mib=need, replacing=replacing,
                                               rollout=rollout is not None)
         if rollout is None:
             slot.crashes.started(now)
@@ -347,7 +359,7 @@ class InstanceManager:
         index = key.index
         with self._lock:
             start = self._slots[key].starting.get(
-                release, PendingStart(memory_mib=app.memory_mib, replacing=False, rollout=False))
+                release, PendingStart(memory_mib=app.memory_for(key.process), replacing=False, rollout=False))
         try:
             instance = containers.launch(store=self._store, starter=self._starter, config=self._config, app=app,
                                          key=key, release=release, start=start, clock=self._clock)
@@ -369,7 +381,7 @@ class InstanceManager:
                 elif not start.rollout:
                     self._slots[key].start_failed(f"could not start: {exc.message}", release, self._clock.now(),
                                                  self._policy)
-            log.warning("instance start failed", extra={"app": app.name, "index": index, "error": exc.message})
+            log.warning("instance start failed", extra={"app": app.name, "instance": f"{key.process}.{index}", "error": exc.message})
         finally:
             with self._lock:
                 self._slots[key].starting.pop(release, None)

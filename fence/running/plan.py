@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from fence.models import AppRecord
-from fence.running.instance import WEB, Instance, SlotKey, SlotTable
+from fence.running.instance import Instance, SlotKey, SlotTable
 from fence.labels import short_id
 from fence.running.rollout import RolloutState
 from fence.states import InstanceState
@@ -24,7 +24,8 @@ def plan_app(*, app: AppRecord | None, instances: list[Instance], slots: SlotTab
              surge: int | None, now: float, start: StartSlot) -> list[Instance]:
     """Start what the app lacks; return what must stop (everything, for a deleted or stopped app).
 
-    A slot keeps its newest healthy instance of the current release (during a rollout: the
+    Every process type has its own slots (``web.0``, ``worker.0`` …, as many as the app's count
+    of the type); an instance whose index is beyond its type's count stops. A slot keeps its newest healthy instance of the current release (during a rollout: the
     newest on the rollout's image) and stops the rest once it is healthy; a slot without one
     starts one unless its crash backoff waits or the app's ``surge`` (replacements started
     while an old instance still serves) is used up.
@@ -44,11 +45,13 @@ def plan_app(*, app: AppRecord | None, instances: list[Instance], slots: SlotTab
     mine = [i for i in instances if i.state is not S.STOPPING]
     if app is None or not app.started or app.release is None:
         return mine
-    stop = [i for i in mine if i.index >= app.instances]
+    counts = app.counts()
+    stop = [i for i in mine if i.index >= counts.get(i.process, 0)]
     replacing = sum(1 for i in mine if i.replacing and i.state is S.STARTING) + \
         sum(1 for pending in slots.pending(app.name) if pending.replacing)
-    for index in range(app.instances):
-        key = SlotKey(app=app.name, process=WEB, index=index)
+    keys = [SlotKey(app=app.name, process=process, index=index)
+            for process, count in counts.items() for index in range(count)]
+    for key in keys:
         record = slots[key]
         slot = [i for i in mine if i.slot == key]
         current = [i for i in slot if i.release == app.release and i.state in (S.STARTING, S.RUNNING)]
@@ -86,6 +89,11 @@ def _roll_slot(key: SlotKey, keep: Instance, current: list[Instance], rollout: R
         return False
     if not start(key, replacing=True, rollout=rollout):
         return False
-    rollout.note(f"instance {key.index}: starting a replacement on the new stack (container "
+    rollout.note(f"instance {_name(key)}: starting a replacement on the new stack (container "
                  f"{keep.container_id[:12]} on {short_id(keep.image_id)} keeps serving)")
     return True
+
+
+def _name(key: SlotKey) -> str:
+    """How rollout lines name a slot: the index for web (as before process types), else ``TYPE.INDEX``."""
+    return str(key.index) if key.process == "web" else f"{key.process}.{key.index}"

@@ -12,7 +12,7 @@ from fence.config import ConfigStore
 from fence.errors import ImageNotFound, UsageError
 from fence.layout import CONTAINER_PATH, AppUser, Workspace
 from fence.limits import container_limits
-from fence.models import AppRecord, ContainerSpec, DropletRecord, PortSpec
+from fence.models import WEB_PROCESS, AppRecord, ContainerSpec, DropletRecord, PortSpec
 from fence.running.images import DropletImage, DropletImages
 from fence.running.networks import AppNetworks
 from fence.running.script import StartScript, render_start_script
@@ -40,6 +40,7 @@ class Launch:
         index: the instance index (``0`` for a task).
         role: ``labels.ROLE_INSTANCE`` or ``labels.ROLE_TASK``.
         command_argv: for a task: the command to run (its container idles until then).
+        process: the process type an instance runs (``web`` gets $PORT and a published port).
     """
 
     app: AppRecord
@@ -48,6 +49,24 @@ class Launch:
     index: int
     role: str = labels.ROLE_INSTANCE
     command_argv: tuple[str, ...] = ()
+    process: str = WEB_PROCESS
+
+    @property
+    def web(self) -> bool:
+        """Whether it runs the web process (or is a task, which gets the web env)."""
+        return self.process == WEB_PROCESS
+
+    @property
+    def memory_mib(self) -> int:
+        """The container's memory limit: its type's, else the app's."""
+        return self.app.memory_for(self.process)
+
+    @property
+    def command(self) -> str:
+        """The process type's command from the droplet's process table."""
+        if self.web:
+            return self.droplet.start_command or ""
+        return str(self.droplet.process_types.get(self.process, ""))
 
 
 class InstanceStarter:
@@ -78,7 +97,8 @@ class InstanceStarter:
         return Workspace.of(self._config, self._app_user)
 
     def env(self, launch: Launch) -> dict[str, str]:
-        """The environment of an instance: the droplet's config_vars, the app's env, then fence's."""
+        """The environment of an instance: the droplet's config_vars, the app's env, then fence's
+        (a type other than web gets no ``PORT``: nothing routes to it)."""
         ws = self.workspace()
         app = launch.app
         domain = str(self._config.fence("router/domain"))
@@ -87,10 +107,13 @@ class InstanceStarter:
             "application_name": app.name, "name": app.name, "application_id": app.name,
             "application_version": f"{app.name}-r{launch.release}", "version": f"r{launch.release}",
             "instance_index": launch.index, "application_uris": uris, "uris": uris,
-            "limits": {"mem": app.memory_mib}, "port": CONTAINER_PORT,
+            "limits": {"mem": launch.memory_mib}, "port": CONTAINER_PORT,
             "droplet": launch.droplet.id,
         }
-        return {
+        if not launch.web:
+            del vcap["port"]
+            vcap["process_type"] = launch.process
+        env = {
             **launch.droplet.config_vars,
             **app.env,
             "HOME": str(ws.ctr_home),
@@ -102,9 +125,13 @@ class InstanceStarter:
             "VCAP_APP_PORT": str(CONTAINER_PORT),
             "INSTANCE_INDEX": str(launch.index),
             "STACKATO_APP_NAME": app.name,
-            "MEMORY_LIMIT": f"{app.memory_mib}m",
+            "MEMORY_LIMIT": f"{launch.memory_mib}m",
             "VCAP_APPLICATION": json.dumps(vcap, sort_keys=True),
         }
+        if not launch.web:
+            del env["PORT"], env["VCAP_APP_PORT"]
+            env["FENCE_PROCESS_TYPE"] = launch.process
+        return env
 
     def prepare(self, droplet: DropletRecord, memory_mib: int) -> DropletImage:
         """Make the droplet's image on the current stack now (a deploy does, so that its first
@@ -115,10 +142,10 @@ class InstanceStarter:
         """The start script of a launch (rendered from the jinja2 template)."""
         ws = self.workspace()
         return render_start_script(StartScript(
-            app=launch.app.name, role=launch.role, index=launch.index, process="web",
+            app=launch.app.name, role=launch.role, index=launch.index, process=launch.process,
             ctr_app=ws.ctr_app, env=tuple(sorted(self.env(launch).items())), hooks=launch.droplet.pre_running,
             ctr_admin_hook=ws.ctr_admin_hook("pre-running"),
-            command=launch.droplet.start_command or "", command_argv=launch.command_argv))
+            command=launch.command, command_argv=launch.command_argv))
 
     def task_argv(self, launch: Launch) -> tuple[str, ...]:
         """What a task container execs: its start script, which ends in the task's command."""
@@ -131,8 +158,8 @@ class InstanceStarter:
         in, so an instance starts like ``docker run`` of a ready image. A script too long for
         one environment string (a very large app env) is copied in as a file instead. The
         container joins the app's own network (made first if missing), and no other. A web
-        instance publishes its port on ``container/bind_address``; a task gets no port and
-        idles until its command is exec'd (``task_argv``).
+        instance publishes its port on ``container/bind_address``; another type's instance and a
+        task get no port, and a task idles until its command is exec'd (``task_argv``).
 
         Returns:
             The started container (the caller owns its life from here).
@@ -145,7 +172,7 @@ class InstanceStarter:
         """
         ws = self.workspace()
         task = launch.role == labels.ROLE_TASK
-        image = self._images.ensure(launch.droplet, memory_mib=launch.app.memory_mib)
+        image = self._images.ensure(launch.droplet, memory_mib=launch.memory_mib)
         script = "" if task else self.script(launch)
         ctr_script = ws.ctr_home / ".fence-start.sh"
         by_file = len(script.encode()) > _MAX_ARG
@@ -160,13 +187,14 @@ class InstanceStarter:
                 image=image.ref,
                 labels=labels.owned(self._node_id, launch.role, app=launch.app.name, droplet=launch.droplet.id,
                                     instance=str(launch.index), release=str(launch.release),
-                                    stack_id=image.stack_id, stack_ref=image.stack_ref),
+                                    stack_id=image.stack_id, stack_ref=image.stack_ref,
+                                    **({} if task else {"process": launch.process})),
                 user=f"{ws.uid}:{ws.uid}",
                 command=command,
                 env=env,
                 workdir=ws.ctr_home,
-                limits=container_limits(self._config, launch.app.memory_mib),
-                ports=() if task else (PortSpec(container_port=CONTAINER_PORT,
+                limits=container_limits(self._config, launch.memory_mib),
+                ports=() if task or not launch.web else (PortSpec(container_port=CONTAINER_PORT,
                                                 host_ip=str(self._config.fence("container/bind_address"))),),
                 network=network,
             )
@@ -176,7 +204,7 @@ class InstanceStarter:
             # Removed since it was last seen (gc, or by hand): make it again, once.
             self._images.forget(image.ref)
             container = self._backend.create(spec(self._images.ensure(launch.droplet,
-                                                                      memory_mib=launch.app.memory_mib)))
+                                                                      memory_mib=launch.memory_mib)))
         except UsageError:
             if not self.networks.missing(launch.app.name):
                 raise

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from fence.models import AppRecord, InstanceView, Route, Upstream
-from fence.running.instance import Instance, Slot, SlotKey
+from fence.running.instance import WEB, Instance, Slot, SlotKey
 from fence.running.starter import CONTAINER_PORT
 from fence.states import InstanceState
 
@@ -45,8 +45,8 @@ class NoRouter:
 
 def instance_views(instances: Iterable[Instance], slots: Mapping[str, Mapping[SlotKey, Slot]],
                    now: float) -> dict[str, list[InstanceView]]:
-    """Every app's instances by index (then release), with a slot whose start failed shown as a
-    crashed instance unless a container of that release or newer fills it.
+    """Every app's instances by process type (web first), index, then release, with a slot whose
+    start failed shown as a crashed instance unless a container of that release or newer fills it.
 
     Args:
         instances: the manager's instance records.
@@ -60,22 +60,38 @@ def instance_views(instances: Iterable[Instance], slots: Mapping[str, Mapping[Sl
             index=i.index, state=i.state.value, container=i.container_id[:12], host_port=i.host_port,
             restarts=slot.crashes.crashes if slot else 0, release=i.release,
             uptime=round(now - i.healthy_since, 1) if i.healthy_since is not None else 0.0,
-            reason=i.reason, last_crash=slot.last_crash if slot else None, image_id=i.image_id))
+            reason=i.reason, last_crash=slot.last_crash if slot else None, image_id=i.image_id,
+            process=i.process, health=health_of(i)))
     for app, app_slots in slots.items():
         for key, slot in app_slots.items():
             if slot.refused is None:
                 continue
             reason, release = slot.refused
             # A refused start of a new release shows beside the old release's instance.
-            if not any(v.index == key.index and v.release >= release for v in views[app]):
+            if not any(v.process == key.process and v.index == key.index and v.release >= release
+                       for v in views[app]):
                 views[app].append(InstanceView(index=key.index, state=S.CRASHED.value, container="",
                                                host_port=None, restarts=slot.crashes.crashes,
-                                               release=release, reason=reason))
-    return {app: sorted(found, key=lambda v: (v.index, v.release)) for app, found in views.items() if found}
+                                               release=release, reason=reason, process=key.process,
+                                               health=f"{_check(key.process)}: failing"))
+    return {app: sorted(found, key=lambda v: (v.process != WEB, v.process, v.index, v.release))
+            for app, found in views.items() if found}
+
+
+def _check(process: str) -> str:
+    """The health check a process type gets: the port check for web, the process check otherwise."""
+    return "port" if process == WEB else "process"
+
+
+def health_of(instance: Instance) -> str:
+    """Where the instance's health check stands, as ``fence ps`` shows it (``port: passing`` …)."""
+    status = {S.STARTING: "waiting", S.RUNNING: "passing", S.CRASHED: "failing"}.get(instance.state, "-")
+    return f"{_check(instance.process)}: {status}"
 
 
 def routes_for(apps: Mapping[str, AppRecord], by_app: Mapping[str, Sequence[Instance]], domain: str) -> list[Route]:
-    """One route per app, by name: its default host and URLs to its running instances.
+    """One route per app, by name: its default host and URLs to its running web instances (no
+    other process type is ever routed).
 
     Args:
         apps: the apps in the store, by name.
@@ -85,7 +101,7 @@ def routes_for(apps: Mapping[str, AppRecord], by_app: Mapping[str, Sequence[Inst
     routes = []
     for name in sorted(apps):
         upstreams = sorted({Upstream(address=i.address, port=CONTAINER_PORT) for i in by_app.get(name, ())
-                            if i.state is S.RUNNING and i.address},
+                            if i.state is S.RUNNING and i.web and i.address},
                            key=lambda u: (u.address, u.port))
         routes.append(Route(app=name, hosts=(f"{name}.{domain}", *apps[name].urls), upstreams=tuple(upstreams)))
     return routes
@@ -106,7 +122,7 @@ def routed_ids(served: Sequence[Route] | None, instances: Iterable[Instance]) ->
 
 
 def routed_count(routes: Iterable[Route], instances: Iterable[Instance], app: str, release: int) -> int:
-    """How many running instances of the app's ``release`` the given routes point at."""
+    """How many running web instances of the app's ``release`` the given routes point at."""
     addresses = {u.address for route in routes if route.app == app for u in route.upstreams}
-    return sum(1 for i in instances if i.app == app and i.release == release
+    return sum(1 for i in instances if i.app == app and i.release == release and i.web
                and i.state is S.RUNNING and i.address in addresses)

@@ -116,7 +116,7 @@ class StackRollout:
 
     def _moved(self, app: AppRecord, image_id: str, on_line: LineCallback) -> AppRollout:
         health = app.health_timeout or int(self._config.fence("health/timeout"))
-        limit = (health + 60) * max(1, app.instances)
+        limit = (health + 60) * max(1, sum(app.counts().values()))  # every process type's instances
         deadline = time.monotonic() + limit
         self._manager.roll(app.name, image_id=image_id, surge=1)
         shown = 0

@@ -12,7 +12,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from fence.errors import InvalidName, ManifestInvalid, UsageError
-from fence.models import HEALTH_TYPES, CronEntry, HealthSettings, Hooks, Manifest
+from fence.models import HEALTH_TYPES, CronEntry, HealthSettings, Hooks, Manifest, ProcessScale
 from fence.rules import (APP_MEMORY_ALLOWED, MAX_ENV_VALUE, check_app_name, check_dns_name,
                          check_env_name, parse_memory)
 from fence.staging.procfile import PROCESS_TYPE_PATTERN
@@ -76,7 +76,7 @@ def parse_manifest(text: bytes, *, source_name: str) -> Manifest:
                     timeout=draft.timeout, ignores=draft.ignores, hooks=Hooks(**draft.hooks),
                     urls=tuple(dict.fromkeys(draft.urls)), source_name=source_name,
                     warnings=tuple(check.warnings), health=draft.health_settings(),
-                    cron=tuple(draft.cron))
+                    cron=tuple(draft.cron), process_scale=dict(draft.process_scale))
 
 
 def read_app_manifest(host_app_dir: Path) -> Manifest:
@@ -262,6 +262,7 @@ class _Draft:
     env: dict[str, str] = field(default_factory=dict)
     buildpacks: tuple[str, ...] = ()
     processes: dict[str, str] = field(default_factory=dict)
+    process_scale: dict[str, ProcessScale] = field(default_factory=dict)  # issue 14, P1
     timeout: int | None = None
     ignores: tuple[str, ...] = ()
     hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -345,13 +346,56 @@ def _read_buildpacks(check: _Checker, node: Node, key: str, draft: _Draft) -> No
 
 
 def _read_processes(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
-    for kind, command_node in check.mapping(node, key).items():
+    # --- process types (issue 14, P1): a type's value is its command, or a mapping with
+    # command/instances/mem (stackato.yml); Cloud Foundry's form is a list of mappings with type ---
+    if isinstance(node, SequenceNode):
+        entries = []
+        for index, item in enumerate(node.value):
+            where = f"{key}[{index}]"
+            fields = check.mapping(item, where)
+            if "type" not in fields:
+                raise check.fail(item, f"{where} must have a type: key (web, worker …)")
+            entries.append((check.text(fields["type"], f"{where}.type", limit=64), fields["type"], item, where))
+    else:
+        entries = [(kind, value, value, f"{key}.{kind}") for kind, value in check.mapping(node, key).items()]
+    for kind, kind_node, value, where in entries:
         if not _PROCESS_TYPE.fullmatch(kind):
-            raise check.fail(command_node, f"{key}: process type {_clip(kind)!r} is not allowed "
-                                           f"(use {PROCESS_TYPE_PATTERN})")
-        if kind in draft.processes:
-            raise check.fail(command_node, f"{key}.{kind} is also given by command")
-        draft.processes[kind] = check.text(command_node, f"{key}.{kind}")
+            raise check.fail(kind_node, f"{key}: process type {_clip(kind)!r} is not allowed "
+                                        f"(use {PROCESS_TYPE_PATTERN})")
+        if kind in draft.processes or kind in draft.process_scale:
+            raise check.fail(kind_node, f"{where} is also given by command" if kind in draft.processes
+                             else f"{key}: process type {kind!r} is given twice")
+        if isinstance(value, MappingNode):
+            _read_process_fields(check, check.mapping(value, where), kind, where, draft)
+        else:
+            draft.processes[kind] = check.text(value, where)
+
+
+def _read_process_fields(check: _Checker, fields: dict[str, Node], kind: str, where: str, draft: _Draft) -> None:
+    """One process type's ``command``, ``instances`` and ``mem``/``memory``."""
+    if "mem" in fields and "memory" in fields:
+        raise check.fail(fields["memory"], f"give {where}.mem or {where}.memory, not both")
+    instances = memory = None
+    for name, value in fields.items():
+        if isinstance(value, ScalarNode) and value.tag == _NULL:
+            continue
+        if name == "command":
+            draft.processes[kind] = check.text(value, f"{where}.command")
+        elif name == "instances":
+            instances = check.integer(value, f"{where}.instances", 0, 100)
+        elif name in ("mem", "memory"):
+            text = check.text(value, f"{where}.{name}", limit=64, what="a memory size").strip()
+            try:
+                memory = parse_memory(text)
+            except UsageError:
+                raise check.fail(value, f"{where}.{name}: {_clip(text)!r} is not {APP_MEMORY_ALLOWED}") from None
+        elif name != "type":
+            check.warn(f"unknown key {_clip(where + '.' + name)!r} ignored")
+    if kind == "release" and (instances is not None or memory is not None):
+        raise check.fail(fields.get("instances") or fields["mem" if "mem" in fields else "memory"],
+                         f"{where}: release runs once per release; it takes no instances or memory")
+    draft.process_scale[kind] = ProcessScale(instances=instances, memory_mib=memory)
+    # --- end process types ---
 
 
 def _read_command(check: _Checker, node: Node, key: str, draft: _Draft) -> None:

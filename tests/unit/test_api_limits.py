@@ -105,7 +105,7 @@ def _threads_settle(baseline: int, timeout: float = 10) -> int:
 def test_a_follow_whose_client_leaves_ends_its_threads(service, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     containers = [_Blocking(), _Blocking()]
-    monkeypatch.setattr(service.apps, "_instances_by_index", lambda name: list(zip("01", containers)))
+    monkeypatch.setattr(service.apps, "_instances_by_index", lambda name: list(zip(("web.0", "web.1"), containers)))
     server, thread = _serve(service, tmp_path / "api.sock")
     transport = httpx.HTTPTransport(uds=str(tmp_path / "api.sock"))
     try:

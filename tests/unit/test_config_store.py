@@ -51,6 +51,8 @@ def test_set_then_get_and_a_second_reader_sees_it(store: ConfigStore, tmp_path: 
     ("docker/image", "fence/stack:bad tag", "image reference"),
     ("docker/image", "-rm", "image reference"),
     ("health/timeout", "181", "from 1 to 180"),
+    ("health/grace", "0", "a whole number of seconds from 1 to 180"),
+    ("health/grace", "soon", "whole number"),
     ("router/port", "70000", "from 1 to 65535"),
     ("container/bind_address", "localhost; rm -rf /", "IP address"),
     ("router/bind_address", "0.0.0.0; listen 80", "IP address"),

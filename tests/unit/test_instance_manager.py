@@ -130,6 +130,7 @@ class Node:
             self.manager.tick()
             self.manager.drain_jobs(10)
         self.manager.tick()
+        self.manager.drain_jobs(10)  # the stops the last pass let go of (a loaded machine is slow)
 
     def states(self, app: str) -> list[tuple[int, str, int]]:
         return [(i.index, i.state, i.release) for i in self.manager.instances(app)]
