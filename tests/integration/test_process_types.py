@@ -80,6 +80,27 @@ def test_the_whole_app_runs_web_and_worker_and_the_worker_logs(pushed: Node) -> 
                                              "CONTAINER"]
 
 
+def test_the_sample_ran_its_release_before_any_instance_and_lists_its_two_cron_entries(pushed: Node) -> None:
+    import datetime as dt
+
+    logs = pushed.cli("fence", "logs", APP, "--release")
+    assert logs.exit_code == 0, logs.stderr
+    [line] = [line for line in logs.stdout.splitlines() if "whole-app release phase" in line]
+    ran_at = float(line.split(" at ")[1].split(":")[0])
+    ids = subprocess.run(["docker", "ps", "-q", "--no-trunc", "--filter", f"label={labels.NODE}={pushed.home.node_id}",
+                          "--filter", f"label={labels.APP}={APP}", "--filter", f"label={labels.ROLE}=instance"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert ids
+    for item in json.loads(subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True,
+                                          check=True).stdout):
+        whole, _, frac = item["State"]["StartedAt"].rstrip("Z").partition(".")
+        started = dt.datetime.fromisoformat(whole).replace(tzinfo=dt.timezone.utc).timestamp() + float(f"0.{frac or 0}")
+        assert started > ran_at, (item["Config"]["Labels"].get(labels.PROCESS), started, ran_at)
+    cron = pushed.cli("fence", "cron", APP, "--json")
+    assert cron.exit_code == 0, cron.stderr
+    assert [entry["schedule"] for entry in json.loads(cron.stdout)] == ["* * * * *", "30 3 * * *"]
+
+
 def test_scale_worker_up_and_to_zero_shows_in_ps_and_the_engine(pushed: Node) -> None:
     node = pushed
     up = node.cli("fence", "scale", APP, "worker=3")
