@@ -11,14 +11,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Self
 
 import httpx
 import psutil
 import pytest
 
+from tests.conftest import CliResult
 from tests.integration.node_kit import Node, free_port
 from tests.integration.staging_kit import write_app
 
@@ -141,7 +143,7 @@ class _Probe:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="api-probe", daemon=True)
 
-    def __enter__(self) -> "_Probe":
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -192,7 +194,8 @@ def config(node: Node) -> Iterator[Callable[[str, str], None]]:
         node.cli("kato", "config", "del", "fence", key_path)
 
 
-def _one_line_error(result: object, *needles: str) -> str:
+def _one_line_error(result: CliResult, *needles: str) -> str:
+    """The command failed with one line on stderr holding every needle."""
     assert result.exit_code != 0, result.stdout
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -263,7 +266,7 @@ def test_a_planted_gitconfig_of_the_daemon_is_never_used(node: _PlantedNode, git
 
 
 class _AskForPassword(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.send_response(401)
         self.send_header("WWW-Authenticate", 'Basic realm="x"')
         self.send_header("Content-Length", "0")
