@@ -7,7 +7,7 @@ import logging
 import secrets
 import time
 from pathlib import Path
-from typing import Callable, Iterator, TextIO
+from typing import Callable, Iterator
 
 from fence.config import ConfigStore
 from fence.errors import AppNotFound, ProcessTimeout, ReleaseFailed
@@ -16,6 +16,7 @@ from fence.models import AppRecord, DropletRecord
 from fence.rules import check_app_name
 from fence.running.tasks import TaskRunner
 from fence.store import StateStore
+from fence.logfile import LogFile
 
 log = logging.getLogger("fence.release")
 
@@ -69,7 +70,7 @@ class ReleasePhase:
         began = time.monotonic()
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         host_log = self._home.host_release_log(app.name, f"{stamp}-r{number}-{secrets.token_hex(3)}")
-        with _ReleaseLog(host_log) as keep:
+        with LogFile(host_log, max_bytes=MAX_LOG_BYTES, cut_line=_CUT) as keep:
             keep(f"fence: release command of release {number}: {command}")
 
             def passed(line: str) -> None:
@@ -125,29 +126,3 @@ class ReleasePhase:
     def _prune(self, app: str) -> None:
         for host_old in self._runs(app)[:-KEEP_LOGS]:
             host_old.unlink(missing_ok=True)
-
-
-class _ReleaseLog:
-    """Writes one run's lines to its log file, up to ``MAX_LOG_BYTES``."""
-
-    def __init__(self, host_file: Path) -> None:
-        self._host_file = host_file
-        self._handle: TextIO | None = None
-        self._written = 0
-
-    def __enter__(self) -> LineCallback:
-        self._host_file.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = self._host_file.open("w", encoding="utf-8", errors="replace")
-        return self._write
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._handle is not None
-        self._handle.close()
-
-    def _write(self, line: str) -> None:
-        assert self._handle is not None
-        if self._written > MAX_LOG_BYTES:
-            return
-        self._written += len(line) + 1
-        self._handle.write((line if self._written <= MAX_LOG_BYTES else _CUT) + "\n")
-        self._handle.flush()

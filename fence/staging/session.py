@@ -10,13 +10,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Protocol, TextIO
+from typing import Callable, Iterator, Mapping, Protocol
 
 from fence.config import ConfigStore
 from fence.errors import AppNotFound
 from fence.home import NodeHome
 from fence.kept_sources import KeptSources
 from fence.layout import AppUser
+from fence.logfile import LogFile
 from fence.models import AppRecord, DropletRecord, Manifest, PreparedSource, ReleaseRecord, SourceLimits
 from fence.reaper import ContainerReaper
 from fence.staging.queue import StagingSlots
@@ -242,7 +243,7 @@ class StagingSession:
     def _run(self, request: StageRequest, *, staging_id: str, keep_buildpacks: tuple[str, ...],
              on_line: LineCallback) -> DropletRecord:
         """Stage in a slot with the log teed to its file; note the stack and keep the source."""
-        with _LogFile(self._home.host_staging_log(app_name(request), staging_id), on_line) as logged:
+        with LogFile(self._home.host_staging_log(app_name(request), staging_id), on_line) as logged:
             with self._slots.slot(on_line=logged, cancelled=lambda: staging_id in self._cancelled):
                 droplet = self._stager.stage(request, on_line=logged, staging_id=staging_id,
                                              reusable=self._source_kept,
@@ -276,27 +277,3 @@ def _file_lines(host_file: Path) -> Iterator[str]:
     with host_file.open(encoding="utf-8", errors="replace") as handle:
         for line in handle:
             yield line.rstrip("\n")
-
-
-class _LogFile:
-    """Tees log lines to a staging log file while passing them on."""
-
-    def __init__(self, host_file: Path, on_line: LineCallback) -> None:
-        self._host_file = host_file
-        self._on_line = on_line
-        self._handle: TextIO | None = None
-
-    def __enter__(self) -> LineCallback:
-        self._host_file.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = self._host_file.open("w", encoding="utf-8", errors="replace")
-        return self._write
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._handle is not None
-        self._handle.close()
-
-    def _write(self, line: str) -> None:
-        assert self._handle is not None
-        self._handle.write(line + "\n")
-        self._handle.flush()
-        self._on_line(line)
