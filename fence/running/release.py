@@ -12,11 +12,11 @@ from typing import Callable, Iterator
 from fence.config import ConfigStore
 from fence.errors import AppNotFound, ProcessTimeout, ReleaseFailed
 from fence.home import NodeHome
+from fence.logfile import LogFile
 from fence.models import AppRecord, DropletRecord
 from fence.rules import check_app_name
 from fence.running.tasks import TaskRunner
 from fence.store import StateStore
-from fence.logfile import LogFile
 
 log = logging.getLogger("fence.release")
 
