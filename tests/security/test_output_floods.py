@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -77,14 +78,20 @@ class Watch:
 def _run_until(node: Node, watch: Watch, args: list[str], seconds: float) -> tuple[int | None, str, str]:
     """Run a CLI command; stop it early when the daemon passes the RSS limit (so a regression
     fails in seconds rather than swapping the machine). Returns (exit code or None, out, err)."""
-    proc = subprocess.Popen([sys.executable, "-m", *args], env=node.env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + seconds
-    while proc.poll() is None and time.monotonic() < deadline and not watch.too_big:
-        time.sleep(0.2)
-    if proc.poll() is None:
-        proc.kill()
-    out, err = proc.communicate(timeout=60)
+    # Its output goes to files, not pipes: a pipe nobody reads while it runs fills at 64 KiB and
+    # blocks the CLI (a cut 64 KiB line is exactly that much).
+    with tempfile.TemporaryFile() as host_out, tempfile.TemporaryFile() as host_err:
+        proc = subprocess.Popen([sys.executable, "-m", *args], env=node.env, stdout=host_out, stderr=host_err,
+                                stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + seconds
+        while proc.poll() is None and time.monotonic() < deadline and not watch.too_big:
+            time.sleep(0.2)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+        host_out.seek(0)
+        host_err.seek(0)
+        out, err = host_out.read(), host_err.read()
     return proc.returncode if proc.returncode is not None and proc.returncode >= 0 else None, \
         out.decode(errors="replace"), err.decode(errors="replace")
 
@@ -131,8 +138,9 @@ def test_run_cat_dev_zero_with_a_log_follower_attached(node: Node, tmp_path: Pat
                     "while true; do head -c 1048576 /dev/zero; sleep 0.05; done\n",
     })
     assert node.cli("fence", "push", str(source), "--name", "noisy").exit_code == 0
+    followed_to = tempfile.TemporaryFile()  # a file, not a pipe nobody reads (it would block the follower)
     follower = subprocess.Popen([sys.executable, "-m", "fence", "logs", "noisy", "--follow"], env=node.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                                stdout=followed_to, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     try:
         with Watch(node) as watch:
             code, out, _ = _run_until(node, watch, ["fence", "run", "noisy", "--", "cat", "/dev/zero"], seconds=20)
@@ -142,7 +150,10 @@ def test_run_cat_dev_zero_with_a_log_follower_attached(node: Node, tmp_path: Pat
         assert follower.poll() is None, "the follower stopped"
     finally:
         follower.kill()
-        followed, _ = follower.communicate(timeout=60)
+        follower.wait(timeout=60)
+        followed_to.seek(0)
+        followed = followed_to.read()
+        followed_to.close()
     assert MARK in followed.decode(errors="replace")
     deadline = time.monotonic() + 60
     while node.containers("task") and time.monotonic() < deadline:
