@@ -90,9 +90,12 @@ def trust_test_folders(service: NodeService, home: NodeHome) -> NodeService:
     """Make this pytest session's temporary folder an admin root for sources and buildpacks: these
     tests stage folders, archives and buildpack paths they write there (``staging/local_roots``,
     ``staging/buildpack_roots``; by default a node takes neither)."""
+    import json
+
     base = str(home.host_root.parents[1])
-    service.config.set("fence", "staging/local_roots", base)
-    service.config.set("fence", "staging/buildpack_roots", base)
+    # The samples in examples/ are staged straight from the checkout too.
+    service.config.set("fence", "staging/local_roots", json.dumps([base, str(EXAMPLES)]), as_json=True)
+    service.config.set("fence", "staging/buildpack_roots", json.dumps([base]), as_json=True)
     return service
 
 
