@@ -62,3 +62,35 @@ def test_only_what_lies_under_the_session_folder_is_this_sessions(tmp_path) -> N
     assert not in_scope(Leftover("nginx", "4", "", "/var/lib/fence/router/"), tmp_path, ids)
     assert not in_scope(Leftover("container", "c2", "", "nother"), tmp_path, ids)
     assert not in_scope(Leftover("daemon", "5", "", ""), tmp_path, ids)
+
+
+def test_extra_engine_processes_registries_and_bridges_are_named() -> None:
+    from tests.leaks import _owner
+
+    assert _process_kind(["containerd", "--config", "/tmp/s/fct0n1/exec/containerd/containerd.toml"]) == "engine"
+    assert _process_kind(["/usr/bin/containerd-shim-runc-v2", "-namespace", "fct0n1", "-address",
+                          "/tmp/s/fct0n1/exec/containerd/containerd.sock"]) == "engine"
+    assert _process_kind(["/usr/bin/docker-registry", "serve", "/h/registry/config.yml"]) == "registry"
+    assert _owner(None, "registry", ["/usr/bin/docker-registry", "serve", "/h/registry/config.yml"]) \
+        == "/h/registry/config.yml"
+
+
+def test_a_bridge_marked_as_an_extra_engines_is_seen_and_removed(tmp_path) -> None:
+    import os
+
+    import pytest
+
+    from tests.leaks import ENGINE_BRIDGE_ALIAS, engine_bridges, in_scope
+
+    if os.geteuid() != 0:
+        pytest.skip("making a bridge needs root")
+    name = f"fctt{os.getpid() % 100000}"
+    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "link", "set", "dev", name, "alias", f"{ENGINE_BRIDGE_ALIAS} {tmp_path}"], check=True)
+        [item] = [item for item in engine_bridges() if item.ident == name]
+        assert item.kind == "bridge" and in_scope(item, tmp_path, set())
+        LeakWatch.stop(item)
+        assert not [item for item in engine_bridges() if item.ident == name]
+    finally:
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
