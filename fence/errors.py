@@ -435,6 +435,36 @@ class SourceNotKept(FenceError):
     exit_code = EXIT_CONFLICT
 
 
+# --- the cluster (Swarm) -----------------------------------------------------------------------
+
+class ClusterError(FenceError):
+    """A cluster operation that clashes with the engine's Swarm state."""
+
+    template = "{detail}"
+    exit_code = EXIT_CONFLICT
+
+
+class JoinRefused(FenceError):
+    """A node that lacks a protection every cluster node needs, refused before it joins."""
+
+    template = "refusing to join the cluster: {detail}"
+    exit_code = EXIT_SECURITY
+
+
+class NodeNotFound(FenceError):
+    """A cluster node name or id that the swarm does not know."""
+
+    template = "no cluster node {node!r} (see `kato node list`)"
+    exit_code = EXIT_NOT_FOUND
+
+
+class RegistryUnavailable(FenceError):
+    """The cluster's image registry does not answer, or refused a push or pull."""
+
+    template = "the cluster registry at {address} {detail}"
+    exit_code = EXIT_UNAVAILABLE
+
+
 def error_classes() -> dict[str, type[FenceError]]:
     """Every FenceError subclass by name, for re-raising errors that crossed the API."""
     found: dict[str, type[FenceError]] = {}

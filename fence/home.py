@@ -65,6 +65,11 @@ class NodeHome:
         return self.host_root / "router"
 
     @property
+    def host_registry(self) -> Path:
+        """The cluster registry's folder: its config, pid file, log and ``storage/`` (``Registry``)."""
+        return self.host_root / "registry"
+
+    @property
     def host_sources(self) -> Path:
         """Kept sources, one folder per app (``KeptSources``)."""
         return self.host_root / "sources"

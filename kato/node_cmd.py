@@ -1,4 +1,4 @@
-"""`kato node info`: the node's CPU, memory, disks and containers, via the daemon."""
+"""`kato node info` (the node's CPU, memory, disks and containers, via the daemon); list/drain/activate of cluster_cmd."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import click
 from fence.console import debug_option, render
 from fence.models import NodeInfo
 from fence.wire import to_wire
+from kato.cluster_cmd import NODE_COMMANDS
 from kato.status_cmd import api_client
 
 
@@ -26,6 +27,10 @@ def info_cmd(as_json: bool) -> None:
         click.echo(render(to_wire(info), "json"))
         return
     click.echo(node_text(info))
+
+
+for _command in NODE_COMMANDS:  # list, drain, activate
+    node.add_command(_command)
 
 
 def node_text(info: NodeInfo) -> str:

@@ -25,8 +25,11 @@ def status(as_json: bool) -> None:
     if as_json:
         click.echo(render(to_wire(info), "json"))
         return
-    click.echo(_text(info))
-    for message in info.warnings:
+    from kato.cluster_cmd import status_lines
+
+    cluster_lines, cluster_warnings = status_lines()
+    click.echo("\n".join([_text(info), *cluster_lines]))
+    for message in [*info.warnings, *cluster_warnings]:
         warn(message)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Mapping, Protocol
 
+from fence.cluster_models import ClusterNode, EngineChecks, JoinTokens, SwarmState
 from fence.models import (
     ContainerInfo,
     ContainerSpec,
@@ -379,4 +380,115 @@ class ContainerBackend(Protocol):
         Raises:
             EngineUnavailable: the engine does not answer.
             EngineError: a running container is attached to it.
+        """
+
+
+class ClusterBackend(Protocol):
+    """One engine's part in a Swarm cluster: membership, the swarm's nodes, checks, image pushes."""
+
+    def swarm_state(self) -> SwarmState:
+        """This engine's swarm state (``inactive`` when in no swarm).
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def swarm_init(self, *, listen_addr: str, advertise_addr: str) -> SwarmState:
+        """Make this engine the manager of a new swarm, or adopt the swarm it already manages.
+
+        Args:
+            listen_addr: ``host:port`` the swarm's control plane listens on.
+            advertise_addr: ``host:port`` other nodes reach it at.
+
+        Raises:
+            ClusterError: the engine is a worker of a swarm (or in a pending/error state).
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def join_tokens(self) -> JoinTokens:
+        """The swarm's join tokens.
+
+        Raises:
+            ClusterError: the engine is not a swarm manager.
+        """
+
+    def swarm_join(self, *, token: str, remote_addr: str, listen_addr: str, advertise_addr: str) -> SwarmState:
+        """Join this engine to a swarm.
+
+        Args:
+            token: a join token of the swarm.
+            remote_addr: a manager's ``host:port``.
+            listen_addr: ``host:port`` this engine's swarm listens on.
+            advertise_addr: ``host:port`` the others reach it at.
+
+        Raises:
+            ClusterError: the engine is already in a swarm, or the manager refused (bad token,
+                unreachable address).
+        """
+
+    def swarm_leave(self, *, force: bool) -> None:
+        """Leave the swarm (nothing to do when in none).
+
+        Args:
+            force: also when this is a manager whose leaving breaks the managers' quorum.
+
+        Raises:
+            ClusterError: the engine refused (a manager without ``force``).
+        """
+
+    def engine_checks(self, *, probe_image: str) -> EngineChecks:
+        """What the engine enforces for containers that do not ask: remapping, from ``docker
+        info``; daemon-wide no-new-privileges, from a probe container's ``/proc/self/status``
+        (Engine 20.10's SecurityOptions do not list it).
+
+        Args:
+            probe_image: an image on this engine with ``cat``, run as uid 1000.
+
+        Raises:
+            UsageError: the probe image is not on the engine.
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def list_nodes(self) -> list[ClusterNode]:
+        """The swarm's nodes, managers first, with the running tasks on each.
+
+        Raises:
+            ClusterError: this engine is not a swarm manager.
+        """
+
+    def set_availability(self, node: str, availability: str) -> ClusterNode:
+        """Set a node's availability: ``drain`` moves its tasks away, ``active`` takes tasks again.
+
+        Args:
+            node: its id, unique id prefix or host name.
+            availability: ``active``, ``pause`` or ``drain``.
+
+        Raises:
+            NodeNotFound: no such node.
+            UsageError: a bad availability, or a name several nodes match.
+            ClusterError: this engine is not a swarm manager.
+        """
+
+    def push_image(self, ref: str, *, registry: str, repository: str, tag: str) -> str:
+        """Push a local image to a registry and return the reference by digest.
+
+        Args:
+            ref: the local image.
+            registry: the registry's ``host:port``.
+            repository: the repository in it.
+            tag: the tag to push under (a digest, not the tag, is what callers use).
+
+        Returns:
+            ``registry/repository@sha256:…``.
+
+        Raises:
+            RegistryUnavailable: the registry does not answer or refused.
+        """
+
+    def pull_image(self, ref: str) -> str:
+        """Pull an image by digest and return its image id.
+
+        Raises:
+            UsageError: ``ref`` is not ``repository@sha256:…``.
+            RegistryUnavailable: the registry does not answer, or has no such image.
         """

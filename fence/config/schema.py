@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fence.config.types import (
+    AddressType,
     BoolType,
     EnumType,
     FloatType,
@@ -131,6 +132,17 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
             "seconds a cron job may run before its container is killed"),
     KeySpec("gc/interval", IntType(0, 7 * 86400, "of seconds"), 3600,
             "seconds between the daemon's garbage collections; 0 turns them off"),
+    # --- the cluster (kato cluster …): single-node fence is role none, the default ---
+    KeySpec("cluster/role", EnumType(("none", "controller", "worker")), "none",
+            "this node's part in a Swarm cluster; set by `kato cluster init|join|leave`"),
+    KeySpec("cluster/registry_address", AddressType(), "127.0.0.1:5000",
+            "where the controller's image registry listens and every node pulls droplet images from"),
+    KeySpec("cluster/listen_address", AddressType(), "0.0.0.0:2377",
+            "where this engine's Swarm control plane listens (kato cluster init|join)"),
+    KeySpec("cluster/advertise_address", AddressType(empty_ok=True), "",
+            "the address other nodes reach this engine's Swarm at; empty: the engine picks one"),
+    KeySpec("cluster/manager_address", AddressType(empty_ok=True), "",
+            "the controller's Swarm address this node joined (recorded by kato cluster init|join)"),
 )
 
 # Components whose keys are typed; any other component name is free-form, as in Stackato.

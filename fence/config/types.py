@@ -263,3 +263,31 @@ class FloatType:
 
     def allowed(self) -> str:
         return f"a number from {self.minimum:g} to {self.maximum:g}"
+
+
+@dataclass(frozen=True)
+class AddressType:
+    """``IP:PORT`` (IPv4, port 1-65535); an empty string too when ``empty_ok``."""
+
+    empty_ok: bool = False
+    name: str = "string"
+
+    def parse(self, raw: str) -> str:
+        return self.check(raw.strip())
+
+    def check(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise BadValue(value)
+        if value == "" and self.empty_ok:
+            return value
+        host, sep, port = value.rpartition(":")
+        try:
+            address = ipaddress.IPv4Address(host)
+        except ValueError:
+            raise BadValue(value) from None
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise BadValue(value)
+        return f"{address}:{int(port)}"
+
+    def allowed(self) -> str:
+        return "an IPv4 address and port such as 127.0.0.1:5000" + (" (or empty)" if self.empty_ok else "")
