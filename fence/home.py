@@ -70,6 +70,23 @@ class NodeHome:
         return self.host_root / "registry"
 
     @property
+    def host_registry_conf(self) -> Path:
+        return self.host_registry / "config.yml"
+
+    @property
+    def host_registry_pid(self) -> Path:
+        return self.host_registry / "registry.pid"
+
+    @property
+    def host_registry_log(self) -> Path:
+        return self.host_registry / "registry.log"
+
+    @property
+    def host_registry_storage(self) -> Path:
+        """The registry's blobs and manifests (the pushed droplet images)."""
+        return self.host_registry / "storage"
+
+    @property
     def host_sources(self) -> Path:
         """Kept sources, one folder per app (``KeptSources``)."""
         return self.host_root / "sources"

@@ -46,7 +46,7 @@ def init_cmd() -> None:
     advertise = store.fence("cluster/advertise_address") or listen
     state = _backend().swarm_init(listen_addr=listen, advertise_addr=advertise)
     address = store.fence("cluster/registry_address")
-    registry = Registry(host_dir=NodeHome.from_env().host_registry).ensure(address=address)
+    registry = Registry(home=NodeHome.from_env()).ensure(address=address)
     _set(store, "cluster/role", "controller")
     _set(store, "cluster/manager_address", advertise)
     click.echo(f"-----> Swarm {state.cluster_id[:12]} managed by this node ({state.node_id[:12]}), "
@@ -120,7 +120,7 @@ def leave_cmd(force: bool) -> None:
                                   "ends the cluster for every node")
     backend.swarm_leave(force=force)
     if store.fence("cluster/role") == "controller":
-        Registry(host_dir=NodeHome.from_env().host_registry).stop()
+        Registry(home=NodeHome.from_env()).stop()
     _set(store, "cluster/role", "none")
     _set(store, "cluster/manager_address", "")
     click.echo("-----> Left the cluster; this node is a single node again")

@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 
 from fence.errors import RegistryUnavailable, ToolMissing
+from fence.home import NodeHome
 
 log = logging.getLogger(__name__)
 
@@ -68,29 +69,18 @@ class Registry:
     """The registry fence runs on the controller: detached, so it outlives a daemon restart.
 
     Args:
-        host_dir: its folder (``NodeHome.host_registry``).
+        home: the node's FENCE_HOME (the registry's folder is ``home.host_registry``).
         binary: the registry program.
     """
 
-    def __init__(self, *, host_dir: Path, binary: str = _BINARY) -> None:
-        self._host_dir = host_dir
+    def __init__(self, *, home: NodeHome, binary: str = _BINARY) -> None:
+        self._home = home
+        self._host_dir = home.host_registry
         self._binary = binary
-
-    @property
-    def host_conf(self) -> Path:
-        return self._host_dir / "config.yml"
-
-    @property
-    def host_pid(self) -> Path:
-        return self._host_dir / "registry.pid"
-
-    @property
-    def host_log(self) -> Path:
-        return self._host_dir / "registry.log"
-
-    @property
-    def host_storage(self) -> Path:
-        return self._host_dir / "storage"
+        self.host_conf = home.host_registry_conf
+        self.host_pid = home.host_registry_pid
+        self.host_log = home.host_registry_log
+        self.host_storage = home.host_registry_storage
 
     def ensure(self, *, address: str) -> RegistryStatus:
         """Start the registry on ``address`` unless it runs there already (restarted on a new address).
