@@ -135,40 +135,46 @@ COMMANDS = [cluster]
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @debug_option
 def node_list_cmd(as_json: bool) -> None:
-    """The cluster's nodes: role, state, availability, running tasks, and this node's engine checks."""
+    """The cluster's nodes: role, state, availability, running tasks and engine checks.
+
+    The checks are read on every ready, active node by a probe task (a global job, removed
+    afterwards): remapping on, and NoNewPrivs 1 in a task that did not ask for it.
+    """
     from fence.wire import to_wire
 
     backend = _backend()
     nodes = backend.list_nodes()
     local = backend.swarm_state().node_id
-    checks = _local_checks(backend)
+    checks = node_checks(backend)
     if as_json:
         rows = []
         for n in nodes:
-            row = dict(to_wire(n))
-            row["checks"] = (dict(to_wire(checks)) | {"problems": list(checks.problems)}) \
-                if n.id == local and checks else None
-            rows.append(row)
+            found = checks.get(n.id)
+            rows.append(dict(to_wire(n)) | {"checks": None if found is None else
+                                            dict(to_wire(found)) | {"problems": list(found.problems)}})
         click.echo(render(rows, "json"))
         return
-    click.echo(f"{'ID':<13} {'HOST':<16} {'ROLE':<8} {'STATE':<12} {'AVAILABILITY':<12} {'TASKS':>5}  CHECKS")
+    click.echo(f"{'ID':<13} {'ROLE':<8} {'STATE':<12} {'AVAILABILITY':<12} {'TASKS':>5}  {'ENGINE':<16} CHECKS")
     for n in nodes:
         mark = "*" if n.id == local else " "
-        if n.id == local and checks:
-            check_text = "ok" if not checks.problems else "FAILED: " + "; ".join(checks.problems)
-        else:
-            check_text = "checked at join"
-        click.echo(f"{n.id[:12]}{mark} {n.hostname[:16]:<16} {n.role:<8} {n.state:<12} {n.availability:<12} "
-                   f"{n.tasks:>5}  {check_text}")
+        found = checks.get(n.id)
+        check_text = ("unknown (no probe ran: not ready or not active)" if found is None else
+                      "ok" if not found.problems else "FAILED: " + "; ".join(found.problems))
+        click.echo(f"{n.id[:12]}{mark} {n.role:<8} {n.state:<12} {n.availability:<12} {n.tasks:>5}  "
+                   f"{n.engine_version[:16]:<16} {check_text}")
 
 
-def _local_checks(backend):  # noqa: ANN001, ANN202
-    from fence.errors import FenceError
+def node_checks(backend) -> dict:  # noqa: ANN001
+    """Every ready, active node's engine checks, by node id (probe image: the stack, from the
+    registry by digest when it answers, so every node can pull it)."""
+    from fence.cluster.registry import answers
 
-    try:
-        return backend.engine_checks(probe_image=_config().fence("docker/image"))
-    except FenceError:
-        return None
+    store = _config()
+    image = store.fence("docker/image")
+    registry = store.fence("cluster/registry_address")
+    if answers(registry):
+        image = backend.push_image(image, registry=registry, repository="fence/probe", tag="latest")
+    return backend.probe_nodes(probe_image=image)
 
 
 def _availability(availability: str, verb: str):  # noqa: ANN202
@@ -202,15 +208,17 @@ def status_lines() -> tuple[list[str], list[str]]:
         warnings.append(f"the cluster registry at {registry} does not answer")
     lines.append(f"registry:      {registry} ({'answers' if not warnings else 'NOT ANSWERING'})")
     backend = _backend()
-    checks = _local_checks(backend)
-    if checks is not None and checks.problems:
-        warnings.extend(f"this node fails a cluster check: {p}" for p in checks.problems)
     if role != "controller":
+        checks = backend.engine_checks(probe_image=store.fence("docker/image"))
+        warnings.extend(f"this node fails a cluster check: {p}" for p in checks.problems)
         return lines, warnings
     try:
         nodes = backend.list_nodes()
+        checks_by_node = node_checks(backend)
     except FenceError as exc:
         return lines, [*warnings, f"the swarm cannot be listed: {exc.message}"]
+    warnings.extend(f"cluster node {node[:12]} fails a check: {p}"
+                    for node, found in checks_by_node.items() for p in found.problems)
     lines.append(f"nodes:         {len(nodes)} ({sum(n.state == 'ready' for n in nodes)} ready, "
                  f"{sum(n.availability == 'drain' for n in nodes)} drained)")
     warnings.extend(f"cluster node {n.id[:12]} ({n.hostname}) is {n.state}" for n in nodes if n.state != "ready")

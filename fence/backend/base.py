@@ -492,3 +492,20 @@ class ClusterBackend(Protocol):
             UsageError: ``ref`` is not ``repository@sha256:…``.
             RegistryUnavailable: the registry does not answer, or has no such image.
         """
+
+    def probe_nodes(self, *, probe_image: str, timeout: float = 60.0) -> dict[str, EngineChecks]:
+        """Each ready, active node's checks, read by a probe task on it (a global job that is
+        removed afterwards): remapping from ``/proc/self/uid_map``, no-new-privileges from
+        ``/proc/self/status`` of a task that did not ask for it.
+
+        Args:
+            probe_image: an image every node has or can pull (by digest from the registry).
+            timeout: seconds to wait for the probe tasks; nodes whose task did not report are
+                missing from the answer.
+
+        Returns:
+            Checks by node id.
+
+        Raises:
+            ClusterError: this engine is not a swarm manager.
+        """

@@ -28,6 +28,7 @@ class _Swarm:
     id: str
     tokens: JoinTokens
     nodes: dict[str, ClusterNode] = field(default_factory=dict)
+    members: dict[str, "FakeSwarm"] = field(default_factory=dict)
 
 
 class FakeSwarm:
@@ -80,6 +81,7 @@ class FakeSwarm:
         self.swarm.nodes[self.node_id] = ClusterNode(
             id=self.node_id, hostname=self.hostname, role=role, state="ready", availability="active",
             address=address, engine_version="20.10.24", leader=role == "manager")
+        self.swarm.members[self.node_id] = self
 
     def join_tokens(self) -> JoinTokens:
         """See ``ClusterBackend.join_tokens``."""
@@ -105,6 +107,7 @@ class FakeSwarm:
         if self.swarm_state().manager and not force:
             raise ClusterError(detail="leaving the swarm failed: a manager leaves only with force")
         del self.swarm.nodes[self.node_id]
+        del self.swarm.members[self.node_id]
         self.swarm, self.node_id = None, ""
 
     def engine_checks(self, *, probe_image: str) -> EngineChecks:
@@ -114,6 +117,15 @@ class FakeSwarm:
                                     "(the stack image, docker/image, is used)")
         return EngineChecks(version="20.10.24", userns_remap=self.userns_remap,
                             no_new_privileges=self.no_new_privileges)
+
+    def probe_nodes(self, *, probe_image: str, timeout: float = 60.0) -> dict[str, EngineChecks]:
+        """See ``ClusterBackend.probe_nodes``."""
+        swarm = self._managed()
+        return {node_id: EngineChecks(version="20.10.24", userns_remap=member.userns_remap,
+                                      no_new_privileges=member.no_new_privileges)
+                for node_id, member in swarm.members.items()
+                if swarm.nodes[node_id].state == "ready" and swarm.nodes[node_id].availability == "active"
+                and probe_image in member.images}
 
     def list_nodes(self) -> list[ClusterNode]:
         """See ``ClusterBackend.list_nodes``."""

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
+import uuid
 from collections import Counter
 from typing import Any
 
 import docker
 import docker.errors
+import docker.types
 
 from fence.backend.docker import _engine, _explain
 from fence.cluster_models import SWARM_INACTIVE, AVAILABILITIES, ClusterNode, EngineChecks, JoinTokens, SwarmState
@@ -149,6 +152,42 @@ class SwarmBackend:
             fields[name.strip()] = value.strip()
         return fields
 
+    def probe_nodes(self, *, probe_image: str, timeout: float = 60.0) -> dict[str, EngineChecks]:
+        """See ``ClusterBackend.probe_nodes``."""
+        self._need_manager()
+        api = self._api()
+        name = f"fence-probe-{uuid.uuid4().hex[:10]}"
+        spec = docker.types.ContainerSpec(image=probe_image, command=["cat", "/proc/self/status", "/proc/self/uid_map"],
+                                          user="1000", cap_drop=["ALL"], init=False)
+        resources = docker.types.Resources(mem_limit=_PROBE_MEMORY)
+        resources.setdefault("Limits", {})["Pids"] = 16  # the SDK's Resources lacks the 1.41 field
+        template = docker.types.TaskTemplate(
+            container_spec=spec, resources=resources,
+            restart_policy=docker.types.RestartPolicy(condition="none"),
+            log_driver=docker.types.DriverConfig("json-file", {"max-size": "64k"}))
+        with _engine("starting the node probe"):
+            created = api.create_service(template, name=name, labels={"fence.role": "probe"},
+                                         mode=docker.types.ServiceMode("global-job"))
+        service_id = created["ID"]
+        try:
+            expected = {n.id for n in self.list_nodes() if n.state == "ready" and n.availability == "active"}
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                with _engine("reading the node probe's tasks"):
+                    tasks = api.tasks(filters={"service": service_id})
+                done = {t.get("NodeID", "") for t in tasks
+                        if (t.get("Status") or {}).get("State") in ("complete", "failed", "rejected", "shutdown")}
+                if expected <= done:
+                    break
+                time.sleep(0.3)
+            with _engine("reading the node probe's output"):
+                raw = api.service_logs(service_id, stdout=True, stderr=False, details=True, is_tty=False)
+                text = raw.decode(errors="replace") if isinstance(raw, bytes) else b"".join(raw).decode(errors="replace")
+        finally:
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_service(service_id)
+        return _probe_results(text, version={n.id: n.engine_version for n in self.list_nodes()})
+
     # --- nodes ---------------------------------------------------------------------------------
 
     def list_nodes(self) -> list[ClusterNode]:
@@ -228,6 +267,26 @@ class SwarmBackend:
         except docker.errors.APIError as exc:
             raise RegistryUnavailable(address=repository.split("/", 1)[0],
                                       detail=f"refused the pull of {ref}: {_explain(exc)}") from exc
+
+
+def _probe_results(text: str, *, version: dict[str, str]) -> dict[str, EngineChecks]:
+    """Each node's checks from the probe's log lines (``details`` prefix ``…node.id=ID,… LINE``)."""
+    lines: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        details, _, message = line.partition(" ")
+        fields = dict(part.split("=", 1) for part in details.split(",") if "=" in part)
+        node = fields.get("com.docker.swarm.node.id")
+        if node:
+            lines.setdefault(node, []).append(message)
+    found = {}
+    for node, messages in lines.items():
+        status = {k.strip(): v.strip() for k, _, v in (m.partition(":") for m in messages) if _}
+        # uid_map's line: "0 100000 65536" remapped, "0 0 4294967295" not.
+        maps = [m.split() for m in messages if len(m.split()) == 3 and all(x.isdigit() for x in m.split())]
+        remapped = bool(maps) and not any(m[0] == "0" and m[1] == "0" for m in maps)
+        found[node] = EngineChecks(version=version.get(node, ""), userns_remap=remapped,
+                                   no_new_privileges=status.get("NoNewPrivs") == "1")
+    return found
 
 
 def _node(attrs: dict[str, Any], running: Counter[str]) -> ClusterNode:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -55,6 +56,8 @@ def cluster(engine_kit: EngineKit, tmp_path_factory: pytest.TempPathFactory) -> 
     try:
         init = controller.kato("cluster", "init")
         assert init.exit_code == 0, init.stderr
+        # Heartbeats every second (Swarm's default is 5 s): a node that stops is seen down sooner.
+        controller.engine.docker("swarm", "update", "--dispatcher-heartbeat", "1s")
         printed = controller.kato("cluster", "join-command")
         assert printed.exit_code == 0, printed.stderr
         join = printed.stdout.split()
@@ -77,11 +80,11 @@ def test_workers_join_and_node_list_shows_three_with_checks(cluster: Cluster) ->
     assert len(nodes) == 3
     assert {n["state"] for n in nodes} == {"ready"}
     assert sorted(n["role"] for n in nodes) == ["manager", "worker", "worker"]
-    [mine] = [n for n in nodes if n["checks"] is not None]
-    assert mine["role"] == "manager"
-    assert mine["checks"]["userns_remap"] and mine["checks"]["no_new_privileges"] and mine["checks"]["problems"] == []
+    for node in nodes:  # read on each node by a probe task
+        assert node["checks"]["userns_remap"] and node["checks"]["no_new_privileges"], node
+        assert node["checks"]["problems"] == []
     text = cluster.controller.kato("node", "list").stdout
-    assert len(text.strip().splitlines()) == 4 and " ok" in text
+    assert len(text.strip().splitlines()) == 4 and text.count(" ok") == 3
 
 
 def test_a_node_without_daemon_wide_no_new_privileges_is_refused_in_one_line(cluster: Cluster) -> None:
@@ -150,3 +153,32 @@ def test_status_shows_the_cluster(cluster: Cluster, monkeypatch: pytest.MonkeyPa
     assert lines[0].startswith("cluster:       controller")
     assert any(line.startswith("nodes:") for line in lines)
     assert warnings == []
+
+
+def test_a_node_joined_around_kato_fails_its_check_in_node_list_and_status(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kato.cluster_cmd import status_lines
+
+    bad = cluster.refused["no-nnp"].engine
+    token, address = cluster.join[2], cluster.join[3]
+    bad.docker("swarm", "join", "--listen-addr", bad.swarm_addr, "--advertise-addr", bad.swarm_addr,
+               "--token", token, address)
+    bad_id = bad.docker("info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
+    try:
+        nodes = {n["id"]: n for n in json.loads(cluster.controller.kato("node", "list", "--json").stdout)}
+        assert nodes[bad_id]["checks"]["no_new_privileges"] is False
+        assert "no-new-privileges" in nodes[bad_id]["checks"]["problems"][0]
+        assert "FAILED" in cluster.controller.kato("node", "list").stdout
+        monkeypatch.setenv("FENCE_HOME", str(cluster.controller.root))
+        monkeypatch.setenv("DOCKER_HOST", cluster.controller.engine.docker_host)
+        _, warnings = status_lines()
+        assert any(bad_id[:12] in w and "fails a check" in w for w in warnings), warnings
+        bad.docker("swarm", "leave", "--force")
+        deadline = time.monotonic() + 120  # the managers see it down when its heartbeats stop
+        while not any(bad_id[:12] in w and "is down" in w for w in warnings) and time.monotonic() < deadline:
+            time.sleep(1)
+            _, warnings = status_lines()
+        assert any(bad_id[:12] in w and "is down" in w for w in warnings), warnings
+    finally:
+        bad.docker("swarm", "leave", "--force", check=False)
+        cluster.controller.engine.docker("node", "rm", "--force", bad_id, check=False)
