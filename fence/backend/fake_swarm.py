@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import uuid
 from dataclasses import dataclass, field, replace
 
 from fence.cluster_models import AVAILABILITIES, SWARM_ACTIVE, SWARM_INACTIVE, ClusterNode, EngineChecks, JoinTokens, SwarmState
@@ -76,7 +77,7 @@ class FakeSwarm:
 
     def _add_self(self, role: str, address: str) -> None:
         assert self.swarm is not None
-        self.node_id = f"fakenode{next(_ids):04d}"
+        self.node_id = uuid.uuid4().hex[:25]  # like Swarm's ids: a prefix names one node
         self.address = address
         self.swarm.nodes[self.node_id] = ClusterNode(
             id=self.node_id, hostname=self.hostname, role=role, state="ready", availability="active",
