@@ -158,7 +158,7 @@ def node_list_cmd(as_json: bool) -> None:
     for n in nodes:
         mark = "*" if n.id == local else " "
         found = checks.get(n.id)
-        check_text = ("unknown (no probe ran: not ready or not active)" if found is None else
+        check_text = ("unknown (no probe task reported: node not ready, not active, or without the image)" if found is None else
                       "ok" if not found.problems else "FAILED: " + "; ".join(found.problems))
         click.echo(f"{n.id[:12]}{mark} {n.role:<8} {n.state:<12} {n.availability:<12} {n.tasks:>5}  "
                    f"{n.engine_version[:16]:<16} {check_text}")

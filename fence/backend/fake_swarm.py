@@ -126,7 +126,11 @@ class FakeSwarm:
                                       no_new_privileges=member.no_new_privileges)
                 for node_id, member in swarm.members.items()
                 if swarm.nodes[node_id].state == "ready" and swarm.nodes[node_id].availability == "active"
-                and probe_image in member.images}
+                and (probe_image in member.images or self._pullable(probe_image))}
+
+    def _pullable(self, ref: str) -> bool:
+        registry, _, rest = ref.partition("/")
+        return rest in self.world.registries.get(registry, {})
 
     def list_nodes(self) -> list[ClusterNode]:
         """See ``ClusterBackend.list_nodes``."""
