@@ -43,8 +43,8 @@ def init_cmd() -> None:
 
     store = _config()
     listen = store.fence("cluster/listen_address")
-    advertise = store.fence("cluster/advertise_address") or listen
-    state = _backend().swarm_init(listen_addr=listen, advertise_addr=advertise)
+    state = _backend().swarm_init(listen_addr=listen, advertise_addr=store.fence("cluster/advertise_address") or None)
+    advertise = store.fence("cluster/advertise_address") or next(iter(state.manager_addresses), listen)
     address = store.fence("cluster/registry_address")
     registry = Registry(home=NodeHome.from_env()).ensure(address=address)
     _set(store, "cluster/role", "controller")
@@ -95,9 +95,8 @@ def join_cmd(token: str, address: str) -> None:
     if not answers(registry):
         raise JoinRefused(detail=f"the cluster registry at {registry} does not answer from this node "
                                  "(set cluster/registry_address to the controller's registry)")
-    listen = store.fence("cluster/listen_address")
-    advertise = store.fence("cluster/advertise_address") or listen
-    state = backend.swarm_join(token=token, remote_addr=address, listen_addr=listen, advertise_addr=advertise)
+    state = backend.swarm_join(token=token, remote_addr=address, listen_addr=store.fence("cluster/listen_address"),
+                               advertise_addr=store.fence("cluster/advertise_address") or None)
     _set(store, "cluster/role", "worker")
     _set(store, "cluster/manager_address", address)
     click.echo(f"-----> Joined the cluster at {address} as node {state.node_id[:12]} "

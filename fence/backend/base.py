@@ -393,12 +393,13 @@ class ClusterBackend(Protocol):
             EngineUnavailable: the engine does not answer.
         """
 
-    def swarm_init(self, *, listen_addr: str, advertise_addr: str) -> SwarmState:
+    def swarm_init(self, *, listen_addr: str, advertise_addr: str | None) -> SwarmState:
         """Make this engine the manager of a new swarm, or adopt the swarm it already manages.
 
         Args:
             listen_addr: ``host:port`` the swarm's control plane listens on.
-            advertise_addr: ``host:port`` other nodes reach it at.
+            advertise_addr: ``host:port`` other nodes reach it at; ``None``: the engine picks
+                (from the listen address, or its ``--swarm-default-advertise-addr``).
 
         Raises:
             ClusterError: the engine is a worker of a swarm (or in a pending/error state).
@@ -412,14 +413,15 @@ class ClusterBackend(Protocol):
             ClusterError: the engine is not a swarm manager.
         """
 
-    def swarm_join(self, *, token: str, remote_addr: str, listen_addr: str, advertise_addr: str) -> SwarmState:
+    def swarm_join(self, *, token: str, remote_addr: str, listen_addr: str,
+                   advertise_addr: str | None) -> SwarmState:
         """Join this engine to a swarm.
 
         Args:
             token: a join token of the swarm.
             remote_addr: a manager's ``host:port``.
             listen_addr: ``host:port`` this engine's swarm listens on.
-            advertise_addr: ``host:port`` the others reach it at.
+            advertise_addr: ``host:port`` the others reach it at; ``None``: the engine picks.
 
         Raises:
             ClusterError: the engine is already in a swarm, or the manager refused (bad token,

@@ -63,12 +63,13 @@ class FakeSwarm:
         return SwarmState(state=SWARM_ACTIVE, node_id=self.node_id, manager=manager,
                           cluster_id=self.swarm.id if manager else "", manager_addresses=managers)
 
-    def swarm_init(self, *, listen_addr: str, advertise_addr: str) -> SwarmState:
+    def swarm_init(self, *, listen_addr: str, advertise_addr: str | None) -> SwarmState:
         """See ``ClusterBackend.swarm_init``."""
         if self.swarm is not None:
             if not self.swarm_state().manager:
                 raise ClusterError(detail="this engine is a worker of another swarm; `kato cluster leave` first")
             return self.swarm_state()
+        advertise_addr = advertise_addr or _picked(listen_addr)
         key = f"swarm{next(_ids)}"
         self.swarm = _Swarm(id=key, tokens=JoinTokens(worker=f"SWMTKN-1-{key}-w", manager=f"SWMTKN-1-{key}-m"))
         self.world.swarms[advertise_addr] = self.swarm
@@ -88,7 +89,8 @@ class FakeSwarm:
         """See ``ClusterBackend.join_tokens``."""
         return self._managed().tokens
 
-    def swarm_join(self, *, token: str, remote_addr: str, listen_addr: str, advertise_addr: str) -> SwarmState:
+    def swarm_join(self, *, token: str, remote_addr: str, listen_addr: str,
+                   advertise_addr: str | None) -> SwarmState:
         """See ``ClusterBackend.swarm_join``."""
         if self.swarm is not None:
             raise ClusterError(detail="this engine is already in a swarm (active); `kato cluster leave` first")
@@ -98,6 +100,7 @@ class FakeSwarm:
         if token not in (swarm.tokens.worker, swarm.tokens.manager):
             raise ClusterError(detail=f"joining the swarm at {remote_addr} failed: invalid join token")
         self.swarm = swarm
+        advertise_addr = advertise_addr or _picked(listen_addr)
         self._add_self("manager" if token == swarm.tokens.manager else "worker", advertise_addr)
         return self.swarm_state()
 
@@ -180,3 +183,8 @@ class FakeSwarm:
             raise RegistryUnavailable(address=registry, detail=f"refused the pull of {ref}: manifest unknown")
         self.images[ref] = stored[rest]
         return stored[rest]
+
+
+def _picked(listen_addr: str) -> str:
+    """What an engine advertises when not told: an interface's address and the listen port."""
+    return "192.0.2.1:" + listen_addr.rpartition(":")[2]

@@ -69,7 +69,7 @@ class SwarmBackend:
             manager_addresses=tuple(str(m.get("Addr", "")) for m in swarm.get("RemoteManagers") or ()),
         )
 
-    def swarm_init(self, *, listen_addr: str, advertise_addr: str) -> SwarmState:
+    def swarm_init(self, *, listen_addr: str, advertise_addr: str | None) -> SwarmState:
         """See ``ClusterBackend.swarm_init``."""
         state = self.swarm_state()
         if state.active:
@@ -89,7 +89,8 @@ class SwarmBackend:
             tokens = self._api().inspect_swarm().get("JoinTokens") or {}
         return JoinTokens(worker=str(tokens.get("Worker", "")), manager=str(tokens.get("Manager", "")))
 
-    def swarm_join(self, *, token: str, remote_addr: str, listen_addr: str, advertise_addr: str) -> SwarmState:
+    def swarm_join(self, *, token: str, remote_addr: str, listen_addr: str,
+                   advertise_addr: str | None) -> SwarmState:
         """See ``ClusterBackend.swarm_join``."""
         state = self.swarm_state()
         if state.state != SWARM_INACTIVE:

@@ -114,15 +114,18 @@ def test_a_node_that_cannot_reach_the_registry_is_refused(cluster: Cluster, tmp_
 
 
 def test_drain_and_activate_flip_a_nodes_availability(cluster: Cluster) -> None:
-    nodes = json.loads(cluster.controller.kato("node", "list", "--json").stdout)
-    worker = next(n for n in nodes if n["role"] == "worker")
-    drained = cluster.controller.kato("node", "drain", worker["id"][:12])
-    assert drained.exit_code == 0, drained.stderr
-    after = {n["id"]: n for n in json.loads(cluster.controller.kato("node", "list", "--json").stdout)}
-    assert after[worker["id"]]["availability"] == "drain"
-    assert cluster.controller.kato("node", "activate", worker["id"]).exit_code == 0
-    after = {n["id"]: n for n in json.loads(cluster.controller.kato("node", "list", "--json").stdout)}
-    assert after[worker["id"]]["availability"] == "active"
+    from fence.backend.swarm import SwarmBackend
+
+    manager = SwarmBackend(base_url=cluster.controller.engine.docker_host)
+    try:
+        worker = next(n for n in manager.list_nodes() if n.role == "worker")
+        drained = cluster.controller.kato("node", "drain", worker.id[:12])
+        assert drained.exit_code == 0, drained.stderr
+        assert {n.id: n for n in manager.list_nodes()}[worker.id].availability == "drain"
+        assert cluster.controller.kato("node", "activate", worker.id).exit_code == 0
+        assert {n.id: n for n in manager.list_nodes()}[worker.id].availability == "active"
+    finally:
+        manager.close()
     missing = cluster.controller.kato("node", "drain", "nosuchnode")
     assert missing.exit_code != 0 and "no cluster node 'nosuchnode'" in missing.stderr
 

@@ -89,7 +89,7 @@ def test_init_records_the_controller_and_join_command_prints_the_token(world, ho
     assert store.fence("cluster/role") == "controller"
     printed = kato("cluster", "join-command").output.split()
     assert printed[:3] == ["kato", "cluster", "join"] and printed[3] == world.engine.join_tokens().worker
-    assert printed[4] == "0.0.0.0:2377"
+    assert printed[4] == "192.0.2.1:2377"  # the engine picked it: no advertise address set
 
 
 @pytest.mark.parametrize(("engine", "fragment"), [
@@ -101,7 +101,7 @@ def test_join_refuses_an_engine_that_lacks_a_protection(world, home, engine, fra
     kato("cluster", "init")
     token = manager.join_tokens().worker
     world.engine = FakeSwarm(world=world, images={IMAGE: "x"}, **engine)
-    result = kato("cluster", "join", token, "0.0.0.0:2377")
+    result = kato("cluster", "join", token, "192.0.2.1:2377")
     assert result.exit_code == 6
     assert result.output.strip().startswith("error: refusing to join the cluster:") and fragment in result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -113,7 +113,7 @@ def test_join_refuses_when_the_registry_does_not_answer(world, home) -> None:  #
     token = world.engine.join_tokens().worker
     world.engine = FakeSwarm(world=world, images={IMAGE: "x"})
     ConfigStore(host_file=home.host_config).set("fence", "cluster/registry_address", "127.0.0.1:5001")
-    result = kato("cluster", "join", token, "0.0.0.0:2377")
+    result = kato("cluster", "join", token, "192.0.2.1:2377")
     assert result.exit_code == 6 and "registry at 127.0.0.1:5001 does not answer" in result.output
 
 
@@ -133,7 +133,7 @@ def test_a_joined_worker_is_listed_drained_and_activated(world, home) -> None:  
     kato("cluster", "init")
     token = manager.join_tokens().worker
     world.engine = FakeSwarm(world=world, images={IMAGE: "x"}, hostname="w1")
-    assert kato("cluster", "join", token, "0.0.0.0:2377").exit_code == 0
+    assert kato("cluster", "join", token, "192.0.2.1:2377").exit_code == 0
     world.engine = manager
     listed = kato("node", "list").output
     assert listed.count(" ok") == 2 and "worker" in listed
