@@ -7,7 +7,15 @@ import itertools
 import uuid
 from dataclasses import dataclass, field, replace
 
-from fence.cluster_models import AVAILABILITIES, SWARM_ACTIVE, SWARM_INACTIVE, ClusterNode, EngineChecks, JoinTokens, SwarmState
+from fence.cluster_models import (
+    AVAILABILITIES,
+    SWARM_ACTIVE,
+    SWARM_INACTIVE,
+    ClusterNode,
+    EngineChecks,
+    JoinTokens,
+    SwarmState,
+)
 from fence.errors import ClusterError, NodeNotFound, RegistryUnavailable, UsageError
 
 _ids = itertools.count(1)
@@ -17,7 +25,7 @@ _ids = itertools.count(1)
 class FakeSwarmWorld:
     """What the fake engines share: swarms by manager address, registries, the images in them."""
 
-    swarms: dict[str, "_Swarm"] = field(default_factory=dict)
+    swarms: dict[str, _Swarm] = field(default_factory=dict)
     registries: dict[str, dict[str, str]] = field(default_factory=dict)  # address → digest → image id
 
     def start_registry(self, address: str) -> None:
@@ -29,7 +37,7 @@ class _Swarm:
     id: str
     tokens: JoinTokens
     nodes: dict[str, ClusterNode] = field(default_factory=dict)
-    members: dict[str, "FakeSwarm"] = field(default_factory=dict)
+    members: dict[str, FakeSwarm] = field(default_factory=dict)
 
 
 class FakeSwarm:

@@ -14,8 +14,22 @@ import docker.errors
 import docker.types
 
 from fence.backend.docker import _engine, _explain
-from fence.cluster_models import SWARM_INACTIVE, AVAILABILITIES, ClusterNode, EngineChecks, JoinTokens, SwarmState
-from fence.errors import ClusterError, EngineError, EngineUnavailable, NodeNotFound, RegistryUnavailable, UsageError
+from fence.cluster_models import (
+    AVAILABILITIES,
+    SWARM_INACTIVE,
+    ClusterNode,
+    EngineChecks,
+    JoinTokens,
+    SwarmState,
+)
+from fence.errors import (
+    ClusterError,
+    EngineError,
+    EngineUnavailable,
+    NodeNotFound,
+    RegistryUnavailable,
+    UsageError,
+)
 
 # The probe: a container started WITHOUT asking for no-new-privileges, so what it reads is the
 # engine's daemon-wide default; otherwise as locked down as any fence container.
