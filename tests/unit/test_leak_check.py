@@ -94,3 +94,22 @@ def test_a_bridge_marked_as_an_extra_engines_is_seen_and_removed(tmp_path) -> No
         assert not [item for item in engine_bridges() if item.ident == name]
     finally:
         subprocess.run(["ip", "link", "del", name], capture_output=True)
+
+
+def test_an_extra_engines_folder_left_behind_is_seen_and_removed(tmp_path, monkeypatch) -> None:
+    import tests.leaks as leaks
+
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    folder = tmp_path / "session" / "fct9n1"
+    (folder / "data").mkdir(parents=True)
+    (roots / "fct9n1").symlink_to(folder)
+    monkeypatch.setattr(leaks, "ENGINE_ROOTS", roots)
+    [item] = leaks.engine_roots()
+    assert item.kind == "engine-root" and leaks.in_scope(item, tmp_path / "session", set())
+    assert not leaks.in_scope(item, tmp_path / "another-session", set())
+    import tests.cluster.engines as engines
+
+    monkeypatch.setattr(engines, "KIT_STATE", tmp_path)
+    LeakWatch.stop(item)
+    assert not folder.exists() and not (roots / "fct9n1").exists() and leaks.engine_roots() == set()
