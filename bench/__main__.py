@@ -184,7 +184,10 @@ def _rows(f: dict[str, Summary], extra: dict[str, object], scale: int, apps: int
         stats_cli, cpu = f["usage.stats_cli"], f["usage.daemon_cpu"]
         rows.append(absolute_row("`fence stats` (CLI process), 50 instances: p50 / p99",
                                  f"{stats_cli.percentile(50):.0f} / {stats_cli.percentile(99):.0f} ms",
-                                 stats_cli.percentile(99), 200, "ms (p99)"))
+                                 stats_cli.percentile(99), 200, "ms (p99)",
+                                 baseline=f"{f['usage.cli_floor'].percentile(50):.0f} / "
+                                          f"{f['usage.cli_floor'].percentile(99):.0f} ms",
+                                 baseline_name="`fence --version`, same interpreter"))
         rows.append(absolute_row("daemon CPU, 50 instances idle, /metrics scraped every 5 s", f"{cpu.median:.2f} %",
                                  cpu.median, 2, "% of one core"))
     for sample in staging.SAMPLES:

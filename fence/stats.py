@@ -23,14 +23,17 @@ MAX_AGE = 30.0
 # The sampler's tick: every running instance is read this often, so a request finds a baseline
 # (one tick of 50 instances reads about 300 small files: well under 1 % of a core).
 TICK = 5.0
+# The thread ends when nobody asked for this long (an idle daemon pays nothing for it); the next
+# request starts it again, sampling twice once.
+IDLE_AFTER = 60.0
 
 
 class UsageSampler:
     """Keeps the last few usage samples of every instance of the node, for CPU rates.
 
-    Its thread starts at the first request (a daemon that is never asked reads nothing) and
-    samples every ``tick`` seconds; a request for an instance with no recent baseline samples it
-    twice, ``MIN_GAP`` apart.
+    Its thread starts at a request (a daemon that is never asked reads nothing), samples every
+    ``tick`` seconds and ends after ``IDLE_AFTER`` seconds without one; a request for an instance
+    with no recent baseline samples it twice, ``MIN_GAP`` apart.
 
     Args:
         backend: the engine.
@@ -49,9 +52,11 @@ class UsageSampler:
         self._history: dict[str, collections.deque[UsageSample]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._asked = time.monotonic()
 
     def rates(self, container_ids: Iterable[str]) -> dict[str, tuple[UsageSample, float]]:
         """Each running container's sample now and its CPU % (of one core) since a recent baseline."""
+        self._asked = time.monotonic()
         self._ensure_thread()
         ids = list(container_ids)
         fresh = self._backend.usage(ids)
@@ -94,6 +99,10 @@ class UsageSampler:
 
     def _loop(self) -> None:
         while not self._stop.wait(self._tick):
+            with self._lock:
+                if time.monotonic() - self._asked > IDLE_AFTER:
+                    self._thread = None  # the next request starts another
+                    return
             try:
                 self.tick()
             except FenceError as exc:  # the engine is away: the next tick tries again

@@ -275,3 +275,18 @@ def test_good_metrics_listen_is_kept(tmp_path: Path, value: str) -> None:
     store = ConfigStore(host_file=tmp_path / "config.yml")
     store.set("fence", "metrics/listen", value)
     assert store.fence("metrics/listen") == value
+
+
+def test_the_sampler_thread_ends_when_nobody_asks(backend: FakeBackend, shop: dict,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("fence.stats.IDLE_AFTER", 0.0)
+    sampler = UsageSampler(backend=backend, node_id=NODE, tick=0.01, sleep=lambda s: None)
+    sampler.rates([shop["web.0"].id])
+    thread = sampler._thread
+    assert thread is not None
+    thread.join(timeout=30)
+    assert not thread.is_alive() and sampler._thread is None
+    sampler.rates([shop["web.0"].id])  # asked again: a new thread
+    assert sampler._thread is not None and sampler._thread is not thread
+    sampler.close()
+    assert not sampler._thread or not sampler._thread.is_alive()
