@@ -189,7 +189,9 @@ def _rows(f: dict[str, Summary], extra: dict[str, object], scale: int, apps: int
                                           f"{f['usage.cli_floor'].percentile(99):.0f} ms",
                                  baseline_name="`fence --version`, same interpreter"))
         rows.append(absolute_row("daemon CPU, 50 instances idle, /metrics scraped every 5 s", f"{cpu.median:.2f} %",
-                                 cpu.median, 2, "% of one core"))
+                                 cpu.median, 2, "% of one core",
+                                 baseline=f"{f['usage.daemon_cpu_quiet'].median:.2f} %",
+                                 baseline_name="same daemon, not scraped"))
     for sample in staging.SAMPLES:
         info = extra.get(f"droplet.{sample}")
         if isinstance(info, dict):

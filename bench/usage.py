@@ -29,17 +29,11 @@ def measure(node: BenchNode, *, count: int, reps: int, idle_seconds: float, say:
     # yet, so its sampler sleeps, as on a node that is only monitored).
     daemon = psutil.Process(node.proc.pid)
     time.sleep(3)  # the push's last work is done
-    before, began = daemon.cpu_times(), time.monotonic()
-    scrapes = 0
-    while time.monotonic() - began < idle_seconds:
-        node.client.metrics_text()
-        scrapes += 1
-        time.sleep(min(SCRAPE_EVERY, max(0.0, idle_seconds - (time.monotonic() - began))))
-    after, elapsed = daemon.cpu_times(), time.monotonic() - began
-    used = (after.user - before.user) + (after.system - before.system)
-    figures = {"usage.daemon_cpu": summary([100 * used / elapsed], "%")}
-    say(f"  daemon CPU with {count} instances idle, {scrapes} scrapes in {elapsed:.0f} s: "
-        f"{100 * used / elapsed:.2f} % of one core")
+    quiet = _daemon_cpu(daemon, idle_seconds, scrape=None)
+    scraped = _daemon_cpu(daemon, idle_seconds, scrape=node.client.metrics_text)
+    figures = {"usage.daemon_cpu": summary([scraped], "%"), "usage.daemon_cpu_quiet": summary([quiet], "%")}
+    say(f"  daemon CPU with {count} instances idle: {scraped:.2f} % of one core with /metrics scraped every "
+        f"{SCRAPE_EVERY:.0f} s, {quiet:.2f} % unscraped")
     runs: list[float] = []
     floor: list[float] = []
     for rep in range(reps + 1):
@@ -60,3 +54,14 @@ def measure(node: BenchNode, *, count: int, reps: int, idle_seconds: float, say:
         f"{figures['usage.cli_floor'].percentile(50):.0f} ms)")
     node.client.scale(APP, 0, on_line=lambda _: None)
     return figures
+
+
+def _daemon_cpu(daemon: psutil.Process, seconds: float, *, scrape: Callable[[], object] | None) -> float:
+    """The daemon's CPU time over ``seconds``, in % of one core (``scrape`` called every 5 s)."""
+    before, began = daemon.cpu_times(), time.monotonic()
+    while time.monotonic() - began < seconds:
+        if scrape is not None:
+            scrape()
+        time.sleep(min(SCRAPE_EVERY, max(0.0, seconds - (time.monotonic() - began))))
+    after, elapsed = daemon.cpu_times(), time.monotonic() - began
+    return 100 * ((after.user - before.user) + (after.system - before.system)) / elapsed
