@@ -46,7 +46,9 @@ def test_stdout_and_stderr_are_told_apart_in_time_order(kind: str, backend: Cont
                                                          make_spec: SpecMaker) -> None:
     if kind == "fake":
         pytest.skip("fake processes write no stderr to the container log")
-    script = "for i in 1 2 3; do echo out$i; echo err$i >&2; sleep 0.05; done"
+    # The engine stamps each stream's line as it reads it, so lines of the two streams written
+    # within a moment may swap on a loaded machine: these are 0.3 s apart.
+    script = "for i in 1 2 3; do echo out$i; sleep 0.3; echo err$i >&2; sleep 0.3; done"
     container = backend.create(make_spec(command=("sh", "-c", script)))
     container.start()
     _exited(container)
