@@ -104,18 +104,17 @@ class CgroupReader:
         assert self._mounts is not None
         host_cpu = self._mounts.host_cpu / relative
         host_memory = self._mounts.host_memory / relative
-        stat = _key_values(host_memory / "memory.stat")
         if self._mounts.version == 1:
             cpu = int((host_cpu / "cpuacct.usage").read_text()) / 1e9
             used = int((host_memory / "memory.usage_in_bytes").read_text())
             limit = int((host_memory / "memory.limit_in_bytes").read_text())
-            inactive = stat.get("total_inactive_file", 0)
+            inactive = _stat_value(host_memory / "memory.stat", "total_inactive_file")
         else:
-            cpu = _key_values(host_cpu / "cpu.stat").get("usage_usec", 0) / 1e6
+            cpu = _stat_value(host_cpu / "cpu.stat", "usage_usec") / 1e6
             used = int((host_memory / "memory.current").read_text())
             raw = (host_memory / "memory.max").read_text().strip()
             limit = _NO_LIMIT if raw == "max" else int(raw)
-            inactive = stat.get("inactive_file", 0)
+            inactive = _stat_value(host_memory / "memory.stat", "inactive_file")
         # As `docker stats` counts it: page cache the kernel may drop is not the app's memory.
         memory = used - inactive if inactive < used else used
         rx, tx = self._net(host_memory / "cgroup.procs")
@@ -148,13 +147,14 @@ def net_counters(host_net_dev: Path) -> tuple[int, int]:
     return rx, tx
 
 
-def _key_values(host_file: Path) -> dict[str, int]:
-    values = {}
+def _stat_value(host_file: Path, key: str) -> int:
+    """The value of one ``KEY VALUE`` line of a cgroup stat file (0 if it has none)."""
+    prefix = f"{key} "
     for line in host_file.read_text().splitlines():
-        key, _, value = line.partition(" ")
-        if value.strip().isdigit():
-            values[key] = int(value)
-    return values
+        if line.startswith(prefix):
+            value = line[len(prefix):].strip()
+            return int(value) if value.isdigit() else 0
+    return 0
 
 
 def default_reader() -> CgroupReader:
