@@ -80,12 +80,12 @@ def parse_since(text: str, *, now: float | None = None) -> float:
     if found:
         return (time.time() if now is None else now) - int(found.group(1)) * _UNIT[found.group(2)]
     try:
-        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        when = dt.datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(f"--since {text[:40]!r}: give a duration (30s, 10m, 2h, 1d) or a time "
                          "(2026-12-02T00:50:00Z)") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return when.timestamp()
 
 
@@ -140,4 +140,4 @@ def _int(text: str | None) -> int:
 
 
 def _stamp(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -6,7 +6,8 @@ import functools
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -60,7 +61,7 @@ class NodeMetrics:
         for source in sources:
             try:
                 figures.update({str(k): int(v) for k, v in source().items()})
-            except Exception as exc:  # a drain's bug must not take /metrics down
+            except Exception as exc:  # noqa: BLE001 - a drain's bug must not take /metrics down
                 log.warning("a drain's drop counts could not be read", extra={"error": str(exc)})
         return figures
 

@@ -6,7 +6,7 @@ import collections
 import logging
 import threading
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from fence import labels
 from fence.backend.base import ContainerBackend, UsageSample

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from fence.backend.base import LogRecord
 from fence.lines import bounded_lines
@@ -54,7 +55,7 @@ def parse_engine_time(stamp: str) -> float | None:
         return None
     whole, _, fraction = stamp[:-1].partition(".")
     try:
-        base = dt.datetime.fromisoformat(whole).replace(tzinfo=dt.timezone.utc)
+        base = dt.datetime.fromisoformat(whole).replace(tzinfo=dt.UTC)
         return base.timestamp() + (float(f"0.{fraction}") if fraction.isdigit() else 0.0)
     except ValueError:
         return None
