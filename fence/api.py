@@ -435,4 +435,5 @@ def create_app(service: NodeService, app_ops: AppOps) -> FastAPI:
         """CPU, memory, disks and containers of the node."""
         return service.node_info()
 
+    __import__("fence.api_usage").api_usage.install(app, service)  # issue 18: logs filters, stats, /metrics
     return app

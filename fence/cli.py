@@ -78,6 +78,8 @@ def droplets(app: str | None, as_json: bool) -> None:
 
 for _command in COMMANDS:
     fence.add_command(_command)
+for _command in __import__("fence.cli_usage").cli_usage.COMMANDS:  # issue 18: fence stats
+    fence.add_command(_command)
 
 
 def main() -> None:

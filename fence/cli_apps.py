@@ -221,10 +221,29 @@ def env(name: str, changes: tuple[str, ...]) -> None:
 @click.option("--release", "release", is_flag=True,
               help="The output of the last release command (the release phase) instead, prefixed [release].")
 @click.option("--cron", "cron_jobs", is_flag=True, help="The output of its cron jobs instead (prefixed [cron]).")
+@click.option("--since", help="Only lines written since: a duration back (30s, 10m, 2h, 1d) or a time "
+                              "(2026-12-02T00:50:00Z).")
+@click.option("--tail", type=click.IntRange(0, 100_000), help="Only the last N lines of all the instances' merged "
+                                                             "log [default: each instance's last 100].")
+@click.option("--type", "process", help="Only instances of this process type (web, worker …).")
+@click.option("--instance", type=click.IntRange(0, 10_000), help="Only instances with this index.")
+@click.option("--timestamps", "-t", is_flag=True, help="Start each line with its time (UTC).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object a line: time, app, type, instance, release, stream, line.")
 @debug_option
-def logs(name: str, follow: bool, staging: bool, release: bool, cron_jobs: bool) -> None:
+def logs(name: str, follow: bool, staging: bool, release: bool, cron_jobs: bool, since: str | None,
+         tail: int | None, process: str | None, instance: int | None, timestamps: bool, as_json: bool) -> None:
     """Print the app's instance logs (prefixed [TYPE.INDEX]: [web.0], [worker.0]), its last staging log, its last release-phase
     output or its cron jobs' output."""
+    filtered = since is not None or tail is not None or process is not None or instance is not None \
+        or timestamps or as_json
+    if filtered:
+        if follow or staging or release or cron_jobs:
+            raise click.UsageError("--since, --tail, --type, --instance, --timestamps and --json filter the "
+                                   "instance logs; they go with none of --follow, --staging, --release, --cron")
+        _filtered_logs(name, since=since, tail=tail, process=process, instance=instance, timestamps=timestamps,
+                       as_json=as_json)
+        return
     if release and cron_jobs:
         raise click.UsageError("--release and --cron show different logs; give one of them")
     if cron_jobs:
@@ -236,6 +255,26 @@ def logs(name: str, follow: bool, staging: bool, release: bool, cron_jobs: bool)
         raise click.UsageError("--release shows the last release command's output; it goes with neither "
                                "--staging nor --follow")
     client().logs(_name(name), follow=follow, staging=staging, on_line=_echo, release=release)
+
+
+def _filtered_logs(name: str, *, since: str | None, tail: int | None, process: str | None, instance: int | None,
+                   timestamps: bool, as_json: bool) -> None:
+    import json
+
+    from fence.app_logs import LogQuery, check_query, parse_since
+
+    try:
+        query = check_query(LogQuery(since=parse_since(since) if since is not None else None, tail=tail,
+                                     process=process, instance=instance))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    for entry in client().log_entries(_name(name), since=query.since, tail=query.tail, process=query.process,
+                                      instance=query.instance):
+        if as_json:
+            click.echo(json.dumps(entry, ensure_ascii=False))
+        else:
+            prefix = f"{entry['time']} " if timestamps else ""
+            click.echo(f"{prefix}[{entry['type']}.{entry['instance']}] {entry['line']}")
 
 
 # --- cron (issue 14) -------------------------------------------------------------------------

@@ -374,6 +374,41 @@ class FenceClient:
                 return
         conn.close()
 
+    # --- logs filters, stats, top, metrics (issue 18) -------------------------------------------
+
+    def log_entries(self, name: str, *, since: float | None = None, tail: int | None = None,
+                    process: str | None = None, instance: int | None = None) -> list[dict[str, Any]]:
+        """The app's instance log lines as records (time, app, type, instance, release, stream, line),
+        oldest first, filtered as ``fence logs`` asks."""
+        params = [(key, str(value)) for key, value in (("since", since), ("tail", tail), ("type", process),
+                                                        ("instance", instance)) if value is not None]
+        return list(self._get(_app_path(name, "log-entries"), params=params))
+
+    def stats(self, name: str) -> list[Any]:
+        """Per-instance usage of an app (``fence.usage_models.InstanceStats``)."""
+        from fence.usage_models import InstanceStats
+
+        return [model_from_wire(InstanceStats, v) for v in self._get(_app_path(name, "stats"))]
+
+    def node_top(self) -> list[Any]:
+        """Every app's usage on the node, the busiest CPU first (``fence.usage_models.AppUsage``)."""
+        from fence.usage_models import AppUsage
+
+        return [model_from_wire(AppUsage, v) for v in self._get("/v1/node/top")]
+
+    def metrics_text(self) -> str:
+        """The daemon's /metrics page (Prometheus text format)."""
+        conn = self._take()
+        try:
+            response = _send(conn, "GET", "/metrics", params=None, content=None, timeout=self._timeout,
+                             read_timeout=self._timeout)
+            body = response.read()
+        finally:
+            conn.close()
+        if response.status >= 400:
+            _payload(response.status, body)
+        return body.decode()
+
 
 def _send(conn: _UnixConnection, method: str, path: str, *, params: list[tuple[str, str]] | None,
           content: bytes | BinaryIO | None, timeout: float, read_timeout: float | None) -> http.client.HTTPResponse:

@@ -1,4 +1,4 @@
-"""`kato node info` (the node's CPU, memory, disks and containers, via the daemon); list/drain/activate of cluster_cmd."""
+"""`kato node info` and `kato node top` (the node's resources and which apps use them, via the daemon); list/drain/activate of cluster_cmd."""
 
 from __future__ import annotations
 
@@ -54,4 +54,34 @@ def node_text(info: NodeInfo) -> str:
     every = ", ".join(f"{n} {state}" for state, n in info.engine_containers.items()) or "none"
     lines.append(f"containers:  this node: {mine}")
     lines.append(f"             engine (all nodes and others): {every}")
+    return "\n".join(lines)
+
+
+@node.command("top")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=10, show_default=True,
+              help="Apps listed in each table.")
+@debug_option
+def top_cmd(as_json: bool, limit: int) -> None:
+    """Show the apps using the most CPU and the most memory (summed over their running instances)."""
+    usage = api_client().node_top()
+    if as_json:
+        click.echo(render(to_wire(usage), "json"))
+        return
+    click.echo(top_text(usage, limit=limit))
+
+
+def top_text(usage: list, *, limit: int) -> str:  # list[AppUsage]
+    """Two tables: apps by CPU, then apps by memory."""
+    from fence.cli_usage import size_text
+
+    if not usage:
+        return "no running instances"
+    lines = ["by CPU:", f"  {'APP':<24}{'CPU':>9}{'INSTANCES':>11}"]
+    for u in sorted(usage, key=lambda u: (-u.cpu_percent, u.app))[:limit]:
+        lines.append(f"  {u.app:<24}{u.cpu_percent:>8.1f}%{u.instances:>11}")
+    lines += ["by memory:", f"  {'APP':<24}{'MEMORY':>11}{'LIMIT':>11}{'INSTANCES':>11}"]
+    for u in sorted(usage, key=lambda u: (-u.memory_bytes, u.app))[:limit]:
+        lines.append(f"  {u.app:<24}{size_text(u.memory_bytes):>11}{size_text(u.memory_limit_bytes):>11}"
+                     f"{u.instances:>11}")
     return "\n".join(lines)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Mapping, Protocol
 
@@ -26,6 +27,43 @@ OutputCallback = Callable[[str], None]
 ProgressCallback = Callable[[int, int], None]
 # How many of the last output lines a ProcessResult keeps.
 TAIL_LINES = 50
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One line of a container's log as the engine keeps it.
+
+    Attributes:
+        time: when it was written (seconds since the epoch, the engine's timestamp).
+        stream: ``stdout`` or ``stderr``.
+        line: the line, without its newline.
+    """
+
+    time: float
+    stream: str
+    line: str
+
+
+@dataclass(frozen=True)
+class UsageSample:
+    """A container's usage counters at one moment (cumulative counters, not rates).
+
+    Attributes:
+        cpu_seconds: CPU time its processes used since it started.
+        memory_bytes: memory in use, as ``docker stats`` counts it (page cache that may be
+            dropped, the inactive file pages, left out).
+        memory_limit_bytes: its memory limit (0 when it has none).
+        net_rx_bytes: bytes received on its interfaces (loopback left out).
+        net_tx_bytes: bytes sent on them.
+        at: ``time.monotonic()`` when it was read.
+    """
+
+    cpu_seconds: float
+    memory_bytes: int
+    memory_limit_bytes: int
+    net_rx_bytes: int
+    net_tx_bytes: int
+    at: float
 
 
 class LogLines:
@@ -187,6 +225,18 @@ class Container(Protocol):
             EngineUnavailable: the engine does not answer.
         """
 
+    def log_records(self, *, since: float | None = None, tail: int | None = None) -> list[LogRecord]:
+        """The main process's logged lines so far with their time and stream, oldest first.
+
+        Args:
+            since: only lines written at or after this time (seconds since the epoch).
+            tail: only the last ``tail`` lines (of those since ``since``).
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+        """
+
     def stop(self, grace: float = 10.0) -> None:
         """Send TERM to the main process, then KILL after ``grace`` seconds. A stopped container
         is left as it is.
@@ -280,6 +330,16 @@ class ContainerBackend(Protocol):
 
         Raises:
             EngineUnavailable: the engine does not answer.
+        """
+
+    def usage(self, container_ids: Iterable[str]) -> dict[str, UsageSample]:
+        """Usage counters of running containers, read cheaply (no engine stats stream).
+
+        Args:
+            container_ids: full container ids.
+
+        Returns:
+            A sample for each id that runs; ids that do not run (or are unknown) are left out.
         """
 
     def image_info(self, ref: str) -> ImageInfo | None:

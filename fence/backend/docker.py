@@ -16,7 +16,9 @@ import docker.utils
 import requests.exceptions
 
 from fence.backend import docker_answers as answers
-from fence.backend.base import LogLines, OutputCallback, ProgressCallback
+from fence.backend.base import LogLines, LogRecord, OutputCallback, ProgressCallback, UsageSample
+from fence.backend.cgroups import CgroupReader, default_reader
+from fence.backend.docker_logs import log_records
 from fence.backend.docker_process import ExecCalls, follow_exec
 from fence.backend.firewall import bridge_interface
 from fence.backend.policy import refuse_unsafe_network, refuse_unsafe_process, refuse_unsafe_spec
@@ -54,6 +56,7 @@ class DockerBackend:
         self._lock = threading.Lock()
         self._client: docker.DockerClient | None = None
         self._streams: docker.DockerClient | None = None
+        self._cgroups: CgroupReader | None = None
 
     # --- clients -------------------------------------------------------------------------------
 
@@ -233,6 +236,13 @@ class DockerBackend:
         """See ``ContainerBackend.list``."""
         return [DockerContainer(backend=self, container_id=c["Id"]) for c in self._summaries(labels)]
 
+
+    def usage(self, container_ids: Iterable[str]) -> dict[str, UsageSample]:
+        """See ``ContainerBackend.usage`` (the kernel's cgroup and /proc counters; no engine call)."""
+        if self._cgroups is None:
+            self._cgroups = default_reader()
+        found = {cid: self._cgroups.sample(cid) for cid in container_ids}
+        return {cid: sample for cid, sample in found.items() if sample is not None}
 
     def list_info(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         """See ``ContainerBackend.list_info`` (one ``/containers/json`` call)."""
@@ -417,6 +427,12 @@ class DockerContainer:
         with _engine("reading container logs", container=self._id):
             chunks = api.logs(self._id, stream=True, follow=follow, tail="all" if tail is None else tail)
         return LogLines(_log_lines(chunks, self._id), close=getattr(chunks, "close", lambda: None))
+
+    def log_records(self, *, since: float | None = None, tail: int | None = None) -> list[LogRecord]:
+        """See ``Container.log_records``."""
+        with _engine("reading container logs", container=self._id):
+            return log_records(self._backend._api(), self._id, since=since, tail=tail,
+                               chunks_of=lambda chunks: _translated(chunks, "reading container logs", self._id))
 
     def stop(self, grace: float = 10.0) -> None:
         """See ``Container.stop``."""

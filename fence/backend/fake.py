@@ -11,13 +11,14 @@ import posixpath
 import shlex
 import tarfile
 import threading
+import time
 import uuid
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Mapping
 
-from fence.backend.base import TAIL_LINES, LogLines, OutputCallback, ProgressCallback
+from fence.backend.base import TAIL_LINES, LogLines, LogRecord, OutputCallback, ProgressCallback, UsageSample
 from fence.backend.fake_programs import (BUILTIN_PROGRAMS, FakeFile, FakeProcess, Program,
                                          SleptPastDeadline, StillRunning)
 from fence.backend.fake_networks import FakeNetworks
@@ -213,6 +214,14 @@ class FakeBackend:
             raise ContainerNotFound(container=container_id[:12] or "''")
         return found[0]
 
+    def usage(self, container_ids: Iterable[str]) -> dict[str, UsageSample]:
+        """See ``ContainerBackend.usage``: a running container's ``counters`` (tests set them;
+        all zero but the memory limit until then)."""
+        with self._lock:
+            found = [self._containers.get(cid) for cid in container_ids]
+        return {c.id: dataclasses.replace(c.counters, at=time.monotonic()) for c in found
+                if c is not None and c._state == "running"}
+
     def list_info(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         """See ``ContainerBackend.list_info``."""
         return [container.info() for container in self.list(labels)]
@@ -276,6 +285,10 @@ class FakeContainer:
             PurePosixPath(d): FakeFile(kind="dir", mode=0o1777 if d == "/tmp" else 0o755) for d in _BASE_DIRS}
         _make_dirs(self.files, spec.workdir)  # the engine creates a missing workdir too
         self.log_lines: list[str] = []
+        # Tests may add lines with their own time and stream; log_lines count as stdout at start.
+        self.log_records_extra: list[LogRecord] = []
+        self.counters = UsageSample(cpu_seconds=0.0, memory_bytes=0, memory_limit_bytes=spec.limits.memory_bytes,
+                                    net_rx_bytes=0, net_tx_bytes=0, at=0.0)
         self._oom = False
         self.killed = False
         self._state, self._exit_code = "created", None
@@ -429,6 +442,17 @@ class FakeContainer:
         self._check_exists()
         lines = list(self.log_lines)
         return LogLines(iter(lines if tail is None else lines[-tail:] if tail else []))
+
+    def log_records(self, *, since: float | None = None, tail: int | None = None) -> list[LogRecord]:
+        """See ``Container.log_records``; ``log_lines`` carry its start time, stream ``stdout``."""
+        self._check_exists()
+        started = datetime.fromisoformat(self._started_at).timestamp() if self._started_at else 0.0
+        records = sorted([LogRecord(time=started, stream="stdout", line=line) for line in self.log_lines]
+                         + self.log_records_extra, key=lambda r: r.time)
+        records = [r for r in records if since is None or r.time >= since]
+        if tail is not None:
+            return records[max(0, len(records) - tail):] if tail > 0 else []
+        return records
 
     def stop(self, grace: float = 10.0) -> None:
         """See ``Container.stop``; fake processes always honour TERM (exit status 143)."""
