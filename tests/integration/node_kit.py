@@ -14,11 +14,33 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 from fence import labels
 from fence.home import NodeHome
 from tests.conftest import CliResult, run_cli
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 60, interval: float = 0.2) -> T:
+    """Call ``predicate`` every ``interval`` seconds until it returns something true.
+
+    Returns:
+        What it returned then.
+
+    Raises:
+        AssertionError: it returned nothing true within ``timeout`` seconds (generous bounds:
+            the machine is loaded).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {timeout:g} s (last: {value!r:.200})")
+        time.sleep(interval)
 
 
 def free_port() -> int:
