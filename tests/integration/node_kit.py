@@ -71,22 +71,38 @@ class Node:
         return run_cli(args[0], *args[1:], timeout=timeout, env=self.env, stdin=stdin)
 
     def start(self) -> None:
+        """Start the daemon (the first time with this node's router port and buildpack root set)
+        and return once it answers on its socket."""
         self.root.mkdir(parents=True, exist_ok=True)
         if not (self.root / "config.yml").exists():
-            assert self.cli("kato", "config", "set", "fence", "router/port", str(self.router_port)).exit_code == 0
+            # Written in-process (each CLI call costs an interpreter start, seconds on a loaded
+            # machine); `kato config set` has tests of its own.
+            from fence.wiring import config_store
+            config = config_store(self.home)
+            config.set("fence", "router/port", str(self.router_port))
             # Tests name buildpack folders they wrote in this pytest session's temporary folder.
-            assert self.cli("kato", "config", "set", "fence", "staging/buildpack_roots",
-                            str(self.root.parents[1])).exit_code == 0
+            config.set("fence", "staging/buildpack_roots", json.dumps([str(self.root.parents[1])]), as_json=True)
         log = open(self.root / "daemon.log", "ab")  # noqa: SIM115 - lives as long as the daemon
         self.proc = subprocess.Popen([sys.executable, "-m", "fence", "serve"], stdout=log, stderr=log,
                                      env=self.env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if self.cli("kato", "status", "--json").exit_code == 0:
+            if self.answers():
                 return
             assert self.proc.poll() is None, (self.root / "daemon.log").read_text()[-3000:]
-            time.sleep(0.1)
+            time.sleep(0.05)
         raise AssertionError("daemon did not answer within 30 s")
+
+    def answers(self) -> bool:
+        """Whether the daemon answers ``GET /v1/node`` (what `kato status` asks) on its socket."""
+        import httpx
+
+        try:
+            with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.root / "fence.sock")),
+                              base_url="http://fence") as client:
+                return client.get("/v1/node", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def kill_daemon(self) -> None:
         assert self.proc is not None
