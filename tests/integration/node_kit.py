@@ -14,7 +14,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterator, Self, TypeVar
 
 from fence import labels
 from fence.home import NodeHome
@@ -150,24 +150,35 @@ class Node:
         NginxRouter(host_dir=self.root / "router").stop()
 
 
-class Poller:
-    """Sends GET requests through the router every 50 ms in the background, counting outcomes."""
+class Background:
+    """Runs its ``targets`` in daemon threads while open (``with``); on exit sets ``_stop``,
+    which the targets watch, and joins them (the probes and pollers of every tier)."""
 
-    def __init__(self, node: Node, app: str, interval: float = 0.05) -> None:
-        self.node, self.app, self.interval = node, app, interval
-        self.outcomes: Counter[str] = Counter()
-        self.bodies: Counter[str] = Counter()
-        self.failures: list[str] = []
+    def __init__(self, *targets: Callable[[], None]) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._threads = [threading.Thread(target=target, name=f"{type(self).__name__}-{n}", daemon=True)
+                         for n, target in enumerate(targets)]
 
-    def __enter__(self) -> "Poller":
-        self._thread.start()
+    def __enter__(self) -> Self:
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+
+class Poller(Background):
+    """Sends GET requests through the router every 50 ms in the background, counting outcomes."""
+
+    def __init__(self, node: Node, app: str, interval: float = 0.05) -> None:
+        super().__init__(self._run)
+        self.node, self.app, self.interval = node, app, interval
+        self.outcomes: Counter[str] = Counter()
+        self.bodies: Counter[str] = Counter()
+        self.failures: list[str] = []
 
     def _run(self) -> None:
         deadline = time.monotonic() + 600  # bounded, whatever happens

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from typing import Self
 
 import httpx
 import psutil
 
-from tests.integration.node_kit import Node
+from tests.integration.node_kit import Background, Node
 
 MB = 1024 * 1024
 RSS_LIMIT = 150 * MB  # what the DoS tests allow the daemon at its peak
 
 
-class ApiProbe:
+class ApiProbe(Background):
     """While open: GETs ``/v1/apps`` over the daemon's socket every ``interval`` seconds,
     recording each call's latency and every error, and (``rss_every``) samples the daemon's RSS.
 
@@ -33,24 +32,15 @@ class ApiProbe:
         self._socket = str(node.root / "fence.sock")
         self._daemon = psutil.Process(node.proc.pid) if rss_every is not None and node.proc else None
         self._interval, self._timeout, self._rss_every, self._settle = interval, timeout, rss_every, settle
+        super().__init__(self._call, *([self._sample] if self._daemon is not None else []))
         self.latencies: list[float] = []
         self.errors: list[str] = []
         self.peak_rss = 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._call, name="api-probe", daemon=True)]
-        if self._daemon is not None:
-            self._threads.append(threading.Thread(target=self._sample, name="rss-probe", daemon=True))
 
     def __enter__(self) -> Self:
-        for thread in self._threads:
-            thread.start()
+        super().__enter__()
         time.sleep(self._settle)
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
 
     def _call(self) -> None:
         with httpx.Client(transport=httpx.HTTPTransport(uds=self._socket), base_url="http://fence") as client:
