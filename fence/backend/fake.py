@@ -73,6 +73,7 @@ class FakeBackend:
         self._parents: dict[str, str] = {}  # committed image id → the image it was made on
         self._ports = itertools.count(32768)
         self._networks = FakeNetworks()
+        self._last_host: dict[str, int] = {}  # network → the host number it handed out last
         for ref in images:
             image_id = "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
             self._images[image_id] = ImageInfo(id=image_id, tags=(), size=0,
@@ -255,6 +256,23 @@ class FakeBackend:
             return tuple(sorted(c.id for c in self._containers.values()
                                 if c.spec.network == network and c.running))
 
+    def _host_number(self, container: FakeContainer) -> int:
+        """The next host number (2…251) on the container's network that no running container
+        holds, after the one handed out last, as the engine's address pool hands them out: two
+        running containers never share an address (the router and the manager tell instances
+        apart by it)."""
+        network = container.spec.network
+        with self._lock:
+            taken = {c._host for c in self._containers.values()  # noqa: SLF001 - the backend's own containers
+                     if c is not container and c.spec.network == network and c.running}
+            host = self._last_host.get(network, 1)
+            for _ in range(250):
+                host = host + 1 if host < 251 else 2
+                if host not in taken:
+                    self._last_host[network] = host
+                    return host
+        raise EngineError(action="starting a container", detail=f"no free address on network {network}")
+
     def _forget(self, container_id: str) -> None:
         with self._lock:
             self._containers.pop(container_id, None)
@@ -295,6 +313,7 @@ class FakeContainer:
         self._started_at: str | None = None
         self._ports: tuple[PublishedPort, ...] = ()
         self._destroyed = False
+        self._host = 0  # its address's host number, handed out at each start
 
     def __repr__(self) -> str:
         return f"FakeContainer({self._id[:12]}, {self._state})"
@@ -317,6 +336,7 @@ class FakeContainer:
         if proc is None or program is None:
             detail = "".join(output) or f'exec: "{argv[0]}": executable file not found in $PATH'
             raise EngineError(action="starting a container", detail=detail.strip())
+        self._host = self._backend._host_number(self)  # noqa: SLF001 - its own backend
         self._state, self._exit_code, self.killed = "running", None, False
         self._started_at = datetime.now(timezone.utc).isoformat()
         self._ports = tuple(PublishedPort(container_port=p.container_port, host_ip=p.host_ip,
@@ -474,7 +494,7 @@ class FakeContainer:
 
     def _address(self) -> str | None:
         """An address on its network, as the engine gives one (``None`` without a network)."""
-        host = int(self._id[:2], 16) % 250 + 2
+        host = self._host
         if self.spec.network == "bridge":
             return f"192.0.2.{host}"
         prefix = self._backend._networks.prefix(self.spec.network)

@@ -94,7 +94,10 @@ def decide(*, entries: Mapping[str, tuple[CronEntry, ...]], now: float, last: Ma
             job = active.get(key)
             ran = last.get(key)
             due_now = is_due(entry, current) and (ran is None or ran.minute != iso)
-            if due_now and job is None:  # not prepared (the daemon just started, or the run before just ended)
+            if due_now and job is None and skipped.get(key) != current:
+                # Not prepared: the daemon just started, or the run before ended just before this
+                # minute. A minute already skipped (its run before still ran then) stays skipped
+                # when that run ends within it: a long job never starts late behind itself.
                 found.append(Decision(app=app, entry=entry, minute=current, action=FIRE))
             elif due_now and job is not None and job < current:
                 if skipped.get(key) != current:
