@@ -41,7 +41,7 @@ def main() -> None:
     """Push python-hello with one instance, then time ``reps`` scale-ups 1 → 2 (printed one by one)."""
     from fence.home import NodeHome
     from fence.router.nginx import NginxRouter
-    from fence.running.instance import TcpHealth
+    from fence.running.health import NetworkHealth
     from fence.running.manager import InstanceManager
     from fence.service import StageOrder
     from fence.wiring import config_store, node_service
@@ -51,15 +51,16 @@ def main() -> None:
     for cls, name, label in ((NginxRouter, "_check", "nginx -t"), (NginxRouter, "_reload", "reload"),
                              (NginxRouter, "apply", "router.apply"), (InstanceManager, "tick", "pass")):
         setattr(cls, name, _timed(getattr(cls, name), lambda *a, _l=label, **k: _l))
-    ready = TcpHealth.ready
+    check = NetworkHealth.check
 
-    def noted_ready(self: TcpHealth, address: str, port: int) -> bool:
-        answered = ready(self, address, port)
-        if answered:
-            _events.append((time.perf_counter() - _t0[0], f"health: {address} accepts connections"))
-        return answered
+    def noted_check(self: NetworkHealth, address: str, port: int, probe: Any, timeout: float) -> str | None:
+        started = time.perf_counter()
+        failed = check(self, address, port, probe, timeout)
+        _events.append((started - _t0[0], f"health check {address}: {failed or 'passed'} "
+                                          f"{1000 * (time.perf_counter() - started):.0f} ms"))
+        return failed
 
-    TcpHealth.ready = noted_ready  # type: ignore[method-assign]
+    NetworkHealth.check = noted_check  # type: ignore[method-assign]
     root = Path(tempfile.mkdtemp(prefix="fence-timeline-"))
     home = NodeHome(host_root=root)
     home.ensure()

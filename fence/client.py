@@ -10,19 +10,23 @@ import select
 import socket
 import threading
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Mapping, Sequence, TypeVar
 from urllib.parse import quote, urlencode
 
 from fence.errors import DaemonNotRunning, DaemonPermissionDenied, FenceError, InternalError, UsageError, from_wire
-from fence.models import (AppView, CronView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord, RolloutReport,
-                          SourceLimits, StackImage)
-from fence.rules import looks_like_git_url
-from fence.wire import from_wire as model_from_wire
+
+if TYPE_CHECKING:
+    from fence.models import (AppView, CronView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord,
+                              RolloutReport, SourceLimits, StackImage)
 
 # The stdlib's http.client, not httpx: every CLI call imports the client, and httpx's import alone
 # (~100 ms here) was most of a `fence apps` call; the daemon speaks plain HTTP/1.1 on one local socket.
+# For the same reason each method imports the fence.models class it returns (a local import, once
+# per process): fence.models costs ~20 ms to import, and `fence apps --json` prints the daemon's
+# JSON as it came (`apps_data`) without ever building one (tests/unit/test_cli_start.py checks it).
 LineCallback = Callable[[str], None]
 _BLOCK = 1024 * 1024
+T = TypeVar("T")
 
 
 class FenceClient:
@@ -46,6 +50,8 @@ class FenceClient:
         Raises:
             DaemonNotRunning: nothing answers on the socket.
         """
+        from fence.models import NodeStatus
+
         return model_from_wire(NodeStatus, self._get("/v1/info"))
 
     def images(self) -> list[StackImage]:
@@ -55,6 +61,8 @@ class FenceClient:
             DaemonNotRunning: nothing answers on the socket.
             EngineUnavailable: the daemon cannot reach the engine.
         """
+        from fence.models import StackImage
+
         return [model_from_wire(StackImage, item) for item in self._get("/v1/images")]
 
     def node_info(self) -> NodeInfo:
@@ -64,6 +72,8 @@ class FenceClient:
             DaemonNotRunning: nothing answers on the socket.
             EngineUnavailable: the daemon cannot reach the engine.
         """
+        from fence.models import NodeInfo
+
         return model_from_wire(NodeInfo, self._get("/v1/node"))
 
     def gc(self, *, dry_run: bool) -> GcReport:
@@ -73,6 +83,8 @@ class FenceClient:
             DaemonNotRunning: nothing answers on the socket.
             EngineUnavailable: the daemon cannot reach the engine.
         """
+        from fence.models import GcReport
+
         return model_from_wire(GcReport, self._call("POST", "/v1/gc", params=[("dry_run", str(dry_run).lower())],
                                                     read_timeout=600.0))
 
@@ -84,6 +96,8 @@ class FenceClient:
             ImageNotFound: no configured stack is on the engine.
             RolloutFailed: some apps could not move (their old instances keep serving).
         """
+        from fence.models import RolloutReport
+
         result = self._stream("POST", "/v1/stack/rollout", params=[("restage", str(restage).lower())],
                               on_line=on_line, what="rollout")
         return model_from_wire(RolloutReport, _field(result, "rollout"))
@@ -111,6 +125,8 @@ class FenceClient:
             UsageError: the source is neither a folder, an archive nor a git URL.
             FenceError: whatever the staging failed with, as the daemon reported it.
         """
+        from fence.models import DropletRecord
+
         result = self._upload(source=source, app=app, buildpacks=buildpacks, env_pairs=env_pairs,
                               on_line=on_line, limits=limits, extra=[("force", "true")] if force else [])
         return model_from_wire(DropletRecord, _field(result, "droplet"))
@@ -123,6 +139,8 @@ class FenceClient:
         Raises:
             FenceError: staging or deploy failures, as the daemon reported them.
         """
+        from fence.models import AppView
+
         extra = [("deploy", "true")] + ([("force", "true")] if force else [])
         if instances is not None:
             extra.append(("instances", str(instances)))
@@ -135,6 +153,9 @@ class FenceClient:
     def _upload(self, *, source: str, app: str | None, buildpacks: tuple[str, ...],
                 env_pairs: tuple[str, ...], on_line: LineCallback,
                 limits: SourceLimits | None, extra: list[tuple[str, str]]) -> dict[str, Any]:
+        from fence.models import SourceLimits
+        from fence.rules import looks_like_git_url
+
         params: list[tuple[str, str]] = [("buildpack", b) for b in buildpacks] + extra
         params += [("env", pair) for pair in env_pairs]
         if app:
@@ -171,19 +192,35 @@ class FenceClient:
         Raises:
             DaemonNotRunning: nothing answers on the socket.
         """
+        from fence.models import DropletRecord
+
         params = [("app", app)] if app else None
         return [model_from_wire(DropletRecord, item) for item in self._get("/v1/droplets", params)]
 
+    def apps_data(self) -> list[dict[str, Any]]:
+        """Every app as the daemon sent it (JSON-ready), for printing it unchanged."""
+        return list(self._get("/v1/apps"))
+
+    def app_data(self, name: str) -> dict[str, Any]:
+        """One app in detail as the daemon sent it (JSON-ready), for printing it unchanged."""
+        return dict(self._get(_app_path(name)))
+
     def apps(self) -> list[AppView]:
         """Every app."""
+        from fence.models import AppView
+
         return [model_from_wire(AppView, item) for item in self._get("/v1/apps")]
 
     def app(self, name: str) -> AppView:
         """One app in detail."""
+        from fence.models import AppView
+
         return model_from_wire(AppView, self._get(_app_path(name)))
 
     def releases(self, name: str) -> list[ReleaseRecord]:
         """An app's releases, newest first."""
+        from fence.models import ReleaseRecord
+
         return [model_from_wire(ReleaseRecord, r) for r in self._get(_app_path(name, "releases"))]
 
     def start(self, name: str, *, on_line: LineCallback) -> AppView:
@@ -228,6 +265,8 @@ class FenceClient:
 
     def route(self, name: str, verb: str, host: str) -> AppView:
         """Add (``verb="add"``) or remove an extra host name of an app."""
+        from fence.models import AppView
+
         return model_from_wire(AppView, self._call("POST", _app_path(name, "routes"), body={verb: host}))
 
     def delete(self, name: str) -> None:
@@ -246,6 +285,8 @@ class FenceClient:
 
     def cron(self, name: str) -> list[CronView]:
         """An app's cron entries with their next and last runs."""
+        from fence.models import CronView
+
         return [model_from_wire(CronView, v) for v in self._get(_app_path(name, "cron"))]
 
     def cron_logs(self, name: str, *, on_line: LineCallback) -> None:
@@ -262,6 +303,8 @@ class FenceClient:
 
     def _app_action(self, name: str, action: str, *, on_line: LineCallback,
                     params: list[tuple[str, str]] | None = None, body: Any = None) -> AppView:
+        from fence.models import AppView
+
         result = self._stream("POST", _app_path(name, action), params=params, body=body, on_line=on_line,
                               what=action)
         return model_from_wire(AppView, _field(result, "app"))
@@ -373,6 +416,13 @@ class FenceClient:
                 self._idle = conn
                 return
         conn.close()
+
+
+def model_from_wire(kind: type[T], data: Any) -> T:
+    """``data`` rebuilt as ``kind`` (fence.wire, imported on first use)."""
+    from fence.wire import from_wire as decode
+
+    return decode(kind, data)
 
 
 def _send(conn: _UnixConnection, method: str, path: str, *, params: list[tuple[str, str]] | None,
