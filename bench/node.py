@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -11,6 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fence import labels
 from fence.client import FenceClient
@@ -20,6 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 BUILDPACKS = REPO / "buildpacks"
 STACK = os.environ.get("FENCE_TEST_IMAGE", "fence/stack:bookworm")
+
+if TYPE_CHECKING:
+    from fence.service import NodeService
 
 
 def free_port() -> int:
@@ -138,3 +143,36 @@ class BenchNode:
         NginxRouter(host_dir=self.root / "router").stop()
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def in_process_service(host_root: Path, *, router_port: int | None = None) -> NodeService:
+    """A node service under ``host_root`` for in-process profiles (bench.profile, bench.scale_timeline):
+    the samples in examples/ may be staged by path, and the router (when ``router_port``) listens there.
+
+    Its ``close_in_process`` undoes everything it made.
+    """
+    from fence.home import NodeHome
+    from fence.wiring import config_store, node_service
+
+    home = NodeHome(host_root=host_root)
+    home.ensure()
+    config = config_store(home)
+    config.set("fence", "staging/local_roots", json.dumps([str(EXAMPLES)]), as_json=True)
+    if router_port is None:
+        return node_service(home, router=None)
+    config.set("fence", "router/port", str(router_port))
+    return node_service(home)
+
+
+def close_in_process(service: NodeService, host_root: Path) -> None:
+    """Close an ``in_process_service``: its containers, its images, its nginx and ``host_root`` go."""
+    from fence.router.nginx import NginxRouter
+
+    service.close()
+    for container in service.backend.list({labels.NODE: service.node_id}):
+        container.destroy()
+    for image in service.backend.list_images({labels.NODE: service.node_id}):
+        for tag in image.tags:
+            service.backend.remove_image(tag)
+    NginxRouter(host_dir=NodeHome(host_root=host_root).host_router).stop()
+    shutil.rmtree(host_root, ignore_errors=True)
