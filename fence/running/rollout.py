@@ -73,3 +73,52 @@ class RolloutState:
                                remaining=remaining, events=tuple(self.events), failed=self.failed,
                                done=self.failed is None and not remaining and not busy)
 
+
+
+class Rollouts:
+    """How far each app's serving instances may be replaced at once: its *surge*, and the
+    rollout (if any) moving them onto another stack image.
+
+    The stack rollout (``fence.stack.rollout``) sets these through the manager; a reconcile
+    pass only reads them as it plans and reports here what failed. The manager's lock guards
+    every call.
+    """
+
+    def __init__(self) -> None:
+        self._surge: dict[str, int] = {}
+        self._active: dict[str, RolloutState] = {}
+
+    def set_surge(self, app: str, surge: int | None) -> None:
+        """At most ``surge`` (at least 1) of the app's serving instances replaced at once; ``None``: no limit."""
+        if surge is None:
+            self._surge.pop(app, None)
+        else:
+            self._surge[app] = max(1, surge)
+
+    def begin(self, app: str, *, image_id: str, surge: int) -> None:
+        """Start moving the app's serving instances onto ``image_id``, ``surge`` at a time."""
+        self._active[app] = RolloutState(app=app, image_id=image_id, surge=max(1, surge))
+
+    def get(self, app: str) -> RolloutState | None:
+        """The app's rollout, ``None`` without one."""
+        return self._active.get(app)
+
+    def surge(self, app: str) -> int | None:
+        """How many of the app's slots a pass may replace at once (a rollout's own surge first)."""
+        rollout = self._active.get(app)
+        return rollout.surge if rollout is not None else self._surge.get(app)
+
+    def fail(self, app: str, index: int, why: str) -> None:
+        """The replacement at ``index`` did not come up: the app's rollout (if any) stops there."""
+        rollout = self._active.get(app)
+        if rollout is not None:
+            rollout.fail(index, why)
+
+    def end(self, app: str) -> None:
+        """Forget the app's rollout (its surge stays)."""
+        self._active.pop(app, None)
+
+    def forget(self, app: str) -> None:
+        """Forget the app's surge and rollout (a deleted app)."""
+        self._surge.pop(app, None)
+        self._active.pop(app, None)
