@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import click
 
@@ -129,9 +129,14 @@ def _describe(view: AppView) -> str:
 
 def type_summary(view: AppView) -> str:
     """``web 2/2, worker 1/1``: running/desired per process type (web always; others when wanted or running)."""
+    return _counts(view.processes, view.running_by_process, instances=view.instances, running=view.running)
+
+
+def _counts(processes: Mapping[str, int], running_by_process: Mapping[str, int], *, instances: int,
+            running: int) -> str:
     parts = []
-    for kind, want in (dict(view.processes) or {"web": view.instances}).items():
-        have = (dict(view.running_by_process) or {"web": view.running}).get(kind, 0)
+    for kind, want in (dict(processes) or {"web": instances}).items():
+        have = (dict(running_by_process) or {"web": running}).get(kind, 0)
         if kind == "web" or want or have:
             parts.append(f"{kind} {have}/{want}")
     return ", ".join(parts)
@@ -204,9 +209,13 @@ def scale(name: str, counts: tuple[str, ...]) -> None:
     from fence.rules import parse_scale
 
     wanted = parse_scale(counts)
-    view = client().scale(_name(name), wanted if set(wanted) != {"web"} else wanted["web"], on_line=_echo)
-    others = [kind for kind, want in view.processes.items() if kind != "web" and want]
-    click.echo(f"{name}: {type_summary(view)}" if others else f"{name}: {view.running}/{view.instances} running")
+    # The daemon's JSON as it came (see client.scale_data): this call is the one a user waits on.
+    view = client().scale_data(_name(name), wanted if set(wanted) != {"web"} else wanted["web"], on_line=_echo)
+    processes, running, instances = view["processes"], view["running"], view["instances"]
+    if any(kind != "web" and want for kind, want in processes.items()):
+        click.echo(f"{name}: {_counts(processes, view['running_by_process'], instances=instances, running=running)}")
+    else:
+        click.echo(f"{name}: {running}/{instances} running")
 
 
 @click.command()

@@ -241,10 +241,19 @@ class FenceClient:
 
     def scale(self, name: str, instances: int | Mapping[str, int], *, on_line: LineCallback) -> AppView:
         """Run ``instances`` web instances of the app, or the given count of each process type."""
+        from fence.models import AppView
+
+        return model_from_wire(AppView, self.scale_data(name, instances, on_line=on_line))
+
+    def scale_data(self, name: str, instances: int | Mapping[str, int], *, on_line: LineCallback) -> dict[str, Any]:
+        """``scale``, with the app as the daemon sent it (JSON-ready): `fence scale` prints two
+        counts of it, and building an AppView would cost the CLI the import of fence.models."""
         if isinstance(instances, int):
-            return self._app_action(name, "scale", on_line=on_line, params=[("instances", str(instances))])
-        return self._app_action(name, "scale", on_line=on_line,
-                                params=[("count", f"{kind}={count}") for kind, count in instances.items()])
+            params = [("instances", str(instances))]
+        else:
+            params = [("count", f"{kind}={count}") for kind, count in instances.items()]
+        result = self._stream("POST", _app_path(name, "scale"), params=params, on_line=on_line, what="scale")
+        return dict(_field(result, "app"))
 
     def rollback(self, name: str, release: int | None, *, on_line: LineCallback) -> AppView:
         """Run an earlier release again (``None``: the previous one)."""

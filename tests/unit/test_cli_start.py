@@ -106,3 +106,14 @@ def test_app_json_prints_the_daemon_s_answer_and_a_bad_name_is_refused_first(dae
     done = subprocess.run([sys.executable, "-m", "fence", "app", "No_Such", "--json"], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "No_Such" in done.stderr
+
+
+def test_scale_prints_its_counts_without_loading_the_models(daemon: FenceClient) -> None:
+    code = ("import sys\nsys.argv = ['fence', 'scale', 'one', '3']\nimport fence.cli\ntry:\n    fence.cli.main()\n"
+            "finally:\n    print(' '.join(sorted(sys.modules)), file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "one: 0/3 running"  # a stopped app: its count is set, nothing starts
+    loaded = set(done.stderr.split())
+    assert {m for m in loaded if m.startswith("fence.")} == APPS_JSON_LOADS - {"fence"} | {"fence.rules"}
+    assert daemon.app("one").instances == 3
