@@ -23,7 +23,6 @@ from fence.running.containers import exit_reason, last_output, stack_ref, wall_n
 from fence.running.health import HealthCheck, HealthMonitor, NetworkHealth, Probe, gate, probe_for
 from fence.running.instance import WEB, Instance, PendingStart, SlotKey, SlotTable, slot_of
 from fence.running.plan import plan_app
-from fence.labels import short_id
 from fence.running.rollout import Rollouts, RolloutState
 from fence.running.starter import CONTAINER_PORT, InstanceStarter
 from fence.running.views import NoRouter, RouteSink, instance_views, routed_count, routed_ids, routes_for
@@ -267,18 +266,10 @@ class InstanceManager:
     def _crash(self, instance: Instance, reason: str, now: float) -> None:
         instance.move(S.CRASHED)
         instance.reason = reason
-        if instance.rollout:
-            # A replacement on the new stack: the rollout stops; the old instance keeps serving
-            # and the slot's crash count (the serving instance's) is left alone.
-            instance.healthy_since = None
-            if self._rollouts.get(instance.app) is not None:
-                output = last_output(self._backend, instance.container_id)
-                self._rollouts.fail(instance.app, instance.index,
-                                    f"{reason} (its last output: {output})" if output else reason)
-            log.warning("rollout replacement failed", extra={"app": instance.app, "index": instance.index,
-                                                             "reason": reason})
-            return
         instance.healthy_since = None
+        if instance.rollout:  # the slot's crash count (the serving instance's) is left alone
+            self._rollouts.crashed(instance, reason, output=lambda: last_output(self._backend, instance.container_id))
+            return
         slot = self._slots[instance.slot]
         delay = slot.crashed(reason, now, self._policy)
         log.warning("instance crashed", extra={"app": instance.app, "instance": instance.name,
@@ -338,11 +329,9 @@ class InstanceManager:
                 self._seq += 1
                 instance.seq = self._seq
                 self._instances[instance.container_id] = instance
-                rollout = self._rollouts.get(app.name) if start.rollout else None
-                if rollout is not None and instance.image_id != rollout.image_id:
-                    self._rollouts.fail(app.name, index, f"the stack changed during the rollout (the new container "
-                                                         f"runs on {short_id(instance.image_id)}); run the rollout again")
-                if not start.rollout:
+                if start.rollout:
+                    self._rollouts.started(instance)
+                else:
                     self._slots[key].refused = None
         except FenceError as exc:
             with self._lock:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
 from fence.labels import short_id
 from fence.models import RolloutProgress
@@ -10,6 +12,7 @@ from fence.running.instance import Instance
 from fence.states import InstanceState
 
 MAX_EVENTS = 1000
+log = logging.getLogger("fence.instances")
 
 
 @dataclass
@@ -113,6 +116,23 @@ class Rollouts:
         rollout = self._active.get(app)
         if rollout is not None:
             rollout.fail(index, why)
+
+    def started(self, replacement: Instance) -> None:
+        """A replacement's container runs: the rollout stops if it is not on the rollout's image
+        (the configured stack changed meanwhile)."""
+        rollout = self._active.get(replacement.app)
+        if rollout is not None and replacement.image_id != rollout.image_id:
+            rollout.fail(replacement.index, f"the stack changed during the rollout (the new container runs on "
+                                            f"{short_id(replacement.image_id)}); run the rollout again")
+
+    def crashed(self, replacement: Instance, reason: str, *, output: Callable[[], str | None]) -> None:
+        """A replacement on the new stack crashed: the rollout stops there (``output``: the
+        container's last output, asked only when a rollout is on); its old instance keeps serving."""
+        if self._active.get(replacement.app) is not None:
+            said = output()
+            self.fail(replacement.app, replacement.index, f"{reason} (its last output: {said})" if said else reason)
+        log.warning("rollout replacement failed", extra={"app": replacement.app, "index": replacement.index,
+                                                         "reason": reason})
 
     def end(self, app: str) -> None:
         """Forget the app's rollout (its surge stays)."""
