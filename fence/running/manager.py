@@ -98,6 +98,8 @@ class InstanceManager:
         self._jobs = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="instance")
         self._wake = threading.Event()
         self._passed = threading.Condition()  # notified after every pass
+        self._passes = 0  # passes ended, guarded by _passed
+        self._seen = threading.local()  # per waiting thread: the passes it had seen
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._routes: list[Route] | None = None
@@ -204,12 +206,17 @@ class InstanceManager:
         for instance in leaving:
             self._jobs.submit(self._stop_job, instance)
         with self._passed:
+            self._passes += 1
             self._passed.notify_all()
 
     def wait_pass(self, timeout: float) -> None:
-        """Wait until the next reconcile pass has ended (or ``timeout`` seconds)."""
+        """Wait until a reconcile pass has ended since this thread last returned from here (on
+        its first call: the next pass), or ``timeout`` seconds. A pass that ended while the
+        caller looked at what the last one left is not missed (it waited for the next then)."""
         with self._passed:
-            self._passed.wait(timeout)
+            seen = getattr(self._seen, "passes", self._passes)
+            self._passed.wait_for(lambda: self._passes > seen, timeout)
+            self._seen.passes = self._passes
 
     # --- what the engine says ----------------------------------------------------------------
 
