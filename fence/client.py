@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
-import select
-import socket
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Mapping, Sequence, TypeVar
-from urllib.parse import quote, urlencode
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping, Sequence, TypeVar
+from urllib.parse import quote
 
-from fence.errors import DaemonNotRunning, DaemonPermissionDenied, FenceError, InternalError, UsageError, from_wire
+from fence.client_http import UnixConnection, dropped, json_body, payload, read_lines, send, unreachable
+from fence.errors import InternalError, UsageError, from_wire
 
 if TYPE_CHECKING:
     from fence.models import (AppView, CronView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord,
@@ -25,7 +23,6 @@ if TYPE_CHECKING:
 # per process): fence.models costs ~20 ms to import, and `fence apps --json` prints the daemon's
 # JSON as it came (`apps_data`) without ever building one (tests/unit/test_cli_start.py checks it).
 LineCallback = Callable[[str], None]
-_BLOCK = 1024 * 1024
 T = TypeVar("T")
 
 
@@ -42,7 +39,7 @@ class FenceClient:
         self._host_socket = host_socket
         self._timeout = timeout
         self._lock = threading.Lock()
-        self._idle: _UnixConnection | None = None  # kept alive between calls, as httpx's pool did
+        self._idle: UnixConnection | None = None  # kept alive between calls, as httpx's pool did
 
     def info(self) -> NodeStatus:
         """The node's status.
@@ -335,19 +332,19 @@ class FenceClient:
         for attempt in ("kept", "fresh") if method == "GET" else ("any",):
             conn = self._take(fresh=attempt == "fresh")
             try:
-                response = _send(conn, method, path, params=params, content=_json_body(body),
+                response = send(conn, method, path, params=params, content=json_body(body),
                                  timeout=self._timeout, read_timeout=read_timeout or self._timeout)
                 data = response.read()
             except (http.client.HTTPException, ConnectionError) as exc:
                 conn.close()
                 if attempt == "kept":
                     continue
-                raise _unreachable(exc, self._host_socket) from exc
+                raise unreachable(exc, self._host_socket) from exc
             except BaseException:
                 conn.close()
                 raise
             self._give(conn, response)
-            return _payload(response.status, data)
+            return payload(response.status, data)
         raise AssertionError("unreachable")  # pragma: no cover - the last attempt returns or raises
 
     def _stream(self, method: str, path: str, *, params: list[tuple[str, str]] | None = None,
@@ -363,11 +360,11 @@ class FenceClient:
         conn = self._take()
         response: http.client.HTTPResponse | None = None
         try:
-            response = _send(conn, method, path, params=params, content=_json_body(body) if content is None
+            response = send(conn, method, path, params=params, content=json_body(body) if content is None
                              else content, timeout=self._timeout, read_timeout=None)
             if response.status >= 400:
-                _payload(response.status, response.read())
-            for raw in _lines(response):
+                payload(response.status, response.read())
+            for raw in read_lines(response):
                 if not raw.strip():
                     continue
                 event = json.loads(raw)
@@ -391,7 +388,7 @@ class FenceClient:
             raise InternalError(detail=f"the daemon ended the {what} stream without a result")
         return {}
 
-    def _take(self, *, fresh: bool = False) -> _UnixConnection:
+    def _take(self, *, fresh: bool = False) -> UnixConnection:
         """The kept-alive connection if it is still open (and not ``fresh``), else a new one; each
         call has its own.
 
@@ -400,11 +397,11 @@ class FenceClient:
         """
         with self._lock:
             conn, self._idle = (None, self._idle) if fresh else (self._idle, None)
-        if conn is not None and conn.sock is not None and not _dropped(conn.sock):
+        if conn is not None and conn.sock is not None and not dropped(conn.sock):
             return conn
         if conn is not None:
             conn.close()
-        conn = _UnixConnection(self._host_socket, timeout=self._timeout)
+        conn = UnixConnection(self._host_socket, timeout=self._timeout)
         try:
             conn.connect()
         except TimeoutError:
@@ -412,10 +409,10 @@ class FenceClient:
             raise
         except OSError as exc:
             conn.close()
-            raise _unreachable(exc, self._host_socket) from exc
+            raise unreachable(exc, self._host_socket) from exc
         return conn
 
-    def _give(self, conn: _UnixConnection, response: http.client.HTTPResponse) -> None:
+    def _give(self, conn: UnixConnection, response: http.client.HTTPResponse) -> None:
         """Keep a connection whose answer was read whole for the next call (one is kept)."""
         if response.will_close or conn.sock is None:
             conn.close()
@@ -434,76 +431,6 @@ def model_from_wire(kind: type[T], data: Any) -> T:
     return decode(kind, data)
 
 
-def _send(conn: _UnixConnection, method: str, path: str, *, params: list[tuple[str, str]] | None,
-          content: bytes | BinaryIO | None, timeout: float, read_timeout: float | None) -> http.client.HTTPResponse:
-    """Send one request (``timeout`` for each write) and return the answer once its head has arrived
-    (``read_timeout`` for each read; ``None``: as long as the work takes).
-
-    Raises:
-        http.client.HTTPException, ConnectionError: the daemon went away before answering.
-    """
-    headers = {"Host": "fence", "Accept": "application/json"}
-    if isinstance(content, bytes):
-        headers["Content-Length"] = str(len(content))
-        if content:
-            headers["Content-Type"] = "application/json"
-    elif content is not None:
-        headers["Content-Length"] = str(os.fstat(content.fileno()).st_size)
-        headers["Content-Type"] = "application/octet-stream"
-    url = f"{path}?{urlencode(params)}" if params else path
-    assert conn.sock is not None
-    conn.sock.settimeout(timeout)
-    try:
-        conn.request(method, url, body=content, headers=headers)
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the daemon stopped reading the body (an upload over its limit): its answer says why
-    if conn.sock is not None:
-        conn.sock.settimeout(read_timeout)
-    return conn.getresponse()
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    """An HTTP/1.1 connection over a Unix socket."""
-
-    def __init__(self, host_socket: Path, *, timeout: float) -> None:
-        super().__init__("fence", timeout=timeout, blocksize=_BLOCK)
-        self._host_socket = host_socket
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(str(self._host_socket))
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-def _lines(response: http.client.HTTPResponse) -> Iterator[bytes]:
-    """The answer's lines as they arrive; a chunked answer broken off raises ``IncompleteRead``
-    (``read1`` says so, where ``readline`` would end quietly)."""
-    pending = b""
-    while chunk := response.read1(_BLOCK):
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        yield from lines
-    if pending:
-        yield pending
-
-
-def _dropped(sock: socket.socket) -> bool:
-    """Whether an idle kept-alive connection was closed by the daemon (it reads as ready, at EOF)."""
-    try:
-        return bool(select.select([sock], [], [], 0)[0])
-    except (OSError, ValueError):
-        return True
-
-
-def _json_body(body: Any) -> bytes | None:
-    return None if body is None else json.dumps(body).encode()
-
-
 def _app_path(name: str, *rest: str) -> str:
     return "/".join(("/v1/apps", quote(name, safe=""), *rest))
 
@@ -514,25 +441,7 @@ def _field(result: dict[str, Any], key: str) -> Any:
     return result[key]
 
 
-def _unreachable(exc: BaseException, host_socket: Path) -> FenceError:
-    """The error for a socket that cannot be used: permission, or nothing listening."""
-    if isinstance(exc, PermissionError) or "Permission denied" in str(exc) or "Errno 13" in str(exc):
-        return DaemonPermissionDenied(socket=host_socket)
-    return DaemonNotRunning(socket=host_socket)
-
-
 def _name_from(text: str) -> str:
     """A folder or file name turned into an app-name candidate (the daemon checks it)."""
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", text.lower())).strip("-")[:63]
 
-
-def _payload(status: int, data: bytes) -> Any:
-    try:
-        body = json.loads(data)
-    except ValueError:
-        raise InternalError(detail=f"daemon answered {status} without JSON") from None
-    if status >= 400:
-        if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            raise from_wire(body["error"])
-        raise InternalError(detail=f"daemon answered {status}: {body!r}"[:300])
-    return body

@@ -27,8 +27,8 @@ from fence.wiring import node_service
 # What `fence apps --json` may load of fence: the group, the command's module, the client (and the
 # errors it raises), printing, and FENCE_HOME for the socket's path. Not fence.models, fence.wire or
 # fence.rules: the daemon's JSON is printed as it came.
-APPS_JSON_LOADS = {"fence", "fence.cli", "fence.cli_apps", "fence.client", "fence.console", "fence.errors",
-                   "fence.home"}
+APPS_JSON_LOADS = {"fence", "fence.cli", "fence.cli_apps", "fence.client", "fence.client_http", "fence.console",
+                   "fence.errors", "fence.home"}
 NEVER_AT_START = {"fence.models", "fence.wire", "fence.rules", "fence.labels", "yaml", "jinja2", "pydantic",
                   "fastapi", "httpx", "docker", "git", "fence.staging.sources"}
 
