@@ -120,7 +120,7 @@ class BenchNode:
         return out.stdout.split()
 
     def close(self) -> None:
-        """Stop the daemon, remove every container and image of this node, stop its nginx."""
+        """Stop the daemon, remove every container, image and network of this node, stop its nginx."""
         if self.client is not None:
             self.client.close()
         if self.proc is not None and self.proc.poll() is None:
@@ -139,6 +139,7 @@ class BenchNode:
                                 capture_output=True, text=True).stdout.split()
         if images:
             subprocess.run(["docker", "rmi", "-f", *sorted(set(images))], capture_output=True)
+        remove_networks(node)
         from fence.router.nginx import NginxRouter
         NginxRouter(host_dir=self.root / "router").stop()
         if not self.keep:
@@ -165,7 +166,7 @@ def in_process_service(host_root: Path, *, router_port: int | None = None) -> No
 
 
 def close_in_process(service: NodeService, host_root: Path) -> None:
-    """Close an ``in_process_service``: its containers, its images, its nginx and ``host_root`` go."""
+    """Close an ``in_process_service``: its containers, images and networks, its nginx and ``host_root`` go."""
     from fence.router.nginx import NginxRouter
 
     service.close()
@@ -174,5 +175,15 @@ def close_in_process(service: NodeService, host_root: Path) -> None:
     for image in service.backend.list_images({labels.NODE: service.node_id}):
         for tag in image.tags:
             service.backend.remove_image(tag)
+    remove_networks(service.node_id)
     NginxRouter(host_dir=NodeHome(host_root=host_root).host_router).stop()
     shutil.rmtree(host_root, ignore_errors=True)
+
+
+def remove_networks(node_id: str) -> None:
+    """Remove the node's networks (each app's own bridge, made at its first start), once its
+    containers are gone."""
+    networks = subprocess.run(["docker", "network", "ls", "-q", "--filter", f"label={labels.NODE}={node_id}"],
+                              capture_output=True, text=True).stdout.split()
+    if networks:
+        subprocess.run(["docker", "network", "rm", *networks], capture_output=True)
