@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +197,8 @@ class NodeHome:
         host_file = self.host_root / "node-id"
         if not host_file.exists():
             self.ensure()
+        import secrets  # only the first call on a node makes an id; a CLI call reads it (or never asks)
+
         return keep_once(host_file, lambda: "n" + secrets.token_hex(6))
 
 
