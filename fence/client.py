@@ -449,13 +449,13 @@ class FenceClient:
         """The daemon's /metrics page (Prometheus text format)."""
         conn = self._take()
         try:
-            response = _send(conn, "GET", "/metrics", params=None, content=None, timeout=self._timeout,
+            response = send(conn, "GET", "/metrics", params=None, content=None, timeout=self._timeout,
                              read_timeout=self._timeout)
             body = response.read()
         finally:
             conn.close()
         if response.status >= 400:
-            _payload(response.status, body)
+            payload(response.status, body)
         return body.decode()
 
 
