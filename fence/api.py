@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from fence import __version__
+from fence.api_drains import drains_router
 from fence.api_schema import EnvChange, ErrorAnswer, RouteChange, TaskOrder, request_invalid, to_json_ready
 from fence.apps import AppOps
 from fence.errors import (
@@ -435,4 +436,5 @@ def create_app(service: NodeService, app_ops: AppOps) -> FastAPI:
         """CPU, memory, disks and containers of the node."""
         return service.node_info()
 
+    app.include_router(drains_router(getattr(service, "drains", None)))  # issue 18: log drains
     return app

@@ -6,6 +6,7 @@ import click
 
 from fence import __version__
 from fence.cli_apps import COMMANDS, absolute_buildpacks, client
+from fence.cli_drains import COMMANDS as DRAIN_COMMANDS
 from fence.console import debug_option, render, run_cli
 from fence.home import NodeHome
 from fence.rules import check_app_name, env_from_pairs
@@ -77,6 +78,8 @@ def droplets(app: str | None, as_json: bool) -> None:
 
 
 for _command in COMMANDS:
+    fence.add_command(_command)
+for _command in DRAIN_COMMANDS:  # issue 18: log drains
     fence.add_command(_command)
 
 

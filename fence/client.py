@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 from urllib.parse import quote, urlencode
 
+from fence.drains.models import DrainHealth, DrainRecord
 from fence.errors import DaemonNotRunning, DaemonPermissionDenied, FenceError, InternalError, UsageError, from_wire
 from fence.models import (AppView, CronView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord, RolloutReport,
                           SourceLimits, StackImage)
@@ -259,6 +260,36 @@ class FenceClient:
             conn, self._idle = self._idle, None
         if conn is not None:
             conn.close()
+
+    # --- log drains (issue 18) ---------------------------------------------------------------
+
+    def drains(self, name: str) -> list[DrainHealth]:
+        """The app's drains with their health, then the node-wide drains.
+
+        Raises:
+            AppNotFound: no such app.
+        """
+        return [model_from_wire(DrainHealth, item) for item in self._get(_app_path(name, "drains"))]
+
+    def add_drain(self, name: str, drain: str, url: str) -> DrainRecord:
+        """Add a drain to an app (or point its drain of that name at a new URL).
+
+        Raises:
+            AppNotFound: no such app.
+            InvalidName, UsageError: a bad drain name or URL.
+        """
+        return model_from_wire(DrainRecord, self._call("PUT", _app_path(name, "drains", quote(drain, safe="")),
+                                                       body={"url": url}))
+
+    def delete_drain(self, name: str, drain: str) -> None:
+        """Remove an app's drain.
+
+        Raises:
+            AppNotFound: no such app.
+            UsageError: it has no drain of that name.
+        """
+        self._call("DELETE", _app_path(name, "drains", quote(drain, safe="")))
+    # --- end log drains ---
 
     def _app_action(self, name: str, action: str, *, on_line: LineCallback,
                     params: list[tuple[str, str]] | None = None, body: Any = None) -> AppView:

@@ -276,6 +276,7 @@ class FakeContainer:
             PurePosixPath(d): FakeFile(kind="dir", mode=0o1777 if d == "/tmp" else 0o755) for d in _BASE_DIRS}
         _make_dirs(self.files, spec.workdir)  # the engine creates a missing workdir too
         self.log_lines: list[str] = []
+        self.err_lines: list[str] = []
         self._oom = False
         self.killed = False
         self._state, self._exit_code = "created", None
@@ -429,6 +430,14 @@ class FakeContainer:
         self._check_exists()
         lines = list(self.log_lines)
         return LogLines(iter(lines if tail is None else lines[-tail:] if tail else []))
+
+    def output(self, *, stream: str, follow: bool = True, since: float | None = None) -> LogLines:
+        """See ``Container.output``: the main program's output is all stdout (``err_lines``:
+        stderr, which tests fill); ``since`` is not applied; ``follow`` ends at the last line."""
+        if stream not in ("stdout", "stderr"):
+            raise UsageError(detail=f"output stream {stream!r}: use stdout or stderr")
+        self._check_exists()
+        return LogLines(iter(list(self.log_lines if stream == "stdout" else self.err_lines)))
 
     def stop(self, grace: float = 10.0) -> None:
         """See ``Container.stop``; fake processes always honour TERM (exit status 143)."""
