@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -46,16 +47,33 @@ def rfc5424(event: LogEvent, *, hostname: str) -> bytes:
     structured data ``[fence@32473 app= type= instance= release= stream=]`` carries them all
     for receivers that parse SD. Severity: 6 (info) for stdout, 3 (err) for stderr.
     """
-    pri = _FACILITY_USER * 8 + _SEVERITY.get(event.stream, 6)
-    stamp = dt.datetime.fromtimestamp(event.at, dt.timezone.utc).isoformat(timespec="microseconds")
-    procid = event.process if event.instance is None else f"{event.process}.{event.instance}"
-    params = {"app": event.app, "type": event.process,
-              "instance": "" if event.instance is None else str(event.instance),
-              "release": "" if event.release is None else str(event.release), "stream": event.stream}
+    # A flood is many lines of one origin: the header around the timestamp is made once per origin.
+    pri, rest = _header(hostname, event.app, event.process, event.instance, event.release, event.stream)
+    return b"".join((pri, _stamp(event.at), rest, event.line.encode("utf-8", errors="replace")))
+
+
+@functools.lru_cache(maxsize=4096)
+def _header(hostname: str, app: str, process: str, instance: int | None, release: int | None,
+            stream: str) -> tuple[bytes, bytes]:
+    pri = _FACILITY_USER * 8 + _SEVERITY.get(stream, 6)
+    procid = process if instance is None else f"{process}.{instance}"
+    params = {"app": app, "type": process, "instance": "" if instance is None else str(instance),
+              "release": "" if release is None else str(release), "stream": stream}
     sd = "[" + SD_ID + "".join(f' {k}="{_sd_value(v)}"' for k, v in params.items()) + "]"
-    head = (f"<{pri}>1 {stamp.replace('+00:00', 'Z')} {_field(hostname, 255)} {_field(event.app, 48)} "
-            f"{_field(procid, 128)} {_field(event.stream, 32)} {sd} ")
-    return head.encode() + event.line.encode("utf-8", errors="replace")
+    rest = (f" {_field(hostname, 255)} {_field(app, 48)} {_field(procid, 128)} {_field(stream, 32)} {sd} ")
+    return f"<{pri}>1 ".encode(), rest.encode()
+
+
+_second: tuple[int, str] = (-1, "")  # replaced whole: threads read it without a lock
+
+
+def _stamp(at: float) -> bytes:
+    """``2026-12-02T00:49:09.123456Z``: the part up to the second is made once per second."""
+    global _second
+    whole, cached = int(at), _second
+    if cached[0] != whole:
+        cached = _second = (whole, dt.datetime.fromtimestamp(whole, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{int((at - whole) * 1e6):06d}Z".encode()
 
 
 def octet_counted(message: bytes) -> bytes:
@@ -64,11 +82,19 @@ def octet_counted(message: bytes) -> bytes:
 
 
 def ndjson(event: LogEvent, *, hostname: str) -> bytes:
-    """The event as one JSON object and a newline (the body lines of an HTTP drain's post)."""
-    return json.dumps({"time": dt.datetime.fromtimestamp(event.at, dt.timezone.utc).isoformat(),
-                       "node": hostname, "app": event.app, "type": event.process,
-                       "instance": event.instance, "release": event.release, "stream": event.stream,
-                       "line": event.line}, ensure_ascii=False).encode() + b"\n"
+    """The event as one JSON object and a newline (the body lines of an HTTP drain's post):
+    ``time`` (RFC 3339, UTC), ``node``, ``app``, ``type``, ``instance``, ``release``, ``stream``, ``line``."""
+    return b"".join((b'{"time": "', _stamp(event.at), b'", ',
+                     _json_origin(hostname, event.app, event.process, event.instance, event.release, event.stream),
+                     json.dumps(event.line, ensure_ascii=False).encode("utf-8", errors="replace"), b"}\n"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _json_origin(hostname: str, app: str, process: str, instance: int | None, release: int | None,
+                 stream: str) -> bytes:
+    fields = json.dumps({"node": hostname, "app": app, "type": process, "instance": instance, "release": release,
+                         "stream": stream}, ensure_ascii=False)
+    return fields[1:-1].encode() + b', "line": '
 
 
 def _sd_value(value: str) -> str:

@@ -17,7 +17,7 @@ log = logging.getLogger("fence.drains")
 
 BATCH = 500  # lines per send: one write (or one POST) carries this many at most
 BACKOFF_FIRST = 0.5  # seconds after the first failure, doubling up to BACKOFF_MOST
-BACKOFF_MOST = 30.0
+BACKOFF_MOST = 10.0
 OVERHEAD = 200  # bytes a buffered line costs beyond its text (the event object, the deque slot)
 
 
@@ -27,7 +27,7 @@ class DrainShipper:
     ``put`` only appends to a bounded deque under a lock: an app, a staging or the daemon never
     waits for a drain. When the buffer is full the oldest line gives way and is counted as
     dropped (the newest lines say most about a drain that was down). A failed send keeps its
-    batch and is retried after a backoff of 0.5 s doubling to 30 s; the state turns ``down``
+    batch and is retried after a backoff of 0.5 s doubling to 10 s; the state turns ``down``
     with the error until a send works again.
 
     Args:
