@@ -418,14 +418,15 @@ class DockerContainer:
             chunks = api.logs(self._id, stream=True, follow=follow, tail="all" if tail is None else tail)
         return LogLines(_log_lines(chunks, self._id), close=getattr(chunks, "close", lambda: None))
 
-    def output(self, *, stream: str, follow: bool = True, since: float | None = None) -> LogLines:
+    def output(self, *, stream: str, follow: bool = True, since: float | None = None,
+               timestamps: bool = False) -> LogLines:
         """See ``Container.output`` (``close`` shuts the engine connection down)."""
         if stream not in ("stdout", "stderr"):
             raise UsageError(detail=f"output stream {stream!r}: use stdout or stderr")
         api = self._backend._stream_api() if follow else self._backend._api()
         with _engine("reading container logs", container=self._id):
             chunks = api.logs(self._id, stdout=stream == "stdout", stderr=stream == "stderr", stream=True,
-                              follow=follow, since=since)
+                              follow=follow, since=since, timestamps=timestamps)
         return LogLines(_log_lines(chunks, self._id), close=getattr(chunks, "close", lambda: None))
 
     def stop(self, grace: float = 10.0) -> None:

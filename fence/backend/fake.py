@@ -431,13 +431,20 @@ class FakeContainer:
         lines = list(self.log_lines)
         return LogLines(iter(lines if tail is None else lines[-tail:] if tail else []))
 
-    def output(self, *, stream: str, follow: bool = True, since: float | None = None) -> LogLines:
+    def output(self, *, stream: str, follow: bool = True, since: float | None = None,
+               timestamps: bool = False) -> LogLines:
         """See ``Container.output``: the main program's output is all stdout (``err_lines``:
         stderr, which tests fill); ``since`` is not applied; ``follow`` ends at the last line."""
         if stream not in ("stdout", "stderr"):
             raise UsageError(detail=f"output stream {stream!r}: use stdout or stderr")
         self._check_exists()
-        return LogLines(iter(list(self.log_lines if stream == "stdout" else self.err_lines)))
+        lines = list(self.log_lines if stream == "stdout" else self.err_lines)
+        return LogLines(iter([f"{self._started_at_nano()} {line}" for line in lines] if timestamps else lines))
+
+    def _started_at_nano(self) -> str:
+        """The start time as the engine writes log timestamps (every fake line was logged then)."""
+        started = datetime.fromisoformat(self._started_at) if self._started_at else datetime.now(timezone.utc)
+        return started.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
 
     def stop(self, grace: float = 10.0) -> None:
         """See ``Container.stop``; fake processes always honour TERM (exit status 143)."""
