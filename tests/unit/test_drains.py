@@ -376,3 +376,44 @@ def test_the_cli_refuses_a_bad_url_before_calling_the_daemon(home: NodeHome) -> 
     from fence.cli import fence
     result = CliRunner().invoke(fence, ["drain", "add", "shop", "audit", "ftp://x"])  # no daemon runs
     assert isinstance(result.exception, UsageError) and "the scheme must be one of" in result.exception.message
+
+
+# --- the instance taps (fake backend) ---------------------------------------------------------
+
+
+def test_the_taps_follow_running_instances_of_apps_with_drains_only() -> None:
+    from fence import labels
+    from fence.drains.taps import InstanceTaps
+    from fence.models import ContainerSpec, Limits
+
+    backend = FakeBackend()
+    node = "n-test"
+    events: list[LogEvent] = []
+
+    class Recording(FakeSender):
+        def send(self, batch: list[LogEvent]) -> None:
+            events.extend(batch)
+
+    def make(app: str, index: int) -> object:
+        spec = ContainerSpec(image="fence/stack:bookworm", user="1000", command=("sleep", "infinity"),
+                             limits=Limits(memory_bytes=64 * 1024 * 1024, pids=64),
+                             labels=labels.owned(node, labels.ROLE_INSTANCE, app=app, instance=index, release=4,
+                                                 process="worker"))
+        container = backend.create(spec)
+        container.start()
+        return container
+    shop = make("shop", 1)
+    other = make("other", 0)
+    shop.log_lines.append("from shop")  # type: ignore[attr-defined]
+    shop.err_lines.append("shop's error")  # type: ignore[attr-defined]
+    other.log_lines.append("from other")  # type: ignore[attr-defined]
+    source = Source()
+    source.records = [DrainRecord(app="shop", name="a", url="syslog://127.0.0.1:1", created_at="t")]
+    hub = DrainHub(source=source, hostname="h", make_sender=lambda url, **_: Recording())
+    taps = InstanceTaps(backend=backend, hub=hub, node_id=node)
+    taps.pass_once()
+    _until(lambda: len(events) == 2)
+    assert {(e.app, e.process, e.instance, e.release, e.stream, e.line) for e in events} == {
+        ("shop", "worker", 1, 4, "stdout", "from shop"), ("shop", "worker", 1, 4, "stderr", "shop's error")}
+    taps.close()
+    hub.close()
