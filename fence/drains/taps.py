@@ -178,8 +178,10 @@ class _Tap:
         for raw in lines:
             stamp, _, text = raw.partition(" ")
             at = _epoch(stamp)
-            if start is not None and at <= start:
-                continue  # a line the follow before this one gave already
+            if (start is not None and at <= start) or (last is not None and at < last):
+                # A line given already: by the follow before this one, or again by this one (the
+                # 20.10 follower repeats lines across a rotation; a stream's stamps only grow).
+                continue
             last = at
             self._active = time.monotonic()
             emit(LogEvent(app=self._app, process=self._process, instance=self._index, release=self._release,

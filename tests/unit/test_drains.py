@@ -417,3 +417,41 @@ def test_the_taps_follow_running_instances_of_apps_with_drains_only() -> None:
         ("shop", "worker", 1, 4, "stdout", "from shop"), ("shop", "worker", 1, 4, "stderr", "shop's error")}
     taps.close()
     hub.close()
+
+
+# --- release-phase, cron and log-file lines reach the drains ----------------------------------
+
+
+def test_release_phase_and_cron_output_reach_a_node_drain(home: NodeHome) -> None:
+    from tests.drain_kit import NdjsonReceiver
+    from tests.unit.test_release_phase import _app_record, _release_program, _staged
+
+    receiver = NdjsonReceiver()
+    backend = FakeBackend()
+    backend.programs["bash"] = _release_program
+    service = node_service(home, backend=backend, router=None)
+    try:
+        service.config.push("fence", "logs/drains", f"http://127.0.0.1:{receiver.port}/in")
+        service.drains.hub.sync()
+        droplet = _staged(service, "ok", "echo migrated")
+        service.apps._release.run(_app_record("ok"), droplet, on_line=lambda line: None)
+        service.cron._log("ok", "----- cron said this")
+        _until(lambda: {"migrated", "----- cron said this"} <= {r["line"] for r in receiver.records})
+        [migrated] = [r for r in receiver.records if r["line"] == "migrated"]
+        assert (migrated["app"], migrated["type"], migrated["release"], migrated["instance"]) == ("ok", "release", 1, None)
+        [cron] = [r for r in receiver.records if r["line"] == "----- cron said this"]
+        assert (cron["app"], cron["type"]) == ("ok", "cron")
+    finally:
+        service.close()
+        receiver.stop()
+
+
+def test_a_log_file_passes_every_line_to_its_tap_past_its_cap_too(tmp_path: Path) -> None:
+    from fence.logfile import LogFile
+
+    tapped: list[str] = []
+    with LogFile(tmp_path / "x.log", max_bytes=10, tap=tapped.append) as write:
+        for i in range(5):
+            write(f"line {i}")
+    assert tapped == [f"line {i}" for i in range(5)]
+    assert (tmp_path / "x.log").read_text().splitlines() == ["line 0", "fence: log cut here"]
