@@ -6,14 +6,17 @@ import http.client
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
 from bench.node import BenchNode
 from bench.stats import Summary
-from tests.drain_kit import SyslogTcpReceiver, sd_line  # the receivers the drain tests use
+from tests.drain_kit import (  # the receivers the drain tests use
+    SyslogTcpReceiver,
+    sd_line,
+)
 
 APP = "benchdrain"
 RATE = 10_000  # lines per second

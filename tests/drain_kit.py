@@ -148,7 +148,7 @@ class NdjsonReceiver:
         records = self.records
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 records.extend(json.loads(line) for line in body.splitlines() if line.strip())
                 self.send_response(204)

@@ -72,7 +72,7 @@ def _stamp(at: float) -> bytes:
     global _second
     whole, cached = int(at), _second
     if cached[0] != whole:
-        cached = _second = (whole, dt.datetime.fromtimestamp(whole, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+        cached = _second = (whole, dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"))
     return f"{cached[1]}.{int((at - whole) * 1e6):06d}Z".encode()
 
 

@@ -6,7 +6,8 @@ import logging
 import socket
 import threading
 import time
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from fence.drains.frame import LogEvent
 from fence.drains.models import DrainHealth, DrainRecord

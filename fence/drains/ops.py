@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from fence.config import ConfigStore
 from fence.drains.hub import DrainHub
@@ -13,7 +13,6 @@ from fence.drains.urls import MAX_APP_DRAINS, check_drain_name, parse_drain_url
 from fence.errors import AppNotFound, UsageError
 from fence.rules import check_app_name
 from fence.store import StateStore
-
 
 
 class StoredDrains:
@@ -76,7 +75,7 @@ class DrainOps:
         if name not in have and len(have) >= MAX_APP_DRAINS:
             raise UsageError(detail=f"drain {name!r}: {app} has {len(have)} drains, the most an app may have")
         record = DrainRecord(app=app, name=name, url=url, origin=origin,
-                             created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+                             created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
         self._store.put_drain(record)
         self.hub.sync()
         return record

@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from fence.drains.frame import LogEvent
 from fence.drains.models import DrainHealth
@@ -127,7 +127,7 @@ class DrainShipper:
             if self._state != "down":
                 log.warning("drain %s of %s is down: %s", self.name, self.app or "the node", error)
             self._state, self._error = "down", error
-            self._error_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            self._error_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             self._cond.notify_all()
 
     def _trimmed(self, batch: list[LogEvent]) -> list[LogEvent]:

@@ -6,7 +6,7 @@ import calendar
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from fence import labels
 from fence.backend.base import ContainerBackend, LogLines

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
 from fence.client import FenceClient
-from tests.drain_kit import NdjsonReceiver, SyslogTcpReceiver, SyslogUdpReceiver, sd_line, sd_params, self_signed
+from tests.drain_kit import (
+    NdjsonReceiver,
+    SyslogTcpReceiver,
+    SyslogUdpReceiver,
+    sd_line,
+    sd_params,
+    self_signed,
+)
 from tests.integration.node_kit import Node, started_node
 from tests.integration.staging_kit import write_app
 
@@ -59,7 +65,7 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
 
 
 @pytest.fixture(scope="module")
-def receivers(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def receivers(tmp_path_factory: pytest.TempPathFactory):
     cert = self_signed(tmp_path_factory.mktemp("tls"))
     made = {"tcp": SyslogTcpReceiver(), "tls": SyslogTcpReceiver(cert=cert), "udp": SyslogUdpReceiver(),
             "http": NdjsonReceiver(), "cert": cert}
@@ -69,7 +75,7 @@ def receivers(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory, engine: str, receivers: dict):  # noqa: ANN201
+def node(tmp_path_factory: pytest.TempPathFactory, engine: str, receivers: dict):
     home = tmp_path_factory.mktemp("node") / "home"
     for node in started_node(home):
         for key, value in (("logs/ca_file", str(receivers["cert"][0])), ("logs/drain_buffer", "1")):

@@ -20,7 +20,13 @@ from fence.drains.models import DrainRecord
 from fence.drains.senders import SendFailed
 from fence.drains.shipper import OVERHEAD, DrainShipper
 from fence.drains.urls import check_drain_name, parse_drain_url
-from fence.errors import AppNotFound, InvalidConfigValue, InvalidName, ManifestInvalid, UsageError
+from fence.errors import (
+    AppNotFound,
+    InvalidConfigValue,
+    InvalidName,
+    ManifestInvalid,
+    UsageError,
+)
 from fence.home import NodeHome
 from fence.models import AppRecord
 from fence.staging.manifest import parse_manifest
@@ -200,7 +206,7 @@ def _event(line: str) -> LogEvent:
     return LogEvent(app="shop", process="web", instance=0, release=1, stream="stdout", line=line, at=time.time())
 
 
-def _until(check, timeout: float = 20) -> None:  # noqa: ANN001
+def _until(check, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "not within the time"
@@ -313,7 +319,7 @@ class Source:
 def test_the_hub_sends_an_apps_lines_to_its_drains_and_the_nodes_only() -> None:
     source, senders = Source(), {}
 
-    def make_sender(url, **_):  # noqa: ANN001, ANN202
+    def make_sender(url, **_):
         return senders.setdefault(url.url, FakeSender())
     hub = DrainHub(source=source, hostname="h", make_sender=make_sender)
     source.records = [DrainRecord(app="shop", name="a", url="syslog://127.0.0.1:1", created_at="t")]
