@@ -52,6 +52,7 @@ def measure(node: BenchNode, *, host_work: Path, say: Callable[[str], None]) -> 
         host_app.mkdir(parents=True, exist_ok=True)
         (host_app / "app.py").write_text(APP_PY)
         (host_app / "Procfile").write_text("web: python3 -u app.py\n")
+        node.cli("kato", "config", "set", "fence", "logs/drain_loopback", "true")  # the receiver is on loopback
         pushed = node.cli("fence", "push", str(host_app), "--name", APP, "--buildpack", "procfile")
         if pushed.returncode != 0:
             raise RuntimeError(f"push failed: {pushed.stderr.strip()[-500:]}")

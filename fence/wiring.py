@@ -75,8 +75,10 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     from fence.drains.ops import DrainOps, StoredDrains
     from fence.drains.taps import InstanceTaps
 
-    hub = DrainHub(source=StoredDrains(store=store, config=config))  # issue 18: log drains
-    drains = DrainOps(store=store, hub=hub, taps=InstanceTaps(backend=engine, hub=hub, node_id=home.node_id))
+    drain_source = StoredDrains(store=store, config=config)  # issue 18: log drains
+    hub = DrainHub(source=drain_source)
+    drains = DrainOps(store=store, hub=hub, taps=InstanceTaps(backend=engine, hub=hub, node_id=home.node_id),
+                      loopback_ok=drain_source.loopback_ok)
     apps = AppOps(store=store, config=config, manager=manager, starter=starter, backend=engine,
                   droplets=droplets, home=home, node_id=home.node_id, routing=node_router is not None, drains=hub)
     session = StagingSession(config=config, stager=stager, store=store,

@@ -161,6 +161,9 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
             "(and counted)"),
     KeySpec("logs/ca_file", PatternType(f"(?:{_ABSOLUTE_FOLDER})?", "an absolute path of a PEM file, or empty"),
             "", "CA certificates (PEM) that syslog+tls:// and https:// drains trust; empty: the system's"),
+    KeySpec("logs/drain_loopback", BoolType(), False,
+            "apps' drains may point at this node itself (loopback, link-local addresses); off, a "
+            "developer cannot make the daemon post logs to services that listen on the node only"),
     # --- end log drains ---
     KeySpec("gc/interval", IntType(0, 7 * 86400, "of seconds"), 3600,
             "seconds between the daemon's garbage collections; 0 turns them off"),

@@ -40,6 +40,9 @@ class DrainSource(Protocol):
     def ca_file(self) -> str | None:
         """CAs to trust for TLS drains (``logs/ca_file``), ``None``: the system's."""
 
+    def loopback_ok(self) -> bool:
+        """Whether apps' drains may reach the node's own addresses (``logs/drain_loopback``)."""
+
 
 class DrainHub:
     """Runs one shipper per drain and fans each line out to its app's drains and the node's.
@@ -63,6 +66,7 @@ class DrainHub:
         # (app or None, name) → shipper; replaced whole on change, so emit reads it without the lock
         self._shippers: dict[tuple[str | None, str], tuple[str, DrainShipper]] = {}
         self._by_app: dict[str | None, tuple[DrainShipper, ...]] = {}
+        self._loopback: bool | None = None  # logs/drain_loopback as the shippers were made
 
     def sync(self) -> None:
         """Start shippers for new drains, stop those of deleted ones (after a short flush)."""
@@ -70,11 +74,16 @@ class DrainHub:
         for index, url in enumerate(self._source.node_drains(), start=1):
             wanted[(None, f"node-{index}")] = url
         capacity = self._source.buffer_bytes()
+        loopback = self._source.loopback_ok()
+        if self._loopback is not None and loopback != self._loopback:
+            self._shippers_reset()
+        self._loopback = loopback
         with self._lock:
             old = self._shippers
             keep = {key: old[key] for key in wanted if key in old and old[key][0] == wanted[key]}
             stop = [shipper for key, (url, shipper) in old.items() if keep.get(key, (None, None))[1] is not shipper]
-            fresh = {key: (url, self._shipper(key, url, capacity)) for key, url in wanted.items() if key not in keep}
+            fresh = {key: (url, self._shipper(key, url, capacity, loopback)) for key, url in wanted.items()
+                     if key not in keep}
             self._shippers = {**keep, **{k: v for k, v in fresh.items() if v[1] is not None}}  # type: ignore[misc]
             by_app: dict[str | None, list[DrainShipper]] = {}
             for (app, _), (_, shipper) in self._shippers.items():
@@ -83,7 +92,14 @@ class DrainHub:
         for shipper in stop:
             shipper.close(flush=1.0)
 
-    def _shipper(self, key: tuple[str | None, str], url: str, capacity: int) -> DrainShipper | None:
+    def _shippers_reset(self) -> None:
+        """Stop every shipper (``logs/drain_loopback`` changed: each gets its sender again)."""
+        with self._lock:
+            old, self._shippers, self._by_app = self._shippers, {}, {}
+        for _, shipper in old.values():
+            shipper.close(flush=1.0)
+
+    def _shipper(self, key: tuple[str | None, str], url: str, capacity: int, loopback: bool) -> DrainShipper | None:
         app, name = key
         try:
             parsed = parse_drain_url(url, what=f"drain {name!r}")
@@ -91,7 +107,7 @@ class DrainHub:
             log.warning("drain %s of %s not started: %s", name, app or "the node", exc.message)
             return None
         sender = self._make_sender(parsed, hostname=self._hostname, timeout=SEND_TIMEOUT,
-                                   ca_file=self._source.ca_file())
+                                   ca_file=self._source.ca_file(), own_host=app is None or loopback)
         return DrainShipper(name=name, app=app, url=parsed.shown, sender=sender, capacity=capacity)
 
     def wants(self, app: str) -> bool:

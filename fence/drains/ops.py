@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from fence.config import ConfigStore
 from fence.drains.hub import DrainHub
 from fence.drains.models import DrainHealth, DrainRecord
+from fence.drains.senders import own_address
 from fence.drains.taps import InstanceTaps
 from fence.drains.urls import MAX_APP_DRAINS, check_drain_name, parse_drain_url
 from fence.errors import AppNotFound, UsageError
@@ -33,6 +34,9 @@ class StoredDrains:
     def ca_file(self) -> str | None:
         return str(self._config.fence("logs/ca_file") or "") or None
 
+    def loopback_ok(self) -> bool:
+        return bool(self._config.fence("logs/drain_loopback"))
+
 
 class DrainOps:
     """An app's drains: checked, stored, and the hub told at once.
@@ -41,10 +45,13 @@ class DrainOps:
         store: the state store (the ``drains`` table).
         hub: the running shippers.
         taps: the instance readers, started by ``start``.
+        loopback_ok: whether drains may point at the node itself (``logs/drain_loopback``).
     """
 
-    def __init__(self, *, store: StateStore, hub: DrainHub, taps: InstanceTaps | None = None) -> None:
+    def __init__(self, *, store: StateStore, hub: DrainHub, taps: InstanceTaps | None = None,
+                 loopback_ok: Callable[[], bool] = lambda: False) -> None:
         self._store, self.hub, self._taps = store, hub, taps
+        self._loopback_ok = loopback_ok
 
     def start(self) -> None:
         """Start reading running instances into the drains (and the node's drain config)."""
@@ -68,7 +75,10 @@ class DrainOps:
         """
         check_app_name(app)
         check_drain_name(name)
-        parse_drain_url(url, what=f"drain {name!r}")
+        parsed = parse_drain_url(url, what=f"drain {name!r}")
+        if (parsed.host == "localhost" or own_address(parsed.host)) and not self._loopback_ok():
+            raise UsageError(detail=f"drain {name!r}: {parsed.host} is this node itself; an app's drain may "
+                                    "not point there unless the admin sets logs/drain_loopback")
         if self._store.app(app) is None:
             raise AppNotFound(app=app)
         have = {d.name for d in self._store.drains(app)}

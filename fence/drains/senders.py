@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import ipaddress
 import select
 import socket
 import ssl
@@ -35,7 +36,8 @@ class Sender(Protocol):
         """Drop the connection (the next send makes a new one)."""
 
 
-def sender_for(url: DrainUrl, *, hostname: str, timeout: float, ca_file: str | None) -> Sender:
+def sender_for(url: DrainUrl, *, hostname: str, timeout: float, ca_file: str | None,
+               own_host: bool = True) -> Sender:
     """The transport for a drain URL.
 
     Args:
@@ -43,13 +45,49 @@ def sender_for(url: DrainUrl, *, hostname: str, timeout: float, ca_file: str | N
         hostname: this node's name (the syslog HOSTNAME, the JSON ``node``).
         timeout: seconds each connect and write may take.
         ca_file: a PEM file of CAs to trust for TLS (``logs/ca_file``), ``None``: the system's.
+        own_host: whether the drain may reach this node's own addresses (loopback, link-local,
+            unspecified): an app's drain only when the admin allows it (``logs/drain_loopback``),
+            else a developer could make the daemon post to services that listen on the node only.
     """
     if url.scheme in ("http", "https"):
-        return HttpSender(url, hostname=hostname, timeout=timeout, ca_file=ca_file)
-    if url.scheme == "syslog+udp":
-        return UdpSender(url, hostname=hostname)
-    return StreamSender(url, hostname=hostname, timeout=timeout, ca_file=ca_file if url.scheme == "syslog+tls" else None,
-                        tls=url.scheme == "syslog+tls")
+        sender: Sender = HttpSender(url, hostname=hostname, timeout=timeout, ca_file=ca_file)
+    elif url.scheme == "syslog+udp":
+        sender = UdpSender(url, hostname=hostname)
+    else:
+        sender = StreamSender(url, hostname=hostname, timeout=timeout,
+                              ca_file=ca_file if url.scheme == "syslog+tls" else None, tls=url.scheme == "syslog+tls")
+    return sender if own_host else _Guarded(sender, url)
+
+
+class _Guarded:
+    """A sender that first checks what the drain's host resolves to: none of the node's own addresses."""
+
+    def __init__(self, sender: Sender, url: DrainUrl) -> None:
+        self._sender, self._url = sender, url
+
+    def send(self, events: list[LogEvent]) -> None:
+        try:
+            infos = socket.getaddrinfo(self._url.host, self._url.port, proto=socket.IPPROTO_TCP)
+        except OSError as exc:
+            raise SendFailed(_reason(exc)) from exc
+        for info in infos:
+            address = str(info[4][0])
+            if own_address(address):
+                raise SendFailed(f"refused: {self._url.host} is this node's own address {address} "
+                                 "(the admin allows that with logs/drain_loopback)")
+        self._sender.send(events)
+
+    def close(self) -> None:
+        self._sender.close()
+
+
+def own_address(address: str) -> bool:
+    """Whether an IP address is the node's own: loopback, link-local or unspecified."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_link_local or ip.is_unspecified
 
 
 def _tls_context(ca_file: str | None) -> ssl.SSLContext:

@@ -78,7 +78,8 @@ def receivers(tmp_path_factory: pytest.TempPathFactory):
 def node(tmp_path_factory: pytest.TempPathFactory, engine: str, receivers: dict):
     home = tmp_path_factory.mktemp("node") / "home"
     for node in started_node(home):
-        for key, value in (("logs/ca_file", str(receivers["cert"][0])), ("logs/drain_buffer", "1")):
+        for key, value in (("logs/ca_file", str(receivers["cert"][0])), ("logs/drain_buffer", "1"),
+                           ("logs/drain_loopback", "true")):  # the receivers listen on loopback
             assert node.cli("kato", "config", "set", "fence", key, value).exit_code == 0
         pushed = node.cli("kato", "config", "push", "fence", "logs/drains", f"syslog+udp://127.0.0.1:{receivers['udp'].port}")
         assert pushed.exit_code == 0, pushed.stderr
@@ -145,7 +146,8 @@ def test_a_dead_receiver_slows_nothing_its_drops_are_reported_and_delivery_resum
     assert f"drain:         {APP}/tcp DOWN" in text.stdout and "dropped" in text.stdout, text.stdout
     assert any(f"drain tcp of {APP} is down" in line for line in text.stderr.splitlines()), text.stderr
     # The other drains shipped on meanwhile.
-    assert any(r["line"].startswith("flood 199999 ") for r in receivers["http"].records)
+    wait_for("the flood's last line at the HTTP drain",
+             lambda: any(r["line"].startswith("flood 199999 ") for r in list(receivers["http"].records)))
     tcp.start()
     assert node.url_get(APP, "/say?m=back-again")[0] == 200
     try:

@@ -106,6 +106,7 @@ def test_node_drains_are_a_list_of_checked_urls(config: ConfigStore) -> None:
     ("logs/drain_buffer", "lots"),
     ("logs/ca_file", "relative/ca.pem"),
     ("logs/ca_file", "/etc/../ca.pem"),
+    ("logs/drain_loopback", "maybe"),
 ])
 def test_bad_drain_config_values_are_refused_and_nothing_changes(config: ConfigStore, tmp_path: Path,
                                                                   key: str, raw: str) -> None:
@@ -315,6 +316,9 @@ class Source:
     def ca_file(self) -> None:
         return None
 
+    def loopback_ok(self) -> bool:
+        return True
+
 
 def test_the_hub_sends_an_apps_lines_to_its_drains_and_the_nodes_only() -> None:
     source, senders = Source(), {}
@@ -344,6 +348,7 @@ def test_the_hub_sends_an_apps_lines_to_its_drains_and_the_nodes_only() -> None:
 def api(home: NodeHome) -> TestClient:
     service = node_service(home, backend=FakeBackend(userns_remap=False), router=None)
     service.store.put_app(_record("shop"))
+    service.config.set("fence", "logs/drain_loopback", "true")
     yield TestClient(create_app(service, service.apps))
     service.close()
 
@@ -461,3 +466,25 @@ def test_a_log_file_passes_every_line_to_its_tap_past_its_cap_too(tmp_path: Path
             write(f"line {i}")
     assert tapped == [f"line {i}" for i in range(5)]
     assert (tmp_path / "x.log").read_text().splitlines() == ["line 0", "fence: log cut here"]
+
+
+# --- drains may not point at the node itself unless the admin allows it -----------------------
+
+
+@pytest.mark.parametrize("url", ["syslog://127.0.0.1:514", "http://localhost/", "syslog+udp://[::1]:514",
+                                 "http://169.254.169.254/latest", "syslog://0.0.0.0:514"])
+def test_an_apps_drain_to_the_node_itself_is_refused_unless_allowed(api: TestClient, home: NodeHome, url: str) -> None:
+    from fence.wiring import config_store
+
+    config_store(home).set("fence", "logs/drain_loopback", "false")
+    answer = api.put("/v1/apps/shop/drains/audit", json={"url": url})
+    assert answer.status_code == 400, answer.json()
+    assert "is this node itself" in answer.json()["error"]["message"] and "logs/drain_loopback" in answer.json()["error"]["message"]
+
+
+def test_a_drain_whose_name_resolves_to_the_node_itself_fails_at_send() -> None:
+    from fence.drains.senders import sender_for
+
+    sender = sender_for(parse_drain_url("syslog://localhost:9"), hostname="h", timeout=1, ca_file=None, own_host=False)
+    with pytest.raises(SendFailed, match="this node's own address"):
+        sender.send([_event("x")])
