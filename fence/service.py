@@ -115,7 +115,10 @@ class NodeService:
                                               env=order.env)
             view = self.apps.deploy(staged.droplet, settings, on_line=on_line)
             if self.drains is not None and staged.manifest.drains:  # issue 18: stackato.yml drain:
-                self.drains.from_manifest(view.name, staged.manifest.drains)
+                try:
+                    self.drains.from_manifest(view.name, staged.manifest.drains)
+                except FenceError as exc:  # the release runs already: say so rather than fail the push
+                    on_line(f"-----> WARNING: a drain of {staged.manifest.source_name} was not added: {exc.message}")
             return view
 
     def restage(self, name: str, on_line: Callable[[str], None], *, force: bool = False) -> AppView:
