@@ -14,14 +14,14 @@ import time
 import uuid
 from pathlib import Path
 
-from bench import cli, cli_scale, running, staging, usage
+from bench import cli, cli_scale, drains, running, staging, usage
 from bench.baseline import Docker
 from bench.node import REPO, BenchNode
 from bench.report import Row, absolute_row, ratio_row, table, write_json
 from bench.stats import Summary
 
 
-SECTIONS = ("cli", "staging", "start", "scale", "cli-scale", "api", "stats")
+SECTIONS = ("cli", "staging", "start", "scale", "cli-scale", "api", "stats", "drains")
 
 
 def main() -> int:
@@ -94,6 +94,9 @@ def main() -> int:
             say(f"-----> `fence stats` and daemon CPU with {args.stats_instances} instances")
             figures.update(usage.measure(node, count=args.stats_instances, reps=max(30, args.reps),
                                          idle_seconds=args.idle_seconds, say=say))
+        if "drains" in only:  # issue 18: log drains
+            say(f"-----> Log drain: {drains.RATE} lines/s from one instance for {drains.SECONDS} s, TCP syslog")
+            figures.update(drains.measure(node, host_work=host_work, say=say))
     finally:
         node.close()
         docker.close()
@@ -192,6 +195,16 @@ def _rows(f: dict[str, Summary], extra: dict[str, object], scale: int, apps: int
                                  cpu.median, 2, "% of one core",
                                  baseline=f"{f['usage.daemon_cpu_quiet'].median:.2f} %",
                                  baseline_name="same daemon, not scraped"))
+    if "drains.written" in f:  # issue 18: log drains
+        written, received = f["drains.written"].median, f["drains.received"].median
+        rows.append(absolute_row(f"drain: lines received / written, {f['drains.rate'].median:.0f} lines/s "
+                                 "(value: share lost)", f"{received:.0f} / {written:.0f}",
+                                 1 - received / max(written, 1), 0.01, "lost (≥ 0.99 received)"))
+        rows.append(absolute_row("drain receiver down 10 s: daemon RSS (max)", f["drains.rss_down"].text(),
+                                 f["drains.rss_down"].high, 150, "MB",
+                                 baseline=f"{f['drains.dropped'].median:.0f} lines dropped, reported "
+                                          f"{'down' if f['drains.down'].median else 'NOT down'}",
+                                 baseline_name="kato status"))
     for sample in staging.SAMPLES:
         info = extra.get(f"droplet.{sample}")
         if isinstance(info, dict):

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from fence import __version__
+from fence.api_drains import drains_router
 from fence.api_schema import EnvChange, ErrorAnswer, RouteChange, TaskOrder, request_invalid, to_json_ready
 from fence.apps import AppOps
 from fence.errors import (
@@ -436,4 +437,5 @@ def create_app(service: NodeService, app_ops: AppOps) -> FastAPI:
         return service.node_info()
 
     __import__("fence.api_usage").api_usage.install(app, service)  # issue 18: logs filters, stats, /metrics
+    app.include_router(drains_router(getattr(service, "drains", None)))  # issue 18: log drains
     return app

@@ -52,6 +52,9 @@ def usage_of(service: Any) -> Usage:
             found = Usage(sampler=UsageSampler(backend=service.backend, node_id=service.node_id),
                           metrics=NodeMetrics(service=service, router_requests=counter))
             found.metrics.time_stagings(service.session)
+            drains = getattr(service, "drains", None)  # log drains (issue 18): their drop counts
+            if drains is not None:
+                found.metrics.add_drain_drops(drains.hub.drops)
             _USAGE[service] = found
         return found
 

@@ -17,6 +17,7 @@ from fence.droplets import DropletStore
 from fence.errors import AppNotFound, DeployFailed, NoRelease, ReleaseNotFound, UsageError
 from fence.follow import LogFollow
 from fence.home import NodeHome
+from fence.logfile import LogTap
 from fence.models import AppRecord, AppView, DeploySettings, DropletRecord, InstanceView, ReleaseRecord
 from fence.rules import check_app_name, check_dns_name, check_env
 from fence.running.manager import InstanceManager
@@ -52,7 +53,7 @@ class AppOps:
 
     def __init__(self, *, store: StateStore, config: ConfigStore, manager: InstanceManager,
                  starter: InstanceStarter, backend: ContainerBackend, droplets: DropletStore,
-                 home: NodeHome, node_id: str, routing: bool = True) -> None:
+                 home: NodeHome, node_id: str, routing: bool = True, drains: LogTap | None = None) -> None:
         self._store = store
         self._config = config
         self._manager = manager
@@ -63,7 +64,7 @@ class AppOps:
         self._node_id = node_id
         self._routing = routing
         self._tasks = TaskRunner(starter=starter)
-        self._release = ReleasePhase(tasks=self._tasks, config=config, store=store, home=home)
+        self._release = ReleasePhase(tasks=self._tasks, config=config, store=store, home=home, drains=drains)
 
     # --- reading ---------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ COMMAND_TABLE: dict[str, str] = {
     "cron": "fence.cli_apps:cron",
     "route": "fence.cli_apps:route",
     "stats": "fence.cli_usage:stats",
+    "drain": "fence.cli_drains:drain",
 }
 
 

@@ -16,6 +16,7 @@ from fence.errors import InternalError, UsageError, from_wire
 if TYPE_CHECKING:
     from fence.models import (AppView, CronView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord,
                               RolloutReport, SourceLimits, StackImage)
+    from fence.drains.models import DrainHealth, DrainRecord
 
 # The stdlib's http.client, not httpx: every CLI call imports the client, and httpx's import alone
 # (~100 ms here) was most of a `fence apps` call; the daemon speaks plain HTTP/1.1 on one local socket.
@@ -306,6 +307,40 @@ class FenceClient:
             conn, self._idle = self._idle, None
         if conn is not None:
             conn.close()
+
+    # --- log drains (issue 18) ---------------------------------------------------------------
+
+    def drains(self, name: str) -> list[DrainHealth]:
+        """The app's drains with their health, then the node-wide drains.
+
+        Raises:
+            AppNotFound: no such app.
+        """
+        from fence.drains.models import DrainHealth
+
+        return [model_from_wire(DrainHealth, item) for item in self._get(_app_path(name, "drains"))]
+
+    def add_drain(self, name: str, drain: str, url: str) -> DrainRecord:
+        """Add a drain to an app (or point its drain of that name at a new URL).
+
+        Raises:
+            AppNotFound: no such app.
+            InvalidName, UsageError: a bad drain name or URL.
+        """
+        from fence.drains.models import DrainRecord
+
+        return model_from_wire(DrainRecord, self._call("PUT", _app_path(name, "drains", quote(drain, safe="")),
+                                                       body={"url": url}))
+
+    def delete_drain(self, name: str, drain: str) -> None:
+        """Remove an app's drain.
+
+        Raises:
+            AppNotFound: no such app.
+            UsageError: it has no drain of that name.
+        """
+        self._call("DELETE", _app_path(name, "drains", quote(drain, safe="")))
+    # --- end log drains ---
 
     def _app_action(self, name: str, action: str, *, on_line: LineCallback,
                     params: list[tuple[str, str]] | None = None, body: Any = None) -> AppView:

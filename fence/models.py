@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Mapping
 
+from fence.drains.models import DrainHealth
 from fence.labels import STACK_ID
 
 WEB_PROCESS = "web"  # the process type that gets $PORT, the router and the port check
@@ -328,6 +329,7 @@ class NodeStatus:
         warnings: things the admin should act on.
         router: the router's status, ``None`` when the node has none.
         app_uid: the uid app processes run as, ``None`` without an engine.
+        drains: the log drains (the apps' and the node's) with their health.
     """
 
     version: str
@@ -344,6 +346,7 @@ class NodeStatus:
     warnings: tuple[str, ...] = ()
     router: RouterStatus | None = None
     app_uid: AppUid | None = None
+    drains: tuple[DrainHealth, ...] = ()  # issue 18: every drain's state, counts and last error
 
 
 # --- staging -----------------------------------------------------------------------------------
@@ -433,6 +436,7 @@ class Manifest:
     warnings: tuple[str, ...] = ()
     health: HealthSettings | None = None  # health checks (issue 14 item 4)
     cron: tuple[CronEntry, ...] = ()  # cron (issue 14): stackato.yml `cron:` entries
+    drains: Mapping[str, str] = field(default_factory=dict)  # issue 18: stackato.yml `drain: {name: url}`
     # --- process types (issue 14, P1) ---
     process_scale: Mapping[str, ProcessScale] = field(default_factory=dict)
     # --- end process types ---

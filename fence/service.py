@@ -16,6 +16,7 @@ from fence.apps import AppOps
 from fence.backend.base import ContainerBackend
 from fence.backend.firewall import FirewallStatus, HostFirewall
 from fence.config import ConfigStore
+from fence.drains.ops import DrainOps
 from fence.droplets import DropletStore
 from fence.errors import DropletNotFound, EngineUnavailable, FenceError, NoRelease, RolloutBusy
 from fence.gc import GarbageCollector
@@ -56,7 +57,7 @@ class NodeService:
     def __init__(self, *, home: NodeHome, config: ConfigStore, backend: ContainerBackend,
                  store: StateStore, session: StagingSession, droplets: DropletStore, apps: AppOps,
                  manager: InstanceManager, router: Router | None, firewall: HostFirewall | None = None,
-                 cron: CronScheduler | None = None) -> None:
+                 cron: CronScheduler | None = None, drains: DrainOps | None = None) -> None:
         self.home = home
         self.firewall = firewall
         self.config = config
@@ -77,6 +78,7 @@ class NodeService:
         self._gc_stop = threading.Event()
         self._gc_thread: threading.Thread | None = None
         self.cron = cron  # cron (issue 14): the scheduler of apps' cron: entries
+        self.drains = drains  # issue 18: log drains
 
     def source_limits(self) -> SourceLimits:
         """Upload limits from config (staging/max_upload, max_files, max_depth)."""
@@ -111,7 +113,13 @@ class NodeService:
             staged = self.session.stage(order, staging_id=staging_id, on_line=on_line)
             settings = DeploySettings.of_push(staged.manifest, instances=instances, memory_mib=memory_mib,
                                               env=order.env)
-            return self.apps.deploy(staged.droplet, settings, on_line=on_line)
+            view = self.apps.deploy(staged.droplet, settings, on_line=on_line)
+            if self.drains is not None and staged.manifest.drains:  # issue 18: stackato.yml drain:
+                try:
+                    self.drains.from_manifest(view.name, staged.manifest.drains)
+                except FenceError as exc:  # the release runs already: say so rather than fail the push
+                    on_line(f"-----> WARNING: a drain of {staged.manifest.source_name} was not added: {exc.message}")
+            return view
 
     def restage(self, name: str, on_line: Callable[[str], None], *, force: bool = False) -> AppView:
         """Stage the app again from the source its current droplet was staged from (on today's
@@ -266,7 +274,11 @@ class NodeService:
             if taken:
                 warnings.insert(0, taken)
             warnings.extend(f"the router left out {s.what} of app {s.app}: {s.why}" for s in router.skipped)
+        drains = tuple(self.drains.health()) if self.drains is not None else ()
+        warnings.extend(f"drain {d.name} of {d.app or 'the node'} is down ({d.error}); "
+                        f"{d.dropped} lines dropped" for d in drains if d.state == "down")
         return NodeStatus(
+            drains=drains,
             router=router,
             version=__version__,
             node_id=self.node_id,
@@ -315,6 +327,8 @@ class NodeService:
         self._gc_thread.start()
         if self.cron is not None:
             self.cron.run_in_background()
+        if self.drains is not None:
+            self.drains.start()
 
     # --- cron (issue 14) --------------------------------------------------------------------
 
@@ -361,6 +375,8 @@ class NodeService:
             self.cron.shutdown()
         self.manager.shutdown()
         self.session.close()
+        if self.drains is not None:
+            self.drains.close()
         self.store.close()
 
 

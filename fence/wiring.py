@@ -71,20 +71,28 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     feed = RouteFeed(router=node_router, config=config) if node_router is not None else None
     manager = InstanceManager(backend=engine, store=store, config=config, starter=starter,
                               node_id=home.node_id, routes=feed, **(manager_options or {}))
+    from fence.drains.hub import DrainHub
+    from fence.drains.ops import DrainOps, StoredDrains
+    from fence.drains.taps import InstanceTaps
+
+    drain_source = StoredDrains(store=store, config=config)  # issue 18: log drains
+    hub = DrainHub(source=drain_source)
+    drains = DrainOps(store=store, hub=hub, taps=InstanceTaps(backend=engine, hub=hub, node_id=home.node_id),
+                      loopback_ok=drain_source.loopback_ok)
     apps = AppOps(store=store, config=config, manager=manager, starter=starter, backend=engine,
-                  droplets=droplets, home=home, node_id=home.node_id, routing=node_router is not None)
+                  droplets=droplets, home=home, node_id=home.node_id, routing=node_router is not None, drains=hub)
     session = StagingSession(config=config, stager=stager, store=store,
-                             sources=KeptSources(home=home), home=home, app_user=app_user)
+                             sources=KeptSources(home=home), home=home, app_user=app_user, drains=hub)
     if firewall is None:
         from fence.backend.firewall import FakeFirewall, IptablesFirewall
 
         firewall = IptablesFirewall() if backend is None else FakeFirewall()
     from fence.running.cron import CronScheduler
 
-    cron = CronScheduler(store=store, config=config, starter=starter, home=home)
+    cron = CronScheduler(store=store, config=config, starter=starter, home=home, drains=hub)
     service = NodeService(home=home, config=config, backend=engine, store=store, session=session,
                           droplets=droplets, apps=apps, manager=manager, router=node_router,
-                          firewall=firewall, cron=cron)
+                          firewall=firewall, cron=cron, drains=drains)
     return service
 
 

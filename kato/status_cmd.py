@@ -74,4 +74,9 @@ def _text(info: NodeStatus) -> str:
     roles = ", ".join(f"{n} {role}" for role, n in info.containers.items()) or "none"
     lines.append(f"apps:          {info.apps}")
     lines.append(f"containers:    {roles}")
+    for drain in info.drains:  # issue 18: log drains
+        owner = drain.app or "node"
+        error = f", last error: {drain.error} (at {drain.error_at})" if drain.error else ""
+        lines.append(f"drain:         {owner}/{drain.name} {drain.state.upper() if drain.state == 'down' else drain.state}, "
+                     f"{drain.sent} sent, {drain.dropped} dropped, {drain.queued} queued, to {drain.url}{error}")
     return "\n".join(lines)

@@ -237,6 +237,26 @@ class Container(Protocol):
             EngineUnavailable: the engine does not answer.
         """
 
+    def output(self, *, stream: str, follow: bool = True, since: float | None = None,
+               timestamps: bool = False) -> LogLines:
+        """One stream of the main process's output from the engine's log, line by line (log
+        drains read each instance this way: from the engine's own log file, so a slow reader
+        never holds the app's writes back).
+
+        Args:
+            stream: ``stdout`` or ``stderr``.
+            follow: keep streaming new lines until the container stops (or ``close``).
+            since: only lines logged at or after this time (seconds since the epoch); ``None``:
+                all.
+            timestamps: start each line with the time the engine logged it (RFC 3339 with
+                nanoseconds, UTC, then a space).
+
+        Raises:
+            UsageError: ``stream`` is neither.
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+        """
+
     def stop(self, grace: float = 10.0) -> None:
         """Send TERM to the main process, then KILL after ``grace`` seconds. A stopped container
         is left as it is.

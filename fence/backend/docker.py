@@ -433,6 +433,16 @@ class DockerContainer:
         with _engine("reading container logs", container=self._id):
             return log_records(self._backend._api(), self._id, since=since, tail=tail,
                                chunks_of=lambda chunks: _translated(chunks, "reading container logs", self._id))
+    def output(self, *, stream: str, follow: bool = True, since: float | None = None,
+               timestamps: bool = False) -> LogLines:
+        """See ``Container.output`` (``close`` shuts the engine connection down)."""
+        if stream not in ("stdout", "stderr"):
+            raise UsageError(detail=f"output stream {stream!r}: use stdout or stderr")
+        api = self._backend._stream_api() if follow else self._backend._api()
+        with _engine("reading container logs", container=self._id):
+            chunks = api.logs(self._id, stdout=stream == "stdout", stderr=stream == "stderr", stream=True,
+                              follow=follow, since=since, timestamps=timestamps)
+        return LogLines(_log_lines(chunks, self._id), close=getattr(chunks, "close", lambda: None))
 
     def stop(self, grace: float = 10.0) -> None:
         """See ``Container.stop``."""

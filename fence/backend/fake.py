@@ -307,6 +307,7 @@ class FakeContainer:
         self.log_records_extra: list[LogRecord] = []
         self.counters = UsageSample(cpu_seconds=0.0, memory_bytes=0, memory_limit_bytes=spec.limits.memory_bytes,
                                     net_rx_bytes=0, net_tx_bytes=0, at=0.0)
+        self.err_lines: list[str] = []
         self._oom = False
         self.killed = False
         self._state, self._exit_code = "created", None
@@ -473,6 +474,20 @@ class FakeContainer:
         if tail is not None:
             return records[max(0, len(records) - tail):] if tail > 0 else []
         return records
+    def output(self, *, stream: str, follow: bool = True, since: float | None = None,
+               timestamps: bool = False) -> LogLines:
+        """See ``Container.output``: the main program's output is all stdout (``err_lines``:
+        stderr, which tests fill); ``since`` is not applied; ``follow`` ends at the last line."""
+        if stream not in ("stdout", "stderr"):
+            raise UsageError(detail=f"output stream {stream!r}: use stdout or stderr")
+        self._check_exists()
+        lines = list(self.log_lines if stream == "stdout" else self.err_lines)
+        return LogLines(iter([f"{self._started_at_nano()} {line}" for line in lines] if timestamps else lines))
+
+    def _started_at_nano(self) -> str:
+        """The start time as the engine writes log timestamps (every fake line was logged then)."""
+        started = datetime.fromisoformat(self._started_at) if self._started_at else datetime.now(timezone.utc)
+        return started.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
 
     def stop(self, grace: float = 10.0) -> None:
         """See ``Container.stop``; fake processes always honour TERM (exit status 143)."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from fence.config.types import (
     AddressType,
+    BadValue,
     BoolType,
     EnumType,
     FloatType,
@@ -19,6 +20,7 @@ from fence.config.types import (
     PatternType,
     image_ref_type,
 )
+from fence.drains.urls import parse_drain_url
 from fence.rules import APP_MEMORY_MIB, DNS_NAME_PATTERN, NAME_PATTERN
 
 # ADDR:PORT of a TCP listener (IPv4, or IPv6 in brackets), or "" for none.
@@ -45,6 +47,27 @@ class KeySpec:
     type: KeyType
     default: Any
     help: str
+
+
+@dataclass(frozen=True)
+class DrainUrlType:
+    """A drain URL (``fence.drains.urls.parse_drain_url``)."""
+
+    name: str = "string"
+
+    def parse(self, raw: str) -> str:
+        return self.check(raw.strip())
+
+    def check(self, value: Any) -> str:
+        from fence.errors import FenceError
+
+        try:
+            return parse_drain_url(value).url
+        except FenceError:
+            raise BadValue(value) from None
+
+    def allowed(self) -> str:
+        return "a drain URL: syslog://HOST:PORT, syslog+udp://HOST:PORT, syslog+tls://HOST:PORT or http(s)://HOST/PATH"
 
 
 FENCE_KEYS: tuple[KeySpec, ...] = (
@@ -135,6 +158,19 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
             "beyond it is refused"),
     KeySpec("cron/timeout", IntType(1, 7 * 86400, "of seconds"), 3600,
             "seconds a cron job may run before its container is killed"),
+    # --- log drains (issue 18) ---
+    KeySpec("logs/drains", ListType(DrainUrlType(), max_items=16), [],
+            "node-wide drains: every app's lines go to each of these URLs too (syslog://HOST:PORT, "
+            "syslog+udp://, syslog+tls://, http(s)://)"),
+    KeySpec("logs/drain_buffer", MemoryType(1, 1024), 8,
+            "lines each drain holds while it is slow or down, in MiB; past it the oldest are dropped "
+            "(and counted)"),
+    KeySpec("logs/ca_file", PatternType(f"(?:{_ABSOLUTE_FOLDER})?", "an absolute path of a PEM file, or empty"),
+            "", "CA certificates (PEM) that syslog+tls:// and https:// drains trust; empty: the system's"),
+    KeySpec("logs/drain_loopback", BoolType(), False,
+            "apps' drains may point at this node itself (loopback, link-local addresses); off, a "
+            "developer cannot make the daemon post logs to services that listen on the node only"),
+    # --- end log drains ---
     KeySpec("gc/interval", IntType(0, 7 * 86400, "of seconds"), 3600,
             "seconds between the daemon's garbage collections; 0 turns them off"),
     # --- the cluster (kato cluster …): single-node fence is role none, the default ---

@@ -76,7 +76,7 @@ def parse_manifest(text: bytes, *, source_name: str) -> Manifest:
                     timeout=draft.timeout, ignores=draft.ignores, hooks=Hooks(**draft.hooks),
                     urls=tuple(dict.fromkeys(draft.urls)), source_name=source_name,
                     warnings=tuple(check.warnings), health=draft.health_settings(),
-                    cron=tuple(draft.cron), process_scale=dict(draft.process_scale))
+                    cron=tuple(draft.cron), process_scale=dict(draft.process_scale), drains=dict(draft.drains))
 
 
 def read_app_manifest(host_app_dir: Path) -> Manifest:
@@ -268,6 +268,7 @@ class _Draft:
     hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)
     urls: list[str] = field(default_factory=list)
     cron: list[CronEntry] = field(default_factory=list)
+    drains: dict[str, str] = field(default_factory=dict)  # issue 18: drain: {name: url}
     # health checks (issue 14 item 4): each value with the node it came from (for line numbers)
     health: dict[str, tuple[object, Node]] = field(default_factory=dict)
 
@@ -560,6 +561,26 @@ def _cron_entry(check: _Checker, node: Node, where: str) -> CronEntry:
     return CronEntry(schedule=schedule, command=command)
 
 
+# --- log drains (issue 18): stackato.yml `drain: {name: url}` (Stackato's form) ----------------
+
+def _read_drains(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    from fence.drains.urls import MAX_APP_DRAINS, check_drain_name, parse_drain_url
+    from fence.errors import FenceError
+
+    fields = check.mapping(node, key)
+    if len(fields) > MAX_APP_DRAINS:
+        raise check.fail(node, f"{key} names {len(fields)} drains; at most {MAX_APP_DRAINS} are allowed")
+    for name, value in fields.items():
+        where = f"{key}.{_clip(name)}"
+        url = check.text(value, where, limit=2048)
+        try:
+            check_drain_name(name)
+            parse_drain_url(url, what=where)
+        except FenceError as exc:
+            raise check.fail(value, exc.message.removeprefix("error: ")) from None
+        draft.drains[name] = url
+
+
 _FIELD_READERS = {
     "name": _read_name,
     "mem": _read_mem,
@@ -580,6 +601,8 @@ _FIELD_READERS = {
     "health-check-type": _read_health_check_type,
     "health-check-http-endpoint": _read_health_check_endpoint,
     "cron": _read_cron,
+    "drain": _read_drains,  # issue 18
+    "drains": _read_drains,
 }
 
 
