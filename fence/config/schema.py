@@ -23,11 +23,6 @@ from fence.config.types import (
 from fence.drains.urls import parse_drain_url
 from fence.rules import APP_MEMORY_MIB, DNS_NAME_PATTERN, NAME_PATTERN
 
-# ADDR:PORT of a TCP listener (IPv4, or IPv6 in brackets), or "" for none.
-_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
-_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-_LISTEN = rf"(?:(?:{_OCTET}\.){{3}}{_OCTET}|\[[0-9a-fA-F:]{{2,39}}\]):{_PORT}|"
-
 # An absolute path with no control characters and no ``..`` component.
 _ABSOLUTE_FOLDER = r"(?!.*/\.\.(?:/|$))/[^\x00-\x1f\x7f]{0,1023}"
 
@@ -185,8 +180,7 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
     KeySpec("cluster/manager_address", AddressType(empty_ok=True), "",
             "the controller's Swarm address this node joined (recorded by kato cluster init|join)"),
     # --- metrics (issue 18) ---
-    KeySpec("metrics/listen", PatternType(_LISTEN, "ADDR:PORT like 127.0.0.1:9101 or [::1]:9101, or empty for off",
-                                          max_length=64), "",
+    KeySpec("metrics/listen", AddressType(empty_ok=True, ipv6_ok=True), "",
             "also serve /metrics over TCP on this address (read at the daemon's start; empty: only on fence.sock)"),
 )
 
