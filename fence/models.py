@@ -63,6 +63,7 @@ class ContainerSpec:
         network: ``"none"``, ``"bridge"`` (the engine's default bridge) or the name of a
             network fence made (``NetworkSpec``; an app's instances and tasks join its own).
         name: optional container name.
+        volumes: named volumes fence made (``VolumeSpec``) mounted into it; never host paths.
     """
 
     image: str
@@ -75,6 +76,7 @@ class ContainerSpec:
     ports: tuple[PortSpec, ...] = ()
     network: str = "none"
     name: str | None = None
+    volumes: tuple[VolumeMount, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,45 @@ class ContainerInfo:
         """The stack image it runs on: its ``fence.stack-id`` label (a container from a droplet
         image), else its own image."""
         return str(self.labels.get(STACK_ID) or self.image_id)
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    """A named volume fence made, mounted in a container (a service's data; issue 16).
+
+    Attributes:
+        volume: the volume's name (``fence-…``).
+        ctr_path: where it is mounted.
+    """
+
+    volume: str
+    ctr_path: PurePosixPath
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """A named, engine-managed volume fence owns (never a host folder).
+
+    Attributes:
+        name: its name; must start with ``fence-`` (``fence.backend.policy``).
+        labels: labels to set; must include fence's node label.
+    """
+
+    name: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """What the engine reports about one volume.
+
+    Attributes:
+        name: its name.
+        labels: its labels.
+    """
+
+    name: str
+    labels: Mapping[str, str]
 
 
 @dataclass(frozen=True)
