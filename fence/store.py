@@ -106,6 +106,28 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (app, process)
     );
     """,
+    # --- migration 10: backing services (issue 16): each service, which apps it is bound to
+    # (in binding order: the first of a kind gives DATABASE_URL/REDIS_URL), its last backup ---
+    """
+    CREATE TABLE services (
+        name            TEXT PRIMARY KEY,
+        type            TEXT NOT NULL,
+        memory_mib      INTEGER NOT NULL,
+        created_at      TEXT NOT NULL,
+        image           TEXT NOT NULL,
+        last_backup     TEXT,
+        last_backup_at  TEXT,
+        backup_error    TEXT
+    );
+    CREATE TABLE service_bindings (
+        service     TEXT NOT NULL REFERENCES services (name) ON DELETE CASCADE,
+        app         TEXT NOT NULL REFERENCES apps (name) ON DELETE CASCADE,
+        bound_at    TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        PRIMARY KEY (service, app)
+    );
+    CREATE INDEX service_bindings_by_app ON service_bindings (app, seq);
+    """,
 )
 
 # How the hosts table writes an app's default host: ``APP.<router/domain>`` for any domain.
