@@ -77,6 +77,7 @@ class NodeService:
         self._gc_stop = threading.Event()
         self._gc_thread: threading.Thread | None = None
         self.cron = cron  # cron (issue 14): the scheduler of apps' cron: entries
+        self.services = None  # backing services (issue 16): fence.services.ops.ServiceOps, set by wiring
 
     def source_limits(self) -> SourceLimits:
         """Upload limits from config (staging/max_upload, max_files, max_depth)."""
@@ -255,6 +256,8 @@ class NodeService:
         warnings.extend(disk_warnings(disks(self.home.host_root, engine)))
         warnings.extend(crash_loop_warnings({app.name: self.manager.instances(app.name)
                                              for app in self.store.apps()}))
+        if self.services is not None and engine is not None:
+            warnings.extend(self.services.warnings())
         router = None
         if self.router is not None:
             router = self.router.status()
@@ -315,6 +318,8 @@ class NodeService:
         self._gc_thread.start()
         if self.cron is not None:
             self.cron.run_in_background()
+        if self.services is not None:
+            self.services.run_in_background()
 
     # --- cron (issue 14) --------------------------------------------------------------------
 
@@ -357,6 +362,8 @@ class NodeService:
     def close(self) -> None:
         """Stop reconciling and cancel running stagings; instances keep running."""
         self._gc_stop.set()
+        if self.services is not None:
+            self.services.stop()
         if self.cron is not None:  # cron jobs end with the daemon (a restart never re-runs their minute)
             self.cron.shutdown()
         self.manager.shutdown()

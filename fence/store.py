@@ -107,7 +107,8 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     """,
     # --- migration 10: backing services (issue 16): each service, which apps it is bound to
-    # (in binding order: the first of a kind gives DATABASE_URL/REDIS_URL), its last backup ---
+    # (in binding order: the first of a kind gives DATABASE_URL/REDIS_URL), its last backup. A
+    # binding names an app that may not be recorded yet: a push binds before its release phase ---
     """
     CREATE TABLE services (
         name            TEXT PRIMARY KEY,
@@ -121,7 +122,7 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE service_bindings (
         service     TEXT NOT NULL REFERENCES services (name) ON DELETE CASCADE,
-        app         TEXT NOT NULL REFERENCES apps (name) ON DELETE CASCADE,
+        app         TEXT NOT NULL,
         bound_at    TEXT NOT NULL,
         seq         INTEGER NOT NULL,
         PRIMARY KEY (service, app)
