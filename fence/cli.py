@@ -78,6 +78,9 @@ def droplets(app: str | None, as_json: bool) -> None:
 
 for _command in COMMANDS:
     fence.add_command(_command)
+from fence.cli_services import COMMANDS as _SERVICE_COMMANDS  # noqa: E402 - backing services (issue 16)
+for _command in _SERVICE_COMMANDS:
+    fence.add_command(_command)
 
 
 def main() -> None:

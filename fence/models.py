@@ -476,6 +476,7 @@ class Manifest:
     cron: tuple[CronEntry, ...] = ()  # cron (issue 14): stackato.yml `cron:` entries
     # --- process types (issue 14, P1) ---
     process_scale: Mapping[str, ProcessScale] = field(default_factory=dict)
+    services: Mapping[str, str] = field(default_factory=dict)  # issue 16: `services:` name → type
     # --- end process types ---
 
 

@@ -112,6 +112,8 @@ class NodeService:
             staged = self.session.stage(order, staging_id=staging_id, on_line=on_line)
             settings = DeploySettings.of_push(staged.manifest, instances=instances, memory_mib=memory_mib,
                                               env=order.env)
+            if staged.manifest.services and self.services is not None:  # issue 16: create, bind
+                self.services.ensure_for_push(staged.droplet.app, staged.manifest.services, on_line)
             return self.apps.deploy(staged.droplet, settings, on_line=on_line)
 
     def restage(self, name: str, on_line: Callable[[str], None], *, force: bool = False) -> AppView:

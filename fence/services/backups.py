@@ -7,11 +7,10 @@ import datetime as dt
 import hashlib
 import json
 import os
-import re
 import secrets
 import tarfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 
 from fence.atomic import atomic_file
@@ -22,44 +21,12 @@ from fence.models import ProcessSpec
 from fence.services.kinds import CTR_DATA, CTR_WORK, SERVICE_UID, kind_of
 from fence.services.lifecycle import ServiceManager
 from fence.services.records import ServiceRecords
+from fence.services.backup_ids import check_backup_id
+from fence.services.views import BackupRecord
 from fence.tarstream import ChunkReader, StreamTooLarge, TarMember, tar_stream
 
-_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")
 _CHUNK = 1024 * 1024
 _DUMP_TIMEOUT = 6 * 3600.0  # the engine cannot kill one exec: a timeout kills the server too
-
-
-@dataclass(frozen=True)
-class BackupRecord:
-    """One kept backup.
-
-    Attributes:
-        id: its id (``YYYYMMDDTHHMMSSZ-xxxxxx``, sorting by age).
-        service: the service it was made of.
-        type: that service's type (a restore into another type is refused).
-        size: bytes of the dump.
-        sha256: checksum of the dump.
-        created_at: when it was made (ISO 8601).
-    """
-
-    id: str
-    service: str
-    type: str
-    size: int
-    sha256: str
-    created_at: str
-
-
-def check_backup_id(backup: str) -> str:
-    """Refuse a backup id that is not one fence makes.
-
-    Raises:
-        UsageError: a malformed id.
-    """
-    if not _ID.fullmatch(backup or ""):
-        raise UsageError(detail=f"backup id {backup[:40]!r} is malformed: ids look like "
-                                "20260101T000000Z-0a1b2c (see `fence service backups NAME`)")
-    return backup
 
 
 class ServiceBackups:

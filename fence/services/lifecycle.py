@@ -12,7 +12,6 @@ import datetime as dt
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from fence import labels
@@ -28,47 +27,11 @@ from fence.services.credentials import CredentialStore
 from fence.services.kinds import (CTR_CREDENTIALS, CTR_DATA, CTR_RUN, SERVICE_UID, ServiceKind,
                                   check_service_name, kind_of)
 from fence.services.records import ServiceRecord, ServiceRecords
+from fence.services.views import ServiceView
 from fence.tarstream import TarMember, tar_bytes
 
 log = logging.getLogger(__name__)
 _PROBE_TIMEOUT = 30.0  # a probe past this kills the container (the engine cannot kill one exec)
-
-
-@dataclass(frozen=True)
-class ServiceView:
-    """A service as ``fence services`` shows it.
-
-    Attributes:
-        name: its name.
-        type: its type.
-        state: ``running``, ``starting``, ``crashed``, ``stopped`` or ``missing``.
-        healthy: whether its server answered its probe just now.
-        memory_mib: its memory limit.
-        bound: the apps bound to it.
-        host: its host name on the bound apps' networks.
-        port: its TCP port there (never published on the host).
-        restarts: crash restarts since the daemon started.
-        last_backup: id of the last good backup, if any.
-        last_backup_at: when it was made.
-        backup_error: why the last backup failed, if it did.
-        image: the image it runs.
-        created_at: when it was created.
-    """
-
-    name: str
-    type: str
-    state: str
-    healthy: bool
-    memory_mib: int
-    bound: tuple[str, ...]
-    host: str
-    port: int
-    restarts: int = 0
-    last_backup: str | None = None
-    last_backup_at: str | None = None
-    backup_error: str | None = None
-    image: str = ""
-    created_at: str = ""
 
 
 def _now() -> str:
@@ -216,7 +179,7 @@ class ServiceManager:
         Raises:
             ServiceNotFound: no such service.
         """
-        return self._view(self._record(name))
+        return self._view(self._record(name), size=True)
 
     def list(self) -> list[ServiceView]:
         """Every service now."""
@@ -354,10 +317,10 @@ class ServiceManager:
             return False
         return result.exit_code == 0
 
-    def _view(self, record: ServiceRecord) -> ServiceView:
+    def _view(self, record: ServiceRecord, *, size: bool = False) -> ServiceView:
         kind: ServiceKind = kind_of(record.type)
         container = self._container(record.name)
-        state, healthy = "missing", False
+        state, healthy, size_bytes = "missing", False, None
         if container is not None:
             try:
                 info = container.info()
@@ -366,6 +329,8 @@ class ServiceManager:
             if info is not None and info.running:
                 healthy = self._probe(record, container)
                 state = "running" if healthy else "starting"
+                if size:
+                    size_bytes = self._data_size(container)
             elif info is not None:
                 state = "crashed" if info.exit_code not in (0, None) or info.state == "exited" else "stopped"
         return ServiceView(name=record.name, type=record.type, state=state, healthy=healthy,
@@ -373,7 +338,18 @@ class ServiceManager:
                            port=kind.port, restarts=self._restarts.get(record.name, 0),
                            last_backup=record.last_backup, last_backup_at=record.last_backup_at,
                            backup_error=record.backup_error, image=record.image,
-                           created_at=record.created_at)
+                           created_at=record.created_at, size_bytes=size_bytes)
+
+    @staticmethod
+    def _data_size(container: Container) -> int | None:
+        try:
+            result = container.run(ProcessSpec(argv=("du", "-sb", str(CTR_DATA)), timeout=_PROBE_TIMEOUT))
+        except FenceError:
+            return None
+        try:
+            return int(result.output[-1].split()[0]) if result.exit_code == 0 and result.output else None
+        except (ValueError, IndexError):
+            return None
 
     def _container(self, name: str) -> Container | None:
         found = self._backend.list({labels.NODE: self._node_id, labels.ROLE: labels.ROLE_SERVICE,

@@ -8,11 +8,12 @@ from typing import Callable, Mapping
 
 from fence.config.store import ConfigStore
 from fence.errors import FenceError, ServiceConflict, ServiceNotFound
-from fence.services.backups import BackupRecord, ServiceBackups
+from fence.services.backups import ServiceBackups
 from fence.services.credentials import CredentialStore
 from fence.services.env import service_env
 from fence.services.kinds import check_service_name, kind_of
-from fence.services.lifecycle import ServiceManager, ServiceView
+from fence.services.lifecycle import ServiceManager
+from fence.services.views import BackupRecord, ServiceView
 from fence.services.records import ServiceRecords
 
 log = logging.getLogger("fence.services")
