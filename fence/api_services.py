@@ -106,6 +106,11 @@ def services_router(service: Any) -> APIRouter:
         """Load a backup into the service (refused: another type, corrupt, truncated)."""
         return to_json_ready(ops().restore(name, order.backup))
 
+    @router.get("/v1/service-images")
+    def service_images() -> list[dict[str, Any]]:
+        """The service images of each type: reference, id, size, services running it."""
+        return ops().images()
+
     @router.get("/v1/apps/{app}/service-env")
     def app_service_env(app: str) -> dict[str, str]:
         """The env an app gets from its bound services (`fence env APP --show-secrets`)."""

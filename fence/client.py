@@ -418,6 +418,10 @@ class FenceClient:
         return model_from_wire(ServiceView, self._call("POST", _service_path(name, "restore"),
                                                        body={"backup": backup}, read_timeout=6 * 3600.0))
 
+    def service_images(self) -> list[dict[str, Any]]:
+        """Each service type's image (reference, id, size, services using it)."""
+        return list(self._get("/v1/service-images"))
+
     def service_env(self, app: str) -> dict[str, str]:
         """The env an app gets from its bound services."""
         return dict(self._get(_app_path(app, "service-env")))

@@ -212,6 +212,10 @@ class ServiceManager:
             raise ServiceFailed(service=name, detail="it does not answer its probe")
         return container
 
+    def image_info(self, ref: str):  # noqa: ANN201 - ImageInfo | None
+        """The engine's image of that reference, if it has it."""
+        return self._backend.image_info(ref)
+
     def reconcile(self) -> None:
         """One pass: adopt running service containers, restart crashed ones after the backoff,
         make missing ones again from their volume, and join the bound apps' networks."""

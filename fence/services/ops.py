@@ -103,6 +103,18 @@ class ServiceOps:
         self.backups.restore(name, backup)
         return self.manager.show(name)
 
+    def images(self) -> list[dict[str, object]]:
+        """Each type's image: reference, id and size (``None`` when not built), services using it."""
+        from fence.services.kinds import KINDS
+        records = self._records.all()
+        found = []
+        for kind in KINDS.values():
+            info = self.manager.image_info(kind.image_ref)
+            found.append({"ref": kind.image_ref, "type": kind.name, "id": info.id if info else None,
+                          "size": info.size if info else 0,
+                          "services": sum(1 for r in records if r.image == kind.image_ref)})
+        return found
+
     # --- pushes and apps -----------------------------------------------------------------------
 
     def ensure_for_push(self, app: str, wanted: Mapping[str, str], on_line: LineCallback) -> None:
