@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from fence.atomic import atomic_file
 from fence.config.store import ConfigStore
-from fence.errors import BackupRefused, FenceError, ServiceFailed, UsageError
+from fence.errors import BackupRefused, ContainerGone, FenceError, ServiceFailed
 from fence.home import NodeHome
 from fence.models import ProcessSpec
 from fence.services.kinds import CTR_DATA, CTR_WORK, SERVICE_UID, kind_of
@@ -118,9 +118,12 @@ class ServiceBackups:
         # restore.rdb over dump.rdb), then the server starts on it.
         container.stream_in(CTR_DATA, tar_stream([TarMember(
             name="restore.rdb", host_file=host_dump, mode=0o600, uid=SERVICE_UID)]))
-        container.run(ProcessSpec(argv=("bash", "-c", '. /etc/fence-service/credentials && '
-                                          'REDISCLI_AUTH="$SVC_PASSWORD" redis-cli -h 127.0.0.1 '
-                                          'SHUTDOWN NOSAVE >/dev/null 2>&1; true'), timeout=60))
+        try:
+            container.run(ProcessSpec(argv=("bash", "-c", '. /etc/fence-service/credentials && '
+                                              'REDISCLI_AUTH="$SVC_PASSWORD" redis-cli -h 127.0.0.1 '
+                                              'SHUTDOWN NOSAVE >/dev/null 2>&1; true'), timeout=60))
+        except ContainerGone:
+            pass  # the server stopped under its own shutdown command: what was asked
         deadline = time.monotonic() + 60
         while container.info().running and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -127,15 +127,17 @@ class ServiceManager:
         self._remove_everything(name, delete_data=delete_data)
         self._records.delete(name)
 
-    def bind(self, name: str, app: str) -> bool:
+    def bind(self, name: str, app: str, *, require_app: bool = True) -> bool:
         """Bind a service to an app: it joins the app's network. ``False``: it was bound already.
+
+        ``require_app=False``: a push binds before its app is first recorded.
 
         Raises:
             ServiceNotFound: no such service.
             AppNotFound: no such app.
         """
         record = self._record(name)
-        if not self._app_exists(app):
+        if require_app and not self._app_exists(app):
             raise AppNotFound(app=app)
         added = self._records.bind(name, app, _now())
         self._attach(self._record(name))

@@ -136,7 +136,7 @@ class ServiceOps:
             if record.type != kind:
                 raise ServiceConflict(service=name, detail=f"it is a {record.type} service, and the "
                                                            f"manifest asks for {kind}")
-            if self.manager.bind(name, app):
+            if self.manager.bind(name, app, require_app=False):
                 on_line(f"-----> Bound {kind} service {name}")
 
     def env_for(self, app: str) -> dict[str, str]:
