@@ -126,11 +126,20 @@ def _merge_usr(host_tree: Path) -> None:
     for top in _MERGED:
         host_top = host_tree / top
         if host_top.is_dir() and not host_top.is_symlink():
-            target = host_tree / "usr" / top
-            target.mkdir(parents=True, exist_ok=True)
-            for entry in host_top.iterdir():
-                shutil.move(str(entry), target / entry.name)
-            host_top.rmdir()
+            _merge_into(host_top, host_tree / "usr" / top)
+
+
+def _merge_into(host_src: Path, host_dest: Path) -> None:
+    """Move a folder's entries into another, merging folders both have (``shutil.move`` would
+    put a folder inside its namesake)."""
+    host_dest.mkdir(parents=True, exist_ok=True)
+    for entry in list(host_src.iterdir()):
+        target = host_dest / entry.name
+        if entry.is_dir() and not entry.is_symlink() and target.is_dir() and not target.is_symlink():
+            _merge_into(entry, target)
+        else:
+            shutil.move(str(entry), target)
+    host_src.rmdir()
 
 
 def _write_layer(host_tree: Path, host_layer: Path, *, kind: ServiceKind, passwd: bytes,
