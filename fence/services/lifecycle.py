@@ -278,8 +278,11 @@ class ServiceManager:
             volumes=(VolumeMount(volume=self.volume_name(record.name), ctr_path=CTR_DATA),)))
         # The credentials travel as a file (0400, the service user's), not in the container's
         # environment, which `docker inspect` and every exec'd process would show.
-        container.stream_in(CTR_CREDENTIALS.parent, tar_bytes([TarMember(
-            name=CTR_CREDENTIALS.name, data=creds.shell_file(), mode=0o400, uid=SERVICE_UID)]))
+        ctr_dir = str(CTR_CREDENTIALS.parent).lstrip("/")
+        container.stream_in(PurePosixPath("/"), tar_bytes([
+            TarMember(name=ctr_dir, kind="dir", mode=0o755, uid=0),
+            TarMember(name=f"{ctr_dir}/{CTR_CREDENTIALS.name}", data=creds.shell_file(), mode=0o400,
+                      uid=SERVICE_UID)]))
         self._attach(record, container)
         container.start()
         self._count(record.name).started(self._clock.now())
