@@ -385,6 +385,27 @@ class NodeStatus:
     warnings: tuple[str, ...] = ()
     router: RouterStatus | None = None
     app_uid: AppUid | None = None
+    services: Mapping[str, int] = field(default_factory=dict)  # issue 16: services by state
+    backup_interval: int = 0  # issue 16: services/backup_interval (0: no periodic backups)
+
+
+@dataclass(frozen=True)
+class ServiceUsage:
+    """One backing service's resources, as ``kato node info`` shows them (issue 16).
+
+    Attributes:
+        name: the service.
+        type: its type.
+        memory_used: bytes of memory its container uses now (``None``: unknown, not running).
+        memory_limit: its memory limit in bytes.
+        disk_used: bytes its data volume holds (``None``: unknown).
+    """
+
+    name: str
+    type: str
+    memory_used: int | None
+    memory_limit: int
+    disk_used: int | None
 
 
 # --- staging -----------------------------------------------------------------------------------
@@ -1046,6 +1067,7 @@ class NodeInfo:
     containers: Mapping[str, int]
     engine_containers: Mapping[str, int]
     engine: EngineInfo | None = None
+    services: tuple[ServiceUsage, ...] = ()  # issue 16
 
 
 # --- cron (issue 14 item 3) ----------------------------------------------------------------------

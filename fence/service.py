@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as dt
 import logging
 import os
@@ -173,11 +175,14 @@ class NodeService:
             EngineUnavailable: the engine does not answer.
         """
         engine = self.backend.engine_info()
-        return node_info(node_id=self.node_id, host_home=self.home.host_root, engine=engine,
+        info = node_info(node_id=self.node_id, host_home=self.home.host_root, engine=engine,
                          node_containers=self.backend.list_info({labels.NODE: self.node_id}),
                          engine_containers=self.backend.list_info({}),
                          promised_mib=self.manager.promised_mib(),
                          overcommit=float(self.config.fence("node/memory_overcommit")))
+        if self.services is not None:  # issue 16: each service's memory and disk
+            info = dataclasses.replace(info, services=tuple(self.services.usage()))
+        return info
 
     def recover(self) -> list[str]:
         """Clean up after a crash: staging and droplet-image containers of this node, partial
@@ -286,6 +291,8 @@ class NodeService:
             schema_version=self.store.schema_version,
             warnings=tuple(warnings),
             app_uid=app_uid,
+            services=self.services.states() if self.services is not None and engine is not None else {},
+            backup_interval=int(self.config.fence("services/backup_interval")),
         )
 
     def router_port_problem(self) -> str | None:

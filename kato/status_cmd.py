@@ -71,4 +71,8 @@ def _text(info: NodeStatus) -> str:
     roles = ", ".join(f"{n} {role}" for role, n in info.containers.items()) or "none"
     lines.append(f"apps:          {info.apps}")
     lines.append(f"containers:    {roles}")
+    if info.services:  # issue 16
+        states = ", ".join(f"{n} {state}" for state, n in info.services.items())
+        backups = f"every {info.backup_interval} s" if info.backup_interval else "off (services/backup_interval)"
+        lines.append(f"services:      {states}; periodic backups {backups}")
     return "\n".join(lines)

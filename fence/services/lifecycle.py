@@ -20,7 +20,7 @@ from fence.config.store import ConfigStore
 from fence.errors import (AppNotFound, ContainerNotFound, FenceError, ProcessTimeout, ServiceConflict,
                           ServiceFailed, ServiceNotFound, UsageError)
 from fence.limits import container_limits
-from fence.models import ContainerSpec, NetworkSpec, ProcessSpec, VolumeMount, VolumeSpec
+from fence.models import ContainerSpec, NetworkSpec, ProcessSpec, ServiceUsage, VolumeMount, VolumeSpec
 from fence.running.backoff import BackoffPolicy, Clock, CrashCount, SystemClock
 from fence.running.networks import network_name
 from fence.services.credentials import CredentialStore
@@ -213,6 +213,25 @@ class ServiceManager:
         if not self._probe(record, container):
             raise ServiceFailed(service=name, detail="it does not answer its probe")
         return container
+
+    def usage(self) -> list[ServiceUsage]:
+        """Each service's memory (its cgroup's, read in the container) and data size."""
+        found = []
+        for record in self._records.all():
+            container = self._container(record.name)
+            used = disk = None
+            if container is not None and container.info().running:
+                disk = self._data_size(container)
+                try:
+                    result = container.run(ProcessSpec(argv=("bash", "-c", "cat /sys/fs/cgroup/memory.current 2>/dev/null "
+                                                             "|| cat /sys/fs/cgroup/memory/memory.usage_in_bytes"),
+                                                       timeout=_PROBE_TIMEOUT))
+                    used = int(result.output[-1]) if result.exit_code == 0 and result.output else None
+                except (FenceError, ValueError):
+                    used = None
+            found.append(ServiceUsage(name=record.name, type=record.type, memory_used=used,
+                                      memory_limit=record.memory_mib * 1024 * 1024, disk_used=disk))
+        return found
 
     def image_info(self, ref: str):  # noqa: ANN201 - ImageInfo | None
         """The engine's image of that reference, if it has it."""

@@ -176,6 +176,17 @@ class ServiceOps:
         """End the loop."""
         self._stop.set()
 
+    def states(self) -> dict[str, int]:
+        """Services by state (``running`` …), for ``kato status``."""
+        counts: dict[str, int] = {}
+        for view in self.manager.list():
+            counts[view.state] = counts.get(view.state, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def usage(self) -> list:  # list[ServiceUsage]
+        """Each service's memory and disk, for ``kato node info``."""
+        return self.manager.usage()
+
     def warnings(self) -> list[str]:
         """For ``kato status``: unhealthy services and failed backups."""
         found = []

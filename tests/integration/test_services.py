@@ -211,3 +211,14 @@ def test_a_services_list_in_the_manifest_is_refused_with_its_line(node: Node, tm
     (bad / "stackato.yml").write_text("name: bad-app\nservices:\n  - db\n")
     result = node.cli("fence", "push", str(bad), "--buildpack", "procfile")
     assert result.exit_code != 0 and "line 3" in result.stderr and "must be a mapping" in result.stderr
+
+
+def test_kato_status_counts_services_and_node_info_shows_their_memory_and_disk(node: Node) -> None:
+    status = node.cli("kato", "status")
+    assert status.exit_code == 0 and "services:      2 running" in status.stdout, status.stdout
+    info = node.cli("kato", "node", "info")
+    assert info.exit_code == 0, info.stderr
+    lines = [line for line in info.stdout.splitlines() if line.startswith("service:")]
+    assert len(lines) == 2 and all("MiB of" in line and "disk" in line and "?" not in line for line in lines), lines
+    images = node.cli("kato", "image", "list")
+    assert images.exit_code == 0 and "fence/service-postgresql:bookworm" in images.stdout
