@@ -14,14 +14,14 @@ import time
 import uuid
 from pathlib import Path
 
-from bench import cli, cli_scale, running, staging
+from bench import cli, cli_scale, running, services, staging
 from bench.baseline import Docker
 from bench.node import REPO, BenchNode
 from bench.report import Row, absolute_row, ratio_row, table, write_json
 from bench.stats import Summary
 
 
-SECTIONS = ("cli", "staging", "start", "scale", "cli-scale", "api")
+SECTIONS = ("cli", "staging", "start", "scale", "cli-scale", "api", "services")
 
 
 def main() -> int:
@@ -87,6 +87,9 @@ def main() -> int:
             say(f"-----> Apps API with {args.apps} apps ({args.calls} calls)")
             figures.update(running.measure_api(node, apps=args.apps, calls=args.calls,
                                                droplet=droplet or running.push_sample(node), say=say))
+        if "services" in only:  # issue 16
+            say(f"-----> Services ({args.reps} repetitions)")
+            figures.update(services.measure(node, reps=args.reps, run_id=run_id, host_work=host_work, say=say))
     finally:
         node.close()
         docker.close()
@@ -173,6 +176,11 @@ def _rows(f: dict[str, Summary], extra: dict[str, object], scale: int, apps: int
                                  baseline_name="engine GET /containers/json"))
         rows.append(absolute_row(f"`fence apps --json` (CLI process), {apps} apps", f["api.cli"].text(),
                                  f["api.cli"].median, None, "ms"))
+    if "services.create.fence" in f:  # issue 16
+        rows.append(ratio_row("`fence service create postgresql` → accepting connections", f["services.create.fence"],
+                              f["services.create.docker"], "docker run, same image and options → pg_isready", 1.2))
+        rows.append(ratio_row("backup of a 100 MB PostgreSQL database", f["services.backup.fence"],
+                              f["services.backup.docker"], "pg_dump -Fc by hand (docker exec > file)", 1.1))
     for sample in staging.SAMPLES:
         info = extra.get(f"droplet.{sample}")
         if isinstance(info, dict):

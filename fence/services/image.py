@@ -96,8 +96,10 @@ def build_service_image(*, kind: ServiceKind, stack: str, ref: str, node_id: str
             on_line(f"-----> Adding {host_layer.stat().st_size / 1e6:.0f} MB to {stack}")
             container.stream_in(PurePosixPath("/"), file_chunks(host_layer))
             container.stop(grace=0)
+            # Shared by every node on the engine, like the stack: the build container's node and
+            # role labels are blanked so no node's gc or clean-up takes it for its own.
             image = container.commit(ref, {IMAGE_LABEL: kind.name, labels.STACK_ID: stack_image.id,
-                                           labels.STACK_REF: stack})
+                                           labels.STACK_REF: stack, labels.NODE: "", labels.ROLE: ""})
     finally:
         container.destroy()
     on_line(f"-----> Service image {ref} is {image.id[:19]} ({image.size / 1e6:.0f} MB), "
