@@ -17,8 +17,8 @@ IMAGE = "fence/service-postgresql:bookworm"
 _PG = "/usr/lib/postgresql/15/bin"
 # 100 000 rows of 30 random md5s (~ 1 kB each): about 100 MB on disk, and a dump that does not
 # compress to nothing.
-_FILL = ("CREATE TABLE big AS SELECT g AS id, (SELECT string_agg(md5(random()::text || g), '') "
-         "FROM generate_series(1, 30)) AS body FROM generate_series(1, 100000) AS g;")
+_FILL = ("CREATE TABLE big AS SELECT t.n AS id, (SELECT string_agg(md5(random()::text || t.n || s.k), '') "
+         "FROM generate_series(1, 30) AS s(k)) AS body FROM generate_series(1, 100000) AS t(n);")
 
 
 def _docker(*args: str, check: bool = True, stdout: object = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
