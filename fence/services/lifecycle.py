@@ -101,15 +101,19 @@ class ServiceManager:
             from fence.errors import ImageNotFound
             raise ImageNotFound(image=ref)
         record = ServiceRecord(name=name, type=kind, memory_mib=memory, created_at=_now(), image=ref)
-        if not self._records.add(record):
-            raise ServiceConflict(service=name, detail="a service of that name exists")
         try:
-            self._credentials.ensure(name, kind)
-            container = self._launch(record)
+            with self._lock:  # the reconciler must not launch it too, between the record and the launch
+                if not self._records.add(record):
+                    raise ServiceConflict(service=name, detail="a service of that name exists")
+                self._credentials.ensure(name, kind)
+                container = self._launch(record)
             self._wait_healthy(record, container)
+        except ServiceConflict:
+            raise
         except FenceError:
-            self._remove_everything(name, delete_data=True)
-            self._records.delete(name)
+            with self._lock:
+                self._remove_everything(name, delete_data=True)
+                self._records.delete(name)
             raise
         return self.show(name)
 
@@ -124,8 +128,9 @@ class ServiceManager:
         if record.bound:
             raise ServiceConflict(service=name, detail=f"bound to {', '.join(record.bound)}: unbind it first "
                                                        f"(`fence service unbind APP {name}`)")
-        self._remove_everything(name, delete_data=delete_data)
-        self._records.delete(name)
+        with self._lock:  # the reconciler must not start it again while it goes
+            self._remove_everything(name, delete_data=delete_data)
+            self._records.delete(name)
 
     def bind(self, name: str, app: str, *, require_app: bool = True) -> bool:
         """Bind a service to an app: it joins the app's network. ``False``: it was bound already.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,24 @@ def test_data_survives_service_restart_daemon_kill_and_redeploy(node: Node) -> N
     assert _get(node, "/rows") == ["kept"]
 
 
+def test_a_crashed_service_is_restarted_by_the_daemon_with_its_data(node: Node) -> None:
+    before = _service_container(node, "db")
+    subprocess.run(["docker", "kill", before["Id"]], capture_output=True, check=True)
+    deadline = time.monotonic() + 120  # the first crashes restart at once; the daemon looks every 5 s
+    while time.monotonic() < deadline:
+        attrs = _service_container(node, "db")
+        if attrs["State"]["Running"] and attrs["State"]["StartedAt"] != before["State"]["StartedAt"]:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the daemon did not restart the killed service in 120 s")
+    deadline = time.monotonic() + 60
+    while _json(node, "service", "db")["state"] != "running" and time.monotonic() < deadline:  # type: ignore[index]
+        time.sleep(0.5)
+    assert _get(node, "/rows") == ["kept"]
+    assert _json(node, "service", "db")["restarts"] >= 1  # type: ignore[index]
+
+
 def test_backup_then_restore_brings_deleted_rows_back_and_a_truncated_backup_is_refused(node: Node) -> None:
     _get(node, "/rows?clear=1&add=one")
     assert _get(node, "/rows?add=two") == ["one", "two"]
@@ -145,6 +164,9 @@ def test_backup_then_restore_brings_deleted_rows_back_and_a_truncated_backup_is_
     host_dump = node.home.host_service_backups("db") / f"{made['id']}.dump"  # type: ignore[index]
     assert host_dump.stat().st_mode & 0o777 == 0o600 and host_dump.read_bytes()[:5] == b"PGDMP"
     assert [b["id"] for b in _json(node, "service", "backups", "db")] == [made["id"]]  # type: ignore[index, union-attr]
+    assert node.cli("kato", "gc").exit_code == 0  # gc never takes a backup or a service volume
+    assert host_dump.exists() and subprocess.run(
+        ["docker", "volume", "inspect", f"fence-{node.home.node_id}-svcdata-db"], capture_output=True).returncode == 0
     assert _get(node, "/rows?clear=1") == []
     result = node.cli("fence", "service", "restore", "db", made["id"])  # type: ignore[index]
     assert result.exit_code == 0, result.stderr
