@@ -18,10 +18,10 @@ from fence.config.store import ConfigStore
 from fence.errors import BackupRefused, ContainerGone, FenceError, ServiceFailed
 from fence.home import NodeHome
 from fence.models import ProcessSpec
+from fence.services.backup_ids import check_backup_id
 from fence.services.kinds import CTR_DATA, CTR_WORK, SERVICE_UID, kind_of
 from fence.services.lifecycle import ServiceManager
 from fence.services.records import ServiceRecords
-from fence.services.backup_ids import check_backup_id
 from fence.services.views import BackupRecord
 from fence.tarstream import ChunkReader, StreamTooLarge, TarMember, tar_stream
 
@@ -163,7 +163,7 @@ class ServiceBackups:
         finally:
             self._remove(container, CTR_WORK / "dump")
         with self._dump_file(name, backup).open("rb") as handle:
-            if not handle.read(len(kind.dump_magic)) == kind.dump_magic:
+            if handle.read(len(kind.dump_magic)) != kind.dump_magic:
                 self._dump_file(name, backup).unlink(missing_ok=True)
                 raise ServiceFailed(service=name, detail=f"the dump is not a {type_} dump")
         made = BackupRecord(id=backup, service=name, type=type_, size=size, sha256=digest,

@@ -16,8 +16,15 @@ from fence import labels
 from fence.backend.base import ContainerBackend
 from fence.errors import ImageNotFound, StackBuildFailed, ToolMissing
 from fence.models import ContainerSpec, ImageInfo
-from fence.services.kinds import (CTR_CREDENTIALS, CTR_DATA, CTR_RUN, CTR_WORK, SERVICE_UID,
-                                  SERVICE_USER, ServiceKind)
+from fence.services.kinds import (
+    CTR_CREDENTIALS,
+    CTR_DATA,
+    CTR_RUN,
+    CTR_WORK,
+    SERVICE_UID,
+    SERVICE_USER,
+    ServiceKind,
+)
 from fence.tarstream import file_chunks
 
 LineCallback = Callable[[str], None]

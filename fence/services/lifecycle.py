@@ -17,15 +17,37 @@ from pathlib import PurePosixPath
 from fence import labels
 from fence.backend.base import Container, ContainerBackend
 from fence.config.store import ConfigStore
-from fence.errors import (AppNotFound, ContainerNotFound, FenceError, ProcessTimeout, ServiceConflict,
-                          ServiceFailed, ServiceNotFound, UsageError)
+from fence.errors import (
+    AppNotFound,
+    ContainerNotFound,
+    FenceError,
+    ProcessTimeout,
+    ServiceConflict,
+    ServiceFailed,
+    ServiceNotFound,
+    UsageError,
+)
 from fence.limits import container_limits
-from fence.models import ContainerSpec, NetworkSpec, ProcessSpec, ServiceUsage, VolumeMount, VolumeSpec
+from fence.models import (
+    ContainerSpec,
+    NetworkSpec,
+    ProcessSpec,
+    ServiceUsage,
+    VolumeMount,
+    VolumeSpec,
+)
 from fence.running.backoff import BackoffPolicy, Clock, CrashCount, SystemClock
 from fence.running.networks import network_name
 from fence.services.credentials import CredentialStore
-from fence.services.kinds import (CTR_CREDENTIALS, CTR_DATA, CTR_RUN, SERVICE_UID, ServiceKind,
-                                  check_service_name, kind_of)
+from fence.services.kinds import (
+    CTR_CREDENTIALS,
+    CTR_DATA,
+    CTR_RUN,
+    SERVICE_UID,
+    ServiceKind,
+    check_service_name,
+    kind_of,
+)
 from fence.services.records import ServiceRecord, ServiceRecords
 from fence.services.views import ServiceView
 from fence.tarstream import TarMember, tar_bytes
@@ -141,7 +163,7 @@ class ServiceManager:
             ServiceNotFound: no such service.
             AppNotFound: no such app.
         """
-        record = self._record(name)
+        self._record(name)
         if require_app and not self._app_exists(app):
             raise AppNotFound(app=app)
         added = self._records.bind(name, app, _now())
@@ -283,7 +305,7 @@ class ServiceManager:
                 self._attach(record, container)
 
     def _launch(self, record: ServiceRecord) -> Container:
-        kind = kind_of(record.type)
+        kind_of(record.type)  # an unknown type in the table fails here, before anything is made
         creds = self._credentials.ensure(record.name, record.type)
         self._backend.create_volume(VolumeSpec(
             name=self.volume_name(record.name),

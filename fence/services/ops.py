@@ -13,8 +13,8 @@ from fence.services.credentials import CredentialStore
 from fence.services.env import service_env
 from fence.services.kinds import check_service_name, kind_of
 from fence.services.lifecycle import ServiceManager
-from fence.services.views import BackupRecord, ServiceView
 from fence.services.records import ServiceRecords
+from fence.services.views import BackupRecord, ServiceView
 
 log = logging.getLogger("fence.services")
 LineCallback = Callable[[str], None]

@@ -11,7 +11,6 @@ from fence import labels
 from fence.backend.base import ContainerBackend
 from fence.errors import EngineError, UsageError
 from fence.models import ContainerSpec, NetworkSpec, VolumeMount, VolumeSpec
-
 from tests.contract.conftest import IMAGE, LIMITS
 
 

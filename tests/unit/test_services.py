@@ -13,8 +13,14 @@ from click.testing import CliRunner
 from fence import labels
 from fence.backend.fake import FakeBackend
 from fence.config.store import ConfigStore
-from fence.errors import (AppNotFound, InvalidConfigValue, ManifestInvalid, ServiceConflict, ServiceNotFound,
-                          UsageError)
+from fence.errors import (
+    AppNotFound,
+    InvalidConfigValue,
+    ManifestInvalid,
+    ServiceConflict,
+    ServiceNotFound,
+    UsageError,
+)
 from fence.home import NodeHome
 from fence.running.backoff import BackoffPolicy
 from fence.services.backup_ids import check_backup_id
