@@ -52,7 +52,23 @@ def _docker_run_to_ready(run_id: str, n: int, host_work: Path) -> float:
 
 
 def measure(node: BenchNode, *, reps: int, run_id: str, host_work: Path, say: Say) -> dict[str, Summary]:
-    """The figures ``services.create.*`` and ``services.backup.*``."""
+    """The figures ``services.create.*`` and ``services.backup.*``; nothing of them is left behind
+    (the services' volumes and networks, the baseline's containers and volumes)."""
+    try:
+        return _measure(node, reps=reps, run_id=run_id, host_work=host_work, say=say)
+    finally:
+        node_id = node.home.node_id
+        for what, ls, rm in (("container", ["ps", "-aq"], ["rm", "-f"]), ("network", ["network", "ls", "-q"], ["network", "rm"]),
+                             ("volume", ["volume", "ls", "-q"], ["volume", "rm", "-f"])):
+            for label in (f"fence.node={node_id}", f"fence-bench={run_id}"):
+                if what == "network" and label.startswith("fence-bench"):
+                    continue
+                found = _docker(*ls, "--filter", f"label={label}", check=False).stdout.split()
+                if found:
+                    _docker(*rm, *found, check=False)
+
+
+def _measure(node: BenchNode, *, reps: int, run_id: str, host_work: Path, say: Say) -> dict[str, Summary]:
     fence_create, docker_create = [], []
     for n in range(reps):
         began = time.monotonic()

@@ -31,17 +31,17 @@ def node(tmp_path_factory: pytest.TempPathFactory, engine: str):  # noqa: ANN201
     root = tmp_path_factory.mktemp("svcnode") / "home"
     gen = started_node(root)
     node = next(gen)
-    host_src = tmp_path_factory.mktemp("svcapp") / "services-app"
-    shutil.copytree(EXAMPLE, host_src)
-    result = node.cli("fence", "push", str(host_src), "--buildpack", "procfile", timeout=600)
-    assert result.exit_code == 0, result.stdout[-2000:] + result.stderr
-    node.host_src = host_src  # type: ignore[attr-defined]
     try:
+        host_src = tmp_path_factory.mktemp("svcapp") / "services-app"
+        shutil.copytree(EXAMPLE, host_src)
+        result = node.cli("fence", "push", str(host_src), "--buildpack", "procfile", timeout=600)
+        assert result.exit_code == 0, result.stdout[-2000:] + result.stderr
+        node.host_src = host_src  # type: ignore[attr-defined]
         yield node
-    finally:
+    finally:  # also when the first push fails: the services it made have volumes and networks
         node_id = node.home.node_id
         try:
-            next(gen)
+            next(gen)  # stops the daemon, removes the node's containers and networks
         except StopIteration:
             pass
         volumes = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label={labels.NODE}={node_id}"],
