@@ -58,14 +58,15 @@ def measure(node: BenchNode, *, reps: int, run_id: str, host_work: Path, say: Sa
         return _measure(node, reps=reps, run_id=run_id, host_work=host_work, say=say)
     finally:
         node_id = node.home.node_id
-        for what, ls, rm in (("container", ["ps", "-aq"], ["rm", "-f"]), ("network", ["network", "ls", "-q"], ["network", "rm"]),
-                             ("volume", ["volume", "ls", "-q"], ["volume", "rm", "-f"])):
-            for label in (f"fence.node={node_id}", f"fence-bench={run_id}"):
-                if what == "network" and label.startswith("fence-bench"):
-                    continue
-                found = _docker(*ls, "--filter", f"label={label}", check=False).stdout.split()
-                if found:
-                    _docker(*rm, *found, check=False)
+        mine = ["--filter", f"label=fence-bench={run_id}"]
+        services = ["--filter", f"label=fence.node={node_id}", "--filter", "label=fence.role=service"]
+        for ls, rm, filters in ((["ps", "-aq"], ["rm", "-f"], mine), (["ps", "-aq"], ["rm", "-f"], services),
+                                (["network", "ls", "-q"], ["network", "rm"], services),
+                                (["volume", "ls", "-q"], ["volume", "rm", "-f"], mine),
+                                (["volume", "ls", "-q"], ["volume", "rm", "-f"], ["--filter", f"label=fence.node={node_id}"])):
+            found = _docker(*ls, *filters, check=False).stdout.split()
+            if found:
+                _docker(*rm, *found, check=False)
 
 
 def _measure(node: BenchNode, *, reps: int, run_id: str, host_work: Path, say: Say) -> dict[str, Summary]:
