@@ -1,5 +1,6 @@
 """services-app: writes rows to its bound PostgreSQL (DATABASE_URL) and a value to its Redis
-(REDIS_URL), and reads them back; /connect?host=H&port=P says whether a TCP connect succeeds."""
+(REDIS_URL), and reads them back (a MySQL DATABASE_URL works too); /connect?host=H&port=P says
+whether a TCP connect succeeds."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from clients import Postgres, Redis, quote
+from clients import MySQL, Postgres, Redis, quote
 
 
 def rows(add: str | None, clear: bool = False) -> list[str]:
-    db = Postgres(os.environ["DATABASE_URL"])
+    url = os.environ["DATABASE_URL"]
+    db = MySQL(url) if url.startswith("mysql://") else Postgres(url)
     try:
         db.query("CREATE TABLE IF NOT EXISTS notes (id serial PRIMARY KEY, body text NOT NULL)")
         if clear:

@@ -212,6 +212,20 @@ def test_mysql_lifecycle_backup_restore_and_delete_data(node: Node) -> None:
     assert volumes == []
 
 
+def test_a_mysql_app_writes_and_reads_back_through_the_router(node: Node, tmp_path: Path) -> None:
+    app = tmp_path / "mysql-app"
+    shutil.copytree(EXAMPLE, app)
+    (app / "stackato.yml").write_text("name: mysql-app\nmem: 128M\nservices:\n  mydb: mysql\n")
+    result = node.cli("fence", "push", str(app), "--buildpack", "procfile")
+    assert result.exit_code == 0, result.stdout[-1500:] + result.stderr
+    assert _get(node, "/rows?add=from-mysql", app="mysql-app") == ["from-mysql"]
+    assert _get(node, "/rows?add=again", app="mysql-app") == ["from-mysql", "again"]
+    assert "MYDB_URL" in _get(node, "/env", app="mysql-app")  # type: ignore[operator]
+    assert node.cli("fence", "delete", "mysql-app").exit_code == 0
+    assert node.cli("fence", "service", "unbind", "mysql-app", "mydb").exit_code == 0
+    assert node.cli("fence", "service", "delete", "mydb", "--delete-data").exit_code == 0
+
+
 @pytest.mark.parametrize("args, message", [
     (("service", "create", "mongodb", "x"), "unknown service type 'mongodb'"),
     (("service", "create", "redis", "Bad_Name"), "is not allowed"),
