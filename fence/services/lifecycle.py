@@ -147,9 +147,12 @@ class ServiceManager:
             ServiceConflict: apps are bound to it.
         """
         record = self._record(name)
-        if record.bound:
-            raise ServiceConflict(service=name, detail=f"bound to {', '.join(record.bound)}: unbind it first "
+        live = [app for app in record.bound if self._app_exists(app)]
+        if live:
+            raise ServiceConflict(service=name, detail=f"bound to {', '.join(live)}: unbind it first "
                                                        f"(`fence service unbind APP {name}`)")
+        for app in record.bound:  # bindings of apps deleted since: nothing uses them any more
+            self._records.unbind(name, app)
         with self._lock:  # the reconciler must not start it again while it goes
             self._remove_everything(name, delete_data=delete_data)
             self._records.delete(name)

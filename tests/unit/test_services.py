@@ -223,3 +223,11 @@ def test_fence_service_cli_refuses_bad_input_before_calling_the_daemon(tmp_path:
                           (["service", "bind", "bad app", "db"], "bad app")):
         result = runner.invoke(fence, args)
         assert result.exit_code != 0 and message in result.output + str(result.exception), (args, result.output)
+
+
+def test_a_binding_of_a_deleted_app_does_not_keep_the_service(parts) -> None:  # noqa: ANN001
+    _, _, _, records, manager, _ = parts
+    manager.create(kind="redis", name="cache")
+    manager.bind("cache", "gone-app", require_app=False)  # as a push does before its app is recorded
+    manager.delete("cache", delete_data=True)
+    assert records.get("cache") is None
