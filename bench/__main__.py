@@ -14,14 +14,14 @@ import time
 import uuid
 from pathlib import Path
 
-from bench import cli, cli_scale, drains, running, staging, usage
+from bench import cli, cli_scale, drains, running, services, staging, usage
 from bench.baseline import Docker
 from bench.node import REPO, BenchNode
 from bench.report import Row, absolute_row, ratio_row, table, write_json
 from bench.stats import Summary
 
 
-SECTIONS = ("cli", "staging", "start", "scale", "cli-scale", "api", "stats", "drains")
+SECTIONS = ("cli", "staging", "start", "scale", "cli-scale", "api", "stats", "drains", "services")
 
 
 def main() -> int:
@@ -97,6 +97,9 @@ def main() -> int:
         if "drains" in only:  # issue 18: log drains
             say(f"-----> Log drain: {drains.RATE} lines/s from one instance for {drains.SECONDS} s, TCP syslog")
             figures.update(drains.measure(node, host_work=host_work, say=say))
+        if "services" in only:  # issue 16
+            say(f"-----> Services ({args.reps} repetitions)")
+            figures.update(services.measure(node, reps=args.reps, run_id=run_id, host_work=host_work, say=say))
     finally:
         node.close()
         docker.close()
@@ -205,6 +208,11 @@ def _rows(f: dict[str, Summary], extra: dict[str, object], scale: int, apps: int
                                  baseline=f"{f['drains.dropped'].median:.0f} lines dropped, reported "
                                           f"{'down' if f['drains.down'].median else 'NOT down'}",
                                  baseline_name="kato status"))
+    if "services.create.fence" in f:  # issue 16
+        rows.append(ratio_row("`fence service create postgresql` → accepting connections", f["services.create.fence"],
+                              f["services.create.docker"], "docker run, same image and options → pg_isready", 1.2))
+        rows.append(ratio_row("backup of a 100 MB PostgreSQL database", f["services.backup.fence"],
+                              f["services.backup.docker"], "pg_dump -Fc by hand (docker exec > file)", 1.1))
     for sample in staging.SAMPLES:
         info = extra.get(f"droplet.{sample}")
         if isinstance(info, dict):

@@ -262,6 +262,9 @@ def create_app(service: NodeService, app_ops: AppOps) -> FastAPI:
         error = InternalError(detail=f"{type(exc).__name__}: {exc}")
         return JSONResponse(status_code=500, content={"error": error.to_wire()})
 
+    from fence.api_services import services_router  # backing services (issue 16)
+    app.include_router(services_router(service))
+
     @app.get("/v1/info")
     def info() -> NodeStatus:
         """The node's status: engine, user namespaces, stack, counts, warnings."""

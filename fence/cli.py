@@ -37,6 +37,8 @@ COMMAND_TABLE: dict[str, str] = {
     "route": "fence.cli_apps:route",
     "stats": "fence.cli_usage:stats",
     "drain": "fence.cli_drains:drain",
+    "service": "fence.cli_services:service",
+    "services": "fence.cli_services:services",
 }
 
 

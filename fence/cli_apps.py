@@ -221,12 +221,16 @@ def scale(name: str, counts: tuple[str, ...]) -> None:
 @click.command()
 @click.argument("name")
 @click.argument("changes", nargs=-1)
+@click.option("--show-secrets", is_flag=True,
+              help="Also show what bound services add (VCAP_SERVICES, DATABASE_URL … with passwords).")
 @debug_option
-def env(name: str, changes: tuple[str, ...]) -> None:
+def env(name: str, changes: tuple[str, ...], show_secrets: bool) -> None:
     """Show the app's env, or change it: `set K=V …` or `unset K …` (then the app restarts)."""
     _name(name)
     if not changes:
         current = dict(client().app(name).env)
+        if show_secrets:  # issue 16: bound services' variables, hidden by default
+            current.update(client().service_env(name))
         if current:
             click.echo(render(current, "yaml"))
         return

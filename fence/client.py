@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from fence.models import (AppView, CronView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord,
                               RolloutReport, SourceLimits, StackImage)
     from fence.drains.models import DrainHealth, DrainRecord
+    from fence.services.views import BackupRecord, ServiceView
 
 # The stdlib's http.client, not httpx: every CLI call imports the client, and httpx's import alone
 # (~100 ms here) was most of a `fence apps` call; the daemon speaks plain HTTP/1.1 on one local socket.
@@ -458,6 +459,73 @@ class FenceClient:
                 return
         conn.close()
 
+    # --- backing services (issue 16) -----------------------------------------------------------
+
+    def services(self) -> list[ServiceView]:
+        """Every service of the node."""
+        from fence.services.views import ServiceView
+
+        return [model_from_wire(ServiceView, v) for v in self._get("/v1/services")]
+
+    def service(self, name: str) -> ServiceView:
+        """One service."""
+        from fence.services.views import ServiceView
+
+        return model_from_wire(ServiceView, self._get(_service_path(name)))
+
+    def create_service(self, kind: str, name: str, *, mem: str | None = None) -> ServiceView:
+        """Create a service; returns once its server accepts connections."""
+        from fence.services.views import ServiceView
+
+        body = {"type": kind, "name": name, **({"mem": mem} if mem else {})}
+        return model_from_wire(ServiceView, self._call("POST", "/v1/services", body=body, read_timeout=900.0))
+
+    def delete_service(self, name: str, *, delete_data: bool) -> None:
+        """Remove a service (its data too with ``delete_data``)."""
+        self._call("DELETE", _service_path(name), params=[("delete_data", "true")] if delete_data else None,
+                   read_timeout=300.0)
+
+    def restart_service(self, name: str) -> ServiceView:
+        """Restart a service's server."""
+        from fence.services.views import ServiceView
+
+        return model_from_wire(ServiceView, self._call("POST", _service_path(name, "restart"), read_timeout=900.0))
+
+    def bind_service(self, name: str, app: str, *, unbind: bool = False, on_line: LineCallback) -> ServiceView:
+        """Bind (or unbind) a service and an app; the app restarts if it runs."""
+        from fence.services.views import ServiceView
+
+        verb = "unbind" if unbind else "bind"
+        result = self._stream("POST", _service_path(name, verb), body={"app": app}, on_line=on_line, what=verb)
+        return model_from_wire(ServiceView, _field(result, "service"))
+
+    def backup_service(self, name: str) -> BackupRecord:
+        """Make a backup of a service now."""
+        from fence.services.views import BackupRecord
+
+        return model_from_wire(BackupRecord, self._call("POST", _service_path(name, "backups"), read_timeout=6 * 3600.0))
+
+    def service_backups(self, name: str) -> list[BackupRecord]:
+        """A service's kept backups, oldest first."""
+        from fence.services.views import BackupRecord
+
+        return [model_from_wire(BackupRecord, b) for b in self._get(_service_path(name, "backups"))]
+
+    def restore_service(self, name: str, backup: str) -> ServiceView:
+        """Load a backup into a service."""
+        from fence.services.views import ServiceView
+
+        return model_from_wire(ServiceView, self._call("POST", _service_path(name, "restore"),
+                                                       body={"backup": backup}, read_timeout=6 * 3600.0))
+
+    def service_images(self) -> list[dict[str, Any]]:
+        """Each service type's image (reference, id, size, services using it)."""
+        return list(self._get("/v1/service-images"))
+
+    def service_env(self, app: str) -> dict[str, str]:
+        """The env an app gets from its bound services."""
+        return dict(self._get(_app_path(app, "service-env")))
+
     # --- logs filters, stats, top, metrics (issue 18) -------------------------------------------
 
     def log_entries(self, name: str, *, since: float | None = None, tail: int | None = None,
@@ -503,6 +571,10 @@ def model_from_wire(kind: type[T], data: Any) -> T:
 
 def _app_path(name: str, *rest: str) -> str:
     return "/".join(("/v1/apps", quote(name, safe=""), *rest))
+
+
+def _service_path(name: str, *rest: str) -> str:
+    return "/".join(["/v1/services", quote(name, safe=""), *rest])
 
 
 def _field(result: dict[str, Any], key: str) -> Any:

@@ -463,6 +463,35 @@ class RegistryUnavailable(FenceError):
 
     template = "the cluster registry at {address} {detail}"
     exit_code = EXIT_UNAVAILABLE
+# --- backing services (issue 16) -----------------------------------------------------------------
+
+class ServiceNotFound(FenceError):
+    """A service name the node does not know."""
+
+    template = "no service named {service!r} on this node (see `fence services`)"
+    exit_code = EXIT_NOT_FOUND
+
+
+class ServiceConflict(FenceError):
+    """A service request that clashes with what the service is (bound, exists, another type)."""
+
+    template = "service {service}: {detail}"
+    exit_code = EXIT_CONFLICT
+
+
+class ServiceFailed(FenceError):
+    """A service's server did not come up, or a backup or restore failed in it."""
+
+    template = "service {service}: {detail}"
+    exit_code = EXIT_INTERNAL
+    user_error = False
+
+
+class BackupRefused(FenceError):
+    """A backup that cannot be restored (another type, corrupt, truncated, missing)."""
+
+    template = "backup {backup} of {service} refused: {detail}"
+    exit_code = EXIT_CONFLICT
 
 
 def error_classes() -> dict[str, type[FenceError]]:

@@ -169,6 +169,24 @@ class NodeHome:
         return self.host_buildpack_cache / "git"
 
     @property
+    def host_services(self) -> Path:
+        """Service credentials, one 0600 file per service (issue 16); the folder is 0700."""
+        return self.host_root / "services"
+
+    def host_service_credentials(self, service: str) -> Path:
+        """A service's generated credentials (database, user, password), 0600."""
+        return self.host_services / f"{service}.json"
+
+    @property
+    def host_backups(self) -> Path:
+        """Service backups, one folder per service (0700)."""
+        return self.host_root / "backups"
+
+    def host_service_backups(self, service: str) -> Path:
+        """The backups of one service: ``ID.dump`` and its ``ID.json`` record, 0600."""
+        return self.host_backups / service
+
+    @property
     def host_tmp(self) -> Path:
         """Scratch space of admin commands (``kato image build`` writes its tarball here)."""
         return self.host_root / "tmp"

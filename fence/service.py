@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as dt
 import logging
 import os
@@ -79,6 +81,7 @@ class NodeService:
         self._gc_thread: threading.Thread | None = None
         self.cron = cron  # cron (issue 14): the scheduler of apps' cron: entries
         self.drains = drains  # issue 18: log drains
+        self.services = None  # backing services (issue 16): fence.services.ops.ServiceOps, set by wiring
 
     def source_limits(self) -> SourceLimits:
         """Upload limits from config (staging/max_upload, max_files, max_depth)."""
@@ -113,6 +116,8 @@ class NodeService:
             staged = self.session.stage(order, staging_id=staging_id, on_line=on_line)
             settings = DeploySettings.of_push(staged.manifest, instances=instances, memory_mib=memory_mib,
                                               env=order.env)
+            if staged.manifest.services and self.services is not None:  # issue 16: create, bind
+                self.services.ensure_for_push(staged.droplet.app, staged.manifest.services, on_line)
             view = self.apps.deploy(staged.droplet, settings, on_line=on_line)
             if self.drains is not None and staged.manifest.drains:  # issue 18: stackato.yml drain:
                 try:
@@ -178,11 +183,14 @@ class NodeService:
             EngineUnavailable: the engine does not answer.
         """
         engine = self.backend.engine_info()
-        return node_info(node_id=self.node_id, host_home=self.home.host_root, engine=engine,
+        info = node_info(node_id=self.node_id, host_home=self.home.host_root, engine=engine,
                          node_containers=self.backend.list_info({labels.NODE: self.node_id}),
                          engine_containers=self.backend.list_info({}),
                          promised_mib=self.manager.promised_mib(),
                          overcommit=float(self.config.fence("node/memory_overcommit")))
+        if self.services is not None:  # issue 16: each service's memory and disk
+            info = dataclasses.replace(info, services=tuple(self.services.usage()))
+        return info
 
     def recover(self) -> list[str]:
         """Clean up after a crash: staging and droplet-image containers of this node, partial
@@ -263,6 +271,8 @@ class NodeService:
         warnings.extend(disk_warnings(disks(self.home.host_root, engine)))
         warnings.extend(crash_loop_warnings({app.name: self.manager.instances(app.name)
                                              for app in self.store.apps()}))
+        if self.services is not None and engine is not None:
+            warnings.extend(self.services.warnings())
         router = None
         if self.router is not None:
             router = self.router.status()
@@ -293,6 +303,8 @@ class NodeService:
             schema_version=self.store.schema_version,
             warnings=tuple(warnings),
             app_uid=app_uid,
+            services=self.services.states() if self.services is not None and engine is not None else {},
+            backup_interval=int(self.config.fence("services/backup_interval")),
         )
 
     def router_port_problem(self) -> str | None:
@@ -329,6 +341,8 @@ class NodeService:
             self.cron.run_in_background()
         if self.drains is not None:
             self.drains.start()
+        if self.services is not None:
+            self.services.run_in_background()
 
     # --- cron (issue 14) --------------------------------------------------------------------
 
@@ -371,6 +385,8 @@ class NodeService:
     def close(self) -> None:
         """Stop reconciling and cancel running stagings; instances keep running."""
         self._gc_stop.set()
+        if self.services is not None:
+            self.services.stop()
         if self.cron is not None:  # cron jobs end with the daemon (a restart never re-runs their minute)
             self.cron.shutdown()
         self.manager.shutdown()

@@ -107,7 +107,30 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (app, process)
     );
     """,
-    # --- migration 12 (issue 18: log drains): each app's named drains ---
+    # --- migration 10: backing services (issue 16): each service, which apps it is bound to
+    # (in binding order: the first of a kind gives DATABASE_URL/REDIS_URL), its last backup. A
+    # binding names an app that may not be recorded yet: a push binds before its release phase ---
+    """
+    CREATE TABLE services (
+        name            TEXT PRIMARY KEY,
+        type            TEXT NOT NULL,
+        memory_mib      INTEGER NOT NULL,
+        created_at      TEXT NOT NULL,
+        image           TEXT NOT NULL,
+        last_backup     TEXT,
+        last_backup_at  TEXT,
+        backup_error    TEXT
+    );
+    CREATE TABLE service_bindings (
+        service     TEXT NOT NULL REFERENCES services (name) ON DELETE CASCADE,
+        app         TEXT NOT NULL,
+        bound_at    TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        PRIMARY KEY (service, app)
+    );
+    CREATE INDEX service_bindings_by_app ON service_bindings (app, seq);
+    """,
+    # --- migration 11 (issue 18: log drains): each app's named drains ---
     """
     CREATE TABLE drains (
         app         TEXT NOT NULL REFERENCES apps (name) ON DELETE CASCADE,

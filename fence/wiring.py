@@ -93,7 +93,31 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     service = NodeService(home=home, config=config, backend=engine, store=store, session=session,
                           droplets=droplets, apps=apps, manager=manager, router=node_router,
                           firewall=firewall, cron=cron, drains=drains)
+    service.services = service_ops(home, config=config, backend=engine, store=store, apps=apps)
+    starter.service_env = service.services.env_for
     return service
+
+
+def service_ops(home: NodeHome, *, config: ConfigStore, backend: ContainerBackend, store, apps):  # noqa: ANN001, ANN201
+    """The backing services of a node (issue 16): ``fence.services.ops.ServiceOps``."""
+    from fence.services.backups import ServiceBackups
+    from fence.services.credentials import CredentialStore
+    from fence.services.lifecycle import ServiceManager
+    from fence.services.ops import ServiceOps
+    from fence.services.records import ServiceRecords
+
+    records = ServiceRecords(host_db=home.host_db)
+    credentials = CredentialStore(home=home)
+    manager = ServiceManager(backend=backend, config=config, records=records, credentials=credentials,
+                             node_id=home.node_id, app_exists=lambda app: store.app(app) is not None)
+    backups = ServiceBackups(home=home, manager=manager, records=records, config=config)
+
+    def started(app: str) -> bool:
+        record = store.app(app)
+        return record is not None and record.started and record.release is not None
+
+    return ServiceOps(manager=manager, backups=backups, records=records, credentials=credentials,
+                      config=config, restart_app=apps.restart, app_started=started)
 
 
 def nginx_router(home: NodeHome):  # noqa: ANN201

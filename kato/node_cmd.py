@@ -52,6 +52,11 @@ def node_text(info: NodeInfo) -> str:
                      f"data root {info.engine.data_root}")
     mine = ", ".join(f"{n} {kind}" for kind, n in info.containers.items()) or "none"
     every = ", ".join(f"{n} {state}" for state, n in info.engine_containers.items()) or "none"
+    for svc in info.services:  # issue 16
+        used = f"{svc.memory_used / 2**20:.0f} MiB" if svc.memory_used is not None else "?"
+        disk = f"{svc.disk_used / 1e6:.1f} MB" if svc.disk_used is not None else "?"
+        lines.append(f"service:     {svc.name} ({svc.type}): memory {used} of {svc.memory_limit / 2**20:.0f} MiB, "
+                     f"disk {disk}")
     lines.append(f"containers:  this node: {mine}")
     lines.append(f"             engine (all nodes and others): {every}")
     return "\n".join(lines)

@@ -79,4 +79,8 @@ def _text(info: NodeStatus) -> str:
         error = f", last error: {drain.error} (at {drain.error_at})" if drain.error else ""
         lines.append(f"drain:         {owner}/{drain.name} {drain.state.upper() if drain.state == 'down' else drain.state}, "
                      f"{drain.sent} sent, {drain.dropped} dropped, {drain.queued} queued, to {drain.url}{error}")
+    if info.services:  # issue 16
+        states = ", ".join(f"{n} {state}" for state, n in info.services.items())
+        backups = f"every {info.backup_interval} s" if info.backup_interval else "off (services/backup_interval)"
+        lines.append(f"services:      {states}; periodic backups {backups}")
     return "\n".join(lines)

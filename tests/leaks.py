@@ -29,8 +29,8 @@ class Leftover:
     Attributes:
         kind: ``daemon``, ``nginx``, ``engine`` (an extra dockerd, or the containerd or shims it
             started), ``registry``, ``bridge`` (an extra engine's), ``engine-root`` (an extra
-            engine's folder) or ``container``.
-        ident: its pid, container id, interface name or folder.
+            engine's folder), ``container`` or ``volume`` (a fence-labelled one).
+        ident: its pid, container id, volume name, interface name or folder.
         what: a short description for the report.
         owner: the folder (FENCE_HOME, nginx prefix, engine data root) or node id it belongs to.
     """
@@ -144,6 +144,24 @@ def fence_containers() -> set[Leftover]:
                      item.get("Labels", {}).get(NODE_LABEL, "")) for item in listed}
 
 
+def fence_volumes() -> set[Leftover]:
+    """Volumes carrying a fence node label (service data, issue 16; none when no engine answers)."""
+    if not os.path.exists("/var/run/docker.sock"):
+        return set()
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        try:
+            listed = (client.api.volumes(filters={"label": NODE_LABEL}) or {}).get("Volumes") or []
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - an engine that does not answer has no volumes to leak
+        return set()
+    return {Leftover("volume", item["Name"], f"volume of service {(item.get('Labels') or {}).get('fence.service', '?')}",
+                     (item.get("Labels") or {}).get(NODE_LABEL, "")) for item in listed}
+
+
 def node_ids_under(host_root: Path) -> set[str]:
     """The ids of the fence nodes whose FENCE_HOME lies under ``host_root``."""
     found: set[str] = set()
@@ -157,7 +175,7 @@ def node_ids_under(host_root: Path) -> set[str]:
 
 def in_scope(item: Leftover, host_root: Path, node_ids: set[str]) -> bool:
     """Whether a leftover belongs to the session whose temporary folder is ``host_root``."""
-    if item.kind == "container":
+    if item.kind in ("container", "volume"):
         return item.owner in node_ids
     if not item.owner:
         return False
@@ -175,7 +193,7 @@ class LeakWatch:
         snapshot: lists what is running now (processes and containers).
     """
 
-    snapshot: Callable[[], set[Leftover]] = lambda: (running_processes() | fence_containers()
+    snapshot: Callable[[], set[Leftover]] = lambda: (running_processes() | fence_containers() | fence_volumes()
                                                      | engine_bridges() | engine_roots())
     baseline: set[Leftover] = field(default_factory=set)
     first_seen: dict[Leftover, str] = field(default_factory=dict)
@@ -209,6 +227,11 @@ class LeakWatch:
             import subprocess
 
             subprocess.run(["docker", "rm", "-f", item.ident], capture_output=True, timeout=60)
+            return
+        if item.kind == "volume":
+            import subprocess
+
+            subprocess.run(["docker", "volume", "rm", "-f", item.ident], capture_output=True, timeout=60)
             return
         if item.kind in ("bridge", "engine-root"):
             from tests.cluster.engines import kill_processes_of, remove_leftovers

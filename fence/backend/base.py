@@ -19,6 +19,8 @@ from fence.models import (
     NetworkSpec,
     ProcessResult,
     ProcessSpec,
+    VolumeInfo,
+    VolumeSpec,
 )
 
 # Called with each line of a process's output (without the newline), as it is produced.
@@ -269,6 +271,36 @@ class Container(Protocol):
             EngineUnavailable: the engine does not answer.
         """
 
+    def connect(self, network: str, *, aliases: tuple[str, ...] = ()) -> None:
+        """Attach the container to another network fence made (a service joins each bound app's
+        network); attaching it where it already is is fine.
+
+        Args:
+            network: the network's name (``fence-…``).
+            aliases: further names other containers on that network resolve to it.
+
+        Raises:
+            UsageError: the network is not a fence network or does not exist.
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def disconnect(self, network: str) -> None:
+        """Detach the container from a network; one it is not on (or a missing network) is fine.
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def networks(self) -> tuple[str, ...]:
+        """Names of the networks the container is attached to, sorted.
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+        """
+
     def destroy(self) -> None:
         """Kill and remove the container. Idempotent: destroying a missing container is fine.
 
@@ -460,6 +492,42 @@ class ContainerBackend(Protocol):
         Raises:
             EngineUnavailable: the engine does not answer.
             EngineError: a running container is attached to it.
+        """
+
+    def create_volume(self, spec: VolumeSpec) -> VolumeInfo:
+        """Create a named local volume, or return it when this node already made it.
+
+        A container that mounts it first copies the image's files (and their owners) at the
+        mount point into it, as the engine does for an empty named volume.
+
+        Every backend first applies ``fence.backend.policy.refuse_unsafe_volume``.
+
+        Raises:
+            UsageError: the name is not a fence name, the node label is missing, or a volume of
+                that name exists that this node did not make.
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def volume_info(self, name: str) -> VolumeInfo | None:
+        """A volume by name, or ``None`` if the engine does not have it.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def list_volumes(self, labels: Mapping[str, str]) -> list[VolumeInfo]:
+        """Volumes carrying all the given labels.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume and its data; a missing volume is fine.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+            EngineError: a container (running or not) uses it.
         """
 
 

@@ -22,10 +22,12 @@ from fence.backend.base import TAIL_LINES, LogLines, LogRecord, OutputCallback, 
 from fence.backend.fake_programs import (BUILTIN_PROGRAMS, FakeFile, FakeProcess, Program,
                                          SleptPastDeadline, StillRunning)
 from fence.backend.fake_networks import FakeNetworks
-from fence.backend.policy import refuse_unsafe_network, refuse_unsafe_process, refuse_unsafe_spec
+from fence.backend.policy import (refuse_unsafe_network, refuse_unsafe_process, refuse_unsafe_spec,
+                                  refuse_unsafe_volume)
+from fence.labels import NODE
 from fence.errors import (ContainerGone, ContainerNotFound, EngineError, ImageNotFound,
                           InternalError, ProcessTimeout, UsageError, UsernsRequired)
-from fence.models import (ContainerInfo, ContainerSpec, EngineInfo, ImageInfo, NetworkInfo, NetworkSpec,
+from fence.models import (VolumeInfo, VolumeSpec, ContainerInfo, ContainerSpec, EngineInfo, ImageInfo, NetworkInfo, NetworkSpec,
                           ProcessResult, ProcessSpec, PublishedPort)
 
 _BASE_DIRS = ("/", "/bin", "/etc", "/home", "/root", "/tmp", "/usr", "/usr/bin", "/var")
@@ -74,6 +76,7 @@ class FakeBackend:
         self._ports = itertools.count(32768)
         self._networks = FakeNetworks()
         self._last_host: dict[str, int] = {}  # network → the host number it handed out last
+        self._volumes: dict[str, VolumeInfo] = {}
         for ref in images:
             image_id = "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
             self._images[image_id] = ImageInfo(id=image_id, tags=(), size=0,
@@ -193,6 +196,9 @@ class FakeBackend:
             raise UsernsRequired()
         if spec.network not in ("none", "bridge") and self.network_info(spec.network) is None:
             raise UsageError(detail=f"network {spec.network} does not exist: create_network makes it first")
+        for mount in spec.volumes:
+            if self.volume_info(mount.volume) is None:
+                raise UsageError(detail=f"volume {mount.volume} does not exist: create_volume makes it first")
         image = self.image_info(spec.image)
         if image is None:
             raise ImageNotFound(image=spec.image)
@@ -251,10 +257,41 @@ class FakeBackend:
         """See ``ContainerBackend.remove_network``."""
         self._networks.remove(name, self._running_on)
 
+    def create_volume(self, spec: VolumeSpec) -> VolumeInfo:
+        """See ``ContainerBackend.create_volume``."""
+        refuse_unsafe_volume(spec)
+        with self._lock:
+            found = self._volumes.setdefault(spec.name, VolumeInfo(name=spec.name, labels=dict(spec.labels)))
+        if found.labels.get(NODE) != spec.labels[NODE]:
+            raise UsageError(detail=f"volume {spec.name} exists but this node did not make it")
+        return found
+
+    def volume_info(self, name: str) -> VolumeInfo | None:
+        """See ``ContainerBackend.volume_info``."""
+        with self._lock:
+            return self._volumes.get(name)
+
+    def list_volumes(self, labels: Mapping[str, str]) -> list[VolumeInfo]:
+        """See ``ContainerBackend.list_volumes``."""
+        with self._lock:
+            found = list(self._volumes.values())
+        return [v for v in found if all(v.labels.get(k) == x for k, x in labels.items())]
+
+    def remove_volume(self, name: str) -> None:
+        """See ``ContainerBackend.remove_volume``: refused while a container mounts it."""
+        with self._lock:
+            if name not in self._volumes:
+                return
+            users = [c.id for c in self._containers.values() if any(m.volume == name for m in c.spec.volumes)]
+            if users:
+                raise EngineError(action=f"removing volume {name}",
+                                  detail=f"remove {name}: volume is in use - [{users[0]}]")
+            del self._volumes[name]
+
     def _running_on(self, network: str) -> tuple[str, ...]:
         with self._lock:
             return tuple(sorted(c.id for c in self._containers.values()
-                                if c.spec.network == network and c.running))
+                                if network in c.networks() and c.running))
 
     def _host_number(self, container: FakeContainer) -> int:
         """The next host number (2…251) on the container's network that no running container
@@ -315,6 +352,7 @@ class FakeContainer:
         self._ports: tuple[PublishedPort, ...] = ()
         self._destroyed = False
         self._host = 0  # its address's host number, handed out at each start
+        self._joined: set[str] = set()
 
     def __repr__(self) -> str:
         return f"FakeContainer({self._id[:12]}, {self._state})"
@@ -501,6 +539,23 @@ class FakeContainer:
         self._check_exists()
         self._oom = oom
         self._end(code)
+
+    def connect(self, network: str, *, aliases: tuple[str, ...] = ()) -> None:
+        """See ``Container.connect``."""
+        self._check_exists()
+        if not network.startswith("fence-") or self._backend.network_info(network) is None:
+            raise UsageError(detail=f"network {network[:140]!r} is not a fence network on this engine")
+        self._joined.add(network)
+
+    def disconnect(self, network: str) -> None:
+        """See ``Container.disconnect``."""
+        self._check_exists()
+        self._joined.discard(network)
+
+    def networks(self) -> tuple[str, ...]:
+        """See ``Container.networks``."""
+        own = {self.spec.network} if self.spec.network != "none" else set()
+        return tuple(sorted(own | self._joined))
 
     def destroy(self) -> None:
         """See ``Container.destroy``."""

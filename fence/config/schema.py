@@ -182,6 +182,17 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
     # --- metrics (issue 18) ---
     KeySpec("metrics/listen", AddressType(empty_ok=True, ipv6_ok=True), "",
             "also serve /metrics over TCP on this address (read at the daemon's start; empty: only on fence.sock)"),
+    # --- backing services (issue 16) ---
+    KeySpec("services/backup_interval", IntType(0, 30 * 86400, "of seconds"), 0,
+            "seconds between periodic backups of every service; 0 turns them off"),
+    KeySpec("services/backup_keep", IntType(1, 1000, "of backups"), 7,
+            "backups kept per service; the oldest past this many are removed after a new one"),
+    KeySpec("services/memory", MemoryType(64, 64 * 1024), 256,
+            "default memory limit of a service container, in MiB (`fence service create --mem`)"),
+    KeySpec("services/health_timeout", IntType(1, 600, "of seconds"), 120,
+            "seconds a new or restarted service has to answer its server's own probe"),
+    KeySpec("services/max_backup", MemoryType(1, 1024 * 1024), 16 * 1024,
+            "largest backup of one service, in MiB; past it the backup fails and nothing is kept"),
 )
 
 # Components whose keys are typed; any other component name is free-form, as in Stackato.

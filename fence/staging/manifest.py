@@ -76,7 +76,8 @@ def parse_manifest(text: bytes, *, source_name: str) -> Manifest:
                     timeout=draft.timeout, ignores=draft.ignores, hooks=Hooks(**draft.hooks),
                     urls=tuple(dict.fromkeys(draft.urls)), source_name=source_name,
                     warnings=tuple(check.warnings), health=draft.health_settings(),
-                    cron=tuple(draft.cron), process_scale=dict(draft.process_scale), drains=dict(draft.drains))
+                    cron=tuple(draft.cron), process_scale=dict(draft.process_scale), drains=dict(draft.drains),
+                    services=dict(draft.services))
 
 
 def read_app_manifest(host_app_dir: Path) -> Manifest:
@@ -269,6 +270,7 @@ class _Draft:
     urls: list[str] = field(default_factory=list)
     cron: list[CronEntry] = field(default_factory=list)
     drains: dict[str, str] = field(default_factory=dict)  # issue 18: drain: {name: url}
+    services: dict[str, str] = field(default_factory=dict)  # issue 16: name → type
     # health checks (issue 14 item 4): each value with the node it came from (for line numbers)
     health: dict[str, tuple[object, Node]] = field(default_factory=dict)
 
@@ -581,6 +583,32 @@ def _read_drains(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
         draft.drains[name] = url
 
 
+# --- services (issue 16): stackato.yml `services: {NAME: TYPE}`, created and bound at push -------
+
+MAX_SERVICES = 16
+
+
+def _read_services(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    from fence.services.kinds import KINDS, SERVICE_NAME_PATTERN
+
+    if not isinstance(node, MappingNode):
+        raise check.fail(node, f"{key} must be a mapping of service names to types "
+                               f"({{mydb: postgresql}}), not {_kind(node)}")
+    fields = check.mapping(node, key)
+    if len(fields) > MAX_SERVICES:
+        raise check.fail(node, f"{key} names {len(fields)} services; at most {MAX_SERVICES} are allowed")
+    for key_node, value_node in node.value:
+        name = key_node.value
+        if not re.fullmatch(SERVICE_NAME_PATTERN, name):
+            raise check.fail(key_node, f"{key}: service name {_clip(name)!r} is not allowed (1-32 lower-case "
+                                       "letters, digits and dashes, starting with a letter)")
+        kind = check.text(value_node, f"{key}.{name}", limit=40, what="a service type")
+        if kind not in KINDS:
+            raise check.fail(value_node, f"{key}.{name}: unknown service type {_clip(kind)!r} "
+                                         f"(one of: {', '.join(sorted(KINDS))})")
+        draft.services[name] = kind
+
+
 _FIELD_READERS = {
     "name": _read_name,
     "mem": _read_mem,
@@ -603,6 +631,7 @@ _FIELD_READERS = {
     "cron": _read_cron,
     "drain": _read_drains,  # issue 18
     "drains": _read_drains,
+    "services": _read_services,
 }
 
 
