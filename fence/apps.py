@@ -255,8 +255,17 @@ class AppOps:
         self._wait_gone(name, timeout=30)
         return self.view(name)
 
-    def restart(self, name: str, on_line: LineCallback) -> AppView:
+    def restart(self, name: str, on_line: LineCallback, *, note: str | None = None,
+                release_phase: bool = False) -> AppView:
         """Replace every instance with a fresh one, each new one healthy before its old one stops.
+
+        Args:
+            name: the app.
+            on_line: progress lines.
+            note: the new release's note (default: ``restart of release N``); binding a service
+                passes its own, since the release's env changed.
+            release_phase: run the droplet's release command first (the env changed, as on
+                Heroku when an add-on is attached).
 
         Raises:
             AppNotFound, NoRelease.
@@ -267,7 +276,8 @@ class AppOps:
         current = self._store.release(name, app.release)
         if current is None:
             raise NoRelease(app=name)
-        return self._redeploy(name, current, note=f"restart of release {current.number}", on_line=on_line)
+        return self._redeploy(name, current, note=note or f"restart of release {current.number}", on_line=on_line,
+                              release_phase=release_phase)
 
     def rollback(self, name: str, number: int | None, on_line: LineCallback) -> AppView:
         """Run an earlier release again (the one before the current, or ``number``).

@@ -117,7 +117,8 @@ def service_ops(home: NodeHome, *, config: ConfigStore, backend: ContainerBacken
         return record is not None and record.started and record.release is not None
 
     return ServiceOps(manager=manager, backups=backups, records=records, credentials=credentials,
-                      config=config, restart_app=apps.restart, app_started=started)
+                      config=config, app_started=started,
+                      restart_app=lambda app, on_line, note: apps.restart(app, on_line, note=note, release_phase=True))
 
 
 def nginx_router(home: NodeHome):  # noqa: ANN201

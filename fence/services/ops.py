@@ -30,14 +30,15 @@ class ServiceOps:
         records: the services table.
         credentials: the credentials files.
         config: node config.
-        restart_app: restarts an app that runs (zero-downtime), so its instances see a binding
-            change; given the app and a line callback.
+        restart_app: makes a new release of an app that runs (release phase, then a
+            zero-downtime restart), so its instances see a binding change; given the app, a line
+            callback and the release's note.
         app_started: whether an app exists and runs (then a binding change restarts it).
     """
 
     def __init__(self, *, manager: ServiceManager, backups: ServiceBackups, records: ServiceRecords,
                  credentials: CredentialStore, config: ConfigStore,
-                 restart_app: Callable[[str, LineCallback], object] = lambda app, out: None,
+                 restart_app: Callable[[str, LineCallback, str], object] = lambda app, out, note: None,
                  app_started: Callable[[str], bool] = lambda app: False) -> None:
         self.manager = manager
         self.backups = backups
@@ -79,14 +80,14 @@ class ServiceOps:
         """
         if self.manager.bind(name, app) and self._app_started(app):
             on_line(f"-----> Restarting {app} with {name} bound")
-            self._restart_app(app, on_line)
+            self._restart_app(app, on_line, f"bind service {name}")
         return self.manager.show(name)
 
     def unbind(self, name: str, app: str, on_line: LineCallback) -> ServiceView:
         """Unbind, then restart the app (when it runs) without the service's env."""
         if self.manager.unbind(name, app) and self._app_started(app):
             on_line(f"-----> Restarting {app} without {name}")
-            self._restart_app(app, on_line)
+            self._restart_app(app, on_line, f"unbind service {name}")
         return self.manager.show(name)
 
     def backup(self, name: str) -> BackupRecord:

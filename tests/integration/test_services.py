@@ -226,6 +226,26 @@ def test_a_mysql_app_writes_and_reads_back_through_the_router(node: Node, tmp_pa
     assert node.cli("fence", "service", "delete", "mydb", "--delete-data").exit_code == 0
 
 
+def test_bind_and_unbind_each_make_a_release_with_the_env_changed(node: Node) -> None:
+    """Issue 16: binding or unbinding a running app makes a new release (release phase, then a
+    zero-downtime restart) whose instances see the service's env, or no longer see it."""
+    assert node.cli("fence", "service", "create", "redis", "extra", "--mem", "64M").exit_code == 0
+    try:
+        bound = node.cli("fence", "service", "bind", "services-app", "extra", timeout=300)
+        assert bound.exit_code == 0, bound.stdout[-1500:] + bound.stderr
+        releases = _json(node, "releases", "services-app")
+        assert releases[0]["note"] == "bind service extra", releases[:2]  # type: ignore[index]
+        assert "EXTRA_URL" in _get(node, "/env")  # type: ignore[operator]
+        unbound = node.cli("fence", "service", "unbind", "services-app", "extra", timeout=300)
+        assert unbound.exit_code == 0, unbound.stdout[-1500:] + unbound.stderr
+        releases = _json(node, "releases", "services-app")
+        assert releases[0]["note"] == "unbind service extra", releases[:2]  # type: ignore[index]
+        assert "EXTRA_URL" not in _get(node, "/env")  # type: ignore[operator]
+    finally:
+        node.cli("fence", "service", "unbind", "services-app", "extra", timeout=300)
+        node.cli("fence", "service", "delete", "extra", "--delete-data")
+
+
 @pytest.mark.parametrize("args, message", [
     (("service", "create", "mongodb", "x"), "unknown service type 'mongodb'"),
     (("service", "create", "redis", "Bad_Name"), "is not allowed"),
