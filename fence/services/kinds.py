@@ -72,6 +72,29 @@ exec /usr/sbin/mariadbd --datadir="$DATA" --socket=/tmp/mysqld.sock --pid-file=/
 """
 
 
+# A MySQL dump is DDL (DROP/CREATE TABLE commit implicitly), so no transaction can hold a restore:
+# it is loaded into a scratch database first, and only a load that succeeded is swapped in, with
+# one RENAME TABLE statement (atomic in MariaDB) that moves the old tables aside and the new in.
+_MYSQL_RESTORE = r"""set -euo pipefail
+. /etc/fence-service/credentials
+m() { mysql --socket=/tmp/mysqld.sock -ufence-svc "$@"; }
+new="${SVC_DB}__restore" old="${SVC_DB}__old"
+m -e "DROP DATABASE IF EXISTS \`$new\`; CREATE DATABASE \`$new\`; DROP DATABASE IF EXISTS \`$old\`; CREATE DATABASE \`$old\`"
+if ! m "$new" </var/lib/fence-service/work/restore; then
+  m -e "DROP DATABASE \`$new\`; DROP DATABASE \`$old\`"
+  exit 1
+fi
+moves() {  # "`from`.`t` TO `to`.`t`" for each base table of $1
+  m -N -e "SELECT GROUP_CONCAT(CONCAT('\`', table_schema, '\`.\`', table_name, '\` TO \`$2\`.\`', table_name, '\`')
+           SEPARATOR ', ') FROM information_schema.tables WHERE table_schema = '$1' AND table_type = 'BASE TABLE'"
+}
+aside=$(moves "$SVC_DB" "$old") in=$(moves "$new" "$SVC_DB")
+list=$(printf '%s\n' "$aside" "$in" | grep -v '^NULL$' | paste -sd, -)
+if [ -n "$list" ]; then m -e "RENAME TABLE $list"; fi
+m -e "DROP DATABASE \`$new\`; DROP DATABASE \`$old\`"
+"""
+
+
 @dataclass(frozen=True)
 class ServiceKind:
     """One service type.
@@ -130,9 +153,7 @@ KINDS: dict[str, ServiceKind] = {
                     '--socket=/tmp/mysqld.sock -ufence-svc --single-transaction --routines "$SVC_DB"; } '
                     '>/var/lib/fence-service/work/dump',),
         dump_magic=b"-- fence mysql dump",
-        restore=_SH + ('. /etc/fence-service/credentials && { echo "SET autocommit=0;"; '
-                       'cat /var/lib/fence-service/work/restore; echo "COMMIT;"; } | mysql '
-                       '--socket=/tmp/mysqld.sock -ufence-svc "$SVC_DB"',),
+        restore=(*_SH, _MYSQL_RESTORE),
     ),
     "redis": ServiceKind(
         name="redis", packages=("redis-server", "redis-tools"), port=6379, scheme="redis",

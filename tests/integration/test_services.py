@@ -212,6 +212,50 @@ def test_mysql_lifecycle_backup_restore_and_delete_data(node: Node) -> None:
     assert volumes == []
 
 
+def _mysql(node: Node, service: str, sql: str) -> str:
+    """Run SQL in a MySQL service's container as its server's own user (over the socket)."""
+    ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label={labels.SERVICE}={service}",
+                          "--filter", f"label={labels.NODE}={node.home.node_id}"],
+                         capture_output=True, text=True).stdout.split()
+    assert len(ids) == 1, ids
+    done = subprocess.run(["docker", "exec", ids[0], "bash", "-c",
+                           f'. /etc/fence-service/credentials && mysql --socket=/tmp/mysqld.sock -ufence-svc -N '
+                           f'"$SVC_DB" -e "{sql}"'], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_mysql_restore_that_fails_half_way_leaves_the_data_as_it_was(node: Node) -> None:
+    """Issue 16: a MySQL dump is DDL (no transaction holds it), so fence loads it aside and swaps it
+    in only when it loaded whole: a dump that breaks after its first tables changes nothing."""
+    import hashlib
+
+    assert node.cli("fence", "service", "create", "mysql", "mhalf", "--mem", "256M").exit_code == 0
+    try:
+        _mysql(node, "mhalf", "CREATE TABLE kept (v TEXT); INSERT INTO kept VALUES ('before')")
+        made = _json(node, "service", "backup", "mhalf")
+        backups = node.home.host_service_backups("mhalf")
+        dump = (backups / f"{made['id']}.dump").read_bytes()  # type: ignore[index]
+        _mysql(node, "mhalf", "INSERT INTO kept VALUES ('after')")
+        # A well-formed, checksummed backup whose load fails after it replaced `kept`.
+        broken = dump + b"\nCREATE TABLE partial (x INT);\nINSERT INTO no_such_table VALUES (1);\n"
+        meta = json.loads((backups / f"{made['id']}.json").read_text())  # type: ignore[index]
+        bad_id = made["id"][:-1] + ("0" if made["id"][-1] != "0" else "1")  # type: ignore[index]
+        (backups / f"{bad_id}.dump").write_bytes(broken)
+        (backups / f"{bad_id}.dump").chmod(0o600)
+        (backups / f"{bad_id}.json").write_text(json.dumps({**meta, "id": bad_id, "size": len(broken),
+                                                            "sha256": hashlib.sha256(broken).hexdigest()}))
+        refused = node.cli("fence", "service", "restore", "mhalf", bad_id)
+        assert refused.exit_code != 0 and "\n" not in refused.stderr.strip(), refused.stderr
+        assert _mysql(node, "mhalf", "SELECT v FROM kept ORDER BY v").split() == ["after", "before"]
+        assert _mysql(node, "mhalf", "SHOW TABLES").split() == ["kept"]
+        # and the good backup still restores
+        assert node.cli("fence", "service", "restore", "mhalf", made["id"]).exit_code == 0  # type: ignore[index]
+        assert _mysql(node, "mhalf", "SELECT v FROM kept").split() == ["before"]
+    finally:
+        node.cli("fence", "service", "delete", "mhalf", "--delete-data")
+
+
 def test_a_mysql_app_writes_and_reads_back_through_the_router(node: Node, tmp_path: Path) -> None:
     app = tmp_path / "mysql-app"
     shutil.copytree(EXAMPLE, app)
