@@ -89,7 +89,7 @@ moves() {  # "`from`.`t` TO `to`.`t`" for each base table of $1
            SEPARATOR ', ') FROM information_schema.tables WHERE table_schema = '$1' AND table_type = 'BASE TABLE'"
 }
 aside=$(moves "$SVC_DB" "$old") in=$(moves "$new" "$SVC_DB")
-list=$(printf '%s\n' "$aside" "$in" | grep -v '^NULL$' | paste -sd, -)
+list=$(printf '%s\n' "$aside" "$in" | { grep -v '^NULL$' || true; } | paste -sd, -)  # NULL: no tables
 if [ -n "$list" ]; then m -e "RENAME TABLE $list"; fi
 m -e "DROP DATABASE \`$new\`; DROP DATABASE \`$old\`"
 """
