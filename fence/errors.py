@@ -435,6 +435,20 @@ class SourceNotKept(FenceError):
     exit_code = EXIT_CONFLICT
 
 
+class DockerfileRefused(FenceError):
+    """A Dockerfile construct fence does not build (checked before any build starts)."""
+
+    template = "{path}:{line}: {instruction}: {why}"
+    exit_code = EXIT_SECURITY
+
+
+class BuildRefused(FenceError):
+    """A Dockerfile build the node's settings do not allow at all (e.g. no userns-remap)."""
+
+    template = "refusing to build {app} from a Dockerfile: {why}"
+    exit_code = EXIT_SECURITY
+
+
 def error_classes() -> dict[str, type[FenceError]]:
     """Every FenceError subclass by name, for re-raising errors that crossed the API."""
     found: dict[str, type[FenceError]] = {}
