@@ -442,6 +442,13 @@ class DockerfileRefused(FenceError):
     exit_code = EXIT_SECURITY
 
 
+class BuildFailed(FenceError):
+    """A Dockerfile build step failed (its output is in the staging log)."""
+
+    template = "the Dockerfile build failed at {step}: {detail}"
+    exit_code = EXIT_CONFLICT
+
+
 class BuildRefused(FenceError):
     """A Dockerfile build the node's settings do not allow at all (e.g. no userns-remap)."""
 
