@@ -26,7 +26,8 @@ ROLE_TASK = "task"
 ROLE_PROBE = "probe"
 ROLE_IMAGE = "image"  # a short-lived container that unpacks a droplet to commit a droplet image
 ROLE_NETWORK = "network"  # an app's bridge network (its instances and tasks join only it)
-ROLES = frozenset({ROLE_STAGING, ROLE_INSTANCE, ROLE_TASK, ROLE_PROBE, ROLE_IMAGE, ROLE_NETWORK})
+ROLE_BUILD = "build"  # a Dockerfile app's image, built at staging (its cache for the next build too)
+ROLES = frozenset({ROLE_STAGING, ROLE_INSTANCE, ROLE_TASK, ROLE_PROBE, ROLE_IMAGE, ROLE_NETWORK, ROLE_BUILD})
 
 
 def owned(node_id: str, role: str, **extra: str) -> dict[str, str]:
