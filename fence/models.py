@@ -436,6 +436,11 @@ class Manifest:
     # --- process types (issue 14, P1) ---
     process_scale: Mapping[str, ProcessScale] = field(default_factory=dict)
     # --- end process types ---
+    # Dockerfile apps (issue 15): `builder:` (dockerfile|buildpack), `dockerfile:` (a path in
+    # the app), `build_args:` (the only values a Dockerfile build sees; never the app's env)
+    builder: str | None = None
+    dockerfile: str | None = None
+    build_args: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

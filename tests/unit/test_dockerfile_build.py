@@ -141,3 +141,34 @@ def test_bases_default_to_the_stack_images(config: ConfigStore) -> None:
     assert allowed_bases(config) == (STACK, "fence/stack:old")
     config.set("fence", "docker/build_bases", '["fence/base:1"]', as_json=True)
     assert allowed_bases(config) == ("fence/base:1",)
+
+
+# --- the manifest's fields -----------------------------------------------------------------------
+
+def test_manifest_builder_dockerfile_and_build_args() -> None:
+    from fence.staging.manifest import parse_manifest
+
+    found = parse_manifest(b"builder: dockerfile\ndockerfile: ./docker/Web.Dockerfile\n"
+                           b"build_args:\n  VERSION: 2\n  EMPTY: ''\n", source_name="stackato.yml")
+    assert found.builder == "dockerfile" and found.dockerfile == "docker/Web.Dockerfile"
+    assert dict(found.build_args) == {"VERSION": "2", "EMPTY": ""}
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    (b"builder: docker\n", "stackato.yml line 1, column 10: builder: 'docker' is not a builder (one of: dockerfile, buildpack)"),
+    (b"builder: [dockerfile]\n", "builder"),
+    (b"dockerfile: /etc/passwd\n", "dockerfile: '/etc/passwd' must be a relative path inside the app"),
+    (b"dockerfile: ../other/Dockerfile\n", "must be a relative path"),
+    (b"dockerfile: 'a b'\n", "must be a relative path"),
+    (b"dockerfile: a//b\n", "must be a relative path"),
+    (b"build_args: [A]\n", "build_args"),
+    (b"build_args:\n  'BAD NAME': 1\n", "build arg name"),
+    (b"build_args:\n  A: [1]\n", "build_args.A"),
+])
+def test_bad_manifest_values_are_one_line(text: bytes, fragment: str) -> None:
+    from fence.errors import ManifestInvalid, InvalidName
+    from fence.staging.manifest import parse_manifest
+
+    with pytest.raises((ManifestInvalid, InvalidName)) as caught:
+        parse_manifest(text, source_name="stackato.yml")
+    assert fragment in caught.value.message and "\n" not in caught.value.message
