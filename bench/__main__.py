@@ -14,14 +14,14 @@ import time
 import uuid
 from pathlib import Path
 
-from bench import cli, cli_scale, running, staging
+from bench import cli, cli_scale, dockerfile, running, staging
 from bench.baseline import Docker
 from bench.node import REPO, BenchNode
 from bench.report import Row, absolute_row, ratio_row, table, write_json
 from bench.stats import Summary
 
 
-SECTIONS = ("cli", "staging", "start", "scale", "cli-scale", "api")
+SECTIONS = ("cli", "staging", "start", "scale", "cli-scale", "api", "dockerfile")
 
 
 def main() -> int:
@@ -87,6 +87,9 @@ def main() -> int:
             say(f"-----> Apps API with {args.apps} apps ({args.calls} calls)")
             figures.update(running.measure_api(node, apps=args.apps, calls=args.calls,
                                                droplet=droplet or running.push_sample(node), say=say))
+        if "dockerfile" in only:
+            say(f"-----> Dockerfile builds ({args.reps} repetitions)")
+            figures.update(dockerfile.measure(reps=args.reps, host_work=host_work, say=say))
     finally:
         node.close()
         docker.close()
@@ -173,6 +176,12 @@ def _rows(f: dict[str, Summary], extra: dict[str, object], scale: int, apps: int
                                  baseline_name="engine GET /containers/json"))
         rows.append(absolute_row(f"`fence apps --json` (CLI process), {apps} apps", f["api.cli"].text(),
                                  f["api.cli"].median, None, "ms"))
+    if "dockerfile.cold.fence" in f:
+        cold, warm = f["dockerfile.cold.fence"], f["dockerfile.warm.fence"]
+        rows.append(ratio_row("Dockerfile app, cold build (checks + context + build)", cold,
+                              f["dockerfile.cold.docker"], "docker build --no-cache (classic builder)", 1.1))
+        rows.append(absolute_row("Dockerfile app, warm rebuild (own cache) / cold", f"{warm.median:.2f} s / "
+                                 f"{cold.median:.2f} s", warm.median / cold.median, 0.1, "× cold"))
     for sample in staging.SAMPLES:
         info = extra.get(f"droplet.{sample}")
         if isinstance(info, dict):
