@@ -159,6 +159,8 @@ def _context_tar(host_source: Path, host_workdir: Path, dockerfile: str, text: b
                     tuple(path.split("/")), is_dir=member.isdir()):
                 continue
             member.name = path
+            if member.islnk():  # a hard link names its target by its path in the archive
+                member.linkname = _app_path(member.linkname)
             out.addfile(member, source.extractfile(member) if member.isfile() else None)
         entry = tarfile.TarInfo(dockerfile)
         entry.size, entry.mode = len(text), 0o644
