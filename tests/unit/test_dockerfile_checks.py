@@ -190,3 +190,13 @@ def test_bad_config_values_are_refused(tmp_path, key: str, raw: str) -> None:
     assert store.fence(key) == {"docker/build_bases": [], "security/allow_unremapped_builds": False,
                                 "security/root_apps": [], "staging/max_layers": 64,
                                 "staging/max_image": 4096}[key]
+
+
+def test_lower_case_instructions_and_flags_after_a_continuation_are_checked_too() -> None:
+    assert refusal(f"from {STACK}\nuser root\n").startswith("Dockerfile:2: USER: root is root")
+    assert refusal(f"FROM {STACK}\nRUN \\\n  --mount=type=secret,id=a cat /run/secrets/a\n").startswith(
+        "Dockerfile:2: RUN: --mount=type=secret,id=a is not accepted")
+
+
+def test_add_from_a_url_in_json_form_is_refused() -> None:
+    assert refusal(f'FROM {STACK}\nADD ["https://example.com/x", "/x"]\n').startswith("Dockerfile:2: ADD: fetching")
