@@ -6,7 +6,7 @@ import io
 import os
 import tarfile
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 import pytest
@@ -105,3 +105,47 @@ def test_a_fence_label_cannot_be_forged_and_nothing_is_built(backend: Any, node:
     with pytest.raises(DockerfileRefused, match="Dockerfile:2: LABEL"):
         build(backend, node, tmp_path, f"FROM {IMAGE}\nLABEL fence.node=someone-else\n")
     assert backend.list_images({labels.NODE: node}) == []
+
+
+def test_an_image_whose_user_is_unset_runs_as_the_app_user_unprivileged(backend: Any, node: str,
+                                                                         tmp_path: Path) -> None:
+    """The run-time rule on a built image (the container spec fence's starter will give it)."""
+    import shlex
+    import urllib.request
+
+    from fence.image_apps import process_types, run_as
+    from fence.models import ContainerSpec, Limits, PortSpec, ProcessSpec
+
+    result, _ = build(backend, node, tmp_path, f"FROM {IMAGE}\nRUN mkdir -p /srv && echo hi > /srv/index.html\n"
+                      "WORKDIR /srv\nCMD [\"python3\", \"-m\", \"http.server\", \"8080\"]\n",
+                      security__root_apps='["other"]')  # root is allowed for another app, not this one
+    assert result.image.user == ""  # unset: root, as most images on a registry are
+    who = run_as(image_user=result.image.user, app_uid=1000, app_home="/home/stackato", root_allowed=False,
+                 remapped=True)
+    web = process_types(image=result.image, procfile=None, processes={})["web"]
+    container = backend.create(ContainerSpec(
+        image=result.image.id, labels=labels.owned(node, labels.ROLE_INSTANCE, app="probe"), user=who.user,
+        command=tuple(shlex.split(web)), env={"HOME": who.home, "PORT": "8080"}, workdir=PurePosixPath("/srv"),
+        limits=Limits(memory_bytes=128 * 2**20), ports=(PortSpec(container_port=8080, host_ip="127.0.0.1"),),
+        network="bridge"))
+    try:
+        container.start()
+        lines: list[str] = []
+        code = container.run(ProcessSpec(argv=("cat", "/proc/self/status"), timeout=30), on_output=lines.append)
+        assert code.exit_code == 0
+        status = dict(line.split(":", 1) for line in lines if ":" in line)
+        assert status["Uid"].split()[:2] == ["1000", "1000"] and int(status["CapEff"].strip(), 16) == 0
+        assert status["NoNewPrivs"].strip() == "1"
+        port = container.info().ports[0].host_port
+        body = b""
+        for _ in range(60):  # the server needs a moment to bind; bounded by the loop, not a timing assertion
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2).read()
+                break
+            except OSError:
+                import time
+
+                time.sleep(0.5)
+        assert body == b"hi\n"
+    finally:
+        container.destroy()
