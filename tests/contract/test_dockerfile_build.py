@@ -15,7 +15,14 @@ import pytest
 from fence import labels
 from fence.backend.base import ContainerBackend
 from fence.builds import BuildSpec
-from fence.errors import BuildFailed, EngineError, StagingFailed, StagingTimeout, UsageError
+from fence.errors import (
+    BuildFailed,
+    ContainerNotFound,
+    EngineError,
+    StagingFailed,
+    StagingTimeout,
+    UsageError,
+)
 from fence.models import Limits
 
 from .conftest import IMAGE
@@ -78,7 +85,7 @@ def assert_nothing_left(backend: ContainerBackend, lines: list[str]) -> None:
     for image in images:
         assert backend.image_info(image) is None, f"intermediate image {image} left behind"
     for container in containers:
-        with pytest.raises(Exception):
+        with pytest.raises(ContainerNotFound):
             backend.lookup(container).info()
 
 

@@ -90,7 +90,7 @@ def test_a_run_step_writing_as_root_wrote_as_a_remapped_host_uid(backend: Any, n
         pytest.skip("the engine runs without userns-remap (building is refused there anyway)")
     import docker
 
-    result, lines = build(backend, node, tmp_path, f"FROM {IMAGE}\nRUN id -u > /built-by && touch /rootfile\n"
+    result, _ = build(backend, node, tmp_path, f"FROM {IMAGE}\nRUN id -u > /built-by && touch /rootfile\n"
                           "USER 1000\nCMD [\"cat\", \"/built-by\"]\n")
     client = docker.APIClient(version="auto")
     upper = Path(client.inspect_image(result.image.id)["GraphDriver"]["Data"]["UpperDir"])

@@ -166,7 +166,7 @@ def test_manifest_builder_dockerfile_and_build_args() -> None:
     (b"build_args:\n  A: [1]\n", "build_args.A"),
 ])
 def test_bad_manifest_values_are_one_line(text: bytes, fragment: str) -> None:
-    from fence.errors import ManifestInvalid, InvalidName
+    from fence.errors import InvalidName, ManifestInvalid
     from fence.staging.manifest import parse_manifest
 
     with pytest.raises((ManifestInvalid, InvalidName)) as caught:

@@ -157,8 +157,9 @@ def test_ignored_instructions_warn_and_are_blanked_keeping_line_numbers() -> Non
     kept = found.text.splitlines()
     assert len(kept) == len(text.splitlines()) and kept[6] == "RUN true"
     assert all(line.startswith("# ignored by fence: ") for line in kept[1:6])
-    from dockerfile_parse import DockerfileParser
     import io
+
+    from dockerfile_parse import DockerfileParser
 
     parser = DockerfileParser(fileobj=io.BytesIO(b""))
     parser.content = found.text
