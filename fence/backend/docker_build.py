@@ -98,6 +98,9 @@ def run_build(api: docker.APIClient, spec: BuildSpec, *, on_line: OutputCallback
         StagingTimeout: the build ran past ``spec.timeout``.
         StagingFailed: the build was cancelled.
     """
+    # A build from cache_from re-links the cached steps under new step images: the cache image's
+    # old step images are then no one's parents and would stay behind, untagged.
+    old_chains = [_parents(api, image) for image in spec.cache_from]
     began = time.monotonic()
     watch = _Watch(deadline=began + spec.timeout, cancelled=cancelled)
     seen_containers: list[str] = []
@@ -142,6 +145,7 @@ def run_build(api: docker.APIClient, spec: BuildSpec, *, on_line: OutputCallback
         raise StagingFailed(phase="the Dockerfile build", buildpack="", detail="cancelled")
     if error or not state["id"]:
         raise BuildFailed(step=state["step"], detail=error or "the engine reported no image")
+    _drop_replaced_steps(api, state["id"], old_chains)
     return BuildResult(image=image_config(api.inspect_image(state["id"])), cached_steps=int(state["cached"]),
                        steps=int(state["steps"]))
 
@@ -167,6 +171,39 @@ def _track(line: str, state: dict[str, Any], containers: list[str], images: list
     elif (match := _NEW_IMAGE.match(line)) and state["running"]:
         images.append(match.group(1))  # made by this build's step, not a cached or base image
         state["running"] = False
+
+
+def _parents(api: docker.APIClient, image_id: str) -> list[str]:
+    """The image's parents, nearest first (empty when the engine does not know them)."""
+    found: list[str] = []
+    current = image_id
+    for _ in range(256):  # more than any image's layers
+        try:
+            parent = str(api.inspect_image(current).get("Parent") or "")
+        except docker.errors.APIError:
+            break
+        if not parent:
+            break
+        found.append(parent)
+        current = parent
+    return found
+
+
+def _drop_replaced_steps(api: docker.APIClient, image_id: str, old_chains: list[list[str]]) -> None:
+    """Remove the untagged step images of the cache images that the new build no longer uses."""
+    kept = {image_id, *_parents(api, image_id)}
+    for chain in old_chains:
+        for step in chain:
+            if step in kept:
+                break  # from here down the chains are shared (the base at the latest)
+            try:
+                if api.inspect_image(step).get("RepoTags"):
+                    break
+                api.remove_image(step)  # its own untagged parents go with it
+            except docker.errors.NotFound:
+                continue
+            except docker.errors.APIError:  # still some image's parent: leave it
+                break
 
 
 def _clean(api: docker.APIClient, containers: list[str], images: list[str]) -> None:

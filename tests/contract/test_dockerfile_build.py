@@ -144,7 +144,8 @@ def test_a_cancelled_build_leaves_nothing(backend: ContainerBackend, node_id: st
 def test_cache_is_used_only_from_the_images_given(backend: ContainerBackend, node_id: str,
                                                   refs: list[str], tmp_path: Path) -> None:
     text = f"FROM {IMAGE}\nRUN echo layer > /layer\nCMD [\"true\"]\n"
-    first = backend.build_image(spec_of(tmp_path, node_id, refs, text), on_line=lambda _: None)
+    first_lines: list[str] = []
+    first = backend.build_image(spec_of(tmp_path, node_id, refs, text), on_line=first_lines.append)
     lines: list[str] = []
     again = backend.build_image(spec_of(tmp_path, node_id, refs, text), on_line=lines.append)
     assert again.cached_steps == 0 and " ---> Using cache" not in lines  # no cache_from: nothing reused
@@ -152,6 +153,13 @@ def test_cache_is_used_only_from_the_images_given(backend: ContainerBackend, nod
     warm = backend.build_image(spec_of(tmp_path, node_id, refs, text, cache_from=(first.image.id,)),
                                on_line=lines.append)
     assert warm.cached_steps >= 2 and " ---> Using cache" in lines
+    # the engine re-links cached steps under new step images: the old ones must not stay behind
+    chain, found = set(), backend.image_config(warm.image.id)
+    while found is not None:
+        chain.add(found.id.removeprefix("sha256:")[:12])
+        found = backend.image_config(found.parent) if found.parent else None
+    for step in made_by(first_lines)[1]:
+        assert backend.image_info(step) is None or step[:12] in chain, f"step image {step} left behind"
 
 
 @pytest.mark.parametrize("fields", [{"labels": {}}, {"network": "host"}, {"ref": "fence/x@sha256:" + "a" * 64},
