@@ -5,16 +5,16 @@ VENV := .venv
 STACK ?= fence/stack:bookworm
 export FENCE_TEST_IMAGE := $(STACK)
 
-.PHONY: test demo bench engine venv stack clean
+.PHONY: test demo bench engine venv stack services clean
 
-test: engine venv stack
+test: engine venv stack services
 	$(VENV)/bin/python -m pytest -rs $(PYTEST_ARGS)
 
-demo: engine venv stack
+demo: engine venv stack services
 	bash scripts/demo
 
 # Benchmarks beside raw Docker (not part of `make test`); BENCH_ARGS="--reps 3" to shorten.
-bench: engine venv stack
+bench: engine venv stack services
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 engine:
@@ -35,6 +35,18 @@ stack: engine venv
 	else \
 		$(VENV)/bin/kato image build --tag $(STACK); \
 	fi
+
+# Service images (issue 16) are derived from the stack (its packages plus the service's), each
+# built once, in seconds; delete one (docker rmi) to rebuild it.
+SERVICE_TYPES ?= postgresql redis mysql
+services: stack
+	@for type in $(SERVICE_TYPES); do \
+		if docker image inspect fence/service-$$type:bookworm >/dev/null 2>&1; then \
+			echo "-----> Service image fence/service-$$type:bookworm is present"; \
+		else \
+			$(VENV)/bin/kato image build --service $$type || exit 1; \
+		fi; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -14,14 +14,14 @@ import time
 import uuid
 from pathlib import Path
 
-from bench import cli, cli_scale, dockerfile, running, staging
+from bench import cli, cli_scale, dockerfile, drains, running, services, staging, usage
 from bench.baseline import Docker
 from bench.node import REPO, BenchNode
 from bench.report import Row, absolute_row, ratio_row, table, write_json
 from bench.stats import Summary
 
 
-SECTIONS = ("cli", "staging", "start", "scale", "cli-scale", "api", "dockerfile")
+SECTIONS = ("cli", "staging", "start", "scale", "cli-scale", "api", "stats", "drains", "services", "dockerfile")
 
 
 def main() -> int:
@@ -35,6 +35,9 @@ def main() -> int:
     parser.add_argument("--apps", type=int, default=200, help="apps in the store for the API latency")
     parser.add_argument("--calls", type=int, default=200, help="timed API calls")
     parser.add_argument("--cli-reps", type=int, default=15, help="runs of `fence apps --json` (at least 10)")
+    parser.add_argument("--stats-instances", type=int, default=50, help="instances for the stats section")
+    parser.add_argument("--idle-seconds", type=float, default=30.0,
+                        help="seconds the daemon's CPU is measured with those instances idle")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest.json")
     parser.add_argument("--keep-home", action="store_true", help="keep the node's FENCE_HOME (daemon log)")
     parser.add_argument("--only", default=",".join(SECTIONS),
@@ -87,6 +90,16 @@ def main() -> int:
             say(f"-----> Apps API with {args.apps} apps ({args.calls} calls)")
             figures.update(running.measure_api(node, apps=args.apps, calls=args.calls,
                                                droplet=droplet or running.push_sample(node), say=say))
+        if "stats" in only:  # issue 18: usage figures
+            say(f"-----> `fence stats` and daemon CPU with {args.stats_instances} instances")
+            figures.update(usage.measure(node, count=args.stats_instances, reps=max(30, args.reps),
+                                         idle_seconds=args.idle_seconds, say=say))
+        if "drains" in only:  # issue 18: log drains
+            say(f"-----> Log drain: {drains.RATE} lines/s from one instance for {drains.SECONDS} s, TCP syslog")
+            figures.update(drains.measure(node, host_work=host_work, say=say))
+        if "services" in only:  # issue 16
+            say(f"-----> Services ({args.reps} repetitions)")
+            figures.update(services.measure(node, reps=args.reps, run_id=run_id, host_work=host_work, say=say))
         if "dockerfile" in only:
             say(f"-----> Dockerfile builds ({args.reps} repetitions)")
             figures.update(dockerfile.measure(reps=args.reps, host_work=host_work, say=say))
@@ -176,6 +189,33 @@ def _rows(f: dict[str, Summary], extra: dict[str, object], scale: int, apps: int
                                  baseline_name="engine GET /containers/json"))
         rows.append(absolute_row(f"`fence apps --json` (CLI process), {apps} apps", f["api.cli"].text(),
                                  f["api.cli"].median, None, "ms"))
+    if "usage.stats_cli" in f:
+        stats_cli, cpu = f["usage.stats_cli"], f["usage.daemon_cpu"]
+        rows.append(absolute_row("`fence stats` (CLI process), 50 instances: p50 / p99",
+                                 f"{stats_cli.percentile(50):.0f} / {stats_cli.percentile(99):.0f} ms",
+                                 stats_cli.percentile(99), 200, "ms (p99)",
+                                 baseline=f"{f['usage.cli_floor'].percentile(50):.0f} / "
+                                          f"{f['usage.cli_floor'].percentile(99):.0f} ms",
+                                 baseline_name="`fence --version`, same interpreter"))
+        rows.append(absolute_row("daemon CPU, 50 instances idle, /metrics scraped every 5 s", f"{cpu.median:.2f} %",
+                                 cpu.median, 2, "% of one core",
+                                 baseline=f"{f['usage.daemon_cpu_quiet'].median:.2f} %",
+                                 baseline_name="same daemon, not scraped"))
+    if "drains.written" in f:  # issue 18: log drains
+        written, received = f["drains.written"].median, f["drains.received"].median
+        rows.append(absolute_row(f"drain: lines received / written, {f['drains.rate'].median:.0f} lines/s "
+                                 "(value: share lost)", f"{received:.0f} / {written:.0f}",
+                                 1 - received / max(written, 1), 0.01, "lost (≥ 0.99 received)"))
+        rows.append(absolute_row("drain receiver down 10 s: daemon RSS (max)", f["drains.rss_down"].text(),
+                                 f["drains.rss_down"].high, 150, "MB",
+                                 baseline=f"{f['drains.dropped'].median:.0f} lines dropped, reported "
+                                          f"{'down' if f['drains.down'].median else 'NOT down'}",
+                                 baseline_name="kato status"))
+    if "services.create.fence" in f:  # issue 16
+        rows.append(ratio_row("`fence service create postgresql` → accepting connections", f["services.create.fence"],
+                              f["services.create.docker"], "docker run, same image and options → pg_isready", 1.2))
+        rows.append(ratio_row("backup of a 100 MB PostgreSQL database", f["services.backup.fence"],
+                              f["services.backup.docker"], "pg_dump -Fc by hand (docker exec > file)", 1.1))
     if "dockerfile.cold.fence" in f:
         cold, warm = f["dockerfile.cold.fence"], f["dockerfile.warm.fence"]
         rows.append(ratio_row("Dockerfile app, cold build (checks + context + build)", cold,

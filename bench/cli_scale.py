@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -46,7 +47,11 @@ def measure(node: BenchNode, docker: Docker, *, reps: int, host_work: Path, say:
         say(f"  scale #{rep}: `fence scale {APP} 2` {fence:.3f} s (`fence --version` {floor:.3f} s); "
             f"docker run -d to its first 200 {plain:.3f} s")
     node.cli("fence", "scale", APP, "0")
-    return {k: summary(v, "s") for k, v in figures.items()}
+    result = {k: summary(v, "s") for k, v in figures.items()}
+    fence_s, docker_s = result["cli_scale.fence"].median, result["cli_scale.docker"].median
+    say(f"  `fence scale {APP} 2` {fence_s:.3f} s, docker run -d to its first 200 {docker_s:.3f} s: "
+        f"{fence_s / docker_s:.2f}× (medians of {reps}, load {os.getloadavg()[0]:.1f})")
+    return result
 
 
 def _wait_for_containers(node: BenchNode, count: int, timeout: float = 60.0) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -11,6 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fence import labels
 from fence.client import FenceClient
@@ -20,6 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 BUILDPACKS = REPO / "buildpacks"
 STACK = os.environ.get("FENCE_TEST_IMAGE", "fence/stack:bookworm")
+
+if TYPE_CHECKING:
+    from fence.service import NodeService
 
 
 def free_port() -> int:
@@ -115,7 +120,7 @@ class BenchNode:
         return out.stdout.split()
 
     def close(self) -> None:
-        """Stop the daemon, remove every container and image of this node, stop its nginx."""
+        """Stop the daemon, remove every container, image and network of this node, stop its nginx."""
         if self.client is not None:
             self.client.close()
         if self.proc is not None and self.proc.poll() is None:
@@ -134,7 +139,51 @@ class BenchNode:
                                 capture_output=True, text=True).stdout.split()
         if images:
             subprocess.run(["docker", "rmi", "-f", *sorted(set(images))], capture_output=True)
+        remove_networks(node)
         from fence.router.nginx import NginxRouter
         NginxRouter(host_dir=self.root / "router").stop()
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def in_process_service(host_root: Path, *, router_port: int | None = None) -> NodeService:
+    """A node service under ``host_root`` for in-process profiles (bench.profile, bench.scale_timeline):
+    the samples in examples/ may be staged by path, and the router (when ``router_port``) listens there.
+
+    Its ``close_in_process`` undoes everything it made.
+    """
+    from fence.home import NodeHome
+    from fence.wiring import config_store, node_service
+
+    home = NodeHome(host_root=host_root)
+    home.ensure()
+    config = config_store(home)
+    config.set("fence", "staging/local_roots", json.dumps([str(EXAMPLES)]), as_json=True)
+    if router_port is None:
+        return node_service(home, router=None)
+    config.set("fence", "router/port", str(router_port))
+    return node_service(home)
+
+
+def close_in_process(service: NodeService, host_root: Path) -> None:
+    """Close an ``in_process_service``: its containers, images and networks, its nginx and ``host_root`` go."""
+    from fence.router.nginx import NginxRouter
+
+    service.close()
+    for container in service.backend.list({labels.NODE: service.node_id}):
+        container.destroy()
+    for image in service.backend.list_images({labels.NODE: service.node_id}):
+        for tag in image.tags:
+            service.backend.remove_image(tag)
+    remove_networks(service.node_id)
+    NginxRouter(host_dir=NodeHome(host_root=host_root).host_router).stop()
+    shutil.rmtree(host_root, ignore_errors=True)
+
+
+def remove_networks(node_id: str) -> None:
+    """Remove the node's networks (each app's own bridge, made at its first start), once its
+    containers are gone."""
+    networks = subprocess.run(["docker", "network", "ls", "-q", "--filter", f"label={labels.NODE}={node_id}"],
+                              capture_output=True, text=True).stdout.split()
+    if networks:
+        subprocess.run(["docker", "network", "rm", *networks], capture_output=True)

@@ -9,7 +9,6 @@ import io
 import json
 import pstats
 import re
-import shutil
 import tempfile
 import time
 import uuid
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import docker.api.client as docker_client
 
-from bench.node import EXAMPLES
+from bench.node import EXAMPLES, close_in_process, in_process_service
 
 _calls: list[tuple[float, float, str, str]] = []
 _t0 = [time.perf_counter()]
@@ -52,16 +51,14 @@ def main() -> None:
     """Stage python-hello (cold, warm, warm forced), make its droplet image, launch three instances,
     list 200 apps; print it all."""
     docker_client.APIClient.send = _timed_send(docker_client.APIClient.send)
-    from fence.home import NodeHome
     from fence.models import AppRecord
     from fence.running.starter import Launch
     from fence.service import StageOrder
     from fence.wire import to_wire
-    from fence.wiring import node_service
 
     root = Path(tempfile.mkdtemp(prefix="fence-profile-"))
     out: list[str] = []
-    service = node_service(NodeHome(host_root=root), router=None)
+    service = in_process_service(root)
     try:
         for label, force in (("cold", False), ("warm (inputs unchanged: reused)", False), ("warm --force", True)):
             log: list[str] = []
@@ -98,13 +95,7 @@ def main() -> None:
         pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(12)
         out.extend("   " + line for line in text.getvalue().splitlines() if line.strip())
     finally:
-        service.close()
-        for container in service.backend.list({"fence.node": service.node_id}):
-            container.destroy()
-        for image in service.backend.list_images({"fence.node": service.node_id}):
-            for tag in image.tags:
-                service.backend.remove_image(tag)
-        shutil.rmtree(root, ignore_errors=True)
+        close_in_process(service, root)
     print("\n".join(out))
 
 

@@ -5,7 +5,6 @@ timed from the scale call."""
 from __future__ import annotations
 
 import re
-import shutil
 import statistics
 import sys
 import tempfile
@@ -16,7 +15,7 @@ from typing import Any, Callable
 
 import requests
 
-from bench.node import EXAMPLES, free_port
+from bench.node import EXAMPLES, close_in_process, free_port, in_process_service
 
 _t0 = [0.0]
 _events: list[tuple[float, str]] = []
@@ -39,32 +38,28 @@ def _request_label(session: object, request: Any, **kwargs: Any) -> str:
 
 def main() -> None:
     """Push python-hello with one instance, then time ``reps`` scale-ups 1 → 2 (printed one by one)."""
-    from fence.home import NodeHome
     from fence.router.nginx import NginxRouter
-    from fence.running.instance import TcpHealth
+    from fence.running.health import NetworkHealth
     from fence.running.manager import InstanceManager
     from fence.service import StageOrder
-    from fence.wiring import config_store, node_service
 
     reps = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     requests.Session.send = _timed(requests.Session.send, _request_label)  # type: ignore[method-assign]
     for cls, name, label in ((NginxRouter, "_check", "nginx -t"), (NginxRouter, "_reload", "reload"),
                              (NginxRouter, "apply", "router.apply"), (InstanceManager, "tick", "pass")):
         setattr(cls, name, _timed(getattr(cls, name), lambda *a, _l=label, **k: _l))
-    ready = TcpHealth.ready
+    check = NetworkHealth.check
 
-    def noted_ready(self: TcpHealth, address: str, port: int) -> bool:
-        answered = ready(self, address, port)
-        if answered:
-            _events.append((time.perf_counter() - _t0[0], f"health: {address} accepts connections"))
-        return answered
+    def noted_check(self: NetworkHealth, address: str, port: int, probe: Any, timeout: float) -> str | None:
+        started = time.perf_counter()
+        failed = check(self, address, port, probe, timeout)
+        _events.append((started - _t0[0], f"health check {address}: {failed or 'passed'} "
+                                          f"{1000 * (time.perf_counter() - started):.0f} ms"))
+        return failed
 
-    TcpHealth.ready = noted_ready  # type: ignore[method-assign]
+    NetworkHealth.check = noted_check  # type: ignore[method-assign]
     root = Path(tempfile.mkdtemp(prefix="fence-timeline-"))
-    home = NodeHome(host_root=root)
-    home.ensure()
-    config_store(home).set("fence", "router/port", str(free_port()))
-    service = node_service(home)
+    service = in_process_service(root, router_port=free_port())
     service.start()
     totals = []
     try:
@@ -84,14 +79,7 @@ def main() -> None:
             time.sleep(3)  # the stopped instance drains and goes
         print(f"median {statistics.median(totals):.3f} s over {reps}")
     finally:
-        service.close()
-        for container in service.backend.list({"fence.node": service.node_id}):
-            container.destroy()
-        for image in service.backend.list_images({"fence.node": service.node_id}):
-            for tag in image.tags:
-                service.backend.remove_image(tag)
-        NginxRouter(host_dir=root / "router").stop()
-        shutil.rmtree(root, ignore_errors=True)
+        close_in_process(service, root)
 
 
 if __name__ == "__main__":

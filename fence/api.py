@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from fence import __version__
+from fence.api_drains import drains_router
 from fence.api_schema import EnvChange, ErrorAnswer, RouteChange, TaskOrder, request_invalid, to_json_ready
 from fence.apps import AppOps
 from fence.errors import (
@@ -261,6 +262,9 @@ def create_app(service: NodeService, app_ops: AppOps) -> FastAPI:
         error = InternalError(detail=f"{type(exc).__name__}: {exc}")
         return JSONResponse(status_code=500, content={"error": error.to_wire()})
 
+    from fence.api_services import services_router  # backing services (issue 16)
+    app.include_router(services_router(service))
+
     @app.get("/v1/info")
     def info() -> NodeStatus:
         """The node's status: engine, user namespaces, stack, counts, warnings."""
@@ -435,4 +439,6 @@ def create_app(service: NodeService, app_ops: AppOps) -> FastAPI:
         """CPU, memory, disks and containers of the node."""
         return service.node_info()
 
+    __import__("fence.api_usage").api_usage.install(app, service)  # issue 18: logs filters, stats, /metrics
+    app.include_router(drains_router(getattr(service, "drains", None)))  # issue 18: log drains
     return app

@@ -17,6 +17,7 @@ from fence.droplets import DropletStore
 from fence.errors import AppNotFound, DeployFailed, NoRelease, ReleaseNotFound, UsageError
 from fence.follow import LogFollow
 from fence.home import NodeHome
+from fence.logfile import LogTap
 from fence.models import AppRecord, AppView, DeploySettings, DropletRecord, InstanceView, ReleaseRecord
 from fence.rules import check_app_name, check_dns_name, check_env
 from fence.running.manager import InstanceManager
@@ -52,7 +53,7 @@ class AppOps:
 
     def __init__(self, *, store: StateStore, config: ConfigStore, manager: InstanceManager,
                  starter: InstanceStarter, backend: ContainerBackend, droplets: DropletStore,
-                 home: NodeHome, node_id: str, routing: bool = True) -> None:
+                 home: NodeHome, node_id: str, routing: bool = True, drains: LogTap | None = None) -> None:
         self._store = store
         self._config = config
         self._manager = manager
@@ -63,7 +64,7 @@ class AppOps:
         self._node_id = node_id
         self._routing = routing
         self._tasks = TaskRunner(starter=starter)
-        self._release = ReleasePhase(tasks=self._tasks, config=config, store=store, home=home)
+        self._release = ReleasePhase(tasks=self._tasks, config=config, store=store, home=home, drains=drains)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -254,8 +255,17 @@ class AppOps:
         self._wait_gone(name, timeout=30)
         return self.view(name)
 
-    def restart(self, name: str, on_line: LineCallback) -> AppView:
+    def restart(self, name: str, on_line: LineCallback, *, note: str | None = None,
+                release_phase: bool = False) -> AppView:
         """Replace every instance with a fresh one, each new one healthy before its old one stops.
+
+        Args:
+            name: the app.
+            on_line: progress lines.
+            note: the new release's note (default: ``restart of release N``); binding a service
+                passes its own, since the release's env changed.
+            release_phase: run the droplet's release command first (the env changed, as on
+                Heroku when an add-on is attached).
 
         Raises:
             AppNotFound, NoRelease.
@@ -266,7 +276,8 @@ class AppOps:
         current = self._store.release(name, app.release)
         if current is None:
             raise NoRelease(app=name)
-        return self._redeploy(name, current, note=f"restart of release {current.number}", on_line=on_line)
+        return self._redeploy(name, current, note=note or f"restart of release {current.number}", on_line=on_line,
+                              release_phase=release_phase)
 
     def rollback(self, name: str, number: int | None, on_line: LineCallback) -> AppView:
         """Run an earlier release again (the one before the current, or ``number``).

@@ -1,83 +1,68 @@
-"""The `fence` CLI: the daemon (`fence serve`) and, in later issues, the app developer's commands."""
+"""The `fence` CLI: the daemon (`fence serve`) and the app developer's commands, each loaded when invoked."""
 
 from __future__ import annotations
 
 import click
 
 from fence import __version__
-from fence.cli_apps import COMMANDS, absolute_buildpacks, client
-from fence.console import debug_option, render, run_cli
-from fence.home import NodeHome
-from fence.rules import check_app_name, env_from_pairs
-from fence.wire import to_wire
+from fence.console import LazyGroup, debug_option, run_cli
+
+# Every `fence` command: its name → "module:attribute". Only the module of the command invoked is
+# imported, so `fence apps` does not pay for loading what `fence push` needs (a CLI call has a
+# 150 ms budget, interpreter start included); `fence --help` imports them all for their short help.
+# A new command is ONE line here (a module exposing `COMMANDS = [...]` lists each of them); do not
+# `fence.add_command(...)` an imported module's commands, which loads that module on every call.
+# tests/unit/test_cli_start.py checks that every entry resolves to a command of that name and that
+# every command in a module's COMMANDS is listed.
+COMMAND_TABLE: dict[str, str] = {
+    "serve": "fence.cli:serve",
+    "stage": "fence.cli_droplets:stage",
+    "droplets": "fence.cli_droplets:droplets",
+    "push": "fence.cli_apps:push",
+    "apps": "fence.cli_apps:apps",
+    "app": "fence.cli_apps:app",
+    "ps": "fence.cli_apps:ps",
+    "start": "fence.cli_apps:start",
+    "stop": "fence.cli_apps:stop",
+    "restart": "fence.cli_apps:restart",
+    "restage": "fence.cli_apps:restage",
+    "delete": "fence.cli_apps:delete",
+    "scale": "fence.cli_apps:scale",
+    "env": "fence.cli_apps:env",
+    "logs": "fence.cli_apps:logs",
+    "run": "fence.cli_apps:run",
+    "releases": "fence.cli_apps:releases",
+    "rollback": "fence.cli_apps:rollback",
+    "cron": "fence.cli_apps:cron",
+    "route": "fence.cli_apps:route",
+    "stats": "fence.cli_usage:stats",
+    "drain": "fence.cli_drains:drain",
+    "service": "fence.cli_services:service",
+    "services": "fence.cli_services:services",
+}
 
 
-@click.group(name="fence", context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="fence", cls=LazyGroup, table=COMMAND_TABLE,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fence")
 @debug_option
 def fence() -> None:
     """fence: stage and run apps in unprivileged containers on this node."""
 
 
-@fence.command()
+@click.command()
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True, help="Lowest level of log records written to stderr.")
 @debug_option
 def serve(log_level: str) -> None:
     """Run the fence daemon in the foreground (TERM stops it, leaving instances running)."""
     from fence.daemon import serve as serve_daemon
+    from fence.home import NodeHome
     from fence.logs import setup_logging
     from fence.wiring import node_service
 
     setup_logging(log_level)
     serve_daemon(node_service(NodeHome.from_env()))
-
-
-@fence.command()
-@click.argument("source", default=".")
-@click.option("--name", "app", help="App name [default: stackato.yml's name, else the folder's].")
-@click.option("--buildpack", "buildpacks", multiple=True,
-              help="Built-in name, folder, or git URL[#ref]; repeat for a multi-buildpack chain.")
-@click.option("--env", "env_pairs", multiple=True, help="NAME=VALUE for the app; repeatable.")
-@click.option("--force", is_flag=True, help="Stage even when the inputs are unchanged (else their droplet is reused).")
-@click.option("--json", "as_json", is_flag=True, help="Print the droplet as JSON at the end.")
-@debug_option
-def stage(source: str, app: str | None, buildpacks: tuple[str, ...], env_pairs: tuple[str, ...],
-          force: bool, as_json: bool) -> None:
-    """Stage SOURCE (a folder, .tar.gz/.zip, or git URL[#ref]) into a droplet; prints the log."""
-    env_from_pairs(env_pairs)  # refuse a bad NAME=VALUE before uploading anything
-    buildpacks = absolute_buildpacks(buildpacks)
-    if app is not None:
-        check_app_name(app)
-    record = client().stage(source=source, app=app, buildpacks=buildpacks, env_pairs=env_pairs, force=force,
-                             on_line=lambda line: click.echo(line, err=as_json))
-    if as_json:
-        click.echo(render(to_wire(record), "json"))
-    else:
-        click.echo(f"droplet: {record.id}")
-
-
-@fence.command()
-@click.argument("app", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@debug_option
-def droplets(app: str | None, as_json: bool) -> None:
-    """List droplets (of APP), newest first, with their buildpack and start command."""
-    if app is not None:
-        check_app_name(app)
-    records = client().droplets(app)
-    if as_json:
-        click.echo(render(to_wire(records), "json"))
-        return
-    click.echo(f"{'DROPLET':<14}{'APP':<20}{'BUILDPACK':<14}{'SIZE':>8}  {'STAGED':<26}START")
-    for record in records:
-        buildpack = record.buildpacks[-1].name if record.buildpacks else "-"
-        click.echo(f"{record.id[:12]:<14}{record.app:<20}{buildpack[:13]:<14}"
-                   f"{record.size / 1e6:>6.1f}MB  {record.staged_at:<26}{record.start_command or '-'}")
-
-
-for _command in COMMANDS:
-    fence.add_command(_command)
 
 
 def main() -> None:

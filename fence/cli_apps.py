@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import click
 
 from fence.client import FenceClient
 from fence.console import debug_option, render
 from fence.home import NodeHome
-from fence.models import AppView
-from fence.rules import check_app_name, env_from_pairs, parse_memory, parse_scale
-from fence.wire import to_wire
+
+if TYPE_CHECKING:
+    from fence.models import AppView
+
+# Kept to what `fence apps --json` needs (click, the client, the console, home): fence.models,
+# fence.wire and fence.rules are imported by the commands that use them, and `--json` prints the
+# daemon's answer as it came rather than building dataclasses to turn them back into JSON.
 
 
 def client() -> FenceClient:
     """A client for this node's daemon."""
     return FenceClient(host_socket=NodeHome.from_env().host_socket)
+
+
+def _to_wire(value: Any) -> Any:
+    """fence.wire's ``to_wire``, imported on first use."""
+    from fence.wire import to_wire as encode
+
+    return encode(value)
 
 
 def absolute_buildpacks(buildpacks: tuple[str, ...]) -> tuple[str, ...]:
@@ -32,6 +43,8 @@ def _echo(line: str) -> None:
 
 
 def _name(name: str) -> str:
+    from fence.rules import check_app_name
+
     return check_app_name(name)
 
 
@@ -48,6 +61,8 @@ def _name(name: str) -> str:
 def push(source: str, app: str | None, buildpacks: tuple[str, ...], instances: int | None, mem: str | None,
          env_pairs: tuple[str, ...], force: bool, as_json: bool) -> None:
     """Stage SOURCE and run it; a redeploy keeps the old release serving until the new one is healthy."""
+    from fence.rules import check_app_name, env_from_pairs, parse_memory
+
     env_from_pairs(env_pairs)
     if app is not None:
         check_app_name(app)
@@ -56,7 +71,7 @@ def push(source: str, app: str | None, buildpacks: tuple[str, ...], instances: i
     view = client().push(source=source, app=app, buildpacks=absolute_buildpacks(buildpacks), env_pairs=env_pairs,
                          instances=instances, mem=mem, force=force, on_line=lambda line: click.echo(line, err=as_json))
     if as_json:
-        click.echo(render(to_wire(view), "json"))
+        click.echo(render(_to_wire(view), "json"))
     else:
         click.echo(f"{view.name}: {view.url}")
 
@@ -66,10 +81,10 @@ def push(source: str, app: str | None, buildpacks: tuple[str, ...], instances: i
 @debug_option
 def apps(as_json: bool) -> None:
     """List apps: state, instances running/desired per process type, URL, droplet, stack."""
-    views = client().apps()
     if as_json:
-        click.echo(render(to_wire(views), "json"))
+        click.echo(render(client().apps_data(), "json"))
         return
+    views = client().apps()
     counts = {view.name: type_summary(view) for view in views}
     width = max([len("INSTANCES"), *map(len, counts.values())]) + 2
     click.echo(f"{'NAME':<24}{'STATE':<9}{'INSTANCES':<{width}}{'MEM':>6}  {'RELEASE':<8}{'DROPLET':<14}URL")
@@ -84,10 +99,10 @@ def apps(as_json: bool) -> None:
 @debug_option
 def app(name: str, as_json: bool) -> None:
     """Show one app: URL, instances (state, host port, restarts, uptime), releases."""
-    view = client().app(_name(name))
     if as_json:
-        click.echo(render(to_wire(view), "json"))
+        click.echo(render(client().app_data(_name(name)), "json"))
         return
+    view = client().app(_name(name))
     click.echo(_describe(view))
 
 
@@ -114,9 +129,14 @@ def _describe(view: AppView) -> str:
 
 def type_summary(view: AppView) -> str:
     """``web 2/2, worker 1/1``: running/desired per process type (web always; others when wanted or running)."""
+    return _counts(view.processes, view.running_by_process, instances=view.instances, running=view.running)
+
+
+def _counts(processes: Mapping[str, int], running_by_process: Mapping[str, int], *, instances: int,
+            running: int) -> str:
     parts = []
-    for kind, want in (dict(view.processes) or {"web": view.instances}).items():
-        have = (dict(view.running_by_process) or {"web": view.running}).get(kind, 0)
+    for kind, want in (dict(processes) or {"web": instances}).items():
+        have = (dict(running_by_process) or {"web": running}).get(kind, 0)
         if kind == "web" or want or have:
             parts.append(f"{kind} {have}/{want}")
     return ", ".join(parts)
@@ -130,7 +150,7 @@ def ps(name: str, as_json: bool) -> None:
     """List every instance of the app: TYPE.INDEX, state, restarts, uptime, health, container."""
     view = client().app(_name(name))
     if as_json:
-        click.echo(render([{"name": inst.name, **to_wire(inst)} for inst in view.instance_list], "json"))
+        click.echo(render([{"name": inst.name, **_to_wire(inst)} for inst in view.instance_list], "json"))
         return
     click.echo(f"{'INSTANCE':<14}{'STATE':<10}{'RELEASE':<9}{'RESTARTS':>8}  {'UPTIME':>7}  {'HEALTH':<18}CONTAINER")
     for inst in view.instance_list:
@@ -186,26 +206,38 @@ def delete(name: str) -> None:
 def scale(name: str, counts: tuple[str, ...]) -> None:
     """Set instance counts: `fence scale APP 3` (web), or `fence scale APP web=3 worker=2`; TYPE=0
     stops a type."""
+    from fence.rules import parse_scale
+
     wanted = parse_scale(counts)
-    view = client().scale(_name(name), wanted if set(wanted) != {"web"} else wanted["web"], on_line=_echo)
-    others = [kind for kind, want in view.processes.items() if kind != "web" and want]
-    click.echo(f"{name}: {type_summary(view)}" if others else f"{name}: {view.running}/{view.instances} running")
+    # The daemon's JSON as it came (see client.scale_data): this call is the one a user waits on.
+    view = client().scale_data(_name(name), wanted if set(wanted) != {"web"} else wanted["web"], on_line=_echo)
+    processes, running, instances = view["processes"], view["running"], view["instances"]
+    if any(kind != "web" and want for kind, want in processes.items()):
+        click.echo(f"{name}: {_counts(processes, view['running_by_process'], instances=instances, running=running)}")
+    else:
+        click.echo(f"{name}: {running}/{instances} running")
 
 
 @click.command()
 @click.argument("name")
 @click.argument("changes", nargs=-1)
+@click.option("--show-secrets", is_flag=True,
+              help="Also show what bound services add (VCAP_SERVICES, DATABASE_URL … with passwords).")
 @debug_option
-def env(name: str, changes: tuple[str, ...]) -> None:
+def env(name: str, changes: tuple[str, ...], show_secrets: bool) -> None:
     """Show the app's env, or change it: `set K=V …` or `unset K …` (then the app restarts)."""
     _name(name)
     if not changes:
         current = dict(client().app(name).env)
+        if show_secrets:  # issue 16: bound services' variables, hidden by default
+            current.update(client().service_env(name))
         if current:
             click.echo(render(current, "yaml"))
         return
     verb, args = changes[0], changes[1:]
     if verb == "set" and args:
+        from fence.rules import env_from_pairs
+
         view = client().set_env(name, changes=env_from_pairs(args), removals=(), on_line=_echo)
     elif verb == "unset" and args:
         view = client().set_env(name, changes={}, removals=args, on_line=_echo)
@@ -221,10 +253,29 @@ def env(name: str, changes: tuple[str, ...]) -> None:
 @click.option("--release", "release", is_flag=True,
               help="The output of the last release command (the release phase) instead, prefixed [release].")
 @click.option("--cron", "cron_jobs", is_flag=True, help="The output of its cron jobs instead (prefixed [cron]).")
+@click.option("--since", help="Only lines written since: a duration back (30s, 10m, 2h, 1d) or a time "
+                              "(2026-12-02T00:50:00Z).")
+@click.option("--tail", type=click.IntRange(0, 100_000), help="Only the last N lines of all the instances' merged "
+                                                             "log [default: each instance's last 100].")
+@click.option("--type", "process", help="Only instances of this process type (web, worker …).")
+@click.option("--instance", type=click.IntRange(0, 10_000), help="Only instances with this index.")
+@click.option("--timestamps", "-t", is_flag=True, help="Start each line with its time (UTC).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object a line: time, app, type, instance, release, stream, line.")
 @debug_option
-def logs(name: str, follow: bool, staging: bool, release: bool, cron_jobs: bool) -> None:
+def logs(name: str, follow: bool, staging: bool, release: bool, cron_jobs: bool, since: str | None,
+         tail: int | None, process: str | None, instance: int | None, timestamps: bool, as_json: bool) -> None:
     """Print the app's instance logs (prefixed [TYPE.INDEX]: [web.0], [worker.0]), its last staging log, its last release-phase
     output or its cron jobs' output."""
+    filtered = since is not None or tail is not None or process is not None or instance is not None \
+        or timestamps or as_json
+    if filtered:
+        if follow or staging or release or cron_jobs:
+            raise click.UsageError("--since, --tail, --type, --instance, --timestamps and --json filter the "
+                                   "instance logs; they go with none of --follow, --staging, --release, --cron")
+        _filtered_logs(name, since=since, tail=tail, process=process, instance=instance, timestamps=timestamps,
+                       as_json=as_json)
+        return
     if release and cron_jobs:
         raise click.UsageError("--release and --cron show different logs; give one of them")
     if cron_jobs:
@@ -238,6 +289,26 @@ def logs(name: str, follow: bool, staging: bool, release: bool, cron_jobs: bool)
     client().logs(_name(name), follow=follow, staging=staging, on_line=_echo, release=release)
 
 
+def _filtered_logs(name: str, *, since: str | None, tail: int | None, process: str | None, instance: int | None,
+                   timestamps: bool, as_json: bool) -> None:
+    import json
+
+    from fence.app_logs import LogQuery, check_query, parse_since
+
+    try:
+        query = check_query(LogQuery(since=parse_since(since) if since is not None else None, tail=tail,
+                                     process=process, instance=instance))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    for entry in client().log_entries(_name(name), since=query.since, tail=query.tail, process=query.process,
+                                      instance=query.instance):
+        if as_json:
+            click.echo(json.dumps(entry, ensure_ascii=False))
+        else:
+            prefix = f"{entry['time']} " if timestamps else ""
+            click.echo(f"{prefix}[{entry['type']}.{entry['instance']}] {entry['line']}")
+
+
 # --- cron (issue 14) -------------------------------------------------------------------------
 
 @click.command()
@@ -248,7 +319,7 @@ def cron(name: str, as_json: bool) -> None:
     """List the app's cron entries (stackato.yml cron:) with their next and last runs."""
     found = client().cron(_name(name))
     if as_json:
-        click.echo(render(to_wire(found), "json"))
+        click.echo(render(_to_wire(found), "json"))
         return
     if not found:
         click.echo(f"{name} has no cron entries")
@@ -287,7 +358,7 @@ def releases(name: str, as_json: bool) -> None:
     """List the app's kept releases (the last 5), newest first."""
     found = client().releases(_name(name))
     if as_json:
-        click.echo(render(to_wire(found), "json"))
+        click.echo(render(_to_wire(found), "json"))
         return
     for rel in found:
         click.echo(f"r{rel.number:<4} {rel.droplet[:12]}  {rel.created_at}  {rel.note}")

@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
-import select
-import socket
 import threading
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
-from urllib.parse import quote, urlencode
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping, Sequence, TypeVar
+from urllib.parse import quote
 
-from fence.errors import DaemonNotRunning, DaemonPermissionDenied, FenceError, InternalError, UsageError, from_wire
-from fence.models import (AppView, CronView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord, RolloutReport,
-                          SourceLimits, StackImage)
-from fence.rules import looks_like_git_url
-from fence.wire import from_wire as model_from_wire
+from fence.client_http import UnixConnection, dropped, json_body, payload, read_lines, send, unreachable
+from fence.errors import InternalError, UsageError, from_wire
+
+if TYPE_CHECKING:
+    from fence.models import (AppView, CronView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord,
+                              RolloutReport, SourceLimits, StackImage)
+    from fence.drains.models import DrainHealth, DrainRecord
+    from fence.services.views import BackupRecord, ServiceView
 
 # The stdlib's http.client, not httpx: every CLI call imports the client, and httpx's import alone
 # (~100 ms here) was most of a `fence apps` call; the daemon speaks plain HTTP/1.1 on one local socket.
+# For the same reason each method imports the fence.models class it returns (a local import, once
+# per process): fence.models costs ~20 ms to import, and `fence apps --json` prints the daemon's
+# JSON as it came (`apps_data`) without ever building one (tests/unit/test_cli_start.py checks it).
 LineCallback = Callable[[str], None]
-_BLOCK = 1024 * 1024
+T = TypeVar("T")
 
 
 class FenceClient:
@@ -38,7 +41,7 @@ class FenceClient:
         self._host_socket = host_socket
         self._timeout = timeout
         self._lock = threading.Lock()
-        self._idle: _UnixConnection | None = None  # kept alive between calls, as httpx's pool did
+        self._idle: UnixConnection | None = None  # kept alive between calls, as httpx's pool did
 
     def info(self) -> NodeStatus:
         """The node's status.
@@ -46,6 +49,8 @@ class FenceClient:
         Raises:
             DaemonNotRunning: nothing answers on the socket.
         """
+        from fence.models import NodeStatus
+
         return model_from_wire(NodeStatus, self._get("/v1/info"))
 
     def images(self) -> list[StackImage]:
@@ -55,6 +60,8 @@ class FenceClient:
             DaemonNotRunning: nothing answers on the socket.
             EngineUnavailable: the daemon cannot reach the engine.
         """
+        from fence.models import StackImage
+
         return [model_from_wire(StackImage, item) for item in self._get("/v1/images")]
 
     def node_info(self) -> NodeInfo:
@@ -64,6 +71,8 @@ class FenceClient:
             DaemonNotRunning: nothing answers on the socket.
             EngineUnavailable: the daemon cannot reach the engine.
         """
+        from fence.models import NodeInfo
+
         return model_from_wire(NodeInfo, self._get("/v1/node"))
 
     def gc(self, *, dry_run: bool) -> GcReport:
@@ -73,6 +82,8 @@ class FenceClient:
             DaemonNotRunning: nothing answers on the socket.
             EngineUnavailable: the daemon cannot reach the engine.
         """
+        from fence.models import GcReport
+
         return model_from_wire(GcReport, self._call("POST", "/v1/gc", params=[("dry_run", str(dry_run).lower())],
                                                     read_timeout=600.0))
 
@@ -84,6 +95,8 @@ class FenceClient:
             ImageNotFound: no configured stack is on the engine.
             RolloutFailed: some apps could not move (their old instances keep serving).
         """
+        from fence.models import RolloutReport
+
         result = self._stream("POST", "/v1/stack/rollout", params=[("restage", str(restage).lower())],
                               on_line=on_line, what="rollout")
         return model_from_wire(RolloutReport, _field(result, "rollout"))
@@ -111,6 +124,8 @@ class FenceClient:
             UsageError: the source is neither a folder, an archive nor a git URL.
             FenceError: whatever the staging failed with, as the daemon reported it.
         """
+        from fence.models import DropletRecord
+
         result = self._upload(source=source, app=app, buildpacks=buildpacks, env_pairs=env_pairs,
                               on_line=on_line, limits=limits, extra=[("force", "true")] if force else [])
         return model_from_wire(DropletRecord, _field(result, "droplet"))
@@ -123,6 +138,8 @@ class FenceClient:
         Raises:
             FenceError: staging or deploy failures, as the daemon reported them.
         """
+        from fence.models import AppView
+
         extra = [("deploy", "true")] + ([("force", "true")] if force else [])
         if instances is not None:
             extra.append(("instances", str(instances)))
@@ -135,6 +152,9 @@ class FenceClient:
     def _upload(self, *, source: str, app: str | None, buildpacks: tuple[str, ...],
                 env_pairs: tuple[str, ...], on_line: LineCallback,
                 limits: SourceLimits | None, extra: list[tuple[str, str]]) -> dict[str, Any]:
+        from fence.models import SourceLimits
+        from fence.rules import looks_like_git_url
+
         params: list[tuple[str, str]] = [("buildpack", b) for b in buildpacks] + extra
         params += [("env", pair) for pair in env_pairs]
         if app:
@@ -171,19 +191,35 @@ class FenceClient:
         Raises:
             DaemonNotRunning: nothing answers on the socket.
         """
+        from fence.models import DropletRecord
+
         params = [("app", app)] if app else None
         return [model_from_wire(DropletRecord, item) for item in self._get("/v1/droplets", params)]
 
+    def apps_data(self) -> list[dict[str, Any]]:
+        """Every app as the daemon sent it (JSON-ready), for printing it unchanged."""
+        return list(self._get("/v1/apps"))
+
+    def app_data(self, name: str) -> dict[str, Any]:
+        """One app in detail as the daemon sent it (JSON-ready), for printing it unchanged."""
+        return dict(self._get(_app_path(name)))
+
     def apps(self) -> list[AppView]:
         """Every app."""
+        from fence.models import AppView
+
         return [model_from_wire(AppView, item) for item in self._get("/v1/apps")]
 
     def app(self, name: str) -> AppView:
         """One app in detail."""
+        from fence.models import AppView
+
         return model_from_wire(AppView, self._get(_app_path(name)))
 
     def releases(self, name: str) -> list[ReleaseRecord]:
         """An app's releases, newest first."""
+        from fence.models import ReleaseRecord
+
         return [model_from_wire(ReleaseRecord, r) for r in self._get(_app_path(name, "releases"))]
 
     def start(self, name: str, *, on_line: LineCallback) -> AppView:
@@ -204,10 +240,19 @@ class FenceClient:
 
     def scale(self, name: str, instances: int | Mapping[str, int], *, on_line: LineCallback) -> AppView:
         """Run ``instances`` web instances of the app, or the given count of each process type."""
+        from fence.models import AppView
+
+        return model_from_wire(AppView, self.scale_data(name, instances, on_line=on_line))
+
+    def scale_data(self, name: str, instances: int | Mapping[str, int], *, on_line: LineCallback) -> dict[str, Any]:
+        """``scale``, with the app as the daemon sent it (JSON-ready): `fence scale` prints two
+        counts of it, and building an AppView would cost the CLI the import of fence.models."""
         if isinstance(instances, int):
-            return self._app_action(name, "scale", on_line=on_line, params=[("instances", str(instances))])
-        return self._app_action(name, "scale", on_line=on_line,
-                                params=[("count", f"{kind}={count}") for kind, count in instances.items()])
+            params = [("instances", str(instances))]
+        else:
+            params = [("count", f"{kind}={count}") for kind, count in instances.items()]
+        result = self._stream("POST", _app_path(name, "scale"), params=params, on_line=on_line, what="scale")
+        return dict(_field(result, "app"))
 
     def rollback(self, name: str, release: int | None, *, on_line: LineCallback) -> AppView:
         """Run an earlier release again (``None``: the previous one)."""
@@ -228,6 +273,8 @@ class FenceClient:
 
     def route(self, name: str, verb: str, host: str) -> AppView:
         """Add (``verb="add"``) or remove an extra host name of an app."""
+        from fence.models import AppView
+
         return model_from_wire(AppView, self._call("POST", _app_path(name, "routes"), body={verb: host}))
 
     def delete(self, name: str) -> None:
@@ -246,6 +293,8 @@ class FenceClient:
 
     def cron(self, name: str) -> list[CronView]:
         """An app's cron entries with their next and last runs."""
+        from fence.models import CronView
+
         return [model_from_wire(CronView, v) for v in self._get(_app_path(name, "cron"))]
 
     def cron_logs(self, name: str, *, on_line: LineCallback) -> None:
@@ -260,8 +309,44 @@ class FenceClient:
         if conn is not None:
             conn.close()
 
+    # --- log drains (issue 18) ---------------------------------------------------------------
+
+    def drains(self, name: str) -> list[DrainHealth]:
+        """The app's drains with their health, then the node-wide drains.
+
+        Raises:
+            AppNotFound: no such app.
+        """
+        from fence.drains.models import DrainHealth
+
+        return [model_from_wire(DrainHealth, item) for item in self._get(_app_path(name, "drains"))]
+
+    def add_drain(self, name: str, drain: str, url: str) -> DrainRecord:
+        """Add a drain to an app (or point its drain of that name at a new URL).
+
+        Raises:
+            AppNotFound: no such app.
+            InvalidName, UsageError: a bad drain name or URL.
+        """
+        from fence.drains.models import DrainRecord
+
+        return model_from_wire(DrainRecord, self._call("PUT", _app_path(name, "drains", quote(drain, safe="")),
+                                                       body={"url": url}))
+
+    def delete_drain(self, name: str, drain: str) -> None:
+        """Remove an app's drain.
+
+        Raises:
+            AppNotFound: no such app.
+            UsageError: it has no drain of that name.
+        """
+        self._call("DELETE", _app_path(name, "drains", quote(drain, safe="")))
+    # --- end log drains ---
+
     def _app_action(self, name: str, action: str, *, on_line: LineCallback,
                     params: list[tuple[str, str]] | None = None, body: Any = None) -> AppView:
+        from fence.models import AppView
+
         result = self._stream("POST", _app_path(name, action), params=params, body=body, on_line=on_line,
                               what=action)
         return model_from_wire(AppView, _field(result, "app"))
@@ -283,19 +368,19 @@ class FenceClient:
         for attempt in ("kept", "fresh") if method == "GET" else ("any",):
             conn = self._take(fresh=attempt == "fresh")
             try:
-                response = _send(conn, method, path, params=params, content=_json_body(body),
+                response = send(conn, method, path, params=params, content=json_body(body),
                                  timeout=self._timeout, read_timeout=read_timeout or self._timeout)
                 data = response.read()
             except (http.client.HTTPException, ConnectionError) as exc:
                 conn.close()
                 if attempt == "kept":
                     continue
-                raise _unreachable(exc, self._host_socket) from exc
+                raise unreachable(exc, self._host_socket) from exc
             except BaseException:
                 conn.close()
                 raise
             self._give(conn, response)
-            return _payload(response.status, data)
+            return payload(response.status, data)
         raise AssertionError("unreachable")  # pragma: no cover - the last attempt returns or raises
 
     def _stream(self, method: str, path: str, *, params: list[tuple[str, str]] | None = None,
@@ -311,11 +396,11 @@ class FenceClient:
         conn = self._take()
         response: http.client.HTTPResponse | None = None
         try:
-            response = _send(conn, method, path, params=params, content=_json_body(body) if content is None
+            response = send(conn, method, path, params=params, content=json_body(body) if content is None
                              else content, timeout=self._timeout, read_timeout=None)
             if response.status >= 400:
-                _payload(response.status, response.read())
-            for raw in _lines(response):
+                payload(response.status, response.read())
+            for raw in read_lines(response):
                 if not raw.strip():
                     continue
                 event = json.loads(raw)
@@ -339,7 +424,7 @@ class FenceClient:
             raise InternalError(detail=f"the daemon ended the {what} stream without a result")
         return {}
 
-    def _take(self, *, fresh: bool = False) -> _UnixConnection:
+    def _take(self, *, fresh: bool = False) -> UnixConnection:
         """The kept-alive connection if it is still open (and not ``fresh``), else a new one; each
         call has its own.
 
@@ -348,11 +433,11 @@ class FenceClient:
         """
         with self._lock:
             conn, self._idle = (None, self._idle) if fresh else (self._idle, None)
-        if conn is not None and conn.sock is not None and not _dropped(conn.sock):
+        if conn is not None and conn.sock is not None and not dropped(conn.sock):
             return conn
         if conn is not None:
             conn.close()
-        conn = _UnixConnection(self._host_socket, timeout=self._timeout)
+        conn = UnixConnection(self._host_socket, timeout=self._timeout)
         try:
             conn.connect()
         except TimeoutError:
@@ -360,10 +445,10 @@ class FenceClient:
             raise
         except OSError as exc:
             conn.close()
-            raise _unreachable(exc, self._host_socket) from exc
+            raise unreachable(exc, self._host_socket) from exc
         return conn
 
-    def _give(self, conn: _UnixConnection, response: http.client.HTTPResponse) -> None:
+    def _give(self, conn: UnixConnection, response: http.client.HTTPResponse) -> None:
         """Keep a connection whose answer was read whole for the next call (one is kept)."""
         if response.will_close or conn.sock is None:
             conn.close()
@@ -374,79 +459,122 @@ class FenceClient:
                 return
         conn.close()
 
+    # --- backing services (issue 16) -----------------------------------------------------------
 
-def _send(conn: _UnixConnection, method: str, path: str, *, params: list[tuple[str, str]] | None,
-          content: bytes | BinaryIO | None, timeout: float, read_timeout: float | None) -> http.client.HTTPResponse:
-    """Send one request (``timeout`` for each write) and return the answer once its head has arrived
-    (``read_timeout`` for each read; ``None``: as long as the work takes).
+    def services(self) -> list[ServiceView]:
+        """Every service of the node."""
+        from fence.services.views import ServiceView
 
-    Raises:
-        http.client.HTTPException, ConnectionError: the daemon went away before answering.
-    """
-    headers = {"Host": "fence", "Accept": "application/json"}
-    if isinstance(content, bytes):
-        headers["Content-Length"] = str(len(content))
-        if content:
-            headers["Content-Type"] = "application/json"
-    elif content is not None:
-        headers["Content-Length"] = str(os.fstat(content.fileno()).st_size)
-        headers["Content-Type"] = "application/octet-stream"
-    url = f"{path}?{urlencode(params)}" if params else path
-    assert conn.sock is not None
-    conn.sock.settimeout(timeout)
-    try:
-        conn.request(method, url, body=content, headers=headers)
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the daemon stopped reading the body (an upload over its limit): its answer says why
-    if conn.sock is not None:
-        conn.sock.settimeout(read_timeout)
-    return conn.getresponse()
+        return [model_from_wire(ServiceView, v) for v in self._get("/v1/services")]
 
+    def service(self, name: str) -> ServiceView:
+        """One service."""
+        from fence.services.views import ServiceView
 
-class _UnixConnection(http.client.HTTPConnection):
-    """An HTTP/1.1 connection over a Unix socket."""
+        return model_from_wire(ServiceView, self._get(_service_path(name)))
 
-    def __init__(self, host_socket: Path, *, timeout: float) -> None:
-        super().__init__("fence", timeout=timeout, blocksize=_BLOCK)
-        self._host_socket = host_socket
+    def create_service(self, kind: str, name: str, *, mem: str | None = None) -> ServiceView:
+        """Create a service; returns once its server accepts connections."""
+        from fence.services.views import ServiceView
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        body = {"type": kind, "name": name, **({"mem": mem} if mem else {})}
+        return model_from_wire(ServiceView, self._call("POST", "/v1/services", body=body, read_timeout=900.0))
+
+    def delete_service(self, name: str, *, delete_data: bool) -> None:
+        """Remove a service (its data too with ``delete_data``)."""
+        self._call("DELETE", _service_path(name), params=[("delete_data", "true")] if delete_data else None,
+                   read_timeout=300.0)
+
+    def restart_service(self, name: str) -> ServiceView:
+        """Restart a service's server."""
+        from fence.services.views import ServiceView
+
+        return model_from_wire(ServiceView, self._call("POST", _service_path(name, "restart"), read_timeout=900.0))
+
+    def bind_service(self, name: str, app: str, *, unbind: bool = False, on_line: LineCallback) -> ServiceView:
+        """Bind (or unbind) a service and an app; the app restarts if it runs."""
+        from fence.services.views import ServiceView
+
+        verb = "unbind" if unbind else "bind"
+        result = self._stream("POST", _service_path(name, verb), body={"app": app}, on_line=on_line, what=verb)
+        return model_from_wire(ServiceView, _field(result, "service"))
+
+    def backup_service(self, name: str) -> BackupRecord:
+        """Make a backup of a service now."""
+        from fence.services.views import BackupRecord
+
+        return model_from_wire(BackupRecord, self._call("POST", _service_path(name, "backups"), read_timeout=6 * 3600.0))
+
+    def service_backups(self, name: str) -> list[BackupRecord]:
+        """A service's kept backups, oldest first."""
+        from fence.services.views import BackupRecord
+
+        return [model_from_wire(BackupRecord, b) for b in self._get(_service_path(name, "backups"))]
+
+    def restore_service(self, name: str, backup: str) -> ServiceView:
+        """Load a backup into a service."""
+        from fence.services.views import ServiceView
+
+        return model_from_wire(ServiceView, self._call("POST", _service_path(name, "restore"),
+                                                       body={"backup": backup}, read_timeout=6 * 3600.0))
+
+    def service_images(self) -> list[dict[str, Any]]:
+        """Each service type's image (reference, id, size, services using it)."""
+        return list(self._get("/v1/service-images"))
+
+    def service_env(self, app: str) -> dict[str, str]:
+        """The env an app gets from its bound services."""
+        return dict(self._get(_app_path(app, "service-env")))
+
+    # --- logs filters, stats, top, metrics (issue 18) -------------------------------------------
+
+    def log_entries(self, name: str, *, since: float | None = None, tail: int | None = None,
+                    process: str | None = None, instance: int | None = None) -> list[dict[str, Any]]:
+        """The app's instance log lines as records (time, app, type, instance, release, stream, line),
+        oldest first, filtered as ``fence logs`` asks."""
+        params = [(key, str(value)) for key, value in (("since", since), ("tail", tail), ("type", process),
+                                                        ("instance", instance)) if value is not None]
+        return list(self._get(_app_path(name, "log-entries"), params=params))
+
+    def stats(self, name: str) -> list[Any]:
+        """Per-instance usage of an app (``fence.usage_models.InstanceStats``)."""
+        from fence.usage_models import InstanceStats
+
+        return [model_from_wire(InstanceStats, v) for v in self._get(_app_path(name, "stats"))]
+
+    def node_top(self) -> list[Any]:
+        """Every app's usage on the node, the busiest CPU first (``fence.usage_models.AppUsage``)."""
+        from fence.usage_models import AppUsage
+
+        return [model_from_wire(AppUsage, v) for v in self._get("/v1/node/top")]
+
+    def metrics_text(self) -> str:
+        """The daemon's /metrics page (Prometheus text format)."""
+        conn = self._take()
         try:
-            sock.settimeout(self.timeout)
-            sock.connect(str(self._host_socket))
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+            response = send(conn, "GET", "/metrics", params=None, content=None, timeout=self._timeout,
+                             read_timeout=self._timeout)
+            body = response.read()
+        finally:
+            conn.close()
+        if response.status >= 400:
+            payload(response.status, body)
+        return body.decode()
 
 
-def _lines(response: http.client.HTTPResponse) -> Iterator[bytes]:
-    """The answer's lines as they arrive; a chunked answer broken off raises ``IncompleteRead``
-    (``read1`` says so, where ``readline`` would end quietly)."""
-    pending = b""
-    while chunk := response.read1(_BLOCK):
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        yield from lines
-    if pending:
-        yield pending
+def model_from_wire(kind: type[T], data: Any) -> T:
+    """``data`` rebuilt as ``kind`` (fence.wire, imported on first use)."""
+    from fence.wire import from_wire as decode
 
-
-def _dropped(sock: socket.socket) -> bool:
-    """Whether an idle kept-alive connection was closed by the daemon (it reads as ready, at EOF)."""
-    try:
-        return bool(select.select([sock], [], [], 0)[0])
-    except (OSError, ValueError):
-        return True
-
-
-def _json_body(body: Any) -> bytes | None:
-    return None if body is None else json.dumps(body).encode()
+    return decode(kind, data)
 
 
 def _app_path(name: str, *rest: str) -> str:
     return "/".join(("/v1/apps", quote(name, safe=""), *rest))
+
+
+def _service_path(name: str, *rest: str) -> str:
+    return "/".join(["/v1/services", quote(name, safe=""), *rest])
 
 
 def _field(result: dict[str, Any], key: str) -> Any:
@@ -455,25 +583,7 @@ def _field(result: dict[str, Any], key: str) -> Any:
     return result[key]
 
 
-def _unreachable(exc: BaseException, host_socket: Path) -> FenceError:
-    """The error for a socket that cannot be used: permission, or nothing listening."""
-    if isinstance(exc, PermissionError) or "Permission denied" in str(exc) or "Errno 13" in str(exc):
-        return DaemonPermissionDenied(socket=host_socket)
-    return DaemonNotRunning(socket=host_socket)
-
-
 def _name_from(text: str) -> str:
     """A folder or file name turned into an app-name candidate (the daemon checks it)."""
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", text.lower())).strip("-")[:63]
 
-
-def _payload(status: int, data: bytes) -> Any:
-    try:
-        body = json.loads(data)
-    except ValueError:
-        raise InternalError(detail=f"daemon answered {status} without JSON") from None
-    if status >= 400:
-        if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            raise from_wire(body["error"])
-        raise InternalError(detail=f"daemon answered {status}: {body!r}"[:300])
-    return body

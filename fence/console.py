@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
-import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import click
 
 from fence.errors import EXIT_INTERNAL, FenceError
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported only when invoked (``--help`` imports them all).
+
+    Args:
+        table: command name → ``"module:attribute"`` of the click command; commands added with
+            ``add_command`` are found as well, before the table.
+    """
+
+    def __init__(self, *args: Any, table: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.table = dict(table)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.table})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands or cmd_name not in self.table:
+            return self.commands.get(cmd_name)
+        module_name, _, attribute = self.table[cmd_name].partition(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{self.table[cmd_name]} is not a click command")
+        return command
 
 
 def run_cli(group: click.Group, argv: list[str] | None = None) -> None:
@@ -23,7 +48,7 @@ def run_cli(group: click.Group, argv: list[str] | None = None) -> None:
         group.main(args=args, prog_name=group.name, standalone_mode=False)
     except FenceError as exc:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         hint = "" if exc.user_error or debug else " (run again with --debug for details)"
         click.echo(f"error: {exc.message}{hint}", err=True)
         sys.exit(exc.exit_code)
@@ -40,11 +65,17 @@ def run_cli(group: click.Group, argv: list[str] | None = None) -> None:
         sys.exit(130)
     except Exception as exc:  # the one place that catches everything: a bug becomes one line
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         click.echo(f"error: internal error: {first} (run again with --debug for details)", err=True)
         sys.exit(EXIT_INTERNAL)
     sys.exit(0)
+
+
+def _print_traceback() -> None:
+    import traceback  # only --debug prints one; every CLI call would pay for its import
+
+    traceback.print_exc()
 
 
 def debug_option(fn: Callable[..., Any]) -> Callable[..., Any]:

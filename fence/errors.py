@@ -456,6 +456,65 @@ class BuildRefused(FenceError):
     exit_code = EXIT_SECURITY
 
 
+# --- the cluster (Swarm) -----------------------------------------------------------------------
+
+class ClusterError(FenceError):
+    """A cluster operation that clashes with the engine's Swarm state."""
+
+    template = "{detail}"
+    exit_code = EXIT_CONFLICT
+
+
+class JoinRefused(FenceError):
+    """A node that lacks a protection every cluster node needs, refused before it joins."""
+
+    template = "refusing to join the cluster: {detail}"
+    exit_code = EXIT_SECURITY
+
+
+class NodeNotFound(FenceError):
+    """A cluster node name or id that the swarm does not know."""
+
+    template = "no cluster node {node!r} (see `kato node list`)"
+    exit_code = EXIT_NOT_FOUND
+
+
+class RegistryUnavailable(FenceError):
+    """The cluster's image registry does not answer, or refused a push or pull."""
+
+    template = "the cluster registry at {address} {detail}"
+    exit_code = EXIT_UNAVAILABLE
+# --- backing services (issue 16) -----------------------------------------------------------------
+
+class ServiceNotFound(FenceError):
+    """A service name the node does not know."""
+
+    template = "no service named {service!r} on this node (see `fence services`)"
+    exit_code = EXIT_NOT_FOUND
+
+
+class ServiceConflict(FenceError):
+    """A service request that clashes with what the service is (bound, exists, another type)."""
+
+    template = "service {service}: {detail}"
+    exit_code = EXIT_CONFLICT
+
+
+class ServiceFailed(FenceError):
+    """A service's server did not come up, or a backup or restore failed in it."""
+
+    template = "service {service}: {detail}"
+    exit_code = EXIT_INTERNAL
+    user_error = False
+
+
+class BackupRefused(FenceError):
+    """A backup that cannot be restored (another type, corrupt, truncated, missing)."""
+
+    template = "backup {backup} of {service} refused: {detail}"
+    exit_code = EXIT_CONFLICT
+
+
 def error_classes() -> dict[str, type[FenceError]]:
     """Every FenceError subclass by name, for re-raising errors that crossed the API."""
     found: dict[str, type[FenceError]] = {}

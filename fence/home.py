@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +62,28 @@ class NodeHome:
     def host_router(self) -> Path:
         """The nginx router's folder: its config, pid file and logs (``NginxRouter``)."""
         return self.host_root / "router"
+
+    @property
+    def host_registry(self) -> Path:
+        """The cluster registry's folder: its config, pid file, log and ``storage/`` (``Registry``)."""
+        return self.host_root / "registry"
+
+    @property
+    def host_registry_conf(self) -> Path:
+        return self.host_registry / "config.yml"
+
+    @property
+    def host_registry_pid(self) -> Path:
+        return self.host_registry / "registry.pid"
+
+    @property
+    def host_registry_log(self) -> Path:
+        return self.host_registry / "registry.log"
+
+    @property
+    def host_registry_storage(self) -> Path:
+        """The registry's blobs and manifests (the pushed droplet images)."""
+        return self.host_registry / "storage"
 
     @property
     def host_sources(self) -> Path:
@@ -148,6 +169,24 @@ class NodeHome:
         return self.host_buildpack_cache / "git"
 
     @property
+    def host_services(self) -> Path:
+        """Service credentials, one 0600 file per service (issue 16); the folder is 0700."""
+        return self.host_root / "services"
+
+    def host_service_credentials(self, service: str) -> Path:
+        """A service's generated credentials (database, user, password), 0600."""
+        return self.host_services / f"{service}.json"
+
+    @property
+    def host_backups(self) -> Path:
+        """Service backups, one folder per service (0700)."""
+        return self.host_root / "backups"
+
+    def host_service_backups(self, service: str) -> Path:
+        """The backups of one service: ``ID.dump`` and its ``ID.json`` record, 0600."""
+        return self.host_backups / service
+
+    @property
     def host_tmp(self) -> Path:
         """Scratch space of admin commands (``kato image build`` writes its tarball here)."""
         return self.host_root / "tmp"
@@ -176,6 +215,8 @@ class NodeHome:
         host_file = self.host_root / "node-id"
         if not host_file.exists():
             self.ensure()
+        import secrets  # only the first call on a node makes an id; a CLI call reads it (or never asks)
+
         return keep_once(host_file, lambda: "n" + secrets.token_hex(6))
 
 

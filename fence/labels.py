@@ -27,7 +27,13 @@ ROLE_PROBE = "probe"
 ROLE_IMAGE = "image"  # a short-lived container that unpacks a droplet to commit a droplet image
 ROLE_NETWORK = "network"  # an app's bridge network (its instances and tasks join only it)
 ROLE_BUILD = "build"  # a Dockerfile app's image, built at staging (its cache for the next build too)
-ROLES = frozenset({ROLE_STAGING, ROLE_INSTANCE, ROLE_TASK, ROLE_PROBE, ROLE_IMAGE, ROLE_NETWORK, ROLE_BUILD})
+# Backing services (issue 16): a service's container and its data volume carry the service's name.
+SERVICE = "fence.service"
+SERVICE_TYPE = "fence.service-type"
+ROLE_SERVICE = "service"
+ROLE_VOLUME = "volume"
+ROLES = frozenset({ROLE_STAGING, ROLE_INSTANCE, ROLE_TASK, ROLE_PROBE, ROLE_IMAGE, ROLE_NETWORK,
+                   ROLE_SERVICE, ROLE_VOLUME, ROLE_BUILD})
 
 
 def owned(node_id: str, role: str, **extra: str) -> dict[str, str]:
@@ -48,7 +54,8 @@ def owned(node_id: str, role: str, **extra: str) -> dict[str, str]:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
     names = {"app": APP, "droplet": DROPLET, "instance": INSTANCE, "stack": STACK,
-             "stack_id": STACK_ID, "stack_ref": STACK_REF, "release": RELEASE, "process": PROCESS}
+             "stack_id": STACK_ID, "stack_ref": STACK_REF, "release": RELEASE, "process": PROCESS,
+             "service": SERVICE, "service_type": SERVICE_TYPE}
     labels = {NODE: node_id, ROLE: role}
     for short, value in extra.items():
         if short not in names:

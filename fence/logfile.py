@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Callable, Protocol, TextIO
 
 LineCallback = Callable[[str], None]
+
+
+class LogTap(Protocol):
+    """Where staging, release-phase and cron lines also go: the node's log drains
+    (``fence.drains.hub.DrainHub``); the phases depend only on this."""
+
+    def tap(self, *, app: str, process: str, release: int | None = None) -> LineCallback:
+        """A callback taking each line of one app's phase (``process``: ``staging``, ``release``
+        or ``cron``); it never blocks."""
 
 
 class LogFile:
@@ -19,14 +28,16 @@ class LogFile:
         max_bytes: the most the file keeps; past it one ``cut_line`` is written and the rest only
             passed on (``None``: no cap).
         cut_line: the line that says the file was cut.
+        tap: where every line also goes, past the cap too (the drains), or ``None``.
     """
 
     def __init__(self, host_file: Path, on_line: LineCallback | None = None, *, max_bytes: int | None = None,
-                 cut_line: str = "fence: log cut here") -> None:
+                 cut_line: str = "fence: log cut here", tap: LineCallback | None = None) -> None:
         self._host_file = host_file
         self._on_line = on_line
         self._max_bytes = max_bytes
         self._cut_line = cut_line
+        self._tap = tap
         self._handle: TextIO | None = None
         self._written = 0
 
@@ -46,5 +57,7 @@ class LogFile:
             fits = self._max_bytes is None or self._written <= self._max_bytes
             self._handle.write((line if fits else self._cut_line) + "\n")
             self._handle.flush()
+        if self._tap is not None:
+            self._tap(line)
         if self._on_line is not None:
             self._on_line(line)

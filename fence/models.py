@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Mapping
 
+from fence.drains.models import DrainHealth
 from fence.labels import STACK_ID
 
 WEB_PROCESS = "web"  # the process type that gets $PORT, the router and the port check
@@ -63,6 +64,7 @@ class ContainerSpec:
         network: ``"none"``, ``"bridge"`` (the engine's default bridge) or the name of a
             network fence made (``NetworkSpec``; an app's instances and tasks join its own).
         name: optional container name.
+        volumes: named volumes fence made (``VolumeSpec``) mounted into it; never host paths.
     """
 
     image: str
@@ -75,6 +77,7 @@ class ContainerSpec:
     ports: tuple[PortSpec, ...] = ()
     network: str = "none"
     name: str | None = None
+    volumes: tuple[VolumeMount, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,45 @@ class ContainerInfo:
         """The stack image it runs on: its ``fence.stack-id`` label (a container from a droplet
         image), else its own image."""
         return str(self.labels.get(STACK_ID) or self.image_id)
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    """A named volume fence made, mounted in a container (a service's data; issue 16).
+
+    Attributes:
+        volume: the volume's name (``fence-…``).
+        ctr_path: where it is mounted.
+    """
+
+    volume: str
+    ctr_path: PurePosixPath
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """A named, engine-managed volume fence owns (never a host folder).
+
+    Attributes:
+        name: its name; must start with ``fence-`` (``fence.backend.policy``).
+        labels: labels to set; must include fence's node label.
+    """
+
+    name: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """What the engine reports about one volume.
+
+    Attributes:
+        name: its name.
+        labels: its labels.
+    """
+
+    name: str
+    labels: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -328,6 +370,7 @@ class NodeStatus:
         warnings: things the admin should act on.
         router: the router's status, ``None`` when the node has none.
         app_uid: the uid app processes run as, ``None`` without an engine.
+        drains: the log drains (the apps' and the node's) with their health.
     """
 
     version: str
@@ -344,6 +387,28 @@ class NodeStatus:
     warnings: tuple[str, ...] = ()
     router: RouterStatus | None = None
     app_uid: AppUid | None = None
+    drains: tuple[DrainHealth, ...] = ()  # issue 18: every drain's state, counts and last error
+    services: Mapping[str, int] = field(default_factory=dict)  # issue 16: services by state
+    backup_interval: int = 0  # issue 16: services/backup_interval (0: no periodic backups)
+
+
+@dataclass(frozen=True)
+class ServiceUsage:
+    """One backing service's resources, as ``kato node info`` shows them (issue 16).
+
+    Attributes:
+        name: the service.
+        type: its type.
+        memory_used: bytes of memory its container uses now (``None``: unknown, not running).
+        memory_limit: its memory limit in bytes.
+        disk_used: bytes its data volume holds (``None``: unknown).
+    """
+
+    name: str
+    type: str
+    memory_used: int | None
+    memory_limit: int
+    disk_used: int | None
 
 
 # --- staging -----------------------------------------------------------------------------------
@@ -433,8 +498,10 @@ class Manifest:
     warnings: tuple[str, ...] = ()
     health: HealthSettings | None = None  # health checks (issue 14 item 4)
     cron: tuple[CronEntry, ...] = ()  # cron (issue 14): stackato.yml `cron:` entries
+    drains: Mapping[str, str] = field(default_factory=dict)  # issue 18: stackato.yml `drain: {name: url}`
     # --- process types (issue 14, P1) ---
     process_scale: Mapping[str, ProcessScale] = field(default_factory=dict)
+    services: Mapping[str, str] = field(default_factory=dict)  # issue 16: `services:` name → type
     # --- end process types ---
     # Dockerfile apps (issue 15): `builder:` (dockerfile|buildpack), `dockerfile:` (a path in
     # the app), `build_args:` (the only values a Dockerfile build sees; never the app's env)
@@ -1009,6 +1076,7 @@ class NodeInfo:
     containers: Mapping[str, int]
     engine_containers: Mapping[str, int]
     engine: EngineInfo | None = None
+    services: tuple[ServiceUsage, ...] = ()  # issue 16
 
 
 # --- cron (issue 14 item 3) ----------------------------------------------------------------------

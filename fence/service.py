@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as dt
 import logging
 import os
@@ -16,6 +18,7 @@ from fence.apps import AppOps
 from fence.backend.base import ContainerBackend
 from fence.backend.firewall import FirewallStatus, HostFirewall
 from fence.config import ConfigStore
+from fence.drains.ops import DrainOps
 from fence.droplets import DropletStore
 from fence.errors import DropletNotFound, EngineUnavailable, FenceError, NoRelease, RolloutBusy
 from fence.gc import GarbageCollector
@@ -56,7 +59,7 @@ class NodeService:
     def __init__(self, *, home: NodeHome, config: ConfigStore, backend: ContainerBackend,
                  store: StateStore, session: StagingSession, droplets: DropletStore, apps: AppOps,
                  manager: InstanceManager, router: Router | None, firewall: HostFirewall | None = None,
-                 cron: CronScheduler | None = None) -> None:
+                 cron: CronScheduler | None = None, drains: DrainOps | None = None) -> None:
         self.home = home
         self.firewall = firewall
         self.config = config
@@ -77,6 +80,8 @@ class NodeService:
         self._gc_stop = threading.Event()
         self._gc_thread: threading.Thread | None = None
         self.cron = cron  # cron (issue 14): the scheduler of apps' cron: entries
+        self.drains = drains  # issue 18: log drains
+        self.services = None  # backing services (issue 16): fence.services.ops.ServiceOps, set by wiring
 
     def source_limits(self) -> SourceLimits:
         """Upload limits from config (staging/max_upload, max_files, max_depth)."""
@@ -111,7 +116,15 @@ class NodeService:
             staged = self.session.stage(order, staging_id=staging_id, on_line=on_line)
             settings = DeploySettings.of_push(staged.manifest, instances=instances, memory_mib=memory_mib,
                                               env=order.env)
-            return self.apps.deploy(staged.droplet, settings, on_line=on_line)
+            if staged.manifest.services and self.services is not None:  # issue 16: create, bind
+                self.services.ensure_for_push(staged.droplet.app, staged.manifest.services, on_line)
+            view = self.apps.deploy(staged.droplet, settings, on_line=on_line)
+            if self.drains is not None and staged.manifest.drains:  # issue 18: stackato.yml drain:
+                try:
+                    self.drains.from_manifest(view.name, staged.manifest.drains)
+                except FenceError as exc:  # the release runs already: say so rather than fail the push
+                    on_line(f"-----> WARNING: a drain of {staged.manifest.source_name} was not added: {exc.message}")
+            return view
 
     def restage(self, name: str, on_line: Callable[[str], None], *, force: bool = False) -> AppView:
         """Stage the app again from the source its current droplet was staged from (on today's
@@ -170,11 +183,14 @@ class NodeService:
             EngineUnavailable: the engine does not answer.
         """
         engine = self.backend.engine_info()
-        return node_info(node_id=self.node_id, host_home=self.home.host_root, engine=engine,
+        info = node_info(node_id=self.node_id, host_home=self.home.host_root, engine=engine,
                          node_containers=self.backend.list_info({labels.NODE: self.node_id}),
                          engine_containers=self.backend.list_info({}),
                          promised_mib=self.manager.promised_mib(),
                          overcommit=float(self.config.fence("node/memory_overcommit")))
+        if self.services is not None:  # issue 16: each service's memory and disk
+            info = dataclasses.replace(info, services=tuple(self.services.usage()))
+        return info
 
     def recover(self) -> list[str]:
         """Clean up after a crash: staging and droplet-image containers of this node, partial
@@ -255,6 +271,8 @@ class NodeService:
         warnings.extend(disk_warnings(disks(self.home.host_root, engine)))
         warnings.extend(crash_loop_warnings({app.name: self.manager.instances(app.name)
                                              for app in self.store.apps()}))
+        if self.services is not None and engine is not None:
+            warnings.extend(self.services.warnings())
         router = None
         if self.router is not None:
             router = self.router.status()
@@ -266,7 +284,11 @@ class NodeService:
             if taken:
                 warnings.insert(0, taken)
             warnings.extend(f"the router left out {s.what} of app {s.app}: {s.why}" for s in router.skipped)
+        drains = tuple(self.drains.health()) if self.drains is not None else ()
+        warnings.extend(f"drain {d.name} of {d.app or 'the node'} is down ({d.error}); "
+                        f"{d.dropped} lines dropped" for d in drains if d.state == "down")
         return NodeStatus(
+            drains=drains,
             router=router,
             version=__version__,
             node_id=self.node_id,
@@ -281,6 +303,8 @@ class NodeService:
             schema_version=self.store.schema_version,
             warnings=tuple(warnings),
             app_uid=app_uid,
+            services=self.services.states() if self.services is not None and engine is not None else {},
+            backup_interval=int(self.config.fence("services/backup_interval")),
         )
 
     def router_port_problem(self) -> str | None:
@@ -315,6 +339,10 @@ class NodeService:
         self._gc_thread.start()
         if self.cron is not None:
             self.cron.run_in_background()
+        if self.drains is not None:
+            self.drains.start()
+        if self.services is not None:
+            self.services.run_in_background()
 
     # --- cron (issue 14) --------------------------------------------------------------------
 
@@ -357,10 +385,14 @@ class NodeService:
     def close(self) -> None:
         """Stop reconciling and cancel running stagings; instances keep running."""
         self._gc_stop.set()
+        if self.services is not None:
+            self.services.stop()
         if self.cron is not None:  # cron jobs end with the daemon (a restart never re-runs their minute)
             self.cron.shutdown()
         self.manager.shutdown()
         self.session.close()
+        if self.drains is not None:
+            self.drains.close()
         self.store.close()
 
 

@@ -8,7 +8,8 @@ import threading
 from pathlib import Path
 from typing import Iterable
 
-from fence.errors import HostTaken, StoreError
+from fence.drains.models import DrainRecord
+from fence.errors import AppNotFound, HostTaken, StoreError
 from fence.models import AppRecord, CronRun, DropletRecord, HealthSettings, ReleaseRecord
 from fence.wire import from_wire, to_wire
 
@@ -104,6 +105,40 @@ _MIGRATIONS: tuple[str, ...] = (
         instances   INTEGER NOT NULL DEFAULT 0 CHECK (instances >= 0),
         memory_mib  INTEGER,
         PRIMARY KEY (app, process)
+    );
+    """,
+    # --- migration 10: backing services (issue 16): each service, which apps it is bound to
+    # (in binding order: the first of a kind gives DATABASE_URL/REDIS_URL), its last backup. A
+    # binding names an app that may not be recorded yet: a push binds before its release phase ---
+    """
+    CREATE TABLE services (
+        name            TEXT PRIMARY KEY,
+        type            TEXT NOT NULL,
+        memory_mib      INTEGER NOT NULL,
+        created_at      TEXT NOT NULL,
+        image           TEXT NOT NULL,
+        last_backup     TEXT,
+        last_backup_at  TEXT,
+        backup_error    TEXT
+    );
+    CREATE TABLE service_bindings (
+        service     TEXT NOT NULL REFERENCES services (name) ON DELETE CASCADE,
+        app         TEXT NOT NULL,
+        bound_at    TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        PRIMARY KEY (service, app)
+    );
+    CREATE INDEX service_bindings_by_app ON service_bindings (app, seq);
+    """,
+    # --- migration 11 (issue 18: log drains): each app's named drains ---
+    """
+    CREATE TABLE drains (
+        app         TEXT NOT NULL REFERENCES apps (name) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        url         TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        origin      TEXT NOT NULL DEFAULT 'cli',
+        PRIMARY KEY (app, name)
     );
     """,
 )
@@ -374,6 +409,7 @@ class StateStore:
                 self._conn.execute("DELETE FROM hosts WHERE app = ?", (name,))
                 self._conn.execute("DELETE FROM apps WHERE name = ?", (name,))
                 self._conn.execute("DELETE FROM cron_runs WHERE app = ?", (name,))
+                self._conn.execute("DELETE FROM drains WHERE app = ?", (name,))  # issue 18
                 self._conn.execute("COMMIT")
             except sqlite3.Error:
                 self._conn.execute("ROLLBACK")
@@ -486,6 +522,48 @@ class StateStore:
         with self._lock:
             return self._conn.execute("UPDATE cron_runs SET outcome = 'interrupted' "
                                       "WHERE outcome = 'running'").rowcount
+
+    # --- log drains (issue 18) ---------------------------------------------------------------
+
+    def put_drain(self, drain: DrainRecord) -> bool:
+        """Add an app's drain, or replace the URL of its drain of that name.
+
+        Returns:
+            Whether the drain is new.
+
+        Raises:
+            AppNotFound: no such app.
+        """
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self._conn.execute("SELECT 1 FROM apps WHERE name = ?", (drain.app,)).fetchone() is None:
+                    raise AppNotFound(app=drain.app)
+                new = self._conn.execute("SELECT 1 FROM drains WHERE app = ? AND name = ?",
+                                         (drain.app, drain.name)).fetchone() is None
+                self._conn.execute(
+                    "INSERT INTO drains (app, name, url, created_at, origin) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (app, name) DO UPDATE SET url = excluded.url, origin = excluded.origin",
+                    (drain.app, drain.name, drain.url, drain.created_at, drain.origin))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return new
+
+    def drains(self, app: str | None = None) -> list[DrainRecord]:
+        """Drains by app and name (only one app's when given)."""
+        query, args = "SELECT app, name, url, created_at, origin FROM drains", ()
+        if app is not None:
+            query, args = query + " WHERE app = ?", (app,)
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY app, name", args).fetchall()
+        return [DrainRecord(app=r[0], name=r[1], url=r[2], created_at=r[3], origin=r[4]) for r in rows]
+
+    def delete_drain(self, app: str, name: str) -> bool:
+        """Remove an app's drain; returns whether it existed."""
+        with self._lock:
+            return self._conn.execute("DELETE FROM drains WHERE app = ? AND name = ?", (app, name)).rowcount > 0
 
     def close(self) -> None:
         """Close the database."""

@@ -71,21 +71,54 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     feed = RouteFeed(router=node_router, config=config) if node_router is not None else None
     manager = InstanceManager(backend=engine, store=store, config=config, starter=starter,
                               node_id=home.node_id, routes=feed, **(manager_options or {}))
+    from fence.drains.hub import DrainHub
+    from fence.drains.ops import DrainOps, StoredDrains
+    from fence.drains.taps import InstanceTaps
+
+    drain_source = StoredDrains(store=store, config=config)  # issue 18: log drains
+    hub = DrainHub(source=drain_source)
+    drains = DrainOps(store=store, hub=hub, taps=InstanceTaps(backend=engine, hub=hub, node_id=home.node_id),
+                      loopback_ok=drain_source.loopback_ok)
     apps = AppOps(store=store, config=config, manager=manager, starter=starter, backend=engine,
-                  droplets=droplets, home=home, node_id=home.node_id, routing=node_router is not None)
+                  droplets=droplets, home=home, node_id=home.node_id, routing=node_router is not None, drains=hub)
     session = StagingSession(config=config, stager=stager, store=store,
-                             sources=KeptSources(home=home), home=home, app_user=app_user)
+                             sources=KeptSources(home=home), home=home, app_user=app_user, drains=hub)
     if firewall is None:
         from fence.backend.firewall import FakeFirewall, IptablesFirewall
 
         firewall = IptablesFirewall() if backend is None else FakeFirewall()
     from fence.running.cron import CronScheduler
 
-    cron = CronScheduler(store=store, config=config, starter=starter, home=home)
+    cron = CronScheduler(store=store, config=config, starter=starter, home=home, drains=hub)
     service = NodeService(home=home, config=config, backend=engine, store=store, session=session,
                           droplets=droplets, apps=apps, manager=manager, router=node_router,
-                          firewall=firewall, cron=cron)
+                          firewall=firewall, cron=cron, drains=drains)
+    service.services = service_ops(home, config=config, backend=engine, store=store, apps=apps)
+    starter.service_env = service.services.env_for
     return service
+
+
+def service_ops(home: NodeHome, *, config: ConfigStore, backend: ContainerBackend, store, apps):  # noqa: ANN001, ANN201
+    """The backing services of a node (issue 16): ``fence.services.ops.ServiceOps``."""
+    from fence.services.backups import ServiceBackups
+    from fence.services.credentials import CredentialStore
+    from fence.services.lifecycle import ServiceManager
+    from fence.services.ops import ServiceOps
+    from fence.services.records import ServiceRecords
+
+    records = ServiceRecords(host_db=home.host_db)
+    credentials = CredentialStore(home=home)
+    manager = ServiceManager(backend=backend, config=config, records=records, credentials=credentials,
+                             node_id=home.node_id, app_exists=lambda app: store.app(app) is not None)
+    backups = ServiceBackups(home=home, manager=manager, records=records, config=config)
+
+    def started(app: str) -> bool:
+        record = store.app(app)
+        return record is not None and record.started and record.release is not None
+
+    return ServiceOps(manager=manager, backups=backups, records=records, credentials=credentials,
+                      config=config, app_started=started,
+                      restart_app=lambda app, on_line, note: apps.restart(app, on_line, note=note, release_phase=True))
 
 
 def nginx_router(home: NodeHome):  # noqa: ANN201

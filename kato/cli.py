@@ -6,6 +6,7 @@ import click
 
 from fence import __version__
 from fence.console import debug_option, run_cli
+from kato.cluster_cmd import COMMANDS as CLUSTER_COMMANDS
 from kato.config_cmd import config
 from kato.gc_cmd import gc
 from kato.image_cmd import image
@@ -27,6 +28,8 @@ kato.add_command(status)
 kato.add_command(stack)
 kato.add_command(gc)
 kato.add_command(node)
+for _command in CLUSTER_COMMANDS:
+    kato.add_command(_command)
 
 
 def main() -> None:

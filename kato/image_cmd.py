@@ -28,11 +28,19 @@ def image() -> None:
               help="Debian security mirror URL.")
 @click.option("--hooks", "host_hooks", type=click.Path(path_type=Path), default=project_hooks_dir(),
               show_default=True, help="Admin hooks installed at /etc/stackato/hooks.")
+@click.option("--service", "service_type", default=None, metavar="TYPE",
+              help="Build a service image (postgresql, mysql, redis) on the configured stack instead.")
 @debug_option
-def build_cmd(tag: str | None, suite: str, mirror: str, security_mirror: str, host_hooks: Path) -> None:
-    """Build the stack image from Debian packages (mmdebstrap, then import; no registry)."""
+def build_cmd(tag: str | None, suite: str, mirror: str, security_mirror: str, host_hooks: Path,
+              service_type: str | None) -> None:
+    """Build the stack image from Debian packages (mmdebstrap, then import; no registry), or
+    with --service TYPE a service image from the stack and the service's Debian packages."""
     home = NodeHome.from_env()
     config = config_store(home)
+    if service_type is not None:
+        from kato.service_images import build_service
+        click.echo(build_service(home=home, config=config, kind=service_type, tag=tag))
+        return
     ref = tag or str(config.fence("docker/image"))
     recipe = StackRecipe(suite=suite, mirror=mirror, security_mirror=security_mirror,
                          user=str(config.fence("container/user")),
@@ -63,3 +71,5 @@ def list_cmd(as_json: bool) -> None:
                    f"{', '.join(item.apps) or '-'}")
     if any(item.in_use and item.fallback for item in images):
         click.echo("* in use: docker/image is missing, new containers start from this fallback")
+    from kato.service_images import print_service_images  # issue 16
+    print_service_images(api_client())

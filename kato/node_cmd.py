@@ -1,4 +1,4 @@
-"""`kato node info`: the node's CPU, memory, disks and containers, via the daemon."""
+"""`kato node info` and `kato node top` (the node's resources and which apps use them, via the daemon); list/drain/activate of cluster_cmd."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import click
 from fence.console import debug_option, render
 from fence.models import NodeInfo
 from fence.wire import to_wire
+from kato.cluster_cmd import NODE_COMMANDS
 from kato.status_cmd import api_client
 
 
@@ -28,6 +29,10 @@ def info_cmd(as_json: bool) -> None:
     click.echo(node_text(info))
 
 
+for _command in NODE_COMMANDS:  # list, drain, activate
+    node.add_command(_command)
+
+
 def node_text(info: NodeInfo) -> str:
     """The node's resources as aligned lines."""
     gib = 1024 ** 3
@@ -47,6 +52,41 @@ def node_text(info: NodeInfo) -> str:
                      f"data root {info.engine.data_root}")
     mine = ", ".join(f"{n} {kind}" for kind, n in info.containers.items()) or "none"
     every = ", ".join(f"{n} {state}" for state, n in info.engine_containers.items()) or "none"
+    for svc in info.services:  # issue 16
+        used = f"{svc.memory_used / 2**20:.0f} MiB" if svc.memory_used is not None else "?"
+        disk = f"{svc.disk_used / 1e6:.1f} MB" if svc.disk_used is not None else "?"
+        lines.append(f"service:     {svc.name} ({svc.type}): memory {used} of {svc.memory_limit / 2**20:.0f} MiB, "
+                     f"disk {disk}")
     lines.append(f"containers:  this node: {mine}")
     lines.append(f"             engine (all nodes and others): {every}")
+    return "\n".join(lines)
+
+
+@node.command("top")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=10, show_default=True,
+              help="Apps listed in each table.")
+@debug_option
+def top_cmd(as_json: bool, limit: int) -> None:
+    """Show the apps using the most CPU and the most memory (summed over their running instances)."""
+    usage = api_client().node_top()
+    if as_json:
+        click.echo(render(to_wire(usage), "json"))
+        return
+    click.echo(top_text(usage, limit=limit))
+
+
+def top_text(usage: list, *, limit: int) -> str:  # list[AppUsage]
+    """Two tables: apps by CPU, then apps by memory."""
+    from fence.cli_usage import size_text
+
+    if not usage:
+        return "no running instances"
+    lines = ["by CPU:", f"  {'APP':<24}{'CPU':>9}{'INSTANCES':>11}"]
+    for u in sorted(usage, key=lambda u: (-u.cpu_percent, u.app))[:limit]:
+        lines.append(f"  {u.app:<24}{u.cpu_percent:>8.1f}%{u.instances:>11}")
+    lines += ["by memory:", f"  {'APP':<24}{'MEMORY':>11}{'LIMIT':>11}{'INSTANCES':>11}"]
+    for u in sorted(usage, key=lambda u: (-u.memory_bytes, u.app))[:limit]:
+        lines.append(f"  {u.app:<24}{size_text(u.memory_bytes):>11}{size_text(u.memory_limit_bytes):>11}"
+                     f"{u.instances:>11}")
     return "\n".join(lines)

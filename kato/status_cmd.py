@@ -25,8 +25,11 @@ def status(as_json: bool) -> None:
     if as_json:
         click.echo(render(to_wire(info), "json"))
         return
-    click.echo(_text(info))
-    for message in info.warnings:
+    from kato.cluster_cmd import status_lines
+
+    cluster_lines, cluster_warnings = status_lines()
+    click.echo("\n".join([_text(info), *cluster_lines]))
+    for message in [*info.warnings, *cluster_warnings]:
         warn(message)
 
 
@@ -71,4 +74,13 @@ def _text(info: NodeStatus) -> str:
     roles = ", ".join(f"{n} {role}" for role, n in info.containers.items()) or "none"
     lines.append(f"apps:          {info.apps}")
     lines.append(f"containers:    {roles}")
+    for drain in info.drains:  # issue 18: log drains
+        owner = drain.app or "node"
+        error = f", last error: {drain.error} (at {drain.error_at})" if drain.error else ""
+        lines.append(f"drain:         {owner}/{drain.name} {drain.state.upper() if drain.state == 'down' else drain.state}, "
+                     f"{drain.sent} sent, {drain.dropped} dropped, {drain.queued} queued, to {drain.url}{error}")
+    if info.services:  # issue 16
+        states = ", ".join(f"{n} {state}" for state, n in info.services.items())
+        backups = f"every {info.backup_interval} s" if info.backup_interval else "off (services/backup_interval)"
+        lines.append(f"services:      {states}; periodic backups {backups}")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""What a test left running: fence daemons, nginx masters, extra engines and fence-labelled containers.
+"""What a test left running: fence daemons, nginx masters, extra engines (their dockerd, containerd,
+bridges and folders), fence-labelled containers and the registries fence runs.
 
 The suite snapshots them before the first test and after every test; whatever is still there at
 the end of the session, was not there at its start AND belongs to this session (its FENCE_HOME,
@@ -26,8 +27,10 @@ class Leftover:
     """One thing a test may have left behind.
 
     Attributes:
-        kind: ``daemon``, ``nginx``, ``engine`` or ``container``.
-        ident: its pid or container id.
+        kind: ``daemon``, ``nginx``, ``engine`` (an extra dockerd, or the containerd or shims it
+            started), ``registry``, ``bridge`` (an extra engine's), ``engine-root`` (an extra
+            engine's folder), ``container`` or ``volume`` (a fence-labelled one).
+        ident: its pid, container id, volume name, interface name or folder.
         what: a short description for the report.
         owner: the folder (FENCE_HOME, nginx prefix, engine data root) or node id it belongs to.
     """
@@ -43,8 +46,10 @@ def _process_kind(cmdline: list[str]) -> str | None:
     text = " ".join(cmdline)
     if text.startswith("nginx: master process"):
         return "nginx"
-    if any(part.endswith("dockerd") for part in cmdline[:1]):
+    if any(part.endswith(("dockerd", "containerd", "containerd-shim-runc-v2")) for part in cmdline[:1]):
         return "engine"
+    if any(part.endswith("docker-registry") for part in cmdline[:1]) and "serve" in cmdline:
+        return "registry"
     if "serve" in cmdline and any(part == "fence" or part.endswith("/fence") for part in cmdline):
         return "daemon"
     return None
@@ -66,7 +71,9 @@ def _owner(proc: psutil.Process, kind: str, cmdline: list[str]) -> str:
     if kind == "nginx":
         return _flag(cmdline, "-p")
     if kind == "engine":
-        return _flag(cmdline, "--data-root", "--exec-root", "-g")
+        return _flag(cmdline, "--data-root", "--exec-root", "-g", "--config", "-address")
+    if kind == "registry":
+        return cmdline[-1] if cmdline else ""
     try:
         return proc.environ().get("FENCE_HOME", "")
     except (psutil.Error, OSError):
@@ -81,6 +88,39 @@ def running_processes() -> set[Leftover]:
         kind = _process_kind(cmdline)
         if kind and proc.info["pid"] != os.getpid():
             found.add(Leftover(kind, str(proc.info["pid"]), " ".join(cmdline)[:160], _owner(proc, kind, cmdline)))
+    return found
+
+
+# Extra engines of the cluster tier (tests/cluster/engines.py) mark their bridges with this alias
+# prefix and link their folders here.
+ENGINE_BRIDGE_ALIAS = "fence-test-engine"
+ENGINE_ROOTS = Path("/run/fence-test-engines/roots")
+
+
+def engine_bridges() -> set[Leftover]:
+    """Bridges an extra test engine made (their alias names the engine's folder)."""
+    found: set[Leftover] = set()
+    for host_alias in Path("/sys/class/net").glob("*/ifalias"):
+        try:
+            alias = host_alias.read_text().strip()
+        except OSError:
+            continue
+        if alias.startswith(ENGINE_BRIDGE_ALIAS + " "):
+            name = host_alias.parent.name
+            found.add(Leftover("bridge", name, f"bridge {name}", alias.split(" ", 1)[1]))
+    return found
+
+
+def engine_roots() -> set[Leftover]:
+    """Folders of extra test engines that still exist."""
+    found: set[Leftover] = set()
+    for link in ENGINE_ROOTS.glob("*") if ENGINE_ROOTS.is_dir() else ():
+        try:
+            target = Path(os.readlink(link))
+        except OSError:
+            continue
+        if target.exists():
+            found.add(Leftover("engine-root", str(target), f"engine folder {target}", str(target)))
     return found
 
 
@@ -104,6 +144,24 @@ def fence_containers() -> set[Leftover]:
                      item.get("Labels", {}).get(NODE_LABEL, "")) for item in listed}
 
 
+def fence_volumes() -> set[Leftover]:
+    """Volumes carrying a fence node label (service data, issue 16; none when no engine answers)."""
+    if not os.path.exists("/var/run/docker.sock"):
+        return set()
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        try:
+            listed = (client.api.volumes(filters={"label": NODE_LABEL}) or {}).get("Volumes") or []
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - an engine that does not answer has no volumes to leak
+        return set()
+    return {Leftover("volume", item["Name"], f"volume of service {(item.get('Labels') or {}).get('fence.service', '?')}",
+                     (item.get("Labels") or {}).get(NODE_LABEL, "")) for item in listed}
+
+
 def node_ids_under(host_root: Path) -> set[str]:
     """The ids of the fence nodes whose FENCE_HOME lies under ``host_root``."""
     found: set[str] = set()
@@ -117,7 +175,7 @@ def node_ids_under(host_root: Path) -> set[str]:
 
 def in_scope(item: Leftover, host_root: Path, node_ids: set[str]) -> bool:
     """Whether a leftover belongs to the session whose temporary folder is ``host_root``."""
-    if item.kind == "container":
+    if item.kind in ("container", "volume"):
         return item.owner in node_ids
     if not item.owner:
         return False
@@ -135,7 +193,8 @@ class LeakWatch:
         snapshot: lists what is running now (processes and containers).
     """
 
-    snapshot: Callable[[], set[Leftover]] = lambda: running_processes() | fence_containers()
+    snapshot: Callable[[], set[Leftover]] = lambda: (running_processes() | fence_containers() | fence_volumes()
+                                                     | engine_bridges() | engine_roots())
     baseline: set[Leftover] = field(default_factory=set)
     first_seen: dict[Leftover, str] = field(default_factory=dict)
 
@@ -168,6 +227,22 @@ class LeakWatch:
             import subprocess
 
             subprocess.run(["docker", "rm", "-f", item.ident], capture_output=True, timeout=60)
+            return
+        if item.kind == "volume":
+            import subprocess
+
+            subprocess.run(["docker", "volume", "rm", "-f", item.ident], capture_output=True, timeout=60)
+            return
+        if item.kind in ("bridge", "engine-root"):
+            from tests.cluster.engines import kill_processes_of, remove_leftovers
+
+            if item.kind == "bridge":
+                import subprocess
+
+                subprocess.run(["ip", "link", "del", item.ident], capture_output=True, timeout=60)
+                return
+            kill_processes_of(Path(item.ident))
+            remove_leftovers(name=Path(item.ident).name, host_dir=Path(item.ident), bridge=None)
             return
         try:
             proc = psutil.Process(int(item.ident))

@@ -5,10 +5,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Mapping, Protocol
 
 from fence.builds import BuildResult, BuildSpec, ImageConfig
+from fence.cluster_models import ClusterNode, EngineChecks, JoinTokens, SwarmState
 from fence.models import (
     ContainerInfo,
     ContainerSpec,
@@ -18,6 +20,8 @@ from fence.models import (
     NetworkSpec,
     ProcessResult,
     ProcessSpec,
+    VolumeInfo,
+    VolumeSpec,
 )
 
 # Called with each line of a process's output (without the newline), as it is produced.
@@ -26,6 +30,43 @@ OutputCallback = Callable[[str], None]
 ProgressCallback = Callable[[int, int], None]
 # How many of the last output lines a ProcessResult keeps.
 TAIL_LINES = 50
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One line of a container's log as the engine keeps it.
+
+    Attributes:
+        time: when it was written (seconds since the epoch, the engine's timestamp).
+        stream: ``stdout`` or ``stderr``.
+        line: the line, without its newline.
+    """
+
+    time: float
+    stream: str
+    line: str
+
+
+@dataclass(frozen=True)
+class UsageSample:
+    """A container's usage counters at one moment (cumulative counters, not rates).
+
+    Attributes:
+        cpu_seconds: CPU time its processes used since it started.
+        memory_bytes: memory in use, as ``docker stats`` counts it (page cache that may be
+            dropped, the inactive file pages, left out).
+        memory_limit_bytes: its memory limit (0 when it has none).
+        net_rx_bytes: bytes received on its interfaces (loopback left out).
+        net_tx_bytes: bytes sent on them.
+        at: ``time.monotonic()`` when it was read.
+    """
+
+    cpu_seconds: float
+    memory_bytes: int
+    memory_limit_bytes: int
+    net_rx_bytes: int
+    net_tx_bytes: int
+    at: float
 
 
 class LogLines:
@@ -187,12 +228,74 @@ class Container(Protocol):
             EngineUnavailable: the engine does not answer.
         """
 
+    def log_records(self, *, since: float | None = None, tail: int | None = None) -> list[LogRecord]:
+        """The main process's logged lines so far with their time and stream, oldest first.
+
+        Args:
+            since: only lines written at or after this time (seconds since the epoch).
+            tail: only the last ``tail`` lines (of those since ``since``).
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def output(self, *, stream: str, follow: bool = True, since: float | None = None,
+               timestamps: bool = False) -> LogLines:
+        """One stream of the main process's output from the engine's log, line by line (log
+        drains read each instance this way: from the engine's own log file, so a slow reader
+        never holds the app's writes back).
+
+        Args:
+            stream: ``stdout`` or ``stderr``.
+            follow: keep streaming new lines until the container stops (or ``close``).
+            since: only lines logged at or after this time (seconds since the epoch); ``None``:
+                all.
+            timestamps: start each line with the time the engine logged it (RFC 3339 with
+                nanoseconds, UTC, then a space).
+
+        Raises:
+            UsageError: ``stream`` is neither.
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+        """
+
     def stop(self, grace: float = 10.0) -> None:
         """Send TERM to the main process, then KILL after ``grace`` seconds. A stopped container
         is left as it is.
 
         Args:
             grace: seconds between TERM and KILL (rounded up to whole seconds).
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def connect(self, network: str, *, aliases: tuple[str, ...] = ()) -> None:
+        """Attach the container to another network fence made (a service joins each bound app's
+        network); attaching it where it already is is fine.
+
+        Args:
+            network: the network's name (``fence-…``).
+            aliases: further names other containers on that network resolve to it.
+
+        Raises:
+            UsageError: the network is not a fence network or does not exist.
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def disconnect(self, network: str) -> None:
+        """Detach the container from a network; one it is not on (or a missing network) is fine.
+
+        Raises:
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def networks(self) -> tuple[str, ...]:
+        """Names of the networks the container is attached to, sorted.
 
         Raises:
             ContainerNotFound: the container was destroyed.
@@ -280,6 +383,16 @@ class ContainerBackend(Protocol):
 
         Raises:
             EngineUnavailable: the engine does not answer.
+        """
+
+    def usage(self, container_ids: Iterable[str]) -> dict[str, UsageSample]:
+        """Usage counters of running containers, read cheaply (no engine stats stream).
+
+        Args:
+            container_ids: full container ids.
+
+        Returns:
+            A sample for each id that runs; ids that do not run (or are unknown) are left out.
         """
 
     def image_info(self, ref: str) -> ImageInfo | None:
@@ -416,4 +529,170 @@ class ContainerBackend(Protocol):
         Raises:
             EngineUnavailable: the engine does not answer.
             EngineError: a running container is attached to it.
+        """
+
+    def create_volume(self, spec: VolumeSpec) -> VolumeInfo:
+        """Create a named local volume, or return it when this node already made it.
+
+        A container that mounts it first copies the image's files (and their owners) at the
+        mount point into it, as the engine does for an empty named volume.
+
+        Every backend first applies ``fence.backend.policy.refuse_unsafe_volume``.
+
+        Raises:
+            UsageError: the name is not a fence name, the node label is missing, or a volume of
+                that name exists that this node did not make.
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def volume_info(self, name: str) -> VolumeInfo | None:
+        """A volume by name, or ``None`` if the engine does not have it.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def list_volumes(self, labels: Mapping[str, str]) -> list[VolumeInfo]:
+        """Volumes carrying all the given labels.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume and its data; a missing volume is fine.
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+            EngineError: a container (running or not) uses it.
+        """
+
+
+class ClusterBackend(Protocol):
+    """One engine's part in a Swarm cluster: membership, the swarm's nodes, checks, image pushes."""
+
+    def swarm_state(self) -> SwarmState:
+        """This engine's swarm state (``inactive`` when in no swarm).
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def swarm_init(self, *, listen_addr: str, advertise_addr: str | None) -> SwarmState:
+        """Make this engine the manager of a new swarm, or adopt the swarm it already manages.
+
+        Args:
+            listen_addr: ``host:port`` the swarm's control plane listens on.
+            advertise_addr: ``host:port`` other nodes reach it at; ``None``: the engine picks
+                (from the listen address, or its ``--swarm-default-advertise-addr``).
+
+        Raises:
+            ClusterError: the engine is a worker of a swarm (or in a pending/error state).
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def join_tokens(self) -> JoinTokens:
+        """The swarm's join tokens.
+
+        Raises:
+            ClusterError: the engine is not a swarm manager.
+        """
+
+    def swarm_join(self, *, token: str, remote_addr: str, listen_addr: str,
+                   advertise_addr: str | None) -> SwarmState:
+        """Join this engine to a swarm.
+
+        Args:
+            token: a join token of the swarm.
+            remote_addr: a manager's ``host:port``.
+            listen_addr: ``host:port`` this engine's swarm listens on.
+            advertise_addr: ``host:port`` the others reach it at; ``None``: the engine picks.
+
+        Raises:
+            ClusterError: the engine is already in a swarm, or the manager refused (bad token,
+                unreachable address).
+        """
+
+    def swarm_leave(self, *, force: bool) -> None:
+        """Leave the swarm (nothing to do when in none).
+
+        Args:
+            force: also when this is a manager whose leaving breaks the managers' quorum.
+
+        Raises:
+            ClusterError: the engine refused (a manager without ``force``).
+        """
+
+    def engine_checks(self, *, probe_image: str) -> EngineChecks:
+        """What the engine enforces for containers that do not ask: remapping, from ``docker
+        info``; daemon-wide no-new-privileges, from a probe container's ``/proc/self/status``
+        (Engine 20.10's SecurityOptions do not list it).
+
+        Args:
+            probe_image: an image on this engine with ``cat``, run as uid 1000.
+
+        Raises:
+            UsageError: the probe image is not on the engine.
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def list_nodes(self) -> list[ClusterNode]:
+        """The swarm's nodes, managers first, with the running tasks on each.
+
+        Raises:
+            ClusterError: this engine is not a swarm manager.
+        """
+
+    def set_availability(self, node: str, availability: str) -> ClusterNode:
+        """Set a node's availability: ``drain`` moves its tasks away, ``active`` takes tasks again.
+
+        Args:
+            node: its id, unique id prefix or host name.
+            availability: ``active``, ``pause`` or ``drain``.
+
+        Raises:
+            NodeNotFound: no such node.
+            UsageError: a bad availability, or a name several nodes match.
+            ClusterError: this engine is not a swarm manager.
+        """
+
+    def push_image(self, ref: str, *, registry: str, repository: str, tag: str) -> str:
+        """Push a local image to a registry and return the reference by digest.
+
+        Args:
+            ref: the local image.
+            registry: the registry's ``host:port``.
+            repository: the repository in it.
+            tag: the tag to push under (a digest, not the tag, is what callers use).
+
+        Returns:
+            ``registry/repository@sha256:…``.
+
+        Raises:
+            RegistryUnavailable: the registry does not answer or refused.
+        """
+
+    def pull_image(self, ref: str) -> str:
+        """Pull an image by digest and return its image id.
+
+        Raises:
+            UsageError: ``ref`` is not ``repository@sha256:…``.
+            RegistryUnavailable: the registry does not answer, or has no such image.
+        """
+
+    def probe_nodes(self, *, probe_image: str, timeout: float = 60.0) -> dict[str, EngineChecks]:
+        """Each ready, active node's checks, read by a probe task on it (a global job that is
+        removed afterwards): remapping from ``/proc/self/uid_map``, no-new-privileges from
+        ``/proc/self/status`` of a task that did not ask for it.
+
+        Args:
+            probe_image: an image every node has or can pull (by digest from the registry).
+            timeout: seconds to wait for the probe tasks; nodes whose task did not report are
+                missing from the answer.
+
+        Returns:
+            Checks by node id.
+
+        Raises:
+            ClusterError: this engine is not a swarm manager.
         """

@@ -17,7 +17,9 @@ import requests.exceptions
 
 from fence.backend import docker_answers as answers
 from fence.backend import docker_build
-from fence.backend.base import LogLines, OutputCallback, ProgressCallback
+from fence.backend.base import LogLines, LogRecord, OutputCallback, ProgressCallback, UsageSample
+from fence.backend.cgroups import CgroupReader, default_reader
+from fence.backend.docker_logs import log_records
 from fence.backend.docker_process import ExecCalls, follow_exec
 from fence.backend.firewall import bridge_interface
 from fence.backend.policy import (refuse_unsafe_build, refuse_unsafe_network, refuse_unsafe_process,
@@ -27,8 +29,9 @@ from fence.labels import NODE
 from fence.errors import (ContainerGone, ContainerNotFound, EngineError, EngineUnavailable,
                           FenceError, ImageNotFound, UsageError, UsernsRequired)
 from fence.lines import bounded_lines
+from fence.backend.policy import refuse_unsafe_volume
 from fence.models import (ContainerInfo, ContainerSpec, EngineInfo, ImageInfo, NetworkInfo, NetworkSpec,
-                          ProcessResult, ProcessSpec)
+                          ProcessResult, ProcessSpec, VolumeInfo, VolumeSpec)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ class DockerBackend:
         self._lock = threading.Lock()
         self._client: docker.DockerClient | None = None
         self._streams: docker.DockerClient | None = None
+        self._cgroups: CgroupReader | None = None
 
     # --- clients -------------------------------------------------------------------------------
 
@@ -206,6 +210,9 @@ class DockerBackend:
         if spec.network not in ("none", "bridge") and self.network_info(spec.network) is None:
             # The engine would create the container and refuse only its start.
             raise UsageError(detail=f"network {spec.network} does not exist: create_network makes it first")
+        for mount in spec.volumes:
+            if self.volume_info(mount.volume) is None:
+                raise UsageError(detail=f"volume {mount.volume} does not exist: create_volume makes it first")
         limits = spec.limits
         bindings: dict[str, list[tuple[str, int | None]]] = {}
         for port in spec.ports:
@@ -223,6 +230,8 @@ class DockerBackend:
                     "max-size": limits.log_max_size, "max-file": str(limits.log_max_files)}),
                 network_mode=spec.network, port_bindings=bindings or None,
                 cgroupns="private",  # on cgroup v1 the engine's default is the host's
+                mounts=[docker.types.Mount(target=str(m.ctr_path), source=m.volume, type="volume")
+                        for m in spec.volumes] or None,
             )
             try:
                 created = api.create_container(
@@ -256,6 +265,13 @@ class DockerBackend:
         """See ``ContainerBackend.list``."""
         return [DockerContainer(backend=self, container_id=c["Id"]) for c in self._summaries(labels)]
 
+
+    def usage(self, container_ids: Iterable[str]) -> dict[str, UsageSample]:
+        """See ``ContainerBackend.usage`` (the kernel's cgroup and /proc counters; no engine call)."""
+        if self._cgroups is None:
+            self._cgroups = default_reader()
+        found = {cid: self._cgroups.sample(cid) for cid in container_ids}
+        return {cid: sample for cid, sample in found.items() if sample is not None}
 
     def list_info(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         """See ``ContainerBackend.list_info`` (one ``/containers/json`` call)."""
@@ -322,6 +338,46 @@ class DockerBackend:
         with _engine(f"removing network {name}"):
             try:
                 api.remove_network(name)
+            except docker.errors.NotFound:
+                return
+
+
+    # --- volumes -------------------------------------------------------------------------------
+
+    def create_volume(self, spec: VolumeSpec) -> VolumeInfo:
+        """See ``ContainerBackend.create_volume`` (the ``local`` driver)."""
+        refuse_unsafe_volume(spec)
+        found = self.volume_info(spec.name)
+        if found is None:
+            with _engine(f"creating volume {spec.name}"):
+                self._api().create_volume(spec.name, driver="local", labels=dict(spec.labels))
+            found = self.volume_info(spec.name)
+        if found is None or found.labels.get(NODE) != spec.labels[NODE]:
+            raise UsageError(detail=f"volume {spec.name} exists but this node did not make it")
+        return found
+
+    def volume_info(self, name: str) -> VolumeInfo | None:
+        """See ``ContainerBackend.volume_info``."""
+        with _engine(f"inspecting volume {name}"):
+            try:
+                attrs = self._api().inspect_volume(name)
+            except docker.errors.NotFound:
+                return None
+        return VolumeInfo(name=attrs["Name"], labels=dict(attrs.get("Labels") or {}))
+
+    def list_volumes(self, labels: Mapping[str, str]) -> list[VolumeInfo]:
+        """See ``ContainerBackend.list_volumes``."""
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]} if labels else None
+        with _engine("listing volumes"):
+            answer = self._api().volumes(filters=filters) or {}
+        return [VolumeInfo(name=v["Name"], labels=dict(v.get("Labels") or {}))
+                for v in answer.get("Volumes") or ()]
+
+    def remove_volume(self, name: str) -> None:
+        """See ``ContainerBackend.remove_volume``."""
+        with _engine(f"removing volume {name}"):
+            try:
+                self._api().remove_volume(name)
             except docker.errors.NotFound:
                 return
 
@@ -441,11 +497,57 @@ class DockerContainer:
             chunks = api.logs(self._id, stream=True, follow=follow, tail="all" if tail is None else tail)
         return LogLines(_log_lines(chunks, self._id), close=getattr(chunks, "close", lambda: None))
 
+    def log_records(self, *, since: float | None = None, tail: int | None = None) -> list[LogRecord]:
+        """See ``Container.log_records``."""
+        with _engine("reading container logs", container=self._id):
+            return log_records(self._backend._api(), self._id, since=since, tail=tail,
+                               chunks_of=lambda chunks: _translated(chunks, "reading container logs", self._id))
+    def output(self, *, stream: str, follow: bool = True, since: float | None = None,
+               timestamps: bool = False) -> LogLines:
+        """See ``Container.output`` (``close`` shuts the engine connection down)."""
+        if stream not in ("stdout", "stderr"):
+            raise UsageError(detail=f"output stream {stream!r}: use stdout or stderr")
+        api = self._backend._stream_api() if follow else self._backend._api()
+        with _engine("reading container logs", container=self._id):
+            chunks = api.logs(self._id, stdout=stream == "stdout", stderr=stream == "stderr", stream=True,
+                              follow=follow, since=since, timestamps=timestamps)
+        return LogLines(_log_lines(chunks, self._id), close=getattr(chunks, "close", lambda: None))
+
     def stop(self, grace: float = 10.0) -> None:
         """See ``Container.stop``."""
         api = self._backend._api()
         with _engine("stopping a container", container=self._id):
             api.stop(self._id, timeout=max(0, math.ceil(grace)))
+
+    def connect(self, network: str, *, aliases: tuple[str, ...] = ()) -> None:
+        """See ``Container.connect``."""
+        if not network.startswith("fence-") or self._backend.network_info(network) is None:
+            raise UsageError(detail=f"network {network[:140]!r} is not a fence network on this engine")
+        if network in self.networks():
+            return
+        with _engine(f"attaching a container to {network}", container=self._id):
+            self._backend._api().connect_container_to_network(self._id, network,
+                                                              aliases=list(aliases) or None)
+
+    def disconnect(self, network: str) -> None:
+        """See ``Container.disconnect``."""
+        if network not in self.networks():
+            return
+        with _engine(f"detaching a container from {network}", container=self._id):
+            try:
+                self._backend._api().disconnect_container_from_network(self._id, network, force=True)
+            except docker.errors.NotFound as exc:
+                if _no_such_container(exc):
+                    raise
+            except docker.errors.APIError as exc:
+                if "is not connected" not in _explain(exc):
+                    raise
+
+    def networks(self) -> tuple[str, ...]:
+        """See ``Container.networks``."""
+        with _engine("inspecting a container", container=self._id):
+            attrs = self._backend._api().inspect_container(self._id)
+        return tuple(sorted((attrs.get("NetworkSettings") or {}).get("Networks") or {}))
 
     def destroy(self) -> None:
         """See ``Container.destroy``."""

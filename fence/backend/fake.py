@@ -11,23 +11,25 @@ import posixpath
 import shlex
 import tarfile
 import threading
+import time
 import uuid
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Mapping
 
-from fence.backend.base import TAIL_LINES, LogLines, OutputCallback, ProgressCallback
+from fence.backend.base import TAIL_LINES, LogLines, LogRecord, OutputCallback, ProgressCallback, UsageSample
 from fence.backend.fake_programs import (BUILTIN_PROGRAMS, FakeFile, FakeProcess, Program,
                                          SleptPastDeadline, StillRunning)
 from fence.backend import fake_build
 from fence.backend.fake_networks import FakeNetworks
 from fence.backend.policy import (refuse_unsafe_build, refuse_unsafe_network, refuse_unsafe_process,
-                                  refuse_unsafe_spec)
+                                  refuse_unsafe_spec, refuse_unsafe_volume)
 from fence.builds import BuildResult, BuildSpec, ImageConfig
+from fence.labels import NODE
 from fence.errors import (ContainerGone, ContainerNotFound, EngineError, ImageNotFound,
                           InternalError, ProcessTimeout, StagingFailed, UsageError, UsernsRequired)
-from fence.models import (ContainerInfo, ContainerSpec, EngineInfo, ImageInfo, NetworkInfo, NetworkSpec,
+from fence.models import (VolumeInfo, VolumeSpec, ContainerInfo, ContainerSpec, EngineInfo, ImageInfo, NetworkInfo, NetworkSpec,
                           ProcessResult, ProcessSpec, PublishedPort)
 
 _BASE_DIRS = ("/", "/bin", "/etc", "/home", "/root", "/tmp", "/usr", "/usr/bin", "/var")
@@ -77,6 +79,8 @@ class FakeBackend:
         self._parents: dict[str, str] = {}  # committed image id → the image it was made on
         self._ports = itertools.count(32768)
         self._networks = FakeNetworks()
+        self._last_host: dict[str, int] = {}  # network → the host number it handed out last
+        self._volumes: dict[str, VolumeInfo] = {}
         for ref in images:
             image_id = "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
             self._images[image_id] = ImageInfo(id=image_id, tags=(), size=0,
@@ -233,6 +237,9 @@ class FakeBackend:
             raise UsernsRequired()
         if spec.network not in ("none", "bridge") and self.network_info(spec.network) is None:
             raise UsageError(detail=f"network {spec.network} does not exist: create_network makes it first")
+        for mount in spec.volumes:
+            if self.volume_info(mount.volume) is None:
+                raise UsageError(detail=f"volume {mount.volume} does not exist: create_volume makes it first")
         image = self.image_info(spec.image)
         if image is None:
             raise ImageNotFound(image=spec.image)
@@ -254,6 +261,14 @@ class FakeBackend:
         if len(found) != 1:
             raise ContainerNotFound(container=container_id[:12] or "''")
         return found[0]
+
+    def usage(self, container_ids: Iterable[str]) -> dict[str, UsageSample]:
+        """See ``ContainerBackend.usage``: a running container's ``counters`` (tests set them;
+        all zero but the memory limit until then)."""
+        with self._lock:
+            found = [self._containers.get(cid) for cid in container_ids]
+        return {c.id: dataclasses.replace(c.counters, at=time.monotonic()) for c in found
+                if c is not None and c._state == "running"}
 
     def list_info(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         """See ``ContainerBackend.list_info``."""
@@ -283,10 +298,58 @@ class FakeBackend:
         """See ``ContainerBackend.remove_network``."""
         self._networks.remove(name, self._running_on)
 
+    def create_volume(self, spec: VolumeSpec) -> VolumeInfo:
+        """See ``ContainerBackend.create_volume``."""
+        refuse_unsafe_volume(spec)
+        with self._lock:
+            found = self._volumes.setdefault(spec.name, VolumeInfo(name=spec.name, labels=dict(spec.labels)))
+        if found.labels.get(NODE) != spec.labels[NODE]:
+            raise UsageError(detail=f"volume {spec.name} exists but this node did not make it")
+        return found
+
+    def volume_info(self, name: str) -> VolumeInfo | None:
+        """See ``ContainerBackend.volume_info``."""
+        with self._lock:
+            return self._volumes.get(name)
+
+    def list_volumes(self, labels: Mapping[str, str]) -> list[VolumeInfo]:
+        """See ``ContainerBackend.list_volumes``."""
+        with self._lock:
+            found = list(self._volumes.values())
+        return [v for v in found if all(v.labels.get(k) == x for k, x in labels.items())]
+
+    def remove_volume(self, name: str) -> None:
+        """See ``ContainerBackend.remove_volume``: refused while a container mounts it."""
+        with self._lock:
+            if name not in self._volumes:
+                return
+            users = [c.id for c in self._containers.values() if any(m.volume == name for m in c.spec.volumes)]
+            if users:
+                raise EngineError(action=f"removing volume {name}",
+                                  detail=f"remove {name}: volume is in use - [{users[0]}]")
+            del self._volumes[name]
+
     def _running_on(self, network: str) -> tuple[str, ...]:
         with self._lock:
             return tuple(sorted(c.id for c in self._containers.values()
-                                if c.spec.network == network and c.running))
+                                if network in c.networks() and c.running))
+
+    def _host_number(self, container: FakeContainer) -> int:
+        """The next host number (2…251) on the container's network that no running container
+        holds, after the one handed out last, as the engine's address pool hands them out: two
+        running containers never share an address (the router and the manager tell instances
+        apart by it)."""
+        network = container.spec.network
+        with self._lock:
+            taken = {c._host for c in self._containers.values()  # noqa: SLF001 - the backend's own containers
+                     if c is not container and c.spec.network == network and c.running}
+            host = self._last_host.get(network, 1)
+            for _ in range(250):
+                host = host + 1 if host < 251 else 2
+                if host not in taken:
+                    self._last_host[network] = host
+                    return host
+        raise EngineError(action="starting a container", detail=f"no free address on network {network}")
 
     def _forget(self, container_id: str) -> None:
         with self._lock:
@@ -318,12 +381,19 @@ class FakeContainer:
             PurePosixPath(d): FakeFile(kind="dir", mode=0o1777 if d == "/tmp" else 0o755) for d in _BASE_DIRS}
         _make_dirs(self.files, spec.workdir)  # the engine creates a missing workdir too
         self.log_lines: list[str] = []
+        # Tests may add lines with their own time and stream; log_lines count as stdout at start.
+        self.log_records_extra: list[LogRecord] = []
+        self.counters = UsageSample(cpu_seconds=0.0, memory_bytes=0, memory_limit_bytes=spec.limits.memory_bytes,
+                                    net_rx_bytes=0, net_tx_bytes=0, at=0.0)
+        self.err_lines: list[str] = []
         self._oom = False
         self.killed = False
         self._state, self._exit_code = "created", None
         self._started_at: str | None = None
         self._ports: tuple[PublishedPort, ...] = ()
         self._destroyed = False
+        self._host = 0  # its address's host number, handed out at each start
+        self._joined: set[str] = set()
 
     def __repr__(self) -> str:
         return f"FakeContainer({self._id[:12]}, {self._state})"
@@ -346,6 +416,7 @@ class FakeContainer:
         if proc is None or program is None:
             detail = "".join(output) or f'exec: "{argv[0]}": executable file not found in $PATH'
             raise EngineError(action="starting a container", detail=detail.strip())
+        self._host = self._backend._host_number(self)  # noqa: SLF001 - its own backend
         self._state, self._exit_code, self.killed = "running", None, False
         self._started_at = datetime.now(timezone.utc).isoformat()
         self._ports = tuple(PublishedPort(container_port=p.container_port, host_ip=p.host_ip,
@@ -472,6 +543,31 @@ class FakeContainer:
         lines = list(self.log_lines)
         return LogLines(iter(lines if tail is None else lines[-tail:] if tail else []))
 
+    def log_records(self, *, since: float | None = None, tail: int | None = None) -> list[LogRecord]:
+        """See ``Container.log_records``; ``log_lines`` carry its start time, stream ``stdout``."""
+        self._check_exists()
+        started = datetime.fromisoformat(self._started_at).timestamp() if self._started_at else 0.0
+        records = sorted([LogRecord(time=started, stream="stdout", line=line) for line in self.log_lines]
+                         + self.log_records_extra, key=lambda r: r.time)
+        records = [r for r in records if since is None or r.time >= since]
+        if tail is not None:
+            return records[max(0, len(records) - tail):] if tail > 0 else []
+        return records
+    def output(self, *, stream: str, follow: bool = True, since: float | None = None,
+               timestamps: bool = False) -> LogLines:
+        """See ``Container.output``: the main program's output is all stdout (``err_lines``:
+        stderr, which tests fill); ``since`` is not applied; ``follow`` ends at the last line."""
+        if stream not in ("stdout", "stderr"):
+            raise UsageError(detail=f"output stream {stream!r}: use stdout or stderr")
+        self._check_exists()
+        lines = list(self.log_lines if stream == "stdout" else self.err_lines)
+        return LogLines(iter([f"{self._started_at_nano()} {line}" for line in lines] if timestamps else lines))
+
+    def _started_at_nano(self) -> str:
+        """The start time as the engine writes log timestamps (every fake line was logged then)."""
+        started = datetime.fromisoformat(self._started_at) if self._started_at else datetime.now(timezone.utc)
+        return started.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+
     def stop(self, grace: float = 10.0) -> None:
         """See ``Container.stop``; fake processes always honour TERM (exit status 143)."""
         self._check_exists()
@@ -485,6 +581,23 @@ class FakeContainer:
         self._oom = oom
         self._end(code)
 
+    def connect(self, network: str, *, aliases: tuple[str, ...] = ()) -> None:
+        """See ``Container.connect``."""
+        self._check_exists()
+        if not network.startswith("fence-") or self._backend.network_info(network) is None:
+            raise UsageError(detail=f"network {network[:140]!r} is not a fence network on this engine")
+        self._joined.add(network)
+
+    def disconnect(self, network: str) -> None:
+        """See ``Container.disconnect``."""
+        self._check_exists()
+        self._joined.discard(network)
+
+    def networks(self) -> tuple[str, ...]:
+        """See ``Container.networks``."""
+        own = {self.spec.network} if self.spec.network != "none" else set()
+        return tuple(sorted(own | self._joined))
+
     def destroy(self) -> None:
         """See ``Container.destroy``."""
         self._destroyed = True
@@ -492,7 +605,7 @@ class FakeContainer:
 
     def _address(self) -> str | None:
         """An address on its network, as the engine gives one (``None`` without a network)."""
-        host = int(self._id[:2], 16) % 250 + 2
+        host = self._host
         if self.spec.network == "bridge":
             return f"192.0.2.{host}"
         prefix = self._backend._networks.prefix(self.spec.network)

@@ -7,7 +7,7 @@ import re
 from fence import labels as fence_labels
 from fence.errors import UsageError
 from fence.builds import BuildSpec
-from fence.models import ContainerSpec, NetworkSpec, ProcessSpec
+from fence.models import ContainerSpec, NetworkSpec, ProcessSpec, VolumeSpec
 
 _ROOT_NAMES = frozenset({"", "0", "root"})
 _NETWORKS = frozenset({"none", "bridge"})
@@ -36,6 +36,27 @@ def refuse_unsafe_spec(spec: ContainerSpec) -> None:
                                 f"(one of: {', '.join(sorted(_NETWORKS))}, or a {NETWORK_PREFIX}… network)")
     if spec.ports and spec.network == "none":
         raise UsageError(detail="ports cannot be published from a container without a network")
+    for mount in spec.volumes:
+        if not _NETWORK_NAME.fullmatch(mount.volume):
+            raise UsageError(detail=f"volume {mount.volume[:140]!r} is not allowed: only fence's own "
+                                    f"named volumes ({NETWORK_PREFIX}…) are mounted, never host paths")
+        if not mount.ctr_path.is_absolute() or ".." in mount.ctr_path.parts:
+            raise UsageError(detail=f"volume mount point {str(mount.ctr_path)[:140]!r} is not an absolute path")
+
+
+def refuse_unsafe_volume(spec: VolumeSpec) -> None:
+    """Refuse a volume spec fence could not recognise as its own (every backend calls this).
+
+    Raises:
+        UsageError: the name is not ``fence-`` and lower-case letters, digits and dashes, or the
+            node label is missing.
+    """
+    if not _NETWORK_NAME.fullmatch(spec.name):
+        raise UsageError(detail=f"volume name {spec.name[:140]!r} is not allowed: fence's volumes are "
+                                f"named {NETWORK_PREFIX} and lower-case letters, digits and dashes")
+    if not spec.labels.get(fence_labels.NODE):
+        raise UsageError(detail=f"volume spec lacks the {fence_labels.NODE} label: "
+                                "fence creates only volumes it can recognise as its own")
 
 
 def refuse_unsafe_network(spec: NetworkSpec) -> None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fence.config.types import (
+    AddressType,
+    BadValue,
     BoolType,
     EnumType,
     FloatType,
@@ -18,6 +20,7 @@ from fence.config.types import (
     PatternType,
     image_ref_type,
 )
+from fence.drains.urls import parse_drain_url
 from fence.rules import APP_MEMORY_MIB, DNS_NAME_PATTERN, NAME_PATTERN
 
 # An absolute path with no control characters and no ``..`` component.
@@ -39,6 +42,27 @@ class KeySpec:
     type: KeyType
     default: Any
     help: str
+
+
+@dataclass(frozen=True)
+class DrainUrlType:
+    """A drain URL (``fence.drains.urls.parse_drain_url``)."""
+
+    name: str = "string"
+
+    def parse(self, raw: str) -> str:
+        return self.check(raw.strip())
+
+    def check(self, value: Any) -> str:
+        from fence.errors import FenceError
+
+        try:
+            return parse_drain_url(value).url
+        except FenceError:
+            raise BadValue(value) from None
+
+    def allowed(self) -> str:
+        return "a drain URL: syslog://HOST:PORT, syslog+udp://HOST:PORT, syslog+tls://HOST:PORT or http(s)://HOST/PATH"
 
 
 FENCE_KEYS: tuple[KeySpec, ...] = (
@@ -129,6 +153,19 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
             "beyond it is refused"),
     KeySpec("cron/timeout", IntType(1, 7 * 86400, "of seconds"), 3600,
             "seconds a cron job may run before its container is killed"),
+    # --- log drains (issue 18) ---
+    KeySpec("logs/drains", ListType(DrainUrlType(), max_items=16), [],
+            "node-wide drains: every app's lines go to each of these URLs too (syslog://HOST:PORT, "
+            "syslog+udp://, syslog+tls://, http(s)://)"),
+    KeySpec("logs/drain_buffer", MemoryType(1, 1024), 8,
+            "lines each drain holds while it is slow or down, in MiB; past it the oldest are dropped "
+            "(and counted)"),
+    KeySpec("logs/ca_file", PatternType(f"(?:{_ABSOLUTE_FOLDER})?", "an absolute path of a PEM file, or empty"),
+            "", "CA certificates (PEM) that syslog+tls:// and https:// drains trust; empty: the system's"),
+    KeySpec("logs/drain_loopback", BoolType(), False,
+            "apps' drains may point at this node itself (loopback, link-local addresses); off, a "
+            "developer cannot make the daemon post logs to services that listen on the node only"),
+    # --- end log drains ---
     KeySpec("gc/interval", IntType(0, 7 * 86400, "of seconds"), 3600,
             "seconds between the daemon's garbage collections; 0 turns them off"),
     # Dockerfile and image apps (issue 15)
@@ -144,6 +181,31 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
             "most layers a Dockerfile app's image may have (base layers included)"),
     KeySpec("staging/max_image", MemoryType(1, 1024 * 1024), 4096,
             "largest image a Dockerfile build may make, in MiB (base included)"),
+    # --- the cluster (kato cluster …): single-node fence is role none, the default ---
+    KeySpec("cluster/role", EnumType(("none", "controller", "worker")), "none",
+            "this node's part in a Swarm cluster; set by `kato cluster init|join|leave`"),
+    KeySpec("cluster/registry_address", AddressType(), "127.0.0.1:5000",
+            "where the controller's image registry listens and every node pulls droplet images from"),
+    KeySpec("cluster/listen_address", AddressType(), "0.0.0.0:2377",
+            "where this engine's Swarm control plane listens (kato cluster init|join)"),
+    KeySpec("cluster/advertise_address", AddressType(empty_ok=True), "",
+            "the address other nodes reach this engine's Swarm at; empty: the engine picks one"),
+    KeySpec("cluster/manager_address", AddressType(empty_ok=True), "",
+            "the controller's Swarm address this node joined (recorded by kato cluster init|join)"),
+    # --- metrics (issue 18) ---
+    KeySpec("metrics/listen", AddressType(empty_ok=True, ipv6_ok=True), "",
+            "also serve /metrics over TCP on this address (read at the daemon's start; empty: only on fence.sock)"),
+    # --- backing services (issue 16) ---
+    KeySpec("services/backup_interval", IntType(0, 30 * 86400, "of seconds"), 0,
+            "seconds between periodic backups of every service; 0 turns them off"),
+    KeySpec("services/backup_keep", IntType(1, 1000, "of backups"), 7,
+            "backups kept per service; the oldest past this many are removed after a new one"),
+    KeySpec("services/memory", MemoryType(64, 64 * 1024), 256,
+            "default memory limit of a service container, in MiB (`fence service create --mem`)"),
+    KeySpec("services/health_timeout", IntType(1, 600, "of seconds"), 120,
+            "seconds a new or restarted service has to answer its server's own probe"),
+    KeySpec("services/max_backup", MemoryType(1, 1024 * 1024), 16 * 1024,
+            "largest backup of one service, in MiB; past it the backup fails and nothing is kept"),
 )
 
 # Components whose keys are typed; any other component name is free-form, as in Stackato.

@@ -263,3 +263,37 @@ class FloatType:
 
     def allowed(self) -> str:
         return f"a number from {self.minimum:g} to {self.maximum:g}"
+
+
+@dataclass(frozen=True)
+class AddressType:
+    """``IP:PORT`` (IPv4, port 1-65535; ``[IPv6]:PORT`` too when ``ipv6_ok``); an empty string too
+    when ``empty_ok``."""
+
+    empty_ok: bool = False
+    ipv6_ok: bool = False
+    name: str = "string"
+
+    def parse(self, raw: str) -> str:
+        return self.check(raw.strip())
+
+    def check(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise BadValue(value)
+        if value == "" and self.empty_ok:
+            return value
+        host, sep, port = value.rpartition(":")
+        bracketed = self.ipv6_ok and host.startswith("[") and host.endswith("]")
+        try:
+            address = ipaddress.IPv6Address(host[1:-1]) if bracketed else ipaddress.IPv4Address(host)
+        except ValueError:
+            raise BadValue(value) from None
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise BadValue(value)
+        return f"[{address}]:{int(port)}" if bracketed else f"{address}:{int(port)}"
+
+    def allowed(self) -> str:
+        if self.ipv6_ok:
+            return ("an address and port such as 127.0.0.1:9101 or [::1]:9101"
+                    + (" (or empty for off)" if self.empty_ok else ""))
+        return "an IPv4 address and port such as 127.0.0.1:5000" + (" (or empty)" if self.empty_ok else "")

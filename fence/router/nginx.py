@@ -40,6 +40,7 @@ _WORKER_USERS = ("www-data", "nobody")
 _CHECK_TIMEOUT = 30.0
 _START_TIMEOUT = 15.0
 _RELOAD_TIMEOUT = 10.0
+_RELOAD_POLL = 0.002   # seconds between looks for a reload's confirmation
 _STOP_TIMEOUT = 35.0   # a little more than worker_shutdown_timeout in the template
 _MAX_DETAIL = 600
 # "2024/01/02 03:04:05 [emerg] 12#12: unknown directive ..." (or "nginx: [emerg] ...").
@@ -346,7 +347,9 @@ class NginxRouter:
                 started = started or "start worker process" in line
             if started and (not settle or not any(_accepting(worker) for worker in old_workers)):
                 return
-            time.sleep(0.01)
+            # The new workers' line comes a few ms after the HUP, and every ms waited past it is
+            # a ms a new instance waits to be routed: look often (a read from an offset is cheap).
+            time.sleep(_RELOAD_POLL)
         log.warning("router: nginx (pid %s) did not confirm the reload within %.0f s; see %s",
                     pid, _RELOAD_TIMEOUT, self.host_error_log)
 

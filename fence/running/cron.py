@@ -17,6 +17,7 @@ from fence.backend.base import Container
 from fence.config import ConfigStore
 from fence.errors import FenceError, ProcessTimeout
 from fence.home import NodeHome
+from fence.logfile import LogTap
 from fence.models import AppRecord, CronEntry, CronRun, CronView, DropletRecord, ProcessSpec
 from fence.running.starter import InstanceStarter, Launch
 from fence.store import StateStore
@@ -94,7 +95,10 @@ def decide(*, entries: Mapping[str, tuple[CronEntry, ...]], now: float, last: Ma
             job = active.get(key)
             ran = last.get(key)
             due_now = is_due(entry, current) and (ran is None or ran.minute != iso)
-            if due_now and job is None:  # not prepared (the daemon just started, or the run before just ended)
+            if due_now and job is None and skipped.get(key) != current:
+                # Not prepared: the daemon just started, or the run before ended just before this
+                # minute. A minute already skipped (its run before still ran then) stays skipped
+                # when that run ends within it: a long job never starts late behind itself.
                 found.append(Decision(app=app, entry=entry, minute=current, action=FIRE))
             elif due_now and job is not None and job < current:
                 if skipped.get(key) != current:
@@ -130,8 +134,9 @@ class CronScheduler:
     """
 
     def __init__(self, *, store: StateStore, config: ConfigStore, starter: InstanceStarter, home: NodeHome,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, drains: LogTap | None = None) -> None:
         self._store = store
+        self._drains = drains  # issue 18: cron output goes to the app's drains too
         self._config = config
         self._starter = starter
         self._home = home
@@ -297,6 +302,8 @@ class CronScheduler:
     def _log(self, app: str, line: str) -> None:
         host_log = self._home.host_app_cron_log(app)
         text = line if len(line) <= MAX_LOG_LINE else line[:MAX_LOG_LINE] + " [line cut]"
+        if self._drains is not None:
+            self._drains.tap(app=app, process="cron")(text)
         with self._log_lock:
             try:
                 host_log.parent.mkdir(parents=True, exist_ok=True)

@@ -7,12 +7,20 @@ import http.client
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from fence.models import HealthSettings
+from fence.states import InstanceState
+
+if TYPE_CHECKING:
+    from fence.running.instance import Instance
 
 DEFAULT_INTERVAL = 10
-# One readiness attempt: the probe loop tries again 50 ms after an attempt ends, so keep it short.
+# Starting instances are checked this often (seconds): a refused connection costs well under a
+# millisecond, and each interval is time an instance that came up waits before it is routed.
+READY_INTERVAL = 0.02
+# One readiness attempt: the watch tries again READY_INTERVAL after an attempt ends, so keep it short.
 READY_TIMEOUT = 1.0
 # One liveness attempt: at least 1 s (a loaded node answers late), at most 5 s, never more than the interval.
 LIVE_TIMEOUT_MIN, LIVE_TIMEOUT_MAX = 1.0, 5.0
@@ -109,6 +117,49 @@ def _os_error(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
+def gate(instances: Iterable[Instance], monitor: HealthMonitor, *, now: float, port: int,
+         running: Callable[[Instance], None], failed: Callable[[Instance, str], None]) -> None:
+    """What the checks' outcomes do to instances, once per reconcile pass (the checks run in the
+    monitor's pool: nothing here waits for an instance to answer).
+
+    A starting web instance whose readiness check passed runs (and is routed); one that has not
+    passed by its health deadline fails. Any other process type runs once still up at its
+    deadline (``health/grace``; an exit before is seen as a crash). A running instance whose
+    liveness checks failed ``health/failures`` times in a row fails.
+
+    Args:
+        instances: the instances the manager keeps.
+        monitor: runs the checks and keeps their outcomes.
+        now: the pass's time.
+        port: the port checked in each container.
+        running: called for each running instance (its slot's crash count heals with time).
+        failed: called with an instance to be replaced and why (a crash; its container is killed).
+    """
+    for instance in instances:
+        if instance.state is InstanceState.RUNNING:
+            running(instance)
+            why = monitor.live(instance.container_id, instance.address, port, instance.probe, now=now,
+                               since=instance.healthy_since or now)
+            if why is not None:
+                failed(instance, why)
+        elif instance.state is not InstanceState.STARTING:
+            continue
+        elif not instance.web:
+            if now >= instance.health_deadline:
+                _runs(instance, now)
+        elif instance.address and monitor.ready(instance.container_id, instance.address, port, instance.probe):
+            _runs(instance, now)
+        elif now >= instance.health_deadline:
+            failed(instance, startup_failure(instance.probe, instance.health_deadline - instance.created,
+                                             monitor.last_failure(instance.container_id)))
+
+
+def _runs(instance: Instance, now: float) -> None:
+    instance.move(InstanceState.RUNNING)
+    instance.healthy_since = now
+    instance.reason = None
+
+
 def times(count: int) -> str:
     """``once``, ``twice``, ``three times``, … ``12 times``."""
     words = {1: "once", 2: "twice", 3: "three times", 4: "four times", 5: "five times"}
@@ -140,21 +191,39 @@ class _Records:
 
 class HealthMonitor:
     """Runs the checks in a small thread pool and keeps their outcomes, so that neither the
-    reconciler's pass nor the fast readiness loop ever waits for an instance to answer.
+    reconciler's pass nor the fast readiness watch ever waits for an instance to answer.
 
     Args:
         check: the network check (a fake in tests).
         executor: runs the checks (a pool; tests pass one that runs them at once).
         failures: ``health/failures``, read at each failure (the node's config may change).
+        on_ready: called (on the check's thread) as soon as a readiness check passes: the
+            reconciler's wake, so that the instance is routed now rather than at the next look.
     """
 
     def __init__(self, *, check: HealthCheck, executor: concurrent.futures.Executor,
-                 failures: Callable[[], int]) -> None:
+                 failures: Callable[[], int], on_ready: Callable[[], None] = lambda: None) -> None:
         self._check = check
         self._executor = executor
         self._failures = failures
+        self._on_ready = on_ready
         self._lock = threading.Lock()
         self._records = _Records()
+
+    def watch(self, starting: Callable[[], list[tuple[str, str, int, Probe]]], *, stop: threading.Event,
+              interval: float = READY_INTERVAL) -> None:
+        """Until ``stop``: every ``interval`` seconds, start a readiness check of each starting
+        instance that has none in flight and has not passed (the reconciler's pass alone would
+        look only every pass interval); a pass calls ``on_ready``.
+
+        Args:
+            starting: ``(container id, address, port, probe)`` of each starting instance now.
+            stop: ends the watch.
+            interval: seconds between looks.
+        """
+        while not stop.wait(interval):
+            for container_id, address, port, probe in starting():
+                self.ready(container_id, address, port, probe)
 
     def ready(self, container_id: str, address: str, port: int, probe: Probe) -> bool:
         """Whether a readiness check of the starting instance has passed; starts one when none
@@ -232,6 +301,8 @@ class HealthMonitor:
                 self._records.ready.add(container_id)
             else:
                 self._records.last[container_id] = failed
+        if failed is None:
+            self._on_ready()
 
     def _live_job(self, container_id: str, address: str, port: int, probe: Probe) -> None:
         try:

@@ -20,11 +20,10 @@ from fence.running.admission import admit, promised_mib
 from fence.running.backoff import BackoffPolicy, Clock, SystemClock
 from fence.running import containers
 from fence.running.containers import exit_reason, last_output, stack_ref, wall_now
-from fence.running.health import HealthCheck, HealthMonitor, NetworkHealth, probe_for, startup_failure
+from fence.running.health import HealthCheck, HealthMonitor, NetworkHealth, Probe, gate, probe_for
 from fence.running.instance import WEB, Instance, PendingStart, SlotKey, SlotTable, slot_of
 from fence.running.plan import plan_app
-from fence.labels import short_id
-from fence.running.rollout import RolloutState
+from fence.running.rollout import Rollouts, RolloutState
 from fence.running.starter import CONTAINER_PORT, InstanceStarter
 from fence.running.views import NoRouter, RouteSink, instance_views, routed_count, routed_ids, routes_for
 from fence.states import InstanceState
@@ -84,14 +83,14 @@ class InstanceManager:
         self._health_pool = health_executor or concurrent.futures.ThreadPoolExecutor(
             max_workers=health_workers, thread_name_prefix="health")
         self._monitor = HealthMonitor(check=health or NetworkHealth(), executor=self._health_pool,
-                                      failures=lambda: int(self._config.fence("health/failures")))
+                                      failures=lambda: int(self._config.fence("health/failures")),
+                                      on_ready=self.wake)
         self._policy = policy or BackoffPolicy()
         self._drain = drain_seconds
         self._lock = threading.RLock()
         self._instances: dict[str, Instance] = {}
         self._slots = SlotTable()
-        self._surge: dict[str, int] = {}
-        self._rollouts: dict[str, RolloutState] = {}
+        self._rollouts = Rollouts()
         self._memory_total = memory_total
         self._seq = 0
         self._removed: collections.deque[str] = collections.deque(maxlen=4096)
@@ -99,7 +98,8 @@ class InstanceManager:
         self._jobs = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="instance")
         self._wake = threading.Event()
         self._passed = threading.Condition()  # notified after every pass
-        self._ready: set[str] = set()  # starting instances the fast health probe found ready
+        self._passes = 0  # passes ended, guarded by _passed
+        self._seen = threading.local()  # per waiting thread: the passes it had seen
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._routes: list[Route] | None = None
@@ -111,6 +111,10 @@ class InstanceManager:
         """Reconcile every ``interval`` seconds (and at once after ``wake``) until ``shutdown``."""
         def loop() -> None:
             while not self._stop.is_set():
+                # Cleared before the pass, not after the wait: a wake during the pass (an
+                # instance found ready, a job done) brings the next pass at once, never a whole
+                # interval later.
+                self._wake.clear()
                 try:
                     self.tick()
                 except FenceError as exc:
@@ -118,25 +122,16 @@ class InstanceManager:
                 except Exception:  # a bug must not end the loop that keeps apps running
                     log.exception("reconcile failed")
                 self._wake.wait(interval)
-                self._wake.clear()
         self._thread = threading.Thread(target=loop, name="reconciler", daemon=True)
         self._thread.start()
-        threading.Thread(target=self._probe_loop, name="health-probe", daemon=True).start()
+        # Readiness between passes: a check that passes wakes the reconciler (on_ready).
+        threading.Thread(target=self._monitor.watch, args=(self._starting_web,), kwargs={"stop": self._stop},
+                         name="health-probe", daemon=True).start()
 
-    def _probe_loop(self, interval: float = 0.05) -> None:
-        """Check starting instances every ``interval`` seconds, between passes, and wake the
-        reconciler as soon as one accepts connections (a pass alone would find it up to a pass
-        interval later)."""
-        while not self._stop.wait(interval):
-            with self._lock:
-                starting = [(i.container_id, i.address, i.probe) for i in self._instances.values()
-                            if i.state is S.STARTING and i.web and i.address and i.container_id not in self._ready]
-            ready = {cid for cid, address, probe in starting
-                     if self._monitor.ready(cid, address, CONTAINER_PORT, probe)}
-            if ready:
-                with self._lock:
-                    self._ready |= ready
-                self.wake()
+    def _starting_web(self) -> list[tuple[str, str, int, Probe]]:
+        with self._lock:
+            return [(i.container_id, i.address, CONTAINER_PORT, i.probe) for i in self._instances.values()
+                    if i.state is S.STARTING and i.web and i.address]
 
     def wake(self) -> None:
         """Reconcile now (desired state changed)."""
@@ -182,9 +177,9 @@ class InstanceManager:
             for instance in self._instances.values():
                 by_app[instance.app].append(instance)
             for name in set(by_app) | set(apps):
-                app, rollout = apps.get(name), self._rollouts.get(name)
-                to_stop += plan_app(app=app, instances=by_app.get(name, []), slots=self._slots, rollout=rollout,
-                                    surge=rollout.surge if rollout is not None else self._surge.get(name), now=now,
+                app = apps.get(name)
+                to_stop += plan_app(app=app, instances=by_app.get(name, []), slots=self._slots,
+                                    rollout=self._rollouts.get(name), surge=self._rollouts.surge(name), now=now,
                                     start=lambda key, app=app, **how: self._start(app, key, now, **how))
             for instance in to_stop:
                 instance.move(S.STOPPING)
@@ -211,12 +206,17 @@ class InstanceManager:
         for instance in leaving:
             self._jobs.submit(self._stop_job, instance)
         with self._passed:
+            self._passes += 1
             self._passed.notify_all()
 
     def wait_pass(self, timeout: float) -> None:
-        """Wait until the next reconcile pass has ended (or ``timeout`` seconds)."""
+        """Wait until a reconcile pass has ended since this thread last returned from here (on
+        its first call: the next pass), or ``timeout`` seconds. A pass that ended while the
+        caller looked at what the last one left is not missed (it waited for the next then)."""
         with self._passed:
-            self._passed.wait(timeout)
+            seen = getattr(self._seen, "passes", self._passes)
+            self._passed.wait_for(lambda: self._passes > seen, timeout)
+            self._seen.passes = self._passes
 
     # --- what the engine says ----------------------------------------------------------------
 
@@ -247,7 +247,6 @@ class InstanceManager:
                 self._crash(instance, "the container vanished", now)
             if instance.state is not S.STOPPING:
                 del self._instances[container_id]
-        self._ready &= {cid for cid, i in self._instances.items() if i.state is S.STARTING}
 
     def _adopt(self, info: ContainerInfo, now: float, record: AppRecord | None) -> Instance:
         """A container found by label that this manager did not start (after a daemon restart)."""
@@ -274,18 +273,10 @@ class InstanceManager:
     def _crash(self, instance: Instance, reason: str, now: float) -> None:
         instance.move(S.CRASHED)
         instance.reason = reason
-        if instance.rollout:
-            # A replacement on the new stack: the rollout stops; the old instance keeps serving
-            # and the slot's crash count (the serving instance's) is left alone.
-            instance.healthy_since = None
-            rollout = self._rollouts.get(instance.app)
-            if rollout is not None:
-                output = last_output(self._backend, instance.container_id)
-                rollout.fail(instance.index, f"{reason} (its last output: {output})" if output else reason)
-            log.warning("rollout replacement failed", extra={"app": instance.app, "index": instance.index,
-                                                             "reason": reason})
-            return
         instance.healthy_since = None
+        if instance.rollout:  # the slot's crash count (the serving instance's) is left alone
+            self._rollouts.crashed(instance, reason, output=lambda: last_output(self._backend, instance.container_id))
+            return
         slot = self._slots[instance.slot]
         delay = slot.crashed(reason, now, self._policy)
         log.warning("instance crashed", extra={"app": instance.app, "instance": instance.name,
@@ -293,37 +284,15 @@ class InstanceManager:
                                                "restart_in": delay})
 
     def _check_health(self, now: float) -> None:
-        """Readiness of starting instances, liveness of running ones (fence.running.health runs
-        the checks in its pool: nothing here waits for an instance to answer)."""
         self._monitor.forget(set(self._instances))
-        for instance in list(self._instances.values()):
-            if instance.state is S.RUNNING:
-                self._slots[instance.slot].crashes.healthy_for(now, self._policy)
-                why = self._monitor.live(instance.container_id, instance.address, CONTAINER_PORT, instance.probe,
-                                         now=now, since=instance.healthy_since or now)
-                if why is not None:  # failed health/failures checks in a row: replaced, a crash
-                    self._crash(instance, why, now)
-                    self._jobs.submit(containers.kill, self._backend, instance.container_id)
-                continue
-            if instance.state is not S.STARTING:
-                continue
-            if not instance.web:
-                # The process check: still running ``health/grace`` seconds after its start (an
-                # exit before that is seen by ``_observe`` as a crash).
-                if now >= instance.health_deadline:
-                    instance.move(S.RUNNING)
-                    instance.healthy_since = now
-                    instance.reason = None
-                continue
-            if instance.address and (instance.container_id in self._ready or self._monitor.ready(
-                    instance.container_id, instance.address, CONTAINER_PORT, instance.probe)):
-                instance.move(S.RUNNING)
-                instance.healthy_since = now
-                instance.reason = None
-            elif now >= instance.health_deadline:
-                self._crash(instance, startup_failure(instance.probe, instance.health_deadline - instance.created,
-                                                      self._monitor.last_failure(instance.container_id)), now)
-                self._jobs.submit(containers.kill, self._backend, instance.container_id)
+        gate(list(self._instances.values()), self._monitor, now=now, port=CONTAINER_PORT,
+             running=lambda instance: self._slots[instance.slot].crashes.healthy_for(now, self._policy),
+             failed=lambda instance, why: self._replace(instance, why, now))
+
+    def _replace(self, instance: Instance, why: str, now: float) -> None:
+        """A failed health check: a crash, and the container is killed (the next pass restarts it)."""
+        self._crash(instance, why, now)
+        self._jobs.submit(containers.kill, self._backend, instance.container_id)
 
     # --- starting and stopping---------------------------------------------------------------
 
@@ -367,18 +336,15 @@ class InstanceManager:
                 self._seq += 1
                 instance.seq = self._seq
                 self._instances[instance.container_id] = instance
-                rollout = self._rollouts.get(app.name) if start.rollout else None
-                if rollout is not None and instance.image_id != rollout.image_id:
-                    rollout.fail(index, f"the stack changed during the rollout (the new container runs on "
-                                        f"{short_id(instance.image_id)}); run the rollout again")
-                if not start.rollout:
+                if start.rollout:
+                    self._rollouts.started(instance)
+                else:
                     self._slots[key].refused = None
         except FenceError as exc:
             with self._lock:
-                rollout = self._rollouts.get(app.name) if start.rollout else None
-                if rollout is not None:
-                    rollout.fail(index, f"could not start: {exc.message}")
-                elif not start.rollout:
+                if start.rollout:
+                    self._rollouts.fail(app.name, index, f"could not start: {exc.message}")
+                else:
                     self._slots[key].start_failed(f"could not start: {exc.message}", release, self._clock.now(),
                                                  self._policy)
             log.warning("instance start failed", extra={"app": app.name, "instance": f"{key.process}.{index}", "error": exc.message})
@@ -414,8 +380,7 @@ class InstanceManager:
     def forget(self, app: str) -> None:
         """Drop the slot records (crash counts, reasons), surge and rollout of a deleted app."""
         with self._lock:
-            self._surge.pop(app, None)
-            self._rollouts.pop(app, None)
+            self._rollouts.forget(app)
             self._slots.forget(app)
 
     # --- surge, rollouts, memory ---------------------------------------------------------------
@@ -423,10 +388,7 @@ class InstanceManager:
     def set_surge(self, app: str, surge: int | None) -> None:
         """Replace at most ``surge`` of the app's serving instances at once (``None``: no limit)."""
         with self._lock:
-            if surge is None:
-                self._surge.pop(app, None)
-            else:
-                self._surge[app] = max(1, surge)
+            self._rollouts.set_surge(app, surge)
         self.wake()
 
     def roll(self, app: str, *, image_id: str, surge: int = 1) -> None:
@@ -436,7 +398,7 @@ class InstanceManager:
         to ``image_id``; follow with ``rollout_progress`` and finish with ``end_rollout``.
         """
         with self._lock:
-            self._rollouts[app] = RolloutState(app=app, image_id=image_id, surge=max(1, surge))
+            self._rollouts.begin(app, image_id=image_id, surge=surge)
         self.wake()
 
     def rollout_progress(self, app: str) -> RolloutProgress | None:
@@ -451,7 +413,7 @@ class InstanceManager:
     def end_rollout(self, app: str) -> None:
         """Forget the app's rollout (a replacement still starting finishes as a normal instance)."""
         with self._lock:
-            self._rollouts.pop(app, None)
+            self._rollouts.end(app)
             for instance in self._instances.values():
                 if instance.app == app:
                     instance.rollout = False

@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 from fence.config import ConfigStore
 from fence.errors import AppNotFound, ProcessTimeout, ReleaseFailed
 from fence.home import NodeHome
-from fence.logfile import LogFile
+from fence.logfile import LogFile, LogTap
 from fence.models import AppRecord, DropletRecord
 from fence.rules import check_app_name
 from fence.running.tasks import TaskRunner
@@ -42,8 +42,10 @@ class ReleasePhase:
         home: FENCE_HOME (the kept logs).
     """
 
-    def __init__(self, *, tasks: TaskRunner, config: ConfigStore, store: StateStore, home: NodeHome) -> None:
+    def __init__(self, *, tasks: TaskRunner, config: ConfigStore, store: StateStore, home: NodeHome,
+                 drains: LogTap | None = None) -> None:
         self._tasks = tasks
+        self._drains = drains  # issue 18: release-phase output goes to the app's drains too
         self._config = config
         self._store = store
         self._home = home
@@ -70,7 +72,8 @@ class ReleasePhase:
         began = time.monotonic()
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         host_log = self._home.host_release_log(app.name, f"{stamp}-r{number}-{secrets.token_hex(3)}")
-        with LogFile(host_log, max_bytes=MAX_LOG_BYTES, cut_line=_CUT) as keep:
+        tap = self._drains.tap(app=app.name, process=RELEASE_TYPE, release=number) if self._drains else None
+        with LogFile(host_log, max_bytes=MAX_LOG_BYTES, cut_line=_CUT, tap=tap) as keep:
             keep(f"fence: release command of release {number}: {command}")
 
             def passed(line: str) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
 from fence.labels import short_id
 from fence.models import RolloutProgress
@@ -10,6 +12,7 @@ from fence.running.instance import Instance
 from fence.states import InstanceState
 
 MAX_EVENTS = 1000
+log = logging.getLogger("fence.instances")
 
 
 @dataclass
@@ -73,3 +76,69 @@ class RolloutState:
                                remaining=remaining, events=tuple(self.events), failed=self.failed,
                                done=self.failed is None and not remaining and not busy)
 
+
+
+class Rollouts:
+    """How far each app's serving instances may be replaced at once: its *surge*, and the
+    rollout (if any) moving them onto another stack image.
+
+    The stack rollout (``fence.stack.rollout``) sets these through the manager; a reconcile
+    pass only reads them as it plans and reports here what failed. The manager's lock guards
+    every call.
+    """
+
+    def __init__(self) -> None:
+        self._surge: dict[str, int] = {}
+        self._active: dict[str, RolloutState] = {}
+
+    def set_surge(self, app: str, surge: int | None) -> None:
+        """At most ``surge`` (at least 1) of the app's serving instances replaced at once; ``None``: no limit."""
+        if surge is None:
+            self._surge.pop(app, None)
+        else:
+            self._surge[app] = max(1, surge)
+
+    def begin(self, app: str, *, image_id: str, surge: int) -> None:
+        """Start moving the app's serving instances onto ``image_id``, ``surge`` at a time."""
+        self._active[app] = RolloutState(app=app, image_id=image_id, surge=max(1, surge))
+
+    def get(self, app: str) -> RolloutState | None:
+        """The app's rollout, ``None`` without one."""
+        return self._active.get(app)
+
+    def surge(self, app: str) -> int | None:
+        """How many of the app's slots a pass may replace at once (a rollout's own surge first)."""
+        rollout = self._active.get(app)
+        return rollout.surge if rollout is not None else self._surge.get(app)
+
+    def fail(self, app: str, index: int, why: str) -> None:
+        """The replacement at ``index`` did not come up: the app's rollout (if any) stops there."""
+        rollout = self._active.get(app)
+        if rollout is not None:
+            rollout.fail(index, why)
+
+    def started(self, replacement: Instance) -> None:
+        """A replacement's container runs: the rollout stops if it is not on the rollout's image
+        (the configured stack changed meanwhile)."""
+        rollout = self._active.get(replacement.app)
+        if rollout is not None and replacement.image_id != rollout.image_id:
+            rollout.fail(replacement.index, f"the stack changed during the rollout (the new container runs on "
+                                            f"{short_id(replacement.image_id)}); run the rollout again")
+
+    def crashed(self, replacement: Instance, reason: str, *, output: Callable[[], str | None]) -> None:
+        """A replacement on the new stack crashed: the rollout stops there (``output``: the
+        container's last output, asked only when a rollout is on); its old instance keeps serving."""
+        if self._active.get(replacement.app) is not None:
+            said = output()
+            self.fail(replacement.app, replacement.index, f"{reason} (its last output: {said})" if said else reason)
+        log.warning("rollout replacement failed", extra={"app": replacement.app, "index": replacement.index,
+                                                         "reason": reason})
+
+    def end(self, app: str) -> None:
+        """Forget the app's rollout (its surge stays)."""
+        self._active.pop(app, None)
+
+    def forget(self, app: str) -> None:
+        """Forget the app's surge and rollout (a deleted app)."""
+        self._surge.pop(app, None)
+        self._active.pop(app, None)

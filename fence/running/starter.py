@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Callable, Mapping
 
 from fence import labels
 from fence.backend.base import Container, ContainerBackend
@@ -91,6 +92,8 @@ class InstanceStarter:
         self._node_id = node_id
         self._app_user = app_user
         self.networks = AppNetworks(backend=backend, node_id=node_id)
+        # The env of the app's bound services (issue 16; set by wiring): app name → variables.
+        self.service_env: Callable[[str], Mapping[str, str]] = lambda app: {}
 
     def workspace(self) -> Workspace:
         """The app user's paths (the same in every container fence makes)."""
@@ -116,6 +119,7 @@ class InstanceStarter:
         env = {
             **launch.droplet.config_vars,
             **app.env,
+            **self.service_env(app.name),
             "HOME": str(ws.ctr_home),
             "USER": str(self._config.fence("container/user")),
             "PATH": CONTAINER_PATH,

@@ -76,7 +76,8 @@ def parse_manifest(text: bytes, *, source_name: str) -> Manifest:
                     timeout=draft.timeout, ignores=draft.ignores, hooks=Hooks(**draft.hooks),
                     urls=tuple(dict.fromkeys(draft.urls)), source_name=source_name,
                     warnings=tuple(check.warnings), health=draft.health_settings(),
-                    cron=tuple(draft.cron), process_scale=dict(draft.process_scale),
+                    cron=tuple(draft.cron), process_scale=dict(draft.process_scale), drains=dict(draft.drains),
+                    services=dict(draft.services),
                     builder=draft.builder, dockerfile=draft.dockerfile, build_args=dict(draft.build_args))
 
 
@@ -273,6 +274,8 @@ class _Draft:
     builder: str | None = None
     dockerfile: str | None = None
     build_args: dict[str, str] = field(default_factory=dict)
+    drains: dict[str, str] = field(default_factory=dict)  # issue 18: drain: {name: url}
+    services: dict[str, str] = field(default_factory=dict)  # issue 16: name → type
     # health checks (issue 14 item 4): each value with the node it came from (for line numbers)
     health: dict[str, tuple[object, Node]] = field(default_factory=dict)
 
@@ -607,6 +610,50 @@ def _kind(node: Node) -> str:
 
 def _clip(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
+# --- log drains (issue 18): stackato.yml `drain: {name: url}` (Stackato's form) ----------------
+
+def _read_drains(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    from fence.drains.urls import MAX_APP_DRAINS, check_drain_name, parse_drain_url
+    from fence.errors import FenceError
+
+    fields = check.mapping(node, key)
+    if len(fields) > MAX_APP_DRAINS:
+        raise check.fail(node, f"{key} names {len(fields)} drains; at most {MAX_APP_DRAINS} are allowed")
+    for name, value in fields.items():
+        where = f"{key}.{_clip(name)}"
+        url = check.text(value, where, limit=2048)
+        try:
+            check_drain_name(name)
+            parse_drain_url(url, what=where)
+        except FenceError as exc:
+            raise check.fail(value, exc.message.removeprefix("error: ")) from None
+        draft.drains[name] = url
+
+
+# --- services (issue 16): stackato.yml `services: {NAME: TYPE}`, created and bound at push -------
+
+MAX_SERVICES = 16
+
+
+def _read_services(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    from fence.services.kinds import KINDS, SERVICE_NAME_PATTERN
+
+    if not isinstance(node, MappingNode):
+        raise check.fail(node, f"{key} must be a mapping of service names to types "
+                               f"({{mydb: postgresql}}), not {_kind(node)}")
+    fields = check.mapping(node, key)
+    if len(fields) > MAX_SERVICES:
+        raise check.fail(node, f"{key} names {len(fields)} services; at most {MAX_SERVICES} are allowed")
+    for key_node, value_node in node.value:
+        name = key_node.value
+        if not re.fullmatch(SERVICE_NAME_PATTERN, name):
+            raise check.fail(key_node, f"{key}: service name {_clip(name)!r} is not allowed (1-32 lower-case "
+                                       "letters, digits and dashes, starting with a letter)")
+        kind = check.text(value_node, f"{key}.{name}", limit=40, what="a service type")
+        if kind not in KINDS:
+            raise check.fail(value_node, f"{key}.{name}: unknown service type {_clip(kind)!r} "
+                                         f"(one of: {', '.join(sorted(KINDS))})")
+        draft.services[name] = kind
 
 
 _FIELD_READERS = {
@@ -633,5 +680,8 @@ _FIELD_READERS = {
     "builder": _read_builder,
     "dockerfile": _read_dockerfile,
     "build_args": _read_build_args,
+    "drain": _read_drains,  # issue 18
+    "drains": _read_drains,
+    "services": _read_services,
 }
 

@@ -17,7 +17,7 @@ from fence.errors import AppNotFound
 from fence.home import NodeHome
 from fence.kept_sources import KeptSources
 from fence.layout import AppUser
-from fence.logfile import LogFile
+from fence.logfile import LogFile, LogTap
 from fence.models import AppRecord, DropletRecord, Manifest, PreparedSource, ReleaseRecord, SourceLimits
 from fence.reaper import ContainerReaper
 from fence.staging.queue import StagingSlots
@@ -109,8 +109,9 @@ class StagingSession:
     """
 
     def __init__(self, *, config: ConfigStore, stager: Stages, store: StateStore, sources: KeptSources,
-                 home: NodeHome, app_user: AppUser) -> None:
+                 home: NodeHome, app_user: AppUser, drains: LogTap | None = None) -> None:
         self._config = config
+        self._drains = drains  # issue 18: staging lines go to the app's drains too
         self._stager = stager
         self._store = store
         self.sources = sources
@@ -243,7 +244,8 @@ class StagingSession:
     def _run(self, request: StageRequest, *, staging_id: str, keep_buildpacks: tuple[str, ...],
              on_line: LineCallback) -> DropletRecord:
         """Stage in a slot with the log teed to its file; note the stack and keep the source."""
-        with LogFile(self._home.host_staging_log(app_name(request), staging_id), on_line) as logged:
+        tap = self._drains.tap(app=app_name(request), process="staging") if self._drains is not None else None
+        with LogFile(self._home.host_staging_log(app_name(request), staging_id), on_line, tap=tap) as logged:
             with self._slots.slot(on_line=logged, cancelled=lambda: staging_id in self._cancelled):
                 droplet = self._stager.stage(request, on_line=logged, staging_id=staging_id,
                                              reusable=self._source_kept,

@@ -352,3 +352,21 @@ def test_commit_refuses_a_malformed_reference(backend: ContainerBackend, make_sp
     container = backend.create(make_spec())
     with pytest.raises(UsageError):
         container.commit("no-tag-here", {})
+
+
+# --- log drains (issue 18): one stream of the main process's output ---------------------------
+
+def test_output_gives_one_stream_of_the_main_process_with_engine_timestamps(backend: ContainerBackend,
+                                                                          make_spec: SpecMaker) -> None:
+    import re as _re
+
+    container = started(backend, make_spec(command=("echo", "drained-line")))
+    deadline = time.monotonic() + 30
+    while container.info().running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(container.output(stream="stdout", follow=False)) == ["drained-line"]
+    assert list(container.output(stream="stderr", follow=False)) == []
+    [stamped] = list(container.output(stream="stdout", follow=True, timestamps=True))  # it stopped: the follow ends
+    assert _re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z drained-line", stamped), stamped
+    with pytest.raises(UsageError, match="use stdout or stderr"):
+        container.output(stream="both")

@@ -72,6 +72,26 @@ def test_a_container_on_the_network_gets_an_address_in_its_subnet(backend: Conta
     assert [c.ip_address for c in backend.list_info({labels.NODE: info.labels[labels.NODE]})] == [info.ip_address]
 
 
+def test_running_containers_on_one_network_never_share_an_address(backend: ContainerBackend, kind: str,
+                                                                  make_spec: SpecMaker,
+                                                                  net: Callable[[str], NetworkSpec]) -> None:
+    # The manager and the router tell instances apart by address: a shared one kept a stopping
+    # instance "routed" for ever (the fake drew addresses from random ids; its rollout test failed
+    # about once in 30 runs). 60 fake containers drawn that way collide but once in 1000 runs.
+    network = backend.create_network(net("shop"))
+    count = 60 if kind == "fake" else 3
+    running = [backend.create(make_spec(network=network.name)) for _ in range(count)]
+    for container in running:
+        container.start()
+    gone = running.pop(0)  # a freed address may be handed out again, never a held one
+    gone.destroy()
+    again = backend.create(make_spec(network=network.name))
+    again.start()
+    running.append(again)
+    addresses = [c.info().ip_address for c in running]
+    assert None not in addresses and len(set(addresses)) == len(addresses), addresses
+
+
 def test_a_network_with_a_running_container_is_not_removed(backend: ContainerBackend, make_spec: SpecMaker,
                                                            net: Callable[[str], NetworkSpec]) -> None:
     network = backend.create_network(net("shop"))

@@ -140,3 +140,63 @@ def test_engine_restart_under_ten_instances_is_recovered(node: Node) -> None:
     view = node.app("survivor")
     assert view["running"] == 10, view["instance_list"]
     assert len(node.containers()) == 10
+
+
+def _restart_engine() -> None:
+    """TERM the engine, wait for it to go, start it again the way `make test` does."""
+    pid = int(Path("/var/run/docker.pid").read_text())
+    subprocess.run(["kill", "-TERM", str(pid)], check=True)
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run(["bash", str(repo / "scripts" / "ensure-engine")], check=True, capture_output=True)
+
+
+def test_service_data_survives_an_engine_restart(node: Node, tmp_path: Path) -> None:
+    """Issue 16: a bound PostgreSQL's rows are there again after the Docker engine restarts (the
+    daemon finds the service container exited and starts it again from its volume)."""
+    images = ("fence/service-postgresql:bookworm", "fence/service-redis:bookworm")
+    missing = [ref for ref in images if subprocess.run(["docker", "image", "inspect", ref],
+                                                       capture_output=True).returncode != 0]
+    if missing:
+        pytest.skip(f"service images {', '.join(missing)} are not built (`make services` builds them)")
+    import shutil
+
+    from fence import labels
+
+    source = tmp_path / "services-app"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "examples" / "services-app", source)
+    try:
+        pushed = node.cli("fence", "push", str(source), "--buildpack", "procfile", timeout=600)
+        assert pushed.exit_code == 0, pushed.stdout[-2000:] + pushed.stderr
+        status, body = node.url_get("services-app", "/rows?clear=1&add=kept", timeout=30)
+        assert status == 200 and json.loads(body) == ["kept"], body
+        _restart_engine()
+        deadline, seen = time.monotonic() + 240, None
+        while time.monotonic() < deadline:
+            try:
+                seen = node.url_get("services-app", "/rows", timeout=10)
+            except OSError as exc:  # the router or the app is not back yet
+                seen = (0, str(exc))
+            if seen[0] == 200:
+                break
+            time.sleep(1)
+        assert seen is not None and seen[0] == 200, seen
+        assert json.loads(seen[1]) == ["kept"]
+        deadline = time.monotonic() + 60  # redis too is back (the daemon's loop looks every 5 s)
+        while time.monotonic() < deadline:
+            services = json.loads(node.cli("fence", "services", "--json").stdout)
+            if [s["state"] for s in services] == ["running", "running"]:
+                break
+            time.sleep(1)
+        assert [s["state"] for s in services] == ["running", "running"], services
+    finally:
+        node.cli("fence", "delete", "services-app")
+        for name in ("db", "cache"):
+            node.cli("fence", "service", "delete", name, "--delete-data")
+        leftover = subprocess.run(["docker", "volume", "ls", "-q", "--filter",
+                                   f"label={labels.NODE}={node.home.node_id}"],
+                                  capture_output=True, text=True).stdout.split()
+        if leftover:
+            subprocess.run(["docker", "volume", "rm", "-f", *leftover], capture_output=True)

@@ -14,11 +14,33 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Self, TypeVar
 
 from fence import labels
 from fence.home import NodeHome
 from tests.conftest import CliResult, run_cli
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 60, interval: float = 0.2) -> T:
+    """Call ``predicate`` every ``interval`` seconds until it returns something true.
+
+    Returns:
+        What it returned then.
+
+    Raises:
+        AssertionError: it returned nothing true within ``timeout`` seconds (generous bounds:
+            the machine is loaded).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {timeout:g} s (last: {value!r:.200})")
+        time.sleep(interval)
 
 
 def free_port() -> int:
@@ -49,22 +71,38 @@ class Node:
         return run_cli(args[0], *args[1:], timeout=timeout, env=self.env, stdin=stdin)
 
     def start(self) -> None:
+        """Start the daemon (the first time with this node's router port and buildpack root set)
+        and return once it answers on its socket."""
         self.root.mkdir(parents=True, exist_ok=True)
         if not (self.root / "config.yml").exists():
-            assert self.cli("kato", "config", "set", "fence", "router/port", str(self.router_port)).exit_code == 0
+            # Written in-process (each CLI call costs an interpreter start, seconds on a loaded
+            # machine); `kato config set` has tests of its own.
+            from fence.wiring import config_store
+            config = config_store(self.home)
+            config.set("fence", "router/port", str(self.router_port))
             # Tests name buildpack folders they wrote in this pytest session's temporary folder.
-            assert self.cli("kato", "config", "set", "fence", "staging/buildpack_roots",
-                            str(self.root.parents[1])).exit_code == 0
+            config.set("fence", "staging/buildpack_roots", json.dumps([str(self.root.parents[1])]), as_json=True)
         log = open(self.root / "daemon.log", "ab")  # noqa: SIM115 - lives as long as the daemon
         self.proc = subprocess.Popen([sys.executable, "-m", "fence", "serve"], stdout=log, stderr=log,
                                      env=self.env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if self.cli("kato", "status", "--json").exit_code == 0:
+            if self.answers():
                 return
             assert self.proc.poll() is None, (self.root / "daemon.log").read_text()[-3000:]
-            time.sleep(0.1)
+            time.sleep(0.05)
         raise AssertionError("daemon did not answer within 30 s")
+
+    def answers(self) -> bool:
+        """Whether the daemon answers ``GET /v1/node`` (what `kato status` asks) on its socket."""
+        import httpx
+
+        try:
+            with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.root / "fence.sock")),
+                              base_url="http://fence") as client:
+                return client.get("/v1/node", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def kill_daemon(self) -> None:
         assert self.proc is not None
@@ -112,24 +150,35 @@ class Node:
         NginxRouter(host_dir=self.root / "router").stop()
 
 
-class Poller:
-    """Sends GET requests through the router every 50 ms in the background, counting outcomes."""
+class Background:
+    """Runs its ``targets`` in daemon threads while open (``with``); on exit sets ``_stop``,
+    which the targets watch, and joins them (the probes and pollers of every tier)."""
 
-    def __init__(self, node: Node, app: str, interval: float = 0.05) -> None:
-        self.node, self.app, self.interval = node, app, interval
-        self.outcomes: Counter[str] = Counter()
-        self.bodies: Counter[str] = Counter()
-        self.failures: list[str] = []
+    def __init__(self, *targets: Callable[[], None]) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._threads = [threading.Thread(target=target, name=f"{type(self).__name__}-{n}", daemon=True)
+                         for n, target in enumerate(targets)]
 
-    def __enter__(self) -> "Poller":
-        self._thread.start()
+    def __enter__(self) -> Self:
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+
+class Poller(Background):
+    """Sends GET requests through the router every 50 ms in the background, counting outcomes."""
+
+    def __init__(self, node: Node, app: str, interval: float = 0.05) -> None:
+        super().__init__(self._run)
+        self.node, self.app, self.interval = node, app, interval
+        self.outcomes: Counter[str] = Counter()
+        self.bodies: Counter[str] = Counter()
+        self.failures: list[str] = []
 
     def _run(self) -> None:
         deadline = time.monotonic() + 600  # bounded, whatever happens

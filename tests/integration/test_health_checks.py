@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.node_kit import Node, Poller, started_node
+from tests.integration.node_kit import Node, Poller, started_node, wait_for
 from tests.integration.staging_kit import write_app
 
 # A web process whose /healthz answers 500 when SICK is set or once /tmp/fence-sick exists (a
@@ -50,15 +49,6 @@ def health_app(root: Path, *, version: str, sick: bool = False) -> Path:
 def node(tmp_path_factory: pytest.TempPathFactory, engine: str):  # noqa: ANN201
     yield from started_node(tmp_path_factory.mktemp("node") / "home")
 
-
-def wait_for(predicate, timeout: float, interval: float = 0.5):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def test_http_check_returning_500_is_never_routed_and_the_old_release_keeps_serving(

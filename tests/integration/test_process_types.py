@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fence import labels
-from tests.integration.node_kit import Node, Poller, started_node
+from tests.integration.node_kit import Node, Poller, started_node, wait_for
 from tests.integration.staging_kit import EXAMPLES
 
 APP = "whole"
@@ -29,15 +29,6 @@ def pushed(node: Node) -> Node:
     assert result.exit_code == 0, result.stderr + result.stdout
     return node
 
-
-def wait_for(predicate, timeout: float = 90, interval: float = 0.3):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def engine_instances(node: Node, app: str = APP) -> dict[str, list[str]]:
@@ -68,7 +59,7 @@ def test_the_whole_app_runs_web_and_worker_and_the_worker_logs(pushed: Node) -> 
     assert set(rows) == {"web.0", "worker.0"}
     assert rows["worker.0"]["state"] == "running" and rows["worker.0"]["health"] == "process: passing"
     assert rows["worker.0"]["host_port"] is None and rows["web.0"]["host_port"]
-    logs = wait_for(lambda: (out := node.cli("fence", "logs", APP).stdout) and "beat 1" in out and out)
+    logs = wait_for(lambda: (out := node.cli("fence", "logs", APP).stdout) and "beat 1" in out and out, timeout=90)
     assert "[worker.0] whole-app worker.0 beat" in logs and "(PORT=unset)" in logs
     assert "[web.0] whole-app web listening on port 8080" in logs
     apps = node.cli("fence", "apps")

@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Self
 
 import pytest
 
@@ -27,6 +26,7 @@ from fence.models import Route, Upstream
 from fence.router import nginx as nginx_module
 from fence.router.feed import RECHECK_SECONDS, RouteFeed
 from fence.router.nginx import NginxRouter
+from tests.integration.node_kit import Background
 
 DOMAIN = "localhost"
 
@@ -180,23 +180,14 @@ def demo_route(*instances: Backend) -> Route:
                  upstreams=tuple(backend.upstream for backend in instances))
 
 
-class RequestLoop:
+class RequestLoop(Background):
     """Sends a request every 20 ms in a thread and records every answer."""
 
     def __init__(self, port: int, host: str) -> None:
+        super().__init__(self._run)
         self.port, self.host = port, host
         self.results: list[tuple[float, str]] = []   # (time, backend name or failure)
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.node_kit import Node, Poller, started_node
+from tests.integration.node_kit import Node, Poller, started_node, wait_for
 from tests.integration.staging_kit import EXAMPLES, write_app
 
 
@@ -28,15 +28,6 @@ def python_app(tmp_path: Path, greeting: str) -> Path:
     package.write_text(package.read_text().replace("Hello from fence", greeting))
     return app
 
-
-def wait_for(predicate, timeout: float = 60, interval: float = 0.2):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def test_push_two_instances_each_answering_and_the_url_reaches_both(node: Node) -> None:

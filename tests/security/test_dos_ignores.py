@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import io
 import json
-import statistics
 import tarfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from tests.integration.node_kit import Node
+from tests.security.probe_kit import RSS_LIMIT, ApiProbe
 
 # Shapes that made the old regex translation backtrack for minutes or more on one path.
 HOSTILE_PATTERNS = [
@@ -58,49 +56,6 @@ def _hostile_archive(host_path: Path, ignore_files: dict[str, list[str]]) -> Pat
     return host_path
 
 
-class _Probe:
-    """Calls the API every 100 ms beside the attack, recording latencies, errors and the daemon's RSS."""
-
-    def __init__(self, node: Node) -> None:
-        self._socket = str(node.root / "fence.sock")
-        self._daemon = psutil.Process(node.proc.pid)  # type: ignore[union-attr]
-        self.latencies: list[float] = []
-        self.errors: list[str] = []
-        self.max_rss = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="api-probe", daemon=True)
-
-    def __enter__(self) -> "_Probe":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        with httpx.Client(transport=httpx.HTTPTransport(uds=self._socket), base_url="http://fence") as client:
-            while not self._stop.is_set():
-                started = time.monotonic()
-                try:
-                    status = client.get("/v1/apps", timeout=5).status_code
-                    if status != 200:
-                        self.errors.append(f"HTTP {status}")
-                except httpx.HTTPError as exc:
-                    self.errors.append(repr(exc))
-                self.latencies.append(time.monotonic() - started)
-                try:
-                    self.max_rss = max(self.max_rss, self._daemon.memory_info().rss)
-                except psutil.NoSuchProcess:
-                    self.errors.append("the daemon is gone")
-                    return
-                self._stop.wait(max(0.0, 0.1 - (time.monotonic() - started)))
-
-    @property
-    def p99(self) -> float:
-        return statistics.quantiles(self.latencies, n=100)[98]
-
-
 def _stage(node: Node, host_archive: Path, *, name: str) -> dict:
     """Upload the archive straight to the daemon (so the daemon, not the CLI, reads the patterns);
     the last event: ``result`` or ``error``."""
@@ -120,7 +75,7 @@ def test_hostile_ignore_patterns_do_not_freeze_the_daemon(node: Node, tmp_path: 
     ignore_files, outcome, said = CASES[case]
     host_archive = _hostile_archive(tmp_path / "hostile.tar.gz", ignore_files)
     last: dict | None = None
-    with _Probe(node) as probe:
+    with ApiProbe(node, rss_every=0.1) as probe:
         time.sleep(1)
         started = time.monotonic()
         try:
@@ -133,12 +88,8 @@ def test_hostile_ignore_patterns_do_not_freeze_the_daemon(node: Node, tmp_path: 
         node.kill_daemon()  # stuck in a match that holds the GIL: nothing else stops it
         pytest.fail(f"the staging did not end within {took:.0f} s (daemon killed); API p99 "
                     f"{probe.p99 * 1000:.0f} ms, {len(probe.errors)} errors over {len(probe.latencies)} calls")
-    print(f"hostile ignores ({case}): {last.get('event')} after {took:.1f} s; API p99 "
-          f"{probe.p99 * 1000:.0f} ms over {len(probe.latencies)} calls, {len(probe.errors)} errors; "
-          f"daemon RSS at most {probe.max_rss / 1e6:.0f} MB")
-    assert probe.errors == []
-    assert probe.p99 < 1.0
-    assert probe.max_rss < 150 * 1024 * 1024
+    print(f"hostile ignores ({case}): {last.get('event')} after {took:.1f} s")
+    probe.check(f"hostile ignores ({case})", rss_limit=RSS_LIMIT)
     assert last.get("event") == outcome, last
     if outcome == "error":
         error = last["error"]

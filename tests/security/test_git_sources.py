@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import http.server
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -14,38 +12,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
-import httpx
 import psutil
 import pytest
 
+from tests import git_kit
 from tests.conftest import CliResult
+from tests.git_kit import repo
 from tests.integration.node_kit import Node, free_port
 from tests.integration.staging_kit import write_app
+from tests.security.probe_kit import ApiProbe
 
 WEB = "web: python3 -m http.server $PORT\n"
-
-
-def _git(cwd: Path, *args: str) -> str:
-    """git with the test's own empty identity (never the planted one)."""
-    env = {"PATH": os.environ["PATH"], "HOME": str(cwd), "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c",
-                           "init.defaultBranch=main", *args], cwd=cwd, env=env, check=True,
-                          capture_output=True, text=True).stdout.strip()
-
-
-def _repo(host_dir: Path, files: dict[str, bytes], *, bare_as: Path | None = None) -> Path:
-    """A repository of one commit holding ``files``; with ``bare_as`` also a bare copy there."""
-    host_dir.mkdir(parents=True)
-    _git(host_dir, "init", "-q")
-    for name, data in files.items():
-        (host_dir / name).write_bytes(data)
-    _git(host_dir, "add", "-A")
-    _git(host_dir, "commit", "-qm", "one")
-    if bare_as is not None:
-        _git(host_dir.parent, "clone", "-q", "--bare", str(host_dir), str(bare_as))
-    return host_dir
 
 
 def _web_app(label: str) -> dict[str, bytes]:
@@ -133,49 +111,10 @@ def _note_connections(listener: socket.socket, host_marker: Path) -> None:
         return  # closed at teardown
 
 
-class _Probe:
-    """Calls the API every 100 ms beside the attack, recording latencies and errors."""
-
-    def __init__(self, node: Node) -> None:
-        self._socket = str(node.root / "fence.sock")
-        self.latencies: list[float] = []
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="api-probe", daemon=True)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        with httpx.Client(transport=httpx.HTTPTransport(uds=self._socket), base_url="http://fence") as client:
-            while not self._stop.is_set():
-                started = time.monotonic()
-                try:
-                    status = client.get("/v1/apps", timeout=5).status_code
-                    if status != 200:
-                        self.errors.append(f"HTTP {status}")
-                except httpx.HTTPError as exc:
-                    self.errors.append(repr(exc))
-                self.latencies.append(time.monotonic() - started)
-                self._stop.wait(max(0.0, 0.1 - (time.monotonic() - started)))
-
-    def check(self) -> None:
-        """The API answered every call, 99 % of them within 1 s."""
-        assert len(self.latencies) >= 2, "the probe made too few calls"
-        p99 = statistics.quantiles(self.latencies, n=100)[98]
-        print(f"API p99 {p99 * 1000:.0f} ms over {len(self.latencies)} calls, {len(self.errors)} errors")
-        assert self.errors == []
-        assert p99 < 1.0
-
-
 @pytest.fixture
-def probe(node: Node) -> Iterator[_Probe]:
-    with _Probe(node) as running:
+def probe(node: Node) -> Iterator[ApiProbe]:
+    """The API answers every call beside the test, 99 % of them within 1 s."""
+    with ApiProbe(node) as running:
         yield running
     running.check()
 
@@ -224,60 +163,31 @@ def _gone_within(procs: list[psutil.Process], seconds: float) -> bool:
 @pytest.fixture
 def hanging_remote() -> Iterator[int]:
     """A loopback TCP listener that accepts and never answers; its port."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    held: list[socket.socket] = []
-
-    def hold() -> None:
-        try:
-            while True:
-                held.append(listener.accept()[0])
-        except OSError:
-            return
-    threading.Thread(target=hold, daemon=True).start()
-    yield int(listener.getsockname()[1])
-    listener.close()
-    for conn in held:
-        conn.close()
+    with git_kit.silent_listener() as port:
+        yield port
 
 
 def test_a_planted_gitconfig_of_the_daemon_is_never_used(node: _PlantedNode, gitd: tuple[int, Path],
-                                                         markers: Path, tmp_path: Path, probe: _Probe) -> None:
+                                                         markers: Path, tmp_path: Path, probe: ApiProbe) -> None:
     port, host_base = gitd
-    _repo(tmp_path / "good", _web_app("the good app"), bare_as=host_base / "good.git")
-    _repo(tmp_path / "evil", _web_app("the evil app"), bare_as=host_base / "evil.git")
+    repo(tmp_path / "good", _web_app("the good app"), bare_as=host_base / "good.git")
+    repo(tmp_path / "evil", _web_app("the evil app"), bare_as=host_base / "evil.git")
     result = node.cli("fence", "push", f"git://127.0.0.1:{port}/good.git", "--name", "gitgood")
     assert result.exit_code == 0, result.stderr
     status, body = node.url_get("gitgood")
     assert (status, body.strip()) == (200, "the good app")
     # An ssh URL (the planted sshCommand, the agent) and an http one asking for a password (the
     # planted credential helper): both fail without running anything of the daemon's HOME.
-    asks = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AskForPassword)
-    threading.Thread(target=asks.serve_forever, daemon=True).start()
-    try:
-        for url in (f"ssh://git@127.0.0.1:{free_port()}/x.git", f"http://127.0.0.1:{asks.server_port}/x.git"):
+    with git_kit.password_server() as asks:
+        for url in (f"ssh://git@127.0.0.1:{free_port()}/x.git", f"http://127.0.0.1:{asks}/x.git"):
             _one_line_error(node.cli("fence", "push", url, "--name", "gitnone", timeout=120), "cannot clone")
-    finally:
-        asks.shutdown()
-        asks.server_close()
     assert sorted(p.name for p in markers.iterdir()) == []
     assert node.cli("fence", "delete", "gitgood").exit_code == 0
 
 
-class _AskForPassword(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(401)
-        self.send_header("WWW-Authenticate", 'Basic realm="x"')
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def test_file_urls_stage_only_from_the_local_roots(node: Node, tmp_path: Path, probe: _Probe) -> None:
-    host_repo = _repo(tmp_path / "localrepo", _web_app("the local repo"))
+def test_file_urls_stage_only_from_the_local_roots(node: Node, tmp_path: Path, probe: ApiProbe) -> None:
+    host_repo = tmp_path / "localrepo"
+    repo(host_repo, _web_app("the local repo"))
     refused = node.cli("fence", "push", f"file://{host_repo}", "--name", "gitlocal")
     _one_line_error(refused, "staging/local_roots")
     assert node.cli("fence", "app", "gitlocal").exit_code != 0
@@ -294,7 +204,7 @@ def test_file_urls_stage_only_from_the_local_roots(node: Node, tmp_path: Path, p
 
 
 @pytest.mark.parametrize("how", ["manifest", "flag"])
-def test_a_buildpack_path_outside_the_roots_is_refused(node: Node, tmp_path: Path, probe: _Probe,
+def test_a_buildpack_path_outside_the_roots_is_refused(node: Node, tmp_path: Path, probe: ApiProbe,
                                                        how: str) -> None:
     # Outside the pytest session's folder, the one buildpack root the test node has.
     with tempfile.TemporaryDirectory(prefix="fence-outside-bp-") as outside:
@@ -316,7 +226,7 @@ def test_a_buildpack_path_outside_the_roots_is_refused(node: Node, tmp_path: Pat
 
 
 def test_a_hanging_clone_is_killed_at_the_git_timeout(node: Node, hanging_remote: int, config: Callable[[str, str], None],
-                                                      probe: _Probe) -> None:
+                                                      probe: ApiProbe) -> None:
     config("staging/git_timeout", "3")
     result = node.cli("fence", "push", f"git://127.0.0.1:{hanging_remote}/x.git", "--name", "githang",
                       timeout=180)  # generous: the machine is shared; the bound under test is 3 s
@@ -324,7 +234,7 @@ def test_a_hanging_clone_is_killed_at_the_git_timeout(node: Node, hanging_remote
     assert _daemon_gits(node) == []
 
 
-def test_a_hanging_clone_is_killed_when_the_client_leaves(node: Node, hanging_remote: int, probe: _Probe) -> None:
+def test_a_hanging_clone_is_killed_when_the_client_leaves(node: Node, hanging_remote: int, probe: ApiProbe) -> None:
     push = subprocess.Popen([sys.executable, "-m", "fence", "push", f"git://127.0.0.1:{hanging_remote}/x.git",
                              "--name", "githang"], env=node.env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -344,9 +254,9 @@ def test_a_hanging_clone_is_killed_when_the_client_leaves(node: Node, hanging_re
 
 
 def test_a_clone_past_max_git_is_stopped_and_leaves_nothing(node: Node, gitd: tuple[int, Path], config: Callable[[str, str], None],
-                                                            tmp_path: Path, probe: _Probe) -> None:
+                                                            tmp_path: Path, probe: ApiProbe) -> None:
     port, host_base = gitd
-    _repo(tmp_path / "big", {**_web_app("big"), "blob.bin": os.urandom(5 * 1024 * 1024)},
+    repo(tmp_path / "big", {**_web_app("big"), "blob.bin": os.urandom(5 * 1024 * 1024)},
           bare_as=host_base / "big.git")
     config("staging/max_git", "1")
     result = node.cli("fence", "push", f"git://127.0.0.1:{port}/big.git", "--name", "gitbig", timeout=300)

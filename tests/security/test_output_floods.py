@@ -2,80 +2,30 @@
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import httpx
-import psutil
 
 from tests.integration.node_kit import Node
 from tests.integration.staging_kit import write_app, write_buildpack
+from tests.security.probe_kit import RSS_LIMIT, ApiProbe
 
-RSS_LIMIT = 150 * 1024 * 1024
 MARK = "… [line cut at 65536 bytes]"
 
 
-class Watch:
+def _watch(node: Node) -> ApiProbe:
     """While open: calls the API every 100 ms (latency, errors) and samples the daemon's RSS."""
-
-    def __init__(self, node: Node) -> None:
-        self._node = node
-        self._daemon = psutil.Process(node.proc.pid)
-        self.latencies: list[float] = []
-        self.errors: list[str] = []
-        self.peak_rss = 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._probe, daemon=True),
-                         threading.Thread(target=self._sample, daemon=True)]
-
-    def __enter__(self) -> "Watch":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-
-    def _probe(self) -> None:
-        transport = httpx.HTTPTransport(uds=str(self._node.root / "fence.sock"))
-        with httpx.Client(transport=transport, base_url="http://fence") as client:
-            while not self._stop.is_set():
-                started = time.monotonic()
-                try:
-                    response = client.get("/v1/apps", timeout=10)
-                    if response.status_code != 200:
-                        self.errors.append(f"{response.status_code}: {response.text[:100]}")
-                except httpx.HTTPError as exc:
-                    self.errors.append(repr(exc))
-                self.latencies.append(time.monotonic() - started)
-                self._stop.wait(0.1)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak_rss = max(self.peak_rss, self._daemon.memory_info().rss)
-            self._stop.wait(0.1)
-
-    @property
-    def too_big(self) -> bool:
-        return self.peak_rss > RSS_LIMIT
-
-    def check(self, what: str) -> None:
-        p99 = statistics.quantiles(self.latencies, n=100)[98] if len(self.latencies) > 1 else 0.0
-        print(f"{what}: daemon RSS peak {self.peak_rss / 1e6:.0f} MB; API p99 {p99 * 1000:.0f} ms "
-              f"over {len(self.latencies)} calls, {len(self.errors)} errors")
-        assert self.errors == []
-        assert self.peak_rss < RSS_LIMIT, f"daemon RSS reached {self.peak_rss / 1e6:.0f} MB"
-        assert len(self.latencies) >= 10 and p99 < 1.0
+    return ApiProbe(node, timeout=10, rss_every=0.1)
 
 
-def _run_until(node: Node, watch: Watch, args: list[str], seconds: float) -> tuple[int | None, str, str]:
+def _check(watch: ApiProbe, what: str) -> None:
+    _check(watch, what, min_calls=10, rss_limit=RSS_LIMIT)
+
+
+def _run_until(node: Node, watch: ApiProbe, args: list[str], seconds: float) -> tuple[int | None, str, str]:
     """Run a CLI command; stop it early when the daemon passes the RSS limit (so a regression
     fails in seconds rather than swapping the machine). Returns (exit code or None, out, err)."""
     # Its output goes to files, not pipes: a pipe nobody reads while it runs fills at 64 KiB and
@@ -102,11 +52,11 @@ def test_a_hook_printing_2_gb_without_a_newline_costs_one_cut_line(node: Node, t
         "stackato.yml": "name: zeros\nhooks:\n  pre-staging:\n    - head -c 2G /dev/zero; echo; echo hook-done\n",
     })
     started = time.monotonic()
-    with Watch(node) as watch:
+    with _watch(node) as watch:
         code, out, err = _run_until(node, watch, ["fence", "push", str(source)], seconds=480)
     took = time.monotonic() - started
     print(f"2 GB hook: push took {took:.0f} s")
-    watch.check("2 GB hook")
+    _check(watch, "2 GB hook")
     assert code == 0, err
     log = node.cli("fence", "logs", "zeros", "--staging").stdout
     assert MARK in log and "hook-done" in log
@@ -121,10 +71,10 @@ def test_a_release_alias_bomb_from_an_app_buildpack_is_refused_in_one_line(node:
     pack = write_buildpack(tmp_path / "bomb-pack", detect="echo bomb\n", compile="true\n",
                            release=f"cat <<'EOF'\n{bomb}\nEOF\n")
     source = write_app(tmp_path / "bombed", {"Procfile": "web: python3 -m http.server $PORT\n"})
-    with Watch(node) as watch:
+    with _watch(node) as watch:
         code, out, err = _run_until(node, watch, ["fence", "push", str(source), "--name", "bombed",
                                                   "--buildpack", str(pack)], seconds=180)
-    watch.check("release alias bomb")
+    _check(watch, "release alias bomb")
     assert code not in (0, None)
     assert err.startswith("error: staging failed in release (buildpack ") and err.count("\n") == 1, err
     assert "output is not YAML fence accepts" in err and "are not allowed" in err
@@ -142,9 +92,9 @@ def test_run_cat_dev_zero_with_a_log_follower_attached(node: Node, tmp_path: Pat
     follower = subprocess.Popen([sys.executable, "-m", "fence", "logs", "noisy", "--follow"], env=node.env,
                                 stdout=followed_to, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     try:
-        with Watch(node) as watch:
+        with _watch(node) as watch:
             code, out, _ = _run_until(node, watch, ["fence", "run", "noisy", "--", "cat", "/dev/zero"], seconds=20)
-        watch.check("cat /dev/zero with a follower")
+        _check(watch, "cat /dev/zero with a follower")
         assert code is None, "cat /dev/zero ended by itself"  # it ran until the client was stopped
         assert MARK in out
         assert follower.poll() is None, "the follower stopped"

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.integration.node_kit import Node, Poller
+from tests.integration.node_kit import Node, Poller, wait_for
 from tests.integration.staging_kit import write_app
 
 WEB = "web: python3 -m http.server $PORT\n"
@@ -34,15 +34,6 @@ def _get(node: Node, host: str, timeout: float = 5) -> tuple[int, str]:
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
 
-
-def _wait_for(predicate, timeout: float = 60):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 def _push(node: Node, source: Path, *args: str):  # noqa: ANN202
@@ -92,7 +83,7 @@ def test_of_two_pushes_racing_for_one_host_exactly_one_wins(node: Node, tmp_path
     winner = "race1" if results[0][0] == 0 else "race2"
     [refusal] = [err for code, _, err in results if code == 2]
     assert refusal == f"error: host name www.race.test already routes to app {winner}\n"
-    assert _wait_for(lambda: _get(node, "www.race.test")[0] == 200)
+    assert wait_for(lambda: _get(node, "www.race.test")[0] == 200)
     conf = (node.root / "router" / "nginx.conf").read_text()
     assert conf.count("www.race.test") == 1
 
@@ -121,12 +112,12 @@ def test_a_bad_route_blocks_no_other_app_and_no_stopped_instance_stays_routed(no
         assert scaled.exit_code == 0, scaled.stderr
         pushed = _push(node, _app_source(tmp_path, "bystander", text="v2"))
         assert pushed.exit_code == 0, pushed.stderr
-        _wait_for(lambda: _get(node, "bystander.localhost")[1].strip() == "v2")
+        wait_for(lambda: _get(node, "bystander.localhost")[1].strip() == "v2")
         time.sleep(1)
     print(f"scale 2->1 and redeploy beside a bad route: {poll.total} requests, outcomes {dict(poll.outcomes)}")
     assert poll.failures == [] and poll.total > 20, poll.outcomes
     assert _get(node, "victim.localhost")[1].strip() == "hello"  # never bully's
-    assert _wait_for(lambda: _get(node, "www.bully.test")[0] == 200)
+    assert wait_for(lambda: _get(node, "www.bully.test")[0] == 200)
     status = json.loads(node.cli("kato", "status", "--json").stdout)
     assert {(s["app"], s["what"]) for s in status["router"].get("skipped", ())} == {
         ("bully", "host victim.localhost"), ("bully", "host 'evil;}.test'")}
@@ -134,7 +125,7 @@ def test_a_bad_route_blocks_no_other_app_and_no_stopped_instance_stays_routed(no
         in status["warnings"]
     assert status["router"]["last_error"] is None
     # Every upstream in nginx.conf is a running instance; the stopped ones' addresses are gone.
-    _wait_for(lambda: not set(before) & {i["container"] for i in node.app("bystander")["instance_list"]})
+    wait_for(lambda: not set(before) & {i["container"] for i in node.app("bystander")["instance_list"]})
     apps = [a["name"] for a in json.loads(node.cli("fence", "apps", "--json").stdout)]
     running = [i["container"] for name in apps for i in node.app(name)["instance_list"] if i["state"] == "running"]
     upstreams = _upstream_addresses(node)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import statistics
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +12,7 @@ import psutil
 import pytest
 
 from tests.integration.node_kit import Node, started_node
+from tests.security.probe_kit import ApiProbe
 from tests.unit.zip_kit import central_record, empty_files_zip, end_records
 
 MB = 1024 * 1024
@@ -25,52 +24,9 @@ def node(tmp_path: Path, engine: str):  # noqa: ANN201
     yield from started_node(tmp_path / "home")
 
 
-class Watch:
+def _watch(node: Node) -> ApiProbe:
     """While open: a probe calls the API every 100 ms, and the daemon's RSS is sampled every 20 ms."""
-
-    def __init__(self, node: Node) -> None:
-        assert node.proc is not None
-        self._node = node
-        self._daemon = psutil.Process(node.proc.pid)
-        self.latencies: list[float] = []
-        self.errors: list[str] = []
-        self.peak_rss = 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._probe, daemon=True),
-                         threading.Thread(target=self._sample, daemon=True)]
-
-    def __enter__(self) -> "Watch":
-        for thread in self._threads:
-            thread.start()
-        time.sleep(0.3)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-
-    def _probe(self) -> None:
-        with _api(self._node) as client:
-            while not self._stop.is_set():
-                started = time.monotonic()
-                try:
-                    status = client.get("/v1/apps", timeout=10).status_code
-                    if status != 200:
-                        self.errors.append(f"HTTP {status}")
-                except httpx.HTTPError as exc:
-                    self.errors.append(repr(exc))
-                self.latencies.append(time.monotonic() - started)
-                self._stop.wait(0.1)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak_rss = max(self.peak_rss, self._daemon.memory_info().rss)
-            self._stop.wait(0.02)
-
-    @property
-    def p99(self) -> float:
-        return statistics.quantiles(self.latencies, n=100)[98]
+    return ApiProbe(node, timeout=10, rss_every=0.02, settle=0.3)
 
 
 def _api(node: Node) -> httpx.Client:
@@ -99,7 +55,7 @@ def test_a_zip_declaring_a_million_entries_is_refused_in_one_line_and_the_daemon
     directory = b"".join(central_record(b"e%07d" % i, 0) for i in range(1_000_000))
     host_zip.write_bytes(local + directory + end_records(entries=1_000_000, cd_size=len(directory),
                                                          cd_offset=len(local), zip64=True))
-    with Watch(node) as watch:
+    with _watch(node) as watch:
         result = node.cli("fence", "stage", str(host_zip), "--name", "bomb", timeout=300)
         time.sleep(0.5)
     print(f"zip bomb: refused; API p99 {watch.p99 * 1000:.0f} ms over {len(watch.latencies)} calls; "
@@ -126,10 +82,10 @@ def test_six_hostile_uploads_at_once_cost_what_staging_concurrency_allows(node: 
     assert node.cli("kato", "config", "set", "fence", "staging/concurrency", str(concurrency)).exit_code == 0
     time.sleep(1)
     base = _rss(node)
-    with Watch(node) as one:
+    with _watch(node) as one:
         assert "'..' component" in _upload(node, host_zip)["error"]["message"]
     time.sleep(1)
-    with Watch(node) as six, ThreadPoolExecutor(6) as pool:
+    with _watch(node) as six, ThreadPoolExecutor(6) as pool:
         results = list(pool.map(lambda _: _upload(node, host_zip), range(6)))
     one_grew, six_grew = one.peak_rss - base, six.peak_rss - base
     print(f"one hostile upload grew the daemon {one_grew / MB:.0f} MiB, six at once {six_grew / MB:.0f} MiB "

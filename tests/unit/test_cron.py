@@ -104,6 +104,16 @@ def test_a_job_still_running_at_its_next_minute_is_skipped_once_not_started_twic
     assert decide(entries=entries, now=T0 + 61, last=last, active=active, skipped={("a", EVERY.key): _minute(T0 + 60)}) == []
 
 
+def test_a_skipped_minute_is_not_started_late_when_the_run_before_ends_within_it() -> None:
+    # `sleep 90` of T0 still ran at T0 + 60 (skipped, logged) and ended at T0 + 90: the integration
+    # test saw it start again at T0 + 90 for the minute it had just said it skipped.
+    entries, key = {"a": (EVERY,)}, ("a", EVERY.key)
+    last = {key: CronRun(minute=_iso(T0), started_at=_iso(T0), finished_at=_iso(T0 + 90), outcome="exited")}
+    assert decide(entries=entries, now=T0 + 90, last=last, active={}, skipped={key: _minute(T0 + 60)}) == []
+    nxt = decide(entries=entries, now=T0 + 115, last=last, active={}, skipped={key: _minute(T0 + 60)})
+    assert [(d.action, d.minute.timestamp()) for d in nxt] == [(PREPARE, T0 + 120)]
+
+
 def test_a_restart_in_the_same_minute_does_not_run_the_entry_again() -> None:
     ran = {("a", EVERY.key): CronRun(minute=_iso(T0), started_at=_iso(T0 + 0.2), outcome="interrupted")}
     assert decide(entries={"a": (EVERY,)}, now=T0 + 5, last=ran, active={}, skipped={}) == []

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
 import os
-import socket
-import subprocess
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -18,23 +15,8 @@ from fence.rules import GitSpec
 from fence.staging.buildpacks import BuildpackResolver, builtin_dir, parse_buildpack
 from fence.staging.gitfetch import FetchPolicy, fetch
 from fence.staging.sources import prepare_source
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {"PATH": os.environ["PATH"], "HOME": str(cwd), "GIT_CONFIG_NOSYSTEM": "1"}
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c",
-                           "init.defaultBranch=main", *args], cwd=cwd, env=env, check=True,
-                          capture_output=True, text=True).stdout.strip()
-
-
-def repo(host_dir: Path, files: dict[str, bytes]) -> str:
-    host_dir.mkdir(parents=True)
-    git(host_dir, "init", "-q")
-    for name, data in files.items():
-        (host_dir / name).write_bytes(data)
-    git(host_dir, "add", "-A")
-    git(host_dir, "commit", "-qm", "one")
-    return git(host_dir, "rev-parse", "HEAD")
+from tests import git_kit
+from tests.git_kit import git, repo
 
 
 class Settings:
@@ -71,25 +53,10 @@ def test_a_clone_does_not_see_the_daemons_gitconfig(tmp_path: Path, daemon_home:
     assert not marker.exists()
 
 
-class _AskForPassword(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
-        self.send_response(401)
-        self.send_header("WWW-Authenticate", 'Basic realm="x"')
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def password_server() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AskForPassword)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with git_kit.password_server() as port:
+        yield port
 
 
 def test_no_credential_helper_of_the_daemon_is_asked(tmp_path: Path, daemon_home: Path,
@@ -149,27 +116,8 @@ def test_a_clone_past_max_git_is_stopped_and_leaves_nothing(tmp_path: Path) -> N
 @pytest.fixture
 def silent_listener() -> Iterator[int]:
     """A loopback TCP listener that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except OSError:
-                continue
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    listener.close()
+    with git_kit.silent_listener() as port:
+        yield port
 
 
 def test_a_hanging_clone_is_killed_at_the_timeout(tmp_path: Path, silent_listener: int) -> None:

@@ -62,3 +62,54 @@ def test_only_what_lies_under_the_session_folder_is_this_sessions(tmp_path) -> N
     assert not in_scope(Leftover("nginx", "4", "", "/var/lib/fence/router/"), tmp_path, ids)
     assert not in_scope(Leftover("container", "c2", "", "nother"), tmp_path, ids)
     assert not in_scope(Leftover("daemon", "5", "", ""), tmp_path, ids)
+
+
+def test_extra_engine_processes_registries_and_bridges_are_named() -> None:
+    from tests.leaks import _owner
+
+    assert _process_kind(["containerd", "--config", "/tmp/s/fct0n1/exec/containerd/containerd.toml"]) == "engine"
+    assert _process_kind(["/usr/bin/containerd-shim-runc-v2", "-namespace", "fct0n1", "-address",
+                          "/tmp/s/fct0n1/exec/containerd/containerd.sock"]) == "engine"
+    assert _process_kind(["/usr/bin/docker-registry", "serve", "/h/registry/config.yml"]) == "registry"
+    assert _owner(None, "registry", ["/usr/bin/docker-registry", "serve", "/h/registry/config.yml"]) \
+        == "/h/registry/config.yml"
+
+
+def test_a_bridge_marked_as_an_extra_engines_is_seen_and_removed(tmp_path) -> None:
+    import os
+
+    import pytest
+
+    from tests.leaks import ENGINE_BRIDGE_ALIAS, engine_bridges, in_scope
+
+    if os.geteuid() != 0:
+        pytest.skip("making a bridge needs root")
+    name = f"fctt{os.getpid() % 100000}"
+    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "link", "set", "dev", name, "alias", f"{ENGINE_BRIDGE_ALIAS} {tmp_path}"], check=True)
+        [item] = [item for item in engine_bridges() if item.ident == name]
+        assert item.kind == "bridge" and in_scope(item, tmp_path, set())
+        LeakWatch.stop(item)
+        assert not [item for item in engine_bridges() if item.ident == name]
+    finally:
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
+
+
+def test_an_extra_engines_folder_left_behind_is_seen_and_removed(tmp_path, monkeypatch) -> None:
+    import tests.leaks as leaks
+
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    folder = tmp_path / "session" / "fct9n1"
+    (folder / "data").mkdir(parents=True)
+    (roots / "fct9n1").symlink_to(folder)
+    monkeypatch.setattr(leaks, "ENGINE_ROOTS", roots)
+    [item] = leaks.engine_roots()
+    assert item.kind == "engine-root" and leaks.in_scope(item, tmp_path / "session", set())
+    assert not leaks.in_scope(item, tmp_path / "another-session", set())
+    import tests.cluster.engines as engines
+
+    monkeypatch.setattr(engines, "KIT_STATE", tmp_path)
+    LeakWatch.stop(item)
+    assert not folder.exists() and not (roots / "fct9n1").exists() and leaks.engine_roots() == set()

@@ -71,11 +71,11 @@ def test_buildpacks_list_and_command_shorthand() -> None:
 
 
 def test_unknown_keys_are_warnings_not_errors() -> None:
-    manifest = parse_manifest(b"name: a\nframework: python\nservices: {db: mysql}\nhooks: {pre-push: x}\n",
+    manifest = parse_manifest(b"name: a\nframework: python\nrequirements: {db: mysql}\nhooks: {pre-push: x}\n",
                               source_name="stackato.yml")
     assert manifest.name == "a"
     assert any("'framework'" in w for w in manifest.warnings)
-    assert any("'services'" in w for w in manifest.warnings)
+    assert any("'requirements'" in w for w in manifest.warnings)  # (services: is known since issue 16)
     assert any("pre-push" in w for w in manifest.warnings)
     assert all("\n" not in w for w in manifest.warnings)
 

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from fence import cli, cli_apps
+from fence import cli, cli_apps, cli_droplets
 from fence.api import create_app
 from fence.backend.fake import FakeBackend
 from fence.droplets import DropletStore
@@ -135,7 +135,7 @@ class _StubClient:
 @pytest.mark.parametrize("forced", [False, True])
 def test_stage_and_restage_pass_force_on(monkeypatch: pytest.MonkeyPatch, forced: bool) -> None:
     stub = _StubClient()
-    monkeypatch.setattr(cli, "client", lambda: stub)
+    monkeypatch.setattr(cli_droplets, "client", lambda: stub)  # `fence stage` lives there now
     monkeypatch.setattr(cli_apps, "client", lambda: stub)
     runner = CliRunner()
     extra = ["--force"] if forced else []

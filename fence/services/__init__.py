@@ -1,0 +1,1 @@
+"""Backing services (PostgreSQL, MySQL/MariaDB, Redis): images, lifecycle, credentials, backups."""
