@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Mapping
@@ -10,6 +11,25 @@ from fence.builds import ImageConfig
 from fence.errors import UsageError
 
 BUILDERS = ("dockerfile", "buildpack")
+# NAME[:TAG] or NAME@sha256:DIGEST, as the engine names local images (lower-case path parts).
+_IMAGE_REF = re.compile(r"[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
+                        r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})?")
+
+
+def check_image_ref(ref: str) -> str:
+    """``ref`` when it is an image reference ``NAME[:TAG|@DIGEST]``.
+
+    Raises:
+        UsageError: anything else, in one line.
+    """
+    if len(ref) > 255 or not _IMAGE_REF.fullmatch(ref):
+        raise UsageError(detail=f"--image {ref[:80]!r} is not an image reference (NAME[:TAG] or NAME@sha256:DIGEST)")
+    return ref
+
+
+def is_image_droplet(builder: str) -> bool:
+    """Whether a droplet with this ``builder`` is an image run as it is (not a buildpack droplet)."""
+    return builder in ("dockerfile", "image")
 
 
 def choose_builder(*, flag: str | None, manifest_builder: str | None, buildpacks_given: bool,

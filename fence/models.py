@@ -645,6 +645,17 @@ class DropletRecord:
     pre_running: tuple[str, ...] = ()
     inputs_key: str = ""
     cron: tuple[CronEntry, ...] = ()  # cron (issue 14): the manifest's `cron:` entries it runs
+    # Image droplets (issue 15): a Dockerfile build's or a pushed image, run as it is. ``builder``
+    # is buildpack, dockerfile or image; the rest is empty for a buildpack droplet.
+    builder: str = "buildpack"
+    image_id: str = ""  # the image it runs (``sha256:…``)
+    image_ref: str = ""  # the reference it was pushed or built as
+    dockerfile_digest: str = ""
+    base_image: str = ""  # FROM as written, and its id
+    base_image_id: str = ""
+    run_user: str = ""  # ``uid[:gid]`` or name its processes run as (``image_apps.run_as``)
+    run_home: str = ""  # HOME to set ("" keeps the image's)
+    workdir: str = ""  # the image's WORKDIR ("" for /)
 
 
 # --- router ------------------------------------------------------------------------------------

@@ -125,6 +125,11 @@ def build_app_image(*, backend: ContainerBackend, config: ConfigStore, node_id: 
     return DockerfileBuild(image=image, check=check, cached_steps=result.cached_steps)
 
 
+def has_source_file(host_source: Path, path: str) -> bool:
+    """Whether the checked source tar has a Dockerfile-like file at ``path`` (``Dockerfile``)."""
+    return str(PurePosixPath(path)) in _source_members(host_source)
+
+
 def _source_members(host_source: Path) -> dict[str, bytes]:
     """The small top files of the source the build needs to read (Dockerfiles, .dockerignore)."""
     found: dict[str, bytes] = {}
