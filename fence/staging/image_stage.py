@@ -13,9 +13,9 @@ from fence.builds import ImageConfig
 from fence.config import ConfigStore
 from fence.errors import StagingFailed, UsageError
 from fence.home import NodeHome
+from fence.image_apps import check_image_ref, process_types, run_as
 from fence.layout import AppUser, Workspace
 from fence.models import DropletRecord, PreparedSource
-from fence.image_apps import check_image_ref, process_types, run_as
 from fence.staging.dockerfile_build import allowed_bases, build_app_image
 from fence.staging.inputs import manifest_digest, source_digest
 from fence.store import StateStore

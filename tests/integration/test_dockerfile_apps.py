@@ -17,10 +17,15 @@ from tests.integration.staging_kit import EXAMPLES
 pytestmark = pytest.mark.engine
 
 
+def _images(*filters: str) -> list[str]:
+    """Ids of the images with every ``label=…`` filter (comma-separated ones too)."""
+    args = [arg for spec in filters for part in spec.split(",") for arg in ("--filter", part)]
+    ids = subprocess.run(["docker", "images", "-aq", "--no-trunc", *args], capture_output=True, text=True).stdout
+    return list(dict.fromkeys(ids.split()))
+
+
 def _remove_images(label: str) -> None:
-    ids = subprocess.run(["docker", "images", "-aq", "--no-trunc", "--filter", f"label={label}"],
-                         capture_output=True, text=True).stdout.split()
-    for image_id in dict.fromkeys(ids):
+    for image_id in _images(f"label={label}"):
         tags = subprocess.run(["docker", "image", "inspect", "-f", "{{range .RepoTags}}{{.}} {{end}}", image_id],
                               capture_output=True, text=True).stdout.split()
         subprocess.run(["docker", "rmi", "-f", *tags, image_id], capture_output=True)
@@ -66,6 +71,12 @@ def test_a_dockerfile_app_pushes_routes_redeploys_without_a_failed_request_and_r
     rolled = node.cli("fence", "rollback", "dock", "1")
     assert rolled.exit_code == 0, rolled.stderr
     assert node.url_get("dock")[1].startswith("v1")
+    built = f"label={labels.NODE}={node.home.node_id},label={labels.APP}=dock"
+    assert len(_images(built)) >= 2  # both releases' images are kept
+    assert node.cli("fence", "delete", "dock").exit_code == 0
+    collected = node.cli("kato", "gc")
+    assert collected.exit_code == 0 and "built image of dock" in collected.stdout, collected.stdout
+    assert _images(built) == []  # the app's build images (and build cache) went with it
 
 
 def test_an_image_with_user_root_pushed_with_image_runs_as_uid_1000_without_caps(node: Node, tmp_path: Path) -> None:
