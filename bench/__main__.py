@@ -103,6 +103,7 @@ def main() -> int:
         if "dockerfile" in only:
             say(f"-----> Dockerfile builds ({args.reps} repetitions)")
             figures.update(dockerfile.measure(reps=args.reps, host_work=host_work, say=say))
+            figures.update(dockerfile.measure_start(node, docker, reps=args.reps, say=say))
     finally:
         node.close()
         docker.close()
@@ -222,6 +223,9 @@ def _rows(f: dict[str, Summary], extra: dict[str, object], scale: int, apps: int
                               f["dockerfile.cold.docker"], "docker build --no-cache (classic builder)", 1.1))
         rows.append(absolute_row("Dockerfile app, warm rebuild (own cache) / cold", f"{warm.median:.2f} s / "
                                  f"{cold.median:.2f} s", warm.median / cold.median, 0.1, "× cold"))
+    if "dockerfile.start.fence" in f:
+        rows.append(ratio_row("image app, first instance start → first 200", f["dockerfile.start.fence"],
+                              f["dockerfile.start.docker"], "docker run of the same image → first 200", 1.1))
     for sample in staging.SAMPLES:
         info = extra.get(f"droplet.{sample}")
         if isinstance(info, dict):

@@ -9,10 +9,14 @@ import tarfile
 import time
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from bench.node import REPO
 from bench.stats import Summary, summary
+
+if TYPE_CHECKING:
+    from bench.baseline import Docker
+    from bench.node import BenchNode
 
 SAMPLE = REPO / "examples" / "dockerfile-app"
 # A step with some real work, so a cold build is more than the engine's fixed cost per step.
@@ -84,3 +88,44 @@ def measure(*, reps: int, host_work: Path, say: Callable[[str], None]) -> dict[s
         backend.close()
     return {"dockerfile.cold.fence": summary(cold, "s"), "dockerfile.warm.fence": summary(warm, "s"),
             "dockerfile.cold.docker": summary(plain, "s")}
+
+
+START_APP = "dockbench"
+
+
+def measure_start(node: BenchNode, docker: Docker, *, reps: int, say: Callable[[str], None]) -> dict[str, Summary]:
+    """First instance of an image app (examples/dockerfile-app pushed with 0 instances) from the
+    scale call to its first 200, against ``docker run`` of the same image to its first 200 (both
+    found by label and asked at their bridge address, as ``bench.running`` measures buildpack apps).
+
+    Returns:
+        ``dockerfile.start.fence``, ``dockerfile.start.docker`` (seconds).
+    """
+    import threading
+
+    from bench.running import _docker_run_found_by_label, _first_200_by_label
+    from fence import labels
+
+    assert node.client is not None
+    view = node.client.push(source=str(SAMPLE), app=START_APP, buildpacks=(), env_pairs=(), instances=0,
+                            mem=None, on_line=lambda _: None)
+    droplet = next(d for d in node.client.droplets(START_APP) if d.id == view.droplet)
+    fence_runs, plain = [], []
+    for rep in range(reps):
+        found: list[float] = []
+        wanted = [f"{labels.NODE}={node.home.node_id}", f"{labels.APP}={START_APP}", f"{labels.INSTANCE}=0"]
+        finder = threading.Thread(target=lambda: found.append(_first_200_by_label(wanted)), daemon=True)
+        started = time.perf_counter()
+        finder.start()
+        node.client.scale(START_APP, 1, on_line=lambda _: None)
+        finder.join(timeout=180)
+        if not found:
+            raise RuntimeError(f"{START_APP}: its first instance never answered 200")
+        fence_runs.append(found[0] - started)
+        node.client.scale(START_APP, 0, on_line=lambda _: None)
+        seconds, container = _docker_run_found_by_label(docker, droplet.image_id)
+        plain.append(seconds)
+        docker.remove(container)
+        say(f"       rep {rep + 1}: image app first instance {fence_runs[-1]:.3f} s, docker run {plain[-1]:.3f} s")
+    node.client.delete(START_APP)
+    return {"dockerfile.start.fence": summary(fence_runs, "s"), "dockerfile.start.docker": summary(plain, "s")}
