@@ -104,6 +104,9 @@ def test_an_image_with_user_root_pushed_with_image_runs_as_uid_1000_without_caps
     fields = dict(line.split(":", 1) for line in body.splitlines() if ":" in line)
     assert fields["Uid"].split()[:2] == ["1000", "1000"], fields["Uid"]
     assert int(fields["CapEff"].strip(), 16) == 0 and fields["NoNewPrivs"].strip() == "1"
+    task = node.cli("fence", "run", "rooted", "--", "sh", "-c", "id -u; echo $HOME; grep CapEff /proc/self/status")
+    assert task.exit_code == 0, task.stderr  # a one-off task of an image app: the same user and hardening
+    assert task.stdout.split()[:2] == ["1000", "/home/stackato"] and task.stdout.split()[-1] == "0" * 16, task.stdout
 
 
 @pytest.mark.parametrize(("args", "said"), [
