@@ -71,6 +71,9 @@ def test_a_dockerfile_app_pushes_routes_redeploys_without_a_failed_request_and_r
     rolled = node.cli("fence", "rollback", "dock", "1")
     assert rolled.exit_code == 0, rolled.stderr
     assert node.url_get("dock")[1].startswith("v1")
+    restaged = node.cli("fence", "restage", "dock", "--force")  # from the kept source: built again
+    assert restaged.exit_code == 0 and "Building dock from Dockerfile" in restaged.stdout + restaged.stderr
+    assert node.url_get("dock")[1].startswith("v1")
     built = f"label={labels.NODE}={node.home.node_id},label={labels.APP}=dock"
     assert len(_images(built)) >= 2  # both releases' images are kept
     assert node.cli("fence", "delete", "dock").exit_code == 0
