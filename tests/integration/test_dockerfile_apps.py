@@ -98,10 +98,11 @@ def test_an_image_with_user_root_pushed_with_image_runs_as_uid_1000_without_caps
     assert built.returncode == 0, built.stderr
     meta = tmp_path / "meta"
     meta.mkdir()
-    (meta / "stackato.yml").write_text("name: rooted\n")
+    (meta / "stackato.yml").write_text("name: rooted\nprocesses:\n  release: echo released as $(id -u)\n")
     pushed = node.cli("fence", "push", str(meta), "--image", tag)
     assert pushed.exit_code == 0, pushed.stderr
-    assert "runs as uid 1000 instead" in pushed.stdout + pushed.stderr
+    said = pushed.stdout + pushed.stderr
+    assert "runs as uid 1000 instead" in said and "released as 1000" in said  # the release phase ran, as 1000
     status, body = node.url_get("rooted")
     assert status == 200, body
     fields = dict(line.split(":", 1) for line in body.splitlines() if ":" in line)
