@@ -83,3 +83,31 @@ def test_a_bad_image_reference_is_one_line(ref: str) -> None:
                                  "app@sha256:" + "0" * 64])
 def test_good_image_references_pass(ref: str) -> None:
     assert check_image_ref(ref) == ref
+
+
+def test_the_stager_picks_the_builder_from_image_flag_manifest_and_a_root_dockerfile(tmp_path: Path) -> None:
+    from fence.droplets import DropletStore
+    from fence.staging.buildpacks import BuildpackResolver, builtin_dir
+    from fence.staging.stager import Stager, StageRequest
+
+    backend = FakeBackend()
+    config = ConfigStore(host_file=tmp_path / "config.yml")
+    stager = Stager(backend=backend, config=config, droplets=DropletStore(host_dir=tmp_path / "droplets"),
+                    store=StateStore(host_db=tmp_path / "state.db"), home=NodeHome(host_root=tmp_path / "home"),
+                    node_id=NODE, app_user=AppUser(config=config, backend=backend, host_file=tmp_path / "app-uid"),
+                    resolver=BuildpackResolver(host_builtin=builtin_dir(), host_cache=tmp_path / "bp-cache"))
+    (tmp_path / "d").mkdir()
+    (tmp_path / "p").mkdir()
+    docker = source(tmp_path / "d", {"Dockerfile": b"FROM x\n"})
+    plain = source(tmp_path / "p", {"app.py": b""})
+    assert stager.builder(StageRequest(source=docker)) == "dockerfile"
+    assert stager.builder(StageRequest(source=docker, buildpacks=("python",))) == "buildpack"
+    assert stager.builder(StageRequest(source=docker, builder="buildpack")) == "buildpack"
+    assert stager.builder(StageRequest(source=plain)) == "buildpack"
+    assert stager.builder(StageRequest(source=plain, image="app:1")) == "image"
+    for bad, said in ((StageRequest(source=plain, image="app:1", builder="dockerfile"), "--image deploys an image"),
+                      (StageRequest(source=plain, builder="kaniko"), "--builder 'kaniko' is not a builder"),
+                      (StageRequest(source=docker, builder="dockerfile", buildpacks=("python",)),
+                       "cannot be used with buildpacks")):
+        with pytest.raises(UsageError, match=said):
+            stager.builder(bad)
