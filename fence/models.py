@@ -628,6 +628,9 @@ class DropletRecord:
         pre_running: the app's pre-running hooks, run before every instance starts.
         inputs_key: the digest of everything it was staged from (``fence.staging.inputs``); a
             staging with the same key reuses this droplet. Empty for droplets staged before.
+        cron: the manifest's ``cron:`` entries it runs.
+        builder, image_id, image_ref, dockerfile_digest, base_image, base_image_id, run_user,
+            run_home, workdir: an image droplet's (issue 15; see the comments on each field).
     """
 
     id: str
