@@ -14,14 +14,14 @@ import time
 import uuid
 from pathlib import Path
 
-from bench import cli, cli_scale, drains, running, services, staging, usage
+from bench import cli, cli_scale, dockerfile, drains, running, services, staging, usage
 from bench.baseline import Docker
 from bench.node import REPO, BenchNode
 from bench.report import Row, absolute_row, ratio_row, table, write_json
 from bench.stats import Summary
 
 
-SECTIONS = ("cli", "staging", "start", "scale", "cli-scale", "api", "stats", "drains", "services")
+SECTIONS = ("cli", "staging", "start", "scale", "cli-scale", "api", "stats", "drains", "services", "dockerfile")
 
 
 def main() -> int:
@@ -100,6 +100,10 @@ def main() -> int:
         if "services" in only:  # issue 16
             say(f"-----> Services ({args.reps} repetitions)")
             figures.update(services.measure(node, reps=args.reps, run_id=run_id, host_work=host_work, say=say))
+        if "dockerfile" in only:
+            say(f"-----> Dockerfile builds ({args.reps} repetitions)")
+            figures.update(dockerfile.measure(reps=args.reps, host_work=host_work, say=say))
+            figures.update(dockerfile.measure_start(node, docker, reps=args.reps, say=say))
     finally:
         node.close()
         docker.close()
@@ -213,6 +217,15 @@ def _rows(f: dict[str, Summary], extra: dict[str, object], scale: int, apps: int
                               f["services.create.docker"], "docker run, same image and options → pg_isready", 1.2))
         rows.append(ratio_row("backup of a 100 MB PostgreSQL database", f["services.backup.fence"],
                               f["services.backup.docker"], "pg_dump -Fc by hand (docker exec > file)", 1.1))
+    if "dockerfile.cold.fence" in f:
+        cold, warm = f["dockerfile.cold.fence"], f["dockerfile.warm.fence"]
+        rows.append(ratio_row("Dockerfile app, cold build (checks + context + build)", cold,
+                              f["dockerfile.cold.docker"], "docker build --no-cache (classic builder)", 1.1))
+        rows.append(absolute_row("Dockerfile app, warm rebuild (own cache) / cold", f"{warm.median:.2f} s / "
+                                 f"{cold.median:.2f} s", warm.median / cold.median, 0.1, "× cold"))
+    if "dockerfile.start.fence" in f:
+        rows.append(ratio_row("image app, first instance start → first 200", f["dockerfile.start.fence"],
+                              f["dockerfile.start.docker"], "docker run of the same image → first 200", 1.1))
     for sample in staging.SAMPLES:
         info = extra.get(f"droplet.{sample}")
         if isinstance(info, dict):

@@ -36,6 +36,7 @@ from fence.errors import (
     UsageError,
 )
 from fence.follow import LogFollow
+from fence.image_apps import BUILDERS, check_image_ref
 from fence.models import AppView, CronView, DropletRecord, GcReport, NodeInfo, NodeStatus, ReleaseRecord, StackImage
 from fence.rules import env_from_pairs, parse_git_spec, parse_memory, parse_scale
 from fence.relay import Backlog
@@ -275,7 +276,8 @@ def create_app(service: NodeService, app_ops: AppOps) -> FastAPI:
                     buildpack: list[str] = Query(default=[]), env: list[str] = Query(default=[]),
                     git: str | None = None, filename: str = "upload.tar.gz", deploy: bool = False,
                     instances: int | None = None, mem: str | None = None,
-                    force: bool = False, packed_folder: bool = False) -> StreamingResponse:
+                    force: bool = False, packed_folder: bool = False, builder: str | None = None,
+                    image: str | None = None) -> StreamingResponse:
         """Stage an app (and with ``deploy=true`` run it: push): the body is an archive (or empty
         with ``git=URL``); ``force=true`` stages even when the inputs are unchanged; the answer
         streams NDJSON ``log`` events, then ``result`` (``droplet``, or ``app`` for a push) or ``error``.
@@ -287,7 +289,11 @@ def create_app(service: NodeService, app_ops: AppOps) -> FastAPI:
         mem_mib = parse_memory(mem) if mem else None
         order = StageOrder(origin="", app=name, fallback_name=fallback_name,
                            buildpacks=tuple(buildpack), env=env_from_pairs(env), force=force,
-                           packed_folder=packed_folder)
+                           packed_folder=packed_folder, builder=builder, image=image)
+        if builder is not None and builder not in BUILDERS:  # refused before the upload is read
+            raise UsageError(detail=f"--builder {builder[:40]!r} is not a builder (one of: {', '.join(BUILDERS)})")
+        if image is not None:
+            check_image_ref(image)
         if git:
             parse_git_spec(git, what="source")
             order = dataclasses.replace(order, origin=git)

@@ -56,20 +56,30 @@ def _name(name: str) -> str:
 @click.option("--mem", help="Memory per instance, e.g. 256M or 1G [default: stackato.yml's, else container/memory].")
 @click.option("--env", "env_pairs", multiple=True, help="NAME=VALUE for the app; repeatable.")
 @click.option("--force", is_flag=True, help="Stage even when the inputs are unchanged (else their droplet is reused).")
+@click.option("--builder", help="dockerfile or buildpack [default: stackato.yml's builder:, else dockerfile "
+              "when SOURCE has a Dockerfile and no --buildpack is given].")
+@click.option("--image", help="Deploy NAME[:TAG|@DIGEST], an image on the node's engine, as it is (SOURCE gives "
+              "stackato.yml).")
 @click.option("--json", "as_json", is_flag=True, help="Print the app as JSON at the end.")
 @debug_option
 def push(source: str, app: str | None, buildpacks: tuple[str, ...], instances: int | None, mem: str | None,
-         env_pairs: tuple[str, ...], force: bool, as_json: bool) -> None:
+         env_pairs: tuple[str, ...], force: bool, builder: str | None, image: str | None, as_json: bool) -> None:
     """Stage SOURCE and run it; a redeploy keeps the old release serving until the new one is healthy."""
+    from fence.errors import UsageError
+    from fence.image_apps import BUILDERS, check_image_ref
     from fence.rules import check_app_name, env_from_pairs, parse_memory
 
+    if builder is not None and builder not in BUILDERS:
+        raise UsageError(detail=f"--builder {builder!r} is not a builder (one of: {', '.join(BUILDERS)})")
+    if image is not None:
+        check_image_ref(image)
     env_from_pairs(env_pairs)
     if app is not None:
         check_app_name(app)
     if mem is not None:
         parse_memory(mem)
     view = client().push(source=source, app=app, buildpacks=absolute_buildpacks(buildpacks), env_pairs=env_pairs,
-                         instances=instances, mem=mem, force=force, on_line=lambda line: click.echo(line, err=as_json))
+                         instances=instances, mem=mem, force=force, builder=builder, image=image, on_line=lambda line: click.echo(line, err=as_json))
     if as_json:
         click.echo(render(_to_wire(view), "json"))
     else:

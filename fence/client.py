@@ -132,8 +132,10 @@ class FenceClient:
 
     def push(self, *, source: str, app: str | None, buildpacks: tuple[str, ...], env_pairs: tuple[str, ...],
              instances: int | None, mem: str | None, on_line: LineCallback,
-             limits: SourceLimits | None = None, force: bool = False) -> AppView:
-        """Stage and run an app (see ``stage`` for the arguments); returns it once healthy.
+             limits: SourceLimits | None = None, force: bool = False, builder: str | None = None,
+             image: str | None = None) -> AppView:
+        """Stage and run an app (see ``stage`` for the arguments; ``builder``: ``--builder``,
+        ``image``: ``--image``, an image on the node to deploy); returns it once healthy.
 
         Raises:
             FenceError: staging or deploy failures, as the daemon reported them.
@@ -141,6 +143,7 @@ class FenceClient:
         from fence.models import AppView
 
         extra = [("deploy", "true")] + ([("force", "true")] if force else [])
+        extra += [(key, value) for key, value in (("builder", builder), ("image", image)) if value is not None]
         if instances is not None:
             extra.append(("instances", str(instances)))
         if mem:

@@ -435,6 +435,27 @@ class SourceNotKept(FenceError):
     exit_code = EXIT_CONFLICT
 
 
+class DockerfileRefused(FenceError):
+    """A Dockerfile construct fence does not build (checked before any build starts)."""
+
+    template = "{path}:{line}: {instruction}: {why}"
+    exit_code = EXIT_SECURITY
+
+
+class BuildFailed(FenceError):
+    """A Dockerfile build step failed (its output is in the staging log)."""
+
+    template = "the Dockerfile build failed at {step}: {detail}"
+    exit_code = EXIT_CONFLICT
+
+
+class BuildRefused(FenceError):
+    """A Dockerfile build the node's settings do not allow at all (e.g. no userns-remap)."""
+
+    template = "refusing to build {app} from a Dockerfile: {why}"
+    exit_code = EXIT_SECURITY
+
+
 # --- the cluster (Swarm) -----------------------------------------------------------------------
 
 class ClusterError(FenceError):

@@ -117,6 +117,7 @@ class GarbageCollector:
         referenced = {r.droplet for app in apps for r in self._store.releases(app)}
         referenced |= {c.labels[labels.DROPLET] for c in mine if c.labels.get(labels.DROPLET)}
         found = self._containers(mine) + self._networks(apps) + self._images(referenced, busy)
+        found += self._build_images(apps, referenced, busy)
         found += self._droplet_files(referenced, busy) + self._kept_sources(apps, referenced, busy)
         found += self._caches(apps, busy) + self._staging_logs()
         if busy is None:
@@ -201,6 +202,26 @@ class GarbageCollector:
                 GcItem(kind="image", name=image.id, size=image.size,
                        detail=f"stack image ({shown}) this node ran on; not configured, no container uses it"),
                 lambda image=image: self._remove_image(image.id, image.tags)))
+        return found
+
+    def _build_images(self, apps: set[str], referenced: set[str], busy: float | None) -> list[_Found]:
+        """Dockerfile apps' built images (issue 15) that no kept release runs and no container
+        uses: all of a deleted app's; of a live app, all but its newest (tagged: the next build's
+        cache)."""
+        kept = {d.image_id for d in self._store.droplets_by_id(referenced).values() if d.image_id}
+        used = {c.image_id for c in self._backend.list_info({})}
+        found = []
+        for image in self._backend.list_images({labels.NODE: self._node_id, labels.ROLE: labels.ROLE_BUILD}):
+            app = image.labels.get(labels.APP, "")
+            if image.id in kept or image.id in used or (app in apps and image.tags):
+                continue
+            if busy is not None and _epoch(image.created) >= busy - 5:
+                continue  # a staging in flight may have just built it
+            why = "an app this node no longer has" if app not in apps else "in no kept release"
+            found.append(_Found(
+                GcItem(kind="droplet-image", name=image.tags[0] if image.tags else image.id, size=image.size,
+                       detail=f"built image of {app or '?'}: {why}; no container uses it"),
+                lambda image=image: self._remove_image(image.id, image.tags, stack=False)))
         return found
 
     def _remove_image(self, image_id: str, tags: tuple[str, ...], *, stack: bool = True) -> None:

@@ -26,13 +26,14 @@ ROLE_TASK = "task"
 ROLE_PROBE = "probe"
 ROLE_IMAGE = "image"  # a short-lived container that unpacks a droplet to commit a droplet image
 ROLE_NETWORK = "network"  # an app's bridge network (its instances and tasks join only it)
+ROLE_BUILD = "build"  # a Dockerfile app's image, built at staging (its cache for the next build too)
 # Backing services (issue 16): a service's container and its data volume carry the service's name.
 SERVICE = "fence.service"
 SERVICE_TYPE = "fence.service-type"
 ROLE_SERVICE = "service"
 ROLE_VOLUME = "volume"
 ROLES = frozenset({ROLE_STAGING, ROLE_INSTANCE, ROLE_TASK, ROLE_PROBE, ROLE_IMAGE, ROLE_NETWORK,
-                   ROLE_SERVICE, ROLE_VOLUME})
+                   ROLE_SERVICE, ROLE_VOLUME, ROLE_BUILD})
 
 
 def owned(node_id: str, role: str, **extra: str) -> dict[str, str]:

@@ -503,6 +503,11 @@ class Manifest:
     process_scale: Mapping[str, ProcessScale] = field(default_factory=dict)
     services: Mapping[str, str] = field(default_factory=dict)  # issue 16: `services:` name → type
     # --- end process types ---
+    # Dockerfile apps (issue 15): `builder:` (dockerfile|buildpack), `dockerfile:` (a path in
+    # the app), `build_args:` (the only values a Dockerfile build sees; never the app's env)
+    builder: str | None = None
+    dockerfile: str | None = None
+    build_args: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -623,6 +628,9 @@ class DropletRecord:
         pre_running: the app's pre-running hooks, run before every instance starts.
         inputs_key: the digest of everything it was staged from (``fence.staging.inputs``); a
             staging with the same key reuses this droplet. Empty for droplets staged before.
+        cron: the manifest's ``cron:`` entries it runs.
+        builder, image_id, image_ref, dockerfile_digest, base_image, base_image_id, run_user,
+            run_home, workdir: an image droplet's (issue 15; see the comments on each field).
     """
 
     id: str
@@ -640,6 +648,17 @@ class DropletRecord:
     pre_running: tuple[str, ...] = ()
     inputs_key: str = ""
     cron: tuple[CronEntry, ...] = ()  # cron (issue 14): the manifest's `cron:` entries it runs
+    # Image droplets (issue 15): a Dockerfile build's or a pushed image, run as it is. ``builder``
+    # is buildpack, dockerfile or image; the rest is empty for a buildpack droplet.
+    builder: str = "buildpack"
+    image_id: str = ""  # the image it runs (``sha256:…``)
+    image_ref: str = ""  # the reference it was pushed or built as
+    dockerfile_digest: str = ""
+    base_image: str = ""  # FROM as written, and its id
+    base_image_id: str = ""
+    run_user: str = ""  # ``uid[:gid]`` or name its processes run as (``image_apps.run_as``)
+    run_home: str = ""  # HOME to set ("" keeps the image's)
+    workdir: str = ""  # the image's WORKDIR ("" for /)
 
 
 # --- router ------------------------------------------------------------------------------------

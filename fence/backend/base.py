@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Mapping, Protocol
 
+from fence.builds import BuildResult, BuildSpec, ImageConfig
 from fence.cluster_models import ClusterNode, EngineChecks, JoinTokens, SwarmState
 from fence.models import (
     ContainerInfo,
@@ -442,6 +443,42 @@ class ContainerBackend(Protocol):
         Raises:
             EngineUnavailable: the engine does not answer.
             EngineError: a container (running or not) or a child image uses the image.
+        """
+
+    def image_config(self, ref: str) -> ImageConfig | None:
+        """What an image runs (USER, ENTRYPOINT, CMD …) and its size and layers, or ``None`` if
+        the engine does not have it (also for a reference it cannot parse).
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+
+    def build_image(self, spec: BuildSpec, *, on_line: OutputCallback,
+                    cancelled: Callable[[], bool] = lambda: False) -> BuildResult:
+        """Build an image from a Dockerfile with the builder that enforces limits (the classic
+        one: BuildKit ignores memory, CPU and ulimits): every step's container gets memory =
+        memory+swap, the CPU share, nofile and ``spec.network``; nothing is pulled; without
+        ``cache_from`` no cache is used at all. Each output line goes to ``on_line`` as it comes.
+
+        A failed, timed-out or cancelled build leaves no container and no image it made.
+
+        Every backend first applies ``fence.backend.policy.refuse_unsafe_build``.
+
+        Args:
+            spec: context, Dockerfile, reference, labels, build args, limits, network, cache,
+                timeout.
+            on_line: receives each line of build output.
+            cancelled: polled while the build runs; when it says so the build is cancelled.
+
+        Returns:
+            The image (tagged ``spec.ref``) and how many steps came from the cache.
+
+        Raises:
+            UsageError: the spec lacks the node label, names another network or a digest ref.
+            BuildFailed: a step failed or the Dockerfile is invalid for the engine.
+            StagingTimeout: the build ran past ``spec.timeout``.
+            StagingFailed: ``cancelled`` said so (detail ``cancelled``).
+            EngineUnavailable: the engine does not answer.
         """
 
     def create_network(self, spec: NetworkSpec) -> NetworkInfo:

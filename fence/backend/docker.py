@@ -16,12 +16,15 @@ import docker.utils
 import requests.exceptions
 
 from fence.backend import docker_answers as answers
+from fence.backend import docker_build
 from fence.backend.base import LogLines, LogRecord, OutputCallback, ProgressCallback, UsageSample
 from fence.backend.cgroups import CgroupReader, default_reader
 from fence.backend.docker_logs import log_records
 from fence.backend.docker_process import ExecCalls, follow_exec
 from fence.backend.firewall import bridge_interface
-from fence.backend.policy import refuse_unsafe_network, refuse_unsafe_process, refuse_unsafe_spec
+from fence.backend.policy import (refuse_unsafe_build, refuse_unsafe_network, refuse_unsafe_process,
+                                  refuse_unsafe_spec)
+from fence.builds import BuildResult, BuildSpec, ImageConfig
 from fence.labels import NODE
 from fence.errors import (ContainerGone, ContainerNotFound, EngineError, EngineUnavailable,
                           FenceError, ImageNotFound, UsageError, UsernsRequired)
@@ -175,6 +178,26 @@ class DockerBackend:
             except docker.errors.APIError as exc:
                 if exc.status_code != 400:  # 400: a reference no image can have
                     raise
+
+    def image_config(self, ref: str) -> ImageConfig | None:
+        """See ``ContainerBackend.image_config``."""
+        api = self._api()
+        with _engine(f"inspecting image {ref}"):
+            try:
+                return docker_build.image_config(api.inspect_image(ref))
+            except docker.errors.NotFound:
+                return None
+            except docker.errors.APIError as exc:
+                if exc.status_code == 400:
+                    return None
+                raise
+
+    def build_image(self, spec: BuildSpec, *, on_line: OutputCallback,
+                    cancelled: Callable[[], bool] = lambda: False) -> BuildResult:
+        """See ``ContainerBackend.build_image`` (POST /build without BuildKit; closing its connection cancels)."""
+        refuse_unsafe_build(spec)
+        with _engine(f"building {spec.ref}"):
+            return docker_build.run_build(self._stream_api(), spec, on_line=on_line, cancelled=cancelled)
 
     # --- containers ----------------------------------------------------------------------------
 

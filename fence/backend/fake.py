@@ -21,12 +21,14 @@ from typing import Callable, Iterable, Iterator, Mapping
 from fence.backend.base import TAIL_LINES, LogLines, LogRecord, OutputCallback, ProgressCallback, UsageSample
 from fence.backend.fake_programs import (BUILTIN_PROGRAMS, FakeFile, FakeProcess, Program,
                                          SleptPastDeadline, StillRunning)
+from fence.backend import fake_build
 from fence.backend.fake_networks import FakeNetworks
-from fence.backend.policy import (refuse_unsafe_network, refuse_unsafe_process, refuse_unsafe_spec,
-                                  refuse_unsafe_volume)
+from fence.backend.policy import (refuse_unsafe_build, refuse_unsafe_network, refuse_unsafe_process,
+                                  refuse_unsafe_spec, refuse_unsafe_volume)
+from fence.builds import BuildResult, BuildSpec, ImageConfig
 from fence.labels import NODE
 from fence.errors import (ContainerGone, ContainerNotFound, EngineError, ImageNotFound,
-                          InternalError, ProcessTimeout, UsageError, UsernsRequired)
+                          InternalError, ProcessTimeout, StagingFailed, UsageError, UsernsRequired)
 from fence.models import (VolumeInfo, VolumeSpec, ContainerInfo, ContainerSpec, EngineInfo, ImageInfo, NetworkInfo, NetworkSpec,
                           ProcessResult, ProcessSpec, PublishedPort)
 
@@ -67,6 +69,8 @@ class FakeBackend:
         self.programs: dict[str, Program] = dict(BUILTIN_PROGRAMS)
         self.clock = 0.0
         self.imported: list[tuple[str, tuple[str, ...]]] = []
+        self.builds: list[BuildSpec] = []  # every build asked for, in order
+        self._built: dict[str, fake_build.FakeBuilt] = {}  # built image id → its steps and config
         self._lock = threading.RLock()
         self._containers: dict[str, FakeContainer] = {}
         self._images: dict[str, ImageInfo] = {}
@@ -142,6 +146,43 @@ class FakeBackend:
             self._tags[_full_ref(ref)] = image_id
             self.imported.append((ref, tuple(changes)))
             return self.image_info(image_id)  # type: ignore[return-value]
+
+    def image_config(self, ref: str) -> ImageConfig | None:
+        """See ``ContainerBackend.image_config``: an image not built here has no USER, CMD or ENTRYPOINT, one layer."""
+        info = self.image_info(ref)
+        if info is None:
+            return None
+        with self._lock:
+            built = self._built.get(info.id)
+        if built is not None:
+            return dataclasses.replace(built.config, tags=info.tags)
+        return ImageConfig(id=info.id, tags=info.tags, user="", entrypoint=(), cmd=(), workdir="",
+                           env=(), layers=1, size=info.size, labels=dict(info.labels),
+                           parent=self._parents.get(info.id, ""))
+
+    def build_image(self, spec: BuildSpec, *, on_line: OutputCallback,
+                    cancelled: Callable[[], bool] = lambda: False) -> BuildResult:
+        """See ``ContainerBackend.build_image``: the steps run as ``fence.backend.fake_build`` says."""
+        refuse_unsafe_build(spec)
+        base_ref = fake_build.base_ref_of(spec)
+        with self._lock:
+            previous = [self._built[i] for i in (self._tags.get(_full_ref(r), r) for r in spec.cache_from)
+                        if i in self._built]
+        made = fake_build.fake_build(spec, base=self.image_config(base_ref), base_ref=base_ref,
+                                     previous=previous, on_line=on_line)
+        if cancelled():
+            raise StagingFailed(phase="the Dockerfile build", buildpack="", detail="cancelled")
+        config = made.config
+        with self._lock:
+            self._images[config.id] = ImageInfo(id=config.id, tags=(), size=config.size,
+                                                created=datetime.now(timezone.utc).isoformat(),
+                                                labels=dict(config.labels))
+            self._built[config.id] = made
+            self._parents[config.id] = config.parent
+            self._tags[_full_ref(spec.ref)] = config.id
+            self.builds.append(spec)
+        return BuildResult(image=self.image_config(config.id), cached_steps=made.cached,  # type: ignore[arg-type]
+                           steps=made.steps)
 
     def remove_image(self, ref: str) -> None:
         """See ``ContainerBackend.remove_image``."""

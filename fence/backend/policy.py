@@ -6,6 +6,7 @@ import re
 
 from fence import labels as fence_labels
 from fence.errors import UsageError
+from fence.builds import BuildSpec
 from fence.models import ContainerSpec, NetworkSpec, ProcessSpec, VolumeSpec
 
 _ROOT_NAMES = frozenset({"", "0", "root"})
@@ -105,3 +106,24 @@ def refuse_root(user: str, *, what: str) -> None:
     if uid in _ROOT_NAMES or gid in ("0", "root"):
         raise UsageError(detail=f"refusing to run a {what} as user {user!r}: "
                                 "fence never runs containers as root")
+
+
+def refuse_unsafe_build(spec: BuildSpec) -> None:
+    """Refuse a build fence could not own or that would escape staging's network rule.
+
+    Args:
+        spec: the build to check.
+
+    Raises:
+        UsageError: the node label is missing, the network is not ``none`` or ``bridge``, the
+            reference is not ``repository:tag``, or the timeout is not positive.
+    """
+    if not spec.labels.get(fence_labels.NODE):
+        raise UsageError(detail=f"build spec lacks the {fence_labels.NODE} label: "
+                                "fence builds only images it can recognise as its own")
+    if spec.network not in _NETWORKS:
+        raise UsageError(detail=f"build network {spec.network!r} is not allowed (none or bridge)")
+    if "@" in spec.ref or ":" not in spec.ref.rsplit("/", 1)[-1]:
+        raise UsageError(detail=f"cannot build as {spec.ref!r}: give repository:tag")
+    if spec.timeout <= 0:
+        raise UsageError(detail=f"build timeout {spec.timeout} is not positive")

@@ -168,6 +168,19 @@ FENCE_KEYS: tuple[KeySpec, ...] = (
     # --- end log drains ---
     KeySpec("gc/interval", IntType(0, 7 * 86400, "of seconds"), 3600,
             "seconds between the daemon's garbage collections; 0 turns them off"),
+    # Dockerfile and image apps (issue 15)
+    KeySpec("docker/build_bases", ListType(image_ref_type(), max_items=64), [],
+            "images a Dockerfile app may name in FROM (and COPY --from); empty: the configured "
+            "stack images (docker/image and docker/images)"),
+    KeySpec("security/allow_unremapped_builds", BoolType(), False,
+            "build Dockerfile apps even when the engine runs without userns-remap (RUN steps "
+            "then run as host root)"),
+    KeySpec("security/root_apps", ListType(PatternType(NAME_PATTERN, "an app name"), max_items=1000), [],
+            "apps whose Dockerfile or image may run as USER root (only with userns-remap on)"),
+    KeySpec("staging/max_layers", IntType(1, 127), 64,
+            "most layers a Dockerfile app's image may have (base layers included)"),
+    KeySpec("staging/max_image", MemoryType(1, 1024 * 1024), 4096,
+            "largest image a Dockerfile build may make, in MiB (base included)"),
     # --- the cluster (kato cluster …): single-node fence is role none, the default ---
     KeySpec("cluster/role", EnumType(("none", "controller", "worker")), "none",
             "this node's part in a Swarm cluster; set by `kato cluster init|join|leave`"),

@@ -18,7 +18,7 @@ from fence.config import ConfigStore
 from fence.errors import FenceError, ProcessTimeout
 from fence.home import NodeHome
 from fence.logfile import LogTap
-from fence.models import AppRecord, CronEntry, CronRun, CronView, DropletRecord, ProcessSpec
+from fence.models import AppRecord, CronEntry, CronRun, CronView, DropletRecord
 from fence.running.starter import InstanceStarter, Launch
 from fence.store import StateStore
 
@@ -234,10 +234,8 @@ class CronScheduler:
             self._store.put_cron_run(name, job.entry.key, CronRun(minute=job.minute.isoformat(),
                                                                   started_at=_iso(started)))
             self._log(name, f"----- {job.minute:%Y-%m-%d %H:%M} `{command}` started (release {job.release})")
-            ws = self._starter.workspace()
             timeout = int(self._config.fence("cron/timeout"))
-            spec = ProcessSpec(argv=self._starter.task_argv(launch), user=f"{ws.uid}:{ws.uid}", cwd=ws.ctr_app,
-                               timeout=timeout)
+            spec = self._starter.task_process(launch, timeout=timeout)
             try:
                 result = job.container.run(spec, on_output=lambda line: self._log(name, line))
             except ProcessTimeout:

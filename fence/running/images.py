@@ -13,6 +13,7 @@ from fence.backend.base import ContainerBackend
 from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.errors import DropletImageFailed, FenceError, ImageNotFound
+from fence.image_apps import is_image_droplet
 from fence.layout import AppUser, Workspace
 from fence.limits import container_limits
 from fence.models import ContainerSpec, DropletRecord, ImageInfo, ProcessSpec
@@ -94,6 +95,14 @@ class DropletImages:
             DropletImageFailed: unpacking the droplet failed (the container's output says why).
             EngineUnavailable, EngineError: the engine failed.
         """
+        if is_image_droplet(droplet.builder):  # issue 15: the built or pushed image itself
+            found = self._backend.image_info(droplet.image_id)
+            if found is None:
+                raise DropletImageFailed(droplet=droplet.id[:12], stack=droplet.base_image,
+                                         detail=f"its image {droplet.image_ref or droplet.image_id} is no longer on "
+                                         "the engine: run `fence restage`")
+            return DropletImage(ref=droplet.image_id, image_id=found.id, stack_ref=droplet.base_image,
+                                stack_id=droplet.base_image_id)
         status = stack_status(config=self._config, backend=self._backend)
         if status.in_use is None or status.image_id is None:
             raise ImageNotFound(image=status.configured)

@@ -11,9 +11,10 @@ from fence import labels
 from fence.backend.base import Container, ContainerBackend
 from fence.config import ConfigStore
 from fence.errors import ImageNotFound, UsageError
+from fence.image_apps import is_image_droplet
 from fence.layout import CONTAINER_PATH, AppUser, Workspace
 from fence.limits import container_limits
-from fence.models import WEB_PROCESS, AppRecord, ContainerSpec, DropletRecord, PortSpec
+from fence.models import WEB_PROCESS, AppRecord, ContainerSpec, DropletRecord, PortSpec, ProcessSpec
 from fence.running.images import DropletImage, DropletImages
 from fence.running.networks import AppNetworks
 from fence.running.script import StartScript, render_start_script
@@ -152,8 +153,30 @@ class InstanceStarter:
             command=launch.command, command_argv=launch.command_argv))
 
     def task_argv(self, launch: Launch) -> tuple[str, ...]:
-        """What a task container execs: its start script, which ends in the task's command."""
+        """What a task container execs: its start script, which ends in the task's command (an
+        image app's task runs its command as it is, in the env its container has)."""
+        if is_image_droplet(launch.droplet.builder):
+            return launch.command_argv
         return ("/bin/bash", "-c", self.script(launch), _SCRIPT_NAME)
+
+    def task_process(self, launch: Launch, *, timeout: float) -> ProcessSpec:
+        """The process a task container runs (``task_argv``) as the app's user, in its folder."""
+        ws = self.workspace()
+        if is_image_droplet(launch.droplet.builder):
+            return ProcessSpec(argv=self.task_argv(launch), user=launch.droplet.run_user,
+                               cwd=PurePosixPath(launch.droplet.workdir or "/"), timeout=timeout)
+        return ProcessSpec(argv=self.task_argv(launch), user=f"{ws.uid}:{ws.uid}", cwd=ws.ctr_app, timeout=timeout)
+
+    def image_env(self, launch: Launch) -> dict[str, str]:
+        """An image app's env: ``env`` without fence's PATH (the image's own stays), HOME as
+        ``run_as`` said (the image's own when it keeps its USER)."""
+        env = self.env(launch)
+        del env["PATH"]
+        if launch.droplet.run_home:
+            env["HOME"] = launch.droplet.run_home
+        else:
+            del env["HOME"], env["USER"]
+        return env
 
     def launch(self, launch: Launch) -> Container:
         """Create the container from the droplet's image (made first if missing) and start it.
@@ -177,12 +200,18 @@ class InstanceStarter:
         ws = self.workspace()
         task = launch.role == labels.ROLE_TASK
         image = self._images.ensure(launch.droplet, memory_mib=launch.memory_mib)
-        script = "" if task else self.script(launch)
+        as_image = is_image_droplet(launch.droplet.builder)
+        script = "" if task or as_image else self.script(launch)
         ctr_script = ws.ctr_home / ".fence-start.sh"
         by_file = len(script.encode()) > _MAX_ARG
         command = None if task else ("/bin/bash", str(ctr_script)) if by_file else _BY_ENV
         env = ws.base_env
-        if command is _BY_ENV:
+        user, workdir = f"{ws.uid}:{ws.uid}", ws.ctr_home
+        if as_image:  # issue 15: the image runs as it is, its command in its own shell
+            env, user = self.image_env(launch), launch.droplet.run_user
+            workdir = PurePosixPath(launch.droplet.workdir or "/")
+            command = None if task else ("/bin/sh", "-c", launch.command)
+        elif command is _BY_ENV:
             env[SCRIPT_ENV] = script
         network = self.networks.ensure(launch.app.name)
 
@@ -193,10 +222,10 @@ class InstanceStarter:
                                     instance=str(launch.index), release=str(launch.release),
                                     stack_id=image.stack_id, stack_ref=image.stack_ref,
                                     **({} if task else {"process": launch.process})),
-                user=f"{ws.uid}:{ws.uid}",
+                user=user,
                 command=command,
                 env=env,
-                workdir=ws.ctr_home,
+                workdir=workdir,
                 limits=container_limits(self._config, launch.memory_mib),
                 ports=() if task or not launch.web else (PortSpec(container_port=CONTAINER_PORT,
                                                 host_ip=str(self._config.fence("container/bind_address"))),),

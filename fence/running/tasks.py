@@ -8,7 +8,7 @@ from typing import Callable
 from fence import labels
 from fence.backend.base import Container
 from fence.errors import FenceError
-from fence.models import AppRecord, DropletRecord, ProcessSpec
+from fence.models import AppRecord, DropletRecord
 from fence.running.starter import InstanceStarter, Launch
 
 
@@ -50,10 +50,7 @@ class TaskRunner:
         with self._lock:
             self._running[task_id] = container
         try:
-            ws = self._starter.workspace()
-            result = container.run(ProcessSpec(argv=self._starter.task_argv(launch), user=f"{ws.uid}:{ws.uid}",
-                                               cwd=ws.ctr_app, timeout=timeout),
-                                   on_output=on_line)
+            result = container.run(self._starter.task_process(launch, timeout=timeout), on_output=on_line)
             return result.exit_code
         finally:
             with self._lock:

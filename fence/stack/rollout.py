@@ -8,6 +8,7 @@ from typing import Callable, Protocol
 from fence.backend.base import ContainerBackend
 from fence.config import ConfigStore
 from fence.errors import FenceError, ImageNotFound, RolloutFailed
+from fence.image_apps import is_image_droplet
 from fence.labels import short_id
 from fence.models import AppRecord, AppRollout, AppView, RolloutProgress, RolloutReport
 from fence.stack.resolve import stack_status
@@ -100,6 +101,17 @@ class StackRollout:
             return AppRollout(app=app.name, outcome="skipped", why="stopped")
         if restage:
             return self._restaged(app, on_line)
+        release = self._store.release(app.name, app.release)
+        droplet = self._store.droplet(release.droplet) if release is not None else None
+        if droplet is not None and is_image_droplet(droplet.builder):
+            # An image app runs its own image: its stack is its FROM, which only a rebuild changes.
+            if droplet.base_image_id == image_id:
+                on_line(f"-----> {app.name}: already on the new stack (an image app built FROM it)")
+                return AppRollout(app=app.name, outcome="already")
+            why = (f"an image app whose base is {droplet.base_image or 'its own image'}, not the stack: "
+                   f"rebuild it with `fence restage {app.name}`")
+            on_line(f"       {app.name}: skipped ({why})")
+            return AppRollout(app=app.name, outcome="skipped", why=why)
         return self._moved(app, image_id, on_line)
 
     def _restaged(self, app: AppRecord, on_line: LineCallback) -> AppRollout:
@@ -157,4 +169,6 @@ def summary(report: RolloutReport) -> list[str]:
              f"{'restaged' if report.restage else 'replaced'}"]
     lines += [f"       {r.app}: FAILED: {r.why} (its old instances keep serving)"
               for r in report.apps if r.outcome == "failed"]
+    lines += [f"       {r.app}: skipped: {r.why}" for r in report.apps
+              if r.outcome == "skipped" and r.why.startswith("an image app")]
     return lines

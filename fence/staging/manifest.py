@@ -77,7 +77,8 @@ def parse_manifest(text: bytes, *, source_name: str) -> Manifest:
                     urls=tuple(dict.fromkeys(draft.urls)), source_name=source_name,
                     warnings=tuple(check.warnings), health=draft.health_settings(),
                     cron=tuple(draft.cron), process_scale=dict(draft.process_scale), drains=dict(draft.drains),
-                    services=dict(draft.services))
+                    services=dict(draft.services),
+                    builder=draft.builder, dockerfile=draft.dockerfile, build_args=dict(draft.build_args))
 
 
 def read_app_manifest(host_app_dir: Path) -> Manifest:
@@ -269,6 +270,10 @@ class _Draft:
     hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)
     urls: list[str] = field(default_factory=list)
     cron: list[CronEntry] = field(default_factory=list)
+    # Dockerfile apps (issue 15)
+    builder: str | None = None
+    dockerfile: str | None = None
+    build_args: dict[str, str] = field(default_factory=dict)
     drains: dict[str, str] = field(default_factory=dict)  # issue 18: drain: {name: url}
     services: dict[str, str] = field(default_factory=dict)  # issue 16: name → type
     # health checks (issue 14 item 4): each value with the node it came from (for line numbers)
@@ -563,6 +568,48 @@ def _cron_entry(check: _Checker, node: Node, where: str) -> CronEntry:
     return CronEntry(schedule=schedule, command=command)
 
 
+
+# --- Dockerfile apps (issue 15) ---------------------------------------------------------------
+BUILDERS = ("dockerfile", "buildpack")
+_MAX_BUILD_ARGS = 64
+
+
+def _read_builder(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    value = check.text(node, key, limit=32)
+    if value not in BUILDERS:
+        raise check.fail(node, f"{key}: {_clip(value)!r} is not a builder (one of: {', '.join(BUILDERS)})")
+    draft.builder = value
+
+
+def _read_dockerfile(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    value = check.text(node, key, limit=255)
+    parts = value.split("/")
+    if value.startswith("/") or ".." in parts or any(not p for p in parts) or any(
+            ch.isspace() or not ch.isprintable() or ch == "\\" for ch in value):
+        raise check.fail(node, f"{key}: {_clip(value)!r} must be a relative path inside the app "
+                               "(no /, .., spaces or control characters)")
+    draft.dockerfile = "/".join(p for p in parts if p != ".") or "Dockerfile"
+
+
+def _read_build_args(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
+    fields = check.mapping(node, key)
+    if len(fields) > _MAX_BUILD_ARGS:
+        raise check.fail(node, f"{key} has {len(fields)} entries; at most {_MAX_BUILD_ARGS}")
+    for name, value_node in fields.items():
+        check_env_name(name, what=f"{check.source}{_where(value_node.start_mark)}: build arg name")
+        draft.build_args[name] = check.text(value_node, f"{key}.{name}", limit=MAX_ENV_VALUE, empty=True)
+
+
+def _kind(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    return "null" if node.tag == _NULL else f"{_clip(node.value)!r}"
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 # --- log drains (issue 18): stackato.yml `drain: {name: url}` (Stackato's form) ----------------
 
 def _read_drains(check: _Checker, node: Node, key: str, draft: _Draft) -> None:
@@ -629,19 +676,12 @@ _FIELD_READERS = {
     "health-check-type": _read_health_check_type,
     "health-check-http-endpoint": _read_health_check_endpoint,
     "cron": _read_cron,
+    # Dockerfile apps (issue 15)
+    "builder": _read_builder,
+    "dockerfile": _read_dockerfile,
+    "build_args": _read_build_args,
     "drain": _read_drains,  # issue 18
     "drains": _read_drains,
     "services": _read_services,
 }
 
-
-def _kind(node: Node) -> str:
-    if isinstance(node, MappingNode):
-        return "a mapping"
-    if isinstance(node, SequenceNode):
-        return "a list"
-    return "null" if node.tag == _NULL else f"{_clip(node.value)!r}"
-
-
-def _clip(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"

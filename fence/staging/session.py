@@ -44,6 +44,8 @@ class StageOrder:
         force: stage even when the staging inputs are unchanged (no droplet reuse).
         packed_folder: the upload is a folder the client packed: staged as it is (never
             unwrapped like an archive of one folder).
+        builder: ``--builder``, if given (issue 15).
+        image: ``--image``: an image on the engine to deploy (no build).
     """
 
     origin: str
@@ -53,6 +55,8 @@ class StageOrder:
     env: Mapping[str, str] = field(default_factory=dict)
     force: bool = False
     packed_folder: bool = False
+    builder: str | None = None
+    image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,8 @@ class StagingSession:
             for warning in (*source.warnings, *source.manifest.warnings):
                 on_line(f"       warning: {warning}")
             request = StageRequest(source=source, app=order.app or source.manifest.name or order.fallback_name,
-                                   buildpacks=order.buildpacks, env=order.env, force=order.force)
+                                   buildpacks=order.buildpacks, env=order.env, force=order.force,
+                                   builder=order.builder, image=order.image)
             with self.in_flight():
                 droplet = self._run(request, staging_id=staging_id, keep_buildpacks=order.buildpacks,
                                     on_line=on_line)
@@ -185,8 +190,11 @@ class StagingSession:
                                      host_workdir=self._home.host_staging_work(staging_id))
             on_line(f"-----> Restaging {app.name} from the source of release {release.number} "
                     f"(droplet {release.droplet[:12]})")
+            before = self._store.droplet(release.droplet)
+            pushed = before.image_ref if before is not None and before.builder == "image" else None
             request = StageRequest(source=kept.source, app=app.name, buildpacks=kept.buildpacks,
-                                   env=dict(app.env), force=force)
+                                   env=dict(app.env), force=force, image=pushed,
+                                   builder=before.builder if before is not None and before.builder != "image" else None)
             return self._run(request, staging_id=staging_id, keep_buildpacks=kept.buildpacks, on_line=on_line)
         finally:
             self._end(staging_id)
@@ -250,7 +258,8 @@ class StagingSession:
                 droplet = self._stager.stage(request, on_line=logged, staging_id=staging_id,
                                              reusable=self._source_kept,
                                              cancelled=lambda: staging_id in self._cancelled)
-        self._store.note_stack(droplet.stack_image_id, droplet.stack_image, droplet.staged_at)
+        if droplet.builder != "image":  # a pushed image is no stack
+            self._store.note_stack(droplet.stack_image_id, droplet.stack_image, droplet.staged_at)
         self._keep_source(droplet, request.source, keep_buildpacks)
         return droplet
 

@@ -21,6 +21,7 @@ from fence.config import ConfigStore
 from fence.droplets import DropletStore
 from fence.errors import BuildpackInvalid, ContainerNotFound, FenceError, StagingFailed, UsageError
 from fence.home import NodeHome
+from fence.image_apps import choose_builder
 from fence.layout import CONTAINER_PATH, AppUser, Workspace
 from fence.models import (
     BuildpackUse,
@@ -35,6 +36,8 @@ from fence.rules import check_app_name, check_env
 from fence.stack.resolve import stack_image
 from fence.staging import phases
 from fence.staging.buildpacks import BuildpackResolver, buildpack_tar, parse_buildpack
+from fence.staging.dockerfile_build import has_source_file
+from fence.staging.image_stage import ImageStager
 from fence.staging.inputs import StagingInputs, buildpack_identity, manifest_digest, source_digest
 from fence.store import StateStore
 from fence.staging.procfile import parse_procfile
@@ -55,6 +58,8 @@ class StageRequest:
         buildpacks: buildpack specs given by the developer (override the manifest's).
         env: env variables given by the developer (override the manifest's).
         force: stage even when a droplet staged from the same inputs is still in the store.
+        builder: ``--builder`` (``dockerfile`` or ``buildpack``), if given.
+        image: ``--image``: an image on the engine to deploy as it is (no build).
     """
 
     source: PreparedSource
@@ -62,6 +67,8 @@ class StageRequest:
     buildpacks: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     force: bool = False
+    builder: str | None = None
+    image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,8 @@ class Stager:
         self._lock = threading.Lock()
         self._running: dict[str, Container] = {}
         self._reaper = reaper or ContainerReaper()
+        self._image_stager = ImageStager(backend=backend, config=config, store=store, home=home,
+                                         node_id=node_id, app_user=app_user)
 
     def stage(self, request: StageRequest, *, on_line: LineCallback, staging_id: str | None = None,
               reusable: Callable[[DropletRecord], bool] | None = None,
@@ -173,6 +182,11 @@ class Stager:
             ImageNotFound: the stack image is missing.
         """
         began = time.monotonic()
+        builder = self.builder(request)
+        if builder != "buildpack":  # issue 15: an image droplet, built once (or pushed) and run as it is
+            return self._image_stager.stage(name=app_name(request), source=request.source, image=request.image,
+                                            force=request.force, staging_id=staging_id or uuid.uuid4().hex[:12],
+                                            on_line=on_line, reusable=reusable, cancelled=cancelled)
         plan = self.plan(request, staging_id=staging_id or uuid.uuid4().hex[:12], reusable=reusable,
                          cancelled=cancelled)
         facts = {"app": plan.name, "staging": plan.staging_id}
@@ -196,6 +210,22 @@ class Stager:
         log.info("staging done", extra={**facts, "droplet": record.id[:12], "size": record.size,
                                         "seconds": round(time.monotonic() - began, 1)})
         return record
+
+    def builder(self, request: StageRequest) -> str:
+        """``image`` for ``--image``, else ``image_apps.choose_builder``'s pick.
+
+        Raises:
+            UsageError: an unknown builder, or one that contradicts the other options.
+        """
+        manifest = request.source.manifest
+        if request.image is not None:
+            if request.builder is not None or request.buildpacks:
+                raise UsageError(detail="--image deploys an image as it is: give no --builder or --buildpack with it")
+            return "image"
+        return choose_builder(flag=request.builder, manifest_builder=manifest.builder,
+                              buildpacks_given=bool(request.buildpacks or manifest.buildpacks),
+                              has_dockerfile=has_source_file(request.source.host_tar,
+                                                             manifest.dockerfile or "Dockerfile"))
 
     def plan(self, request: StageRequest, *, staging_id: str,
              reusable: Callable[[DropletRecord], bool] | None = None,

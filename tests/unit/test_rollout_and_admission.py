@@ -197,3 +197,25 @@ def test_rollout_replacement_refused_by_admission_fails_the_rollout(tmp_path: Pa
     progress = node.manager.rollout_progress("web")
     assert progress.failed.startswith("instance 0: could not start: not enough memory")
     assert [v.state for v in node.manager.instances("web")] == ["running", "running"]
+
+
+def test_stack_rollout_skips_an_image_app_whose_base_is_not_the_stack_and_says_so(tmp_path: Path) -> None:
+    import dataclasses
+
+    node = make_node(tmp_path)
+    for app, base in (("built", OLD), ("onnew", NEW)):
+        node.deploy(app, instances=0)
+        droplet = node.store.droplet(node.store.release(app, node.store.app(app).release).droplet)
+        base_id = node.backend.image_info(base).id
+        node.store.add_droplet(dataclasses.replace(droplet, builder="dockerfile", image_id=base_id,
+                                                   base_image=base, base_image_id=base_id))
+    node.config.set("fence", "docker/image", NEW)
+    lines: list[str] = []
+    report = StackRollout(config=node.config, backend=node.backend, store=node.store, manager=node.manager,
+                          restage=lambda name, out: pytest.fail("no restage asked")).run(restage=False,
+                                                                                        on_line=lines.append)
+    assert [(r.app, r.outcome) for r in report.apps] == [("built", "skipped"), ("onnew", "already")]
+    why = f"an image app whose base is {OLD}, not the stack: rebuild it with `fence restage built`"
+    shown = [line.strip() for line in lines]
+    assert f"built: skipped ({why})" in shown and f"built: skipped: {why}" in shown  # as it goes, and in the summary
+    assert "1 already, 1 skipped" in lines[-2]
