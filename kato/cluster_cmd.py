@@ -198,7 +198,10 @@ def status_lines() -> tuple[list[str], list[str]]:
     from fence.errors import FenceError
 
     store = _config()
-    role = store.fence("cluster/role")
+    try:
+        role = store.fence("cluster/role")
+    except PermissionError:  # a `fence` group member: the daemon answers it, config.yml is root's
+        return ["cluster:       not shown (FENCE_HOME/config.yml is readable by root only)"], []
     if role == "none":
         return ["cluster:       none (single node)"], []
     lines, warnings = [f"cluster:       {role}, manager {store.fence('cluster/manager_address')}"], []

@@ -34,6 +34,15 @@ SLOTS = 8
 TEST_IMAGE = "fence-test/busybox:1"
 BUSYBOX_CACHE = Path(os.environ.get("FENCE_TEST_CACHE", "/var/cache/fence-tests"))
 _START_TIMEOUT = 90.0
+# Exec roots live here, not in the engine's folder under pytest's basetemp: the containerd socket
+# below an exec root (…/containerd/containerd.sock.ttrpc) must fit a Unix socket path's 107 bytes,
+# which /tmp/pytest-of-root/pytest-N/<test name>/fctSnI/exec/… does not always.
+EXEC_ROOTS = KIT_STATE / "exec"
+
+
+def exec_root(name: str) -> Path:
+    """The exec root of extra engine ``name`` (short, so its sockets' paths fit)."""
+    return EXEC_ROOTS / name
 _STOP_TIMEOUT = 60.0
 
 
@@ -225,7 +234,7 @@ class EngineKit:
         subprocess.run(["ip", "link", "set", engine.bridge, "up"], check=True, capture_output=True)
         (engine.host_dir / "daemon.json").write_text("{}\n")  # so /etc/docker/daemon.json is not read
         argv = ["dockerd", "--config-file", str(engine.host_dir / "daemon.json"),
-                "--data-root", str(engine.host_data_root), "--exec-root", str(engine.host_dir / "exec"),
+                "--data-root", str(engine.host_data_root), "--exec-root", str(exec_root(name)),
                 "--pidfile", str(engine.host_dir / "docker.pid"), "-H", engine.docker_host,
                 "--containerd-namespace", name, "--containerd-plugins-namespace", f"{name}p",
                 "--bridge", engine.bridge, "--iptables=false", "--swarm-default-advertise-addr=lo"]
@@ -275,8 +284,9 @@ def stop_engine(engine: ExtraEngine) -> None:
 def remove_leftovers(*, name: str, host_dir: Path, bridge: str | None) -> None:
     """What a dead extra engine leaves: shims in its containerd namespaces, mounts, folder, bridge."""
     kill_processes_of(host_dir)
-    unmount_under(host_dir)
-    shutil.rmtree(host_dir, ignore_errors=True)
+    for folder in (host_dir, exec_root(host_dir.name)):
+        unmount_under(folder)
+        shutil.rmtree(folder, ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         (KIT_STATE / "roots" / name).unlink()
     if bridge:
@@ -297,10 +307,10 @@ def kill_processes_of(host_dir: Path) -> None:
     runs its own, under its exec root), the shims and their containers' processes."""
     import psutil
 
-    mark = str(host_dir)
+    marks = (str(host_dir), str(exec_root(host_dir.name)) + "/")
     ours = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
-        if any(mark in part for part in proc.info.get("cmdline") or ()):
+        if any(mark in part for part in proc.info.get("cmdline") or () for mark in marks):
             ours.append(proc)
     for proc in ours:
         with contextlib.suppress(psutil.Error):

@@ -22,7 +22,7 @@ def _watch(node: Node) -> ApiProbe:
 
 
 def _check(watch: ApiProbe, what: str) -> None:
-    _check(watch, what, min_calls=10, rss_limit=RSS_LIMIT)
+    watch.check(what, min_calls=10, rss_limit=RSS_LIMIT)
 
 
 def _run_until(node: Node, watch: ApiProbe, args: list[str], seconds: float) -> tuple[int | None, str, str]:
