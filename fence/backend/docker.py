@@ -61,6 +61,7 @@ class DockerBackend:
         self._client: docker.DockerClient | None = None
         self._streams: docker.DockerClient | None = None
         self._cgroups: CgroupReader | None = None
+        self._version: dict | None = None  # the engine's GET /version, per connection
 
     # --- clients -------------------------------------------------------------------------------
 
@@ -91,6 +92,7 @@ class DockerBackend:
     def close(self) -> None:
         """Close the connections to the engine (a later call opens them again)."""
         with self._lock:
+            self._version = None
             for client in (self._client, self._streams):
                 if client is not None:
                     client.close()
@@ -103,7 +105,10 @@ class DockerBackend:
         api = self._api()
         with _engine("reporting its state"):
             info = api.info()
-            version = api.version()
+            # The version is shown, never decided on: asked once per connection (about 10-20 ms a
+            # call, on the path of every instance start whose remapping check is due).
+            version = self._version if self._version is not None else api.version()
+        self._version = version
         options = [str(o) for o in info.get("SecurityOptions") or ()]
         return EngineInfo(
             version=str(version.get("Version", "")),
