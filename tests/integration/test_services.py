@@ -322,3 +322,25 @@ def test_kato_status_counts_services_and_node_info_shows_their_memory_and_disk(n
     assert len(lines) == 2 and all("MiB of" in line and "disk" in line and "?" not in line for line in lines), lines
     images = node.cli("kato", "image", "list")
     assert images.exit_code == 0 and "fence/service-postgresql:bookworm" in images.stdout
+
+
+def test_periodic_backups_are_made_and_only_backup_keep_are_kept(node: Node) -> None:
+    """Issue 16: `services/backup_interval` makes backups on its own (the daemon's services loop
+    looks every 5 s), `services/backup_keep` prunes the oldest, and `kato status` shows the period.
+    Last in the module: it prunes the backups earlier tests made."""
+    assert node.cli("kato", "config", "set", "fence", "services/backup_keep", "2").exit_code == 0
+    assert node.cli("kato", "config", "set", "fence", "services/backup_interval", "1").exit_code == 0
+    try:
+        seen: set[str] = set()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(seen) < 3:
+            seen.update(b["id"] for b in _json(node, "service", "backups", "cache"))  # type: ignore[union-attr, index]
+            time.sleep(1)
+        assert len(seen) >= 3, seen
+        kept = _json(node, "service", "backups", "cache")
+        assert 1 <= len(kept) <= 2, kept  # type: ignore[arg-type]
+        status = node.cli("kato", "status")
+        assert "periodic backups every 1 s" in status.stdout, status.stdout
+    finally:
+        node.cli("kato", "config", "set", "fence", "services/backup_interval", "0")
+        node.cli("kato", "config", "set", "fence", "services/backup_keep", "7")
