@@ -150,6 +150,25 @@ class Container(Protocol):
             EngineUnavailable: the engine does not answer.
         """
 
+    def run_to(self, spec: ProcessSpec, sink: Callable[[bytes], None]) -> ProcessResult:
+        """Run a process in the running container; its stdout goes to ``sink`` as bytes, as it
+        comes (a database dump streamed to a host file), and its stderr is kept as the tail.
+
+        Args:
+            spec: argv, env, user, cwd and timeout of the process.
+            sink: receives each chunk of stdout, unchanged.
+
+        Returns:
+            The exit code (127 when the program does not exist) and the last lines of stderr.
+
+        Raises:
+            UsageError: argv is empty, or the process would run as root (uid or gid 0).
+            ProcessTimeout: the timeout passed; the whole container was killed.
+            ContainerGone: the container is not running, or stopped while the process ran.
+            ContainerNotFound: the container was destroyed.
+            EngineUnavailable: the engine does not answer.
+        """
+
     def stream_in(self, ctr_dest: PurePosixPath, tar_stream: bytes | Iterable[bytes]) -> None:
         """Unpack a tar stream into a directory of the container (the engine extracts it).
 

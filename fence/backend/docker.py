@@ -20,7 +20,7 @@ from fence.backend import docker_build
 from fence.backend.base import LogLines, LogRecord, OutputCallback, ProgressCallback, UsageSample
 from fence.backend.cgroups import CgroupReader, default_reader
 from fence.backend.docker_logs import log_records
-from fence.backend.docker_process import ExecCalls, follow_exec
+from fence.backend.docker_process import ExecCalls, follow_exec, follow_exec_to
 from fence.backend.firewall import bridge_interface
 from fence.backend.policy import (refuse_unsafe_build, refuse_unsafe_network, refuse_unsafe_process,
                                   refuse_unsafe_spec)
@@ -440,6 +440,38 @@ class DockerContainer:
             calls = ExecCalls(output=stream, close_output=stream.close, exit_code=exit_code,
                               container_running=running, kill_container=self._kill)
             return follow_exec(calls, spec=spec, on_output=on_output, container=self._id[:12])
+
+    def run_to(self, spec: ProcessSpec, sink: Callable[[bytes], None]) -> ProcessResult:
+        """See ``Container.run_to`` (stdout and stderr apart: the SDK's demuxed exec stream)."""
+        refuse_unsafe_process(spec)
+        api = self._backend._api()
+        with _engine("running a process", container=self._id):
+            try:
+                exec_id = api.exec_create(
+                    self._id, list(spec.argv), stdout=True, stderr=True, tty=False,
+                    environment=dict(spec.env) or None,
+                    workdir=str(spec.cwd) if spec.cwd is not None else None,
+                    user=spec.user or "")["Id"]
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:
+                    raise ContainerGone(container=self._id[:12], detail=_explain(exc)) from exc
+                raise
+            stream = self._backend._stream_api().exec_start(exec_id, stream=True, demux=True)
+
+            def exit_code() -> int | None:
+                state = api.exec_inspect(exec_id)
+                return None if state.get("Running") else state.get("ExitCode")
+
+            def running() -> bool:
+                return bool((api.inspect_container(self._id).get("State") or {}).get("Running"))
+
+            def close() -> None:
+                with contextlib.suppress(Exception):
+                    stream.close()
+
+            calls = ExecCalls(output=stream, close_output=close, exit_code=exit_code,
+                              container_running=running, kill_container=self._kill)
+            return follow_exec_to(calls, spec=spec, sink=sink, container=self._id[:12])
 
     def _kill(self) -> None:
         api = self._backend._api()

@@ -206,3 +206,54 @@ def _survived(container_running: Callable[[], bool]) -> bool:
 def _exec_not_found(tail: tuple[str, ...]) -> bool:
     return (len(tail) == 1 and tail[0].startswith("OCI runtime exec failed")
             and "executable file not found" in tail[0])
+
+
+def follow_exec_to(calls: ExecCalls, *, spec: ProcessSpec, sink: Callable[[bytes], None],
+                   container: str) -> ProcessResult:
+    """Read a started exec whose ``output`` yields ``(stdout, stderr)`` chunk pairs (the SDK's
+    demuxed stream) to its end or its deadline: stdout to ``sink``, stderr kept as the tail.
+
+    Raises:
+        ProcessTimeout: the deadline passed; the container was killed.
+        ContainerGone: the container stopped while the process ran.
+        EngineError: the engine never reported an exit status.
+    """
+    shown = shlex.join(spec.argv)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    timed_out = threading.Event()
+
+    def on_deadline() -> None:
+        timed_out.set()
+        calls.kill_container()  # the engine cannot kill one exec'd process tree
+        calls.close_output()
+
+    timer = threading.Timer(spec.timeout, on_deadline) if spec.timeout is not None else None
+    errors = bytearray()
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        for out, err in calls.output:
+            if out:
+                sink(out)
+            if err:
+                errors.extend(err)
+                del errors[:max(0, len(errors) - 64 * 1024)]  # the tail is all that is kept
+    except Exception:
+        if not timed_out.is_set():
+            raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+        calls.close_output()
+    if timed_out.is_set():
+        raise ProcessTimeout(what=f"`{shown}` in container {container}", seconds=spec.timeout)
+    tail = tuple(errors.decode(errors="replace").splitlines()[-TAIL_LINES:])
+    exit_code = _poll_exit_code(calls.exit_code)
+    if (exit_code is None or exit_code >= 128) and not _survived(calls.container_running):
+        raise ContainerGone(container=container, detail=f"it stopped while `{shown}` ran")
+    if exit_code is None:
+        raise EngineError(action=f"running `{shown}`", detail="no exit status was reported")
+    if exit_code == 126 and _exec_not_found(tail):
+        exit_code = _EXIT_NOT_FOUND
+    return ProcessResult(exit_code=exit_code, output=tail)

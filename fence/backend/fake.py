@@ -429,6 +429,12 @@ class FakeContainer:
         finally:
             self.log_lines.extend("".join(output).splitlines())
 
+    def run_to(self, spec: ProcessSpec, sink: Callable[[bytes], None]) -> ProcessResult:
+        """See ``Container.run_to``: the fake's programs write text, so stdout reaches ``sink`` as
+        each line's bytes (with its newline); a fake process has no separate stderr."""
+        result = self.run(spec, on_output=lambda line: sink(line.encode() + b"\n"))
+        return ProcessResult(exit_code=result.exit_code, output=())
+
     def run(self, spec: ProcessSpec, on_output: OutputCallback | None = None) -> ProcessResult:
         """See ``Container.run``; a program sleeping forever without a timeout raises ``InternalError``."""
         refuse_unsafe_process(spec)

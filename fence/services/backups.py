@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 
+from fence.backend.base import Container
 from fence.atomic import atomic_file
 from fence.config.store import ConfigStore
 from fence.errors import BackupRefused, ContainerGone, FenceError, ServiceFailed
@@ -147,21 +148,24 @@ class ServiceBackups:
     def _backup(self, name: str, type_: str) -> BackupRecord:
         kind = kind_of(type_)
         container = self._manager.running_container(name)
-        result = container.run(ProcessSpec(argv=kind.dump, timeout=_DUMP_TIMEOUT))
-        try:
-            if result.exit_code != 0:
-                raise ServiceFailed(service=name, detail="the dump failed: "
-                                    + " | ".join(result.output[-3:])[:300])
-            backup = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-            host_dir = self._home.host_service_backups(name)
-            host_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            host_dir.mkdir(exist_ok=True, mode=0o700)
-            os.chmod(host_dir, 0o700)
-            max_bytes = int(self._config.fence("services/max_backup")) * 1024 * 1024
-            digest, size = self._save(container.stream_out(CTR_WORK / "dump"),
-                                      self._dump_file(name, backup), max_bytes, name)
-        finally:
-            self._remove(container, CTR_WORK / "dump")
+        backup = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+        host_dir = self._home.host_service_backups(name)
+        host_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        host_dir.mkdir(exist_ok=True, mode=0o700)
+        os.chmod(host_dir, 0o700)
+        max_bytes = int(self._config.fence("services/max_backup")) * 1024 * 1024
+        if kind.dump_to_stdout:
+            digest, size = self._stream_dump(container, kind.dump, self._dump_file(name, backup), max_bytes, name)
+        else:
+            result = container.run(ProcessSpec(argv=kind.dump, timeout=_DUMP_TIMEOUT))
+            try:
+                if result.exit_code != 0:
+                    raise ServiceFailed(service=name, detail="the dump failed: "
+                                        + " | ".join(result.output[-3:])[:300])
+                digest, size = self._save(container.stream_out(CTR_WORK / "dump"),
+                                          self._dump_file(name, backup), max_bytes, name)
+            finally:
+                self._remove(container, CTR_WORK / "dump")
         with self._dump_file(name, backup).open("rb") as handle:
             if handle.read(len(kind.dump_magic)) != kind.dump_magic:
                 self._dump_file(name, backup).unlink(missing_ok=True)
@@ -172,6 +176,30 @@ class ServiceBackups:
         with atomic_file(self._meta_file(name, backup), mode=0o600) as handle:
             handle.write(json.dumps(asdict(made)).encode())
         return made
+
+    def _stream_dump(self, container: Container, argv: tuple[str, ...], host_dump: Path, max_bytes: int,
+                     name: str) -> tuple[str, int]:
+        """Run the dump with its stdout streamed into ``host_dump`` (atomic: a failed dump leaves
+        no file); returns its sha256 and size."""
+        digest, size = hashlib.sha256(), [0]
+
+        def sink(chunk: bytes) -> None:
+            size[0] += len(chunk)
+            if size[0] > max_bytes:
+                raise StreamTooLarge(max_bytes)
+            digest.update(chunk)
+            out.write(chunk)
+
+        try:
+            with atomic_file(host_dump, mode=0o600) as out:
+                result = container.run_to(ProcessSpec(argv=argv, timeout=_DUMP_TIMEOUT), sink)
+                if result.exit_code != 0:
+                    raise ServiceFailed(service=name, detail="the dump failed: "
+                                        + " | ".join(result.output[-3:])[:300])
+        except StreamTooLarge:
+            raise ServiceFailed(service=name, detail=f"the dump is larger than services/max_backup "
+                                f"({max_bytes // (1024 * 1024)} MiB); nothing was kept") from None
+        return digest.hexdigest(), size[0]
 
     def _save(self, chunks, host_dump: Path, max_bytes: int, name: str) -> tuple[str, int]:  # noqa: ANN001
         digest, size = hashlib.sha256(), 0

@@ -107,7 +107,8 @@ class ServiceKind:
         env_name: the Heroku-style variable of the first bound service of the kind.
         run_script: the image's start script (bash).
         probe: argv that exits 0 once the server accepts connections.
-        dump: argv that writes a consistent dump to ``CTR_WORK/dump``.
+        dump: argv that writes a consistent dump to its stdout (``dump_to_stdout``), else to
+            ``CTR_WORK/dump``.
         dump_magic: bytes a dump of this kind starts with (a restore of another kind is refused).
         restore: argv that loads ``CTR_WORK/restore`` (in one transaction where the server can);
             empty when the restore swaps the data file and restarts the server.
@@ -125,6 +126,9 @@ class ServiceKind:
     dump_magic: bytes
     restore: tuple[str, ...]
     memory_mib: int = 256
+    # Streamed straight to the host file through the exec (one pass, as `docker exec … > file`
+    # would); Redis's RDB comes from `redis-cli --rdb FILE`, which wants a file, so it is copied out.
+    dump_to_stdout: bool = False
 
     @property
     def image_ref(self) -> str:
@@ -139,8 +143,8 @@ KINDS: dict[str, ServiceKind] = {
         scheme="postgres", env_name="DATABASE_URL", run_script=_POSTGRES_RUN,
         probe=("/usr/lib/postgresql/15/bin/pg_isready", "-q", "-h", "/tmp", "-U", "fence"),
         dump=_SH + ('. /etc/fence-service/credentials && /usr/lib/postgresql/15/bin/pg_dump -h /tmp '
-                    '-U fence -Fc -f /var/lib/fence-service/work/dump "$SVC_DB"',),
-        dump_magic=b"PGDMP",
+                    '-U fence -Fc "$SVC_DB"',),
+        dump_magic=b"PGDMP", dump_to_stdout=True,
         restore=_SH + ('. /etc/fence-service/credentials && /usr/lib/postgresql/15/bin/pg_restore '
                        '-h /tmp -U fence --single-transaction --exit-on-error --clean --if-exists '
                        '--no-owner --role="$SVC_USER" -d "$SVC_DB" /var/lib/fence-service/work/restore',),
@@ -150,9 +154,8 @@ KINDS: dict[str, ServiceKind] = {
         env_name="DATABASE_URL", run_script=_MYSQL_RUN,
         probe=("mysqladmin", "--socket=/tmp/mysqld.sock", "-ufence-svc", "--silent", "ping"),
         dump=_SH + ('. /etc/fence-service/credentials && { echo "-- fence mysql dump"; mysqldump '
-                    '--socket=/tmp/mysqld.sock -ufence-svc --single-transaction --routines "$SVC_DB"; } '
-                    '>/var/lib/fence-service/work/dump',),
-        dump_magic=b"-- fence mysql dump",
+                    '--socket=/tmp/mysqld.sock -ufence-svc --single-transaction --routines "$SVC_DB"; }',),
+        dump_magic=b"-- fence mysql dump", dump_to_stdout=True,
         restore=(*_SH, _MYSQL_RESTORE),
     ),
     "redis": ServiceKind(

@@ -10,7 +10,7 @@ import pytest
 from fence import labels
 from fence.backend.base import ContainerBackend
 from fence.errors import EngineError, UsageError
-from fence.models import ContainerSpec, NetworkSpec, VolumeMount, VolumeSpec
+from fence.models import ContainerSpec, NetworkSpec, ProcessSpec, VolumeMount, VolumeSpec
 from tests.contract.conftest import IMAGE, LIMITS
 
 
@@ -100,3 +100,25 @@ def test_connect_and_disconnect_a_running_container(backend: ContainerBackend, n
         container.connect("bridge")
     with pytest.raises(UsageError, match="not a fence network"):
         container.connect(f"fence-{node_id}-missing")
+
+
+@pytest.mark.parametrize("backend", ["docker"], indirect=True)  # fake processes run no shell script
+def test_run_to_streams_binary_stdout_apart_from_stderr(backend, make_spec) -> None:  # noqa: ANN001
+    """A dump's bytes (NULs, no newline at the end) reach the sink unchanged; stderr is the tail."""
+    container = backend.create(make_spec(command=("sleep", "60")))
+    container.start()
+    got = bytearray()
+    result = container.run_to(ProcessSpec(argv=("sh", "-c", "printf 'a\\000b\\377'; echo oops >&2; exit 3"),
+                                          timeout=30), got.extend)
+    assert bytes(got) == b"a\x00b\xff"
+    assert result.exit_code == 3 and result.output == ("oops",)
+    container.destroy()
+
+
+def test_run_to_gives_stdout_to_the_sink(backend, make_spec) -> None:  # noqa: ANN001
+    container = backend.create(make_spec(command=("sleep", "60")))
+    container.start()
+    got = bytearray()
+    result = container.run_to(ProcessSpec(argv=("echo", "hello"), timeout=30), got.extend)
+    assert result.exit_code == 0 and bytes(got) == b"hello\n"
+    container.destroy()
