@@ -415,63 +415,46 @@ class DockerContainer:
 
     def run(self, spec: ProcessSpec, on_output: OutputCallback | None = None) -> ProcessResult:
         """See ``Container.run`` (the engine reports 126 for a missing program; fence says 127)."""
-        refuse_unsafe_process(spec)
-        api = self._backend._api()
         with _engine("running a process", container=self._id):
-            try:
-                exec_id = api.exec_create(
-                    self._id, list(spec.argv), stdout=True, stderr=True, tty=False,
-                    environment=dict(spec.env) or None,
-                    workdir=str(spec.cwd) if spec.cwd is not None else None,
-                    user=spec.user or "")["Id"]
-            except docker.errors.APIError as exc:
-                if exc.status_code == 409:
-                    raise ContainerGone(container=self._id[:12], detail=_explain(exc)) from exc
-                raise
-            stream = self._backend._stream_api().exec_start(exec_id, stream=True)
-
-            def exit_code() -> int | None:
-                state = api.exec_inspect(exec_id)
-                return None if state.get("Running") else state.get("ExitCode")
-
-            def running() -> bool:
-                return bool((api.inspect_container(self._id).get("State") or {}).get("Running"))
-
-            calls = ExecCalls(output=stream, close_output=stream.close, exit_code=exit_code,
-                              container_running=running, kill_container=self._kill)
+            calls = self._exec(spec, demux=False)
             return follow_exec(calls, spec=spec, on_output=on_output, container=self._id[:12])
 
     def run_to(self, spec: ProcessSpec, sink: Callable[[bytes], None]) -> ProcessResult:
         """See ``Container.run_to`` (stdout and stderr apart: the SDK's demuxed exec stream)."""
+        with _engine("running a process", container=self._id):
+            calls = self._exec(spec, demux=True)
+            return follow_exec_to(calls, spec=spec, sink=sink, container=self._id[:12])
+
+    def _exec(self, spec: ProcessSpec, *, demux: bool) -> ExecCalls:
+        """Create and start an exec of ``spec``; its output combined (or ``(stdout, stderr)``
+        pairs with ``demux``), with the calls that follow it to its end."""
         refuse_unsafe_process(spec)
         api = self._backend._api()
-        with _engine("running a process", container=self._id):
-            try:
-                exec_id = api.exec_create(
-                    self._id, list(spec.argv), stdout=True, stderr=True, tty=False,
-                    environment=dict(spec.env) or None,
-                    workdir=str(spec.cwd) if spec.cwd is not None else None,
-                    user=spec.user or "")["Id"]
-            except docker.errors.APIError as exc:
-                if exc.status_code == 409:
-                    raise ContainerGone(container=self._id[:12], detail=_explain(exc)) from exc
-                raise
-            stream = self._backend._stream_api().exec_start(exec_id, stream=True, demux=True)
+        try:
+            exec_id = api.exec_create(
+                self._id, list(spec.argv), stdout=True, stderr=True, tty=False,
+                environment=dict(spec.env) or None,
+                workdir=str(spec.cwd) if spec.cwd is not None else None,
+                user=spec.user or "")["Id"]
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                raise ContainerGone(container=self._id[:12], detail=_explain(exc)) from exc
+            raise
+        stream = self._backend._stream_api().exec_start(exec_id, stream=True, demux=demux)
 
-            def exit_code() -> int | None:
-                state = api.exec_inspect(exec_id)
-                return None if state.get("Running") else state.get("ExitCode")
+        def exit_code() -> int | None:
+            state = api.exec_inspect(exec_id)
+            return None if state.get("Running") else state.get("ExitCode")
 
-            def running() -> bool:
-                return bool((api.inspect_container(self._id).get("State") or {}).get("Running"))
+        def running() -> bool:
+            return bool((api.inspect_container(self._id).get("State") or {}).get("Running"))
 
-            def close() -> None:
-                with contextlib.suppress(Exception):
-                    stream.close()
+        def close() -> None:
+            with contextlib.suppress(Exception):  # closing twice, or after the engine went, is fine
+                stream.close()
 
-            calls = ExecCalls(output=stream, close_output=close, exit_code=exit_code,
-                              container_running=running, kill_container=self._kill)
-            return follow_exec_to(calls, spec=spec, sink=sink, container=self._id[:12])
+        return ExecCalls(output=stream, close_output=close, exit_code=exit_code,
+                         container_running=running, kill_container=self._kill)
 
     def _kill(self) -> None:
         api = self._backend._api()

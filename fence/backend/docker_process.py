@@ -171,15 +171,20 @@ def follow_exec(calls: ExecCalls, *, spec: ProcessSpec, on_output: Callable[[str
             raise ProcessTimeout(what=f"`{shown}` in container {container}", seconds=spec.timeout)
     finally:
         calls.close_output()
+    return _ended(calls, shown=shown, container=container, tail=pumped.tail)
+
+
+def _ended(calls: ExecCalls, *, shown: str, container: str, tail: tuple[str, ...]) -> ProcessResult:
+    """How an exec whose output has ended ended: its exit code, or why there is none."""
     exit_code = _poll_exit_code(calls.exit_code)
     if (exit_code is None or exit_code >= 128) and not _survived(calls.container_running):
         raise ContainerGone(container=container, detail=f"it stopped while `{shown}` ran")
     if exit_code is None:
         raise EngineError(action=f"running `{shown}`", detail="no exit status was reported")
-    if exit_code == 126 and _exec_not_found(pumped.tail):
+    if exit_code == 126 and _exec_not_found(tail):
         # The engine says 126 with its own message; a shell says 127, and so does fence.
         exit_code = _EXIT_NOT_FOUND
-    return ProcessResult(exit_code=exit_code, output=pumped.tail)
+    return ProcessResult(exit_code=exit_code, output=tail)
 
 
 def _poll_exit_code(exit_code: Callable[[], int | None]) -> int | None:
@@ -249,11 +254,4 @@ def follow_exec_to(calls: ExecCalls, *, spec: ProcessSpec, sink: Callable[[bytes
     if timed_out.is_set():
         raise ProcessTimeout(what=f"`{shown}` in container {container}", seconds=spec.timeout)
     tail = tuple(errors.decode(errors="replace").splitlines()[-TAIL_LINES:])
-    exit_code = _poll_exit_code(calls.exit_code)
-    if (exit_code is None or exit_code >= 128) and not _survived(calls.container_running):
-        raise ContainerGone(container=container, detail=f"it stopped while `{shown}` ran")
-    if exit_code is None:
-        raise EngineError(action=f"running `{shown}`", detail="no exit status was reported")
-    if exit_code == 126 and _exec_not_found(tail):
-        exit_code = _EXIT_NOT_FOUND
-    return ProcessResult(exit_code=exit_code, output=tail)
+    return _ended(calls, shown=shown, container=container, tail=tail)

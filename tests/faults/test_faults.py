@@ -120,28 +120,6 @@ def test_twenty_concurrent_pushes_succeed_within_the_concurrency_bound(node: Nod
     assert sorted(a["name"] for a in apps if a["running"] == 1) == sorted(f"many{n}" for n in range(20))
 
 
-def test_engine_restart_under_ten_instances_is_recovered(node: Node) -> None:
-    assert node.cli("fence", "push", str(EXAMPLES / "static-hello"), "--name", "survivor",
-                    "--instances", "10").exit_code == 0
-    assert node.app("survivor")["running"] == 10
-    pid = int(Path("/var/run/docker.pid").read_text())
-    subprocess.run(["kill", "-TERM", str(pid)], check=True)
-    deadline = time.monotonic() + 60
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    repo = Path(__file__).resolve().parents[2]
-    subprocess.run(["bash", str(repo / "scripts" / "ensure-engine")], check=True, capture_output=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        view = node.app("survivor")
-        if view["running"] == 10 and node.url_get("survivor")[0] == 200:
-            break
-        time.sleep(1)
-    view = node.app("survivor")
-    assert view["running"] == 10, view["instance_list"]
-    assert len(node.containers()) == 10
-
-
 def _restart_engine() -> None:
     """TERM the engine, wait for it to go, start it again the way `make test` does."""
     pid = int(Path("/var/run/docker.pid").read_text())
@@ -151,6 +129,22 @@ def _restart_engine() -> None:
         time.sleep(0.5)
     repo = Path(__file__).resolve().parents[2]
     subprocess.run(["bash", str(repo / "scripts" / "ensure-engine")], check=True, capture_output=True)
+
+
+def test_engine_restart_under_ten_instances_is_recovered(node: Node) -> None:
+    assert node.cli("fence", "push", str(EXAMPLES / "static-hello"), "--name", "survivor",
+                    "--instances", "10").exit_code == 0
+    assert node.app("survivor")["running"] == 10
+    _restart_engine()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        view = node.app("survivor")
+        if view["running"] == 10 and node.url_get("survivor")[0] == 200:
+            break
+        time.sleep(1)
+    view = node.app("survivor")
+    assert view["running"] == 10, view["instance_list"]
+    assert len(node.containers()) == 10
 
 
 def test_service_data_survives_an_engine_restart(node: Node, tmp_path: Path) -> None:
