@@ -161,8 +161,7 @@ def follow_exec(calls: ExecCalls, *, spec: ProcessSpec, on_output: Callable[[str
         ContainerGone: the container stopped while the process ran.
         EngineError: the engine never reported an exit status.
     """
-    shown = shlex.join(spec.argv)
-    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    shown = _shown(spec.argv)
     try:
         pumped = pump_lines(calls.output, on_line=on_output, timeout=spec.timeout)
         if not pumped.finished:
@@ -172,6 +171,12 @@ def follow_exec(calls: ExecCalls, *, spec: ProcessSpec, on_output: Callable[[str
     finally:
         calls.close_output()
     return _ended(calls, shown=shown, container=container, tail=pumped.tail)
+
+
+def _shown(argv: tuple[str, ...]) -> str:
+    """A process's command line for messages, cut at 80 characters."""
+    shown = shlex.join(argv)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 def _ended(calls: ExecCalls, *, shown: str, container: str, tail: tuple[str, ...]) -> ProcessResult:
@@ -223,8 +228,7 @@ def follow_exec_to(calls: ExecCalls, *, spec: ProcessSpec, sink: Callable[[bytes
         ContainerGone: the container stopped while the process ran.
         EngineError: the engine never reported an exit status.
     """
-    shown = shlex.join(spec.argv)
-    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    shown = _shown(spec.argv)
     timed_out = threading.Event()
 
     def on_deadline() -> None:
