@@ -112,6 +112,7 @@ def app_log_entries(*, backend: ContainerBackend, node_id: str, app: str, query:
         query: the filters (checked).
     """
     from fence import labels
+    from fence.backend.log_records import log_records
     from fence.errors import FenceError
 
     per_instance = []
@@ -123,7 +124,7 @@ def app_log_entries(*, backend: ContainerBackend, node_id: str, app: str, query:
             continue
         tail = query.tail if query.tail is not None else DEFAULT_TAIL if query.since is None else MAX_LINES
         try:
-            records = backend.lookup(info.id).log_records(since=query.since, tail=tail)
+            records = log_records(backend.lookup(info.id), since=query.since, tail=tail)
         except FenceError:
             continue  # removed since it was listed: it has no log any more
         release = _int(info.labels.get(labels.RELEASE))

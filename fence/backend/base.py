@@ -247,23 +247,12 @@ class Container(Protocol):
             EngineUnavailable: the engine does not answer.
         """
 
-    def log_records(self, *, since: float | None = None, tail: int | None = None) -> list[LogRecord]:
-        """The main process's logged lines so far with their time and stream, oldest first.
-
-        Args:
-            since: only lines written at or after this time (seconds since the epoch).
-            tail: only the last ``tail`` lines (of those since ``since``).
-
-        Raises:
-            ContainerNotFound: the container was destroyed.
-            EngineUnavailable: the engine does not answer.
-        """
-
     def output(self, *, stream: str, follow: bool = True, since: float | None = None,
-               timestamps: bool = False) -> LogLines:
+               timestamps: bool = False, tail: int | None = None) -> LogLines:
         """One stream of the main process's output from the engine's log, line by line (log
         drains read each instance this way: from the engine's own log file, so a slow reader
-        never holds the app's writes back).
+        never holds the app's writes back; ``fence.backend.log_records`` merges both streams
+        by time for ``fence logs``).
 
         Args:
             stream: ``stdout`` or ``stderr``.
@@ -272,6 +261,7 @@ class Container(Protocol):
                 all.
             timestamps: start each line with the time the engine logged it (RFC 3339 with
                 nanoseconds, UTC, then a space).
+            tail: only the last ``tail`` lines (of those since ``since``); ``None``: all.
 
         Raises:
             UsageError: ``stream`` is neither.

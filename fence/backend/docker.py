@@ -17,9 +17,8 @@ import requests.exceptions
 
 from fence.backend import docker_answers as answers
 from fence.backend import docker_build
-from fence.backend.base import LogLines, LogRecord, OutputCallback, ProgressCallback, UsageSample
+from fence.backend.base import LogLines, OutputCallback, ProgressCallback, UsageSample
 from fence.backend.cgroups import CgroupReader, default_reader
-from fence.backend.docker_logs import log_records
 from fence.backend.docker_process import ExecCalls, follow_exec, follow_exec_to
 from fence.backend.firewall import bridge_interface
 from fence.backend.policy import (refuse_unsafe_build, refuse_unsafe_network, refuse_unsafe_process,
@@ -517,20 +516,16 @@ class DockerContainer:
             chunks = api.logs(self._id, stream=True, follow=follow, tail="all" if tail is None else tail)
         return LogLines(_log_lines(chunks, self._id), close=getattr(chunks, "close", lambda: None))
 
-    def log_records(self, *, since: float | None = None, tail: int | None = None) -> list[LogRecord]:
-        """See ``Container.log_records``."""
-        with _engine("reading container logs", container=self._id):
-            return log_records(self._backend._api(), self._id, since=since, tail=tail,
-                               chunks_of=lambda chunks: _translated(chunks, "reading container logs", self._id))
     def output(self, *, stream: str, follow: bool = True, since: float | None = None,
-               timestamps: bool = False) -> LogLines:
+               timestamps: bool = False, tail: int | None = None) -> LogLines:
         """See ``Container.output`` (``close`` shuts the engine connection down)."""
         if stream not in ("stdout", "stderr"):
             raise UsageError(detail=f"output stream {stream!r}: use stdout or stderr")
         api = self._backend._stream_api() if follow else self._backend._api()
         with _engine("reading container logs", container=self._id):
             chunks = api.logs(self._id, stdout=stream == "stdout", stderr=stream == "stderr", stream=True,
-                              follow=follow, since=since, timestamps=timestamps)
+                              follow=follow, timestamps=timestamps, tail="all" if tail is None else tail,
+                              **({"since": since} if since else {}))
         return LogLines(_log_lines(chunks, self._id), close=getattr(chunks, "close", lambda: None))
 
     def stop(self, grace: float = 10.0) -> None:

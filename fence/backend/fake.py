@@ -549,30 +549,22 @@ class FakeContainer:
         lines = list(self.log_lines)
         return LogLines(iter(lines if tail is None else lines[-tail:] if tail else []))
 
-    def log_records(self, *, since: float | None = None, tail: int | None = None) -> list[LogRecord]:
-        """See ``Container.log_records``; ``log_lines`` carry its start time, stream ``stdout``."""
-        self._check_exists()
-        started = datetime.fromisoformat(self._started_at).timestamp() if self._started_at else 0.0
-        records = sorted([LogRecord(time=started, stream="stdout", line=line) for line in self.log_lines]
-                         + self.log_records_extra, key=lambda r: r.time)
-        records = [r for r in records if since is None or r.time >= since]
-        if tail is not None:
-            return records[max(0, len(records) - tail):] if tail > 0 else []
-        return records
     def output(self, *, stream: str, follow: bool = True, since: float | None = None,
-               timestamps: bool = False) -> LogLines:
-        """See ``Container.output``: the main program's output is all stdout (``err_lines``:
-        stderr, which tests fill); ``since`` is not applied; ``follow`` ends at the last line."""
+               timestamps: bool = False, tail: int | None = None) -> LogLines:
+        """See ``Container.output``: the main program's ``log_lines`` are stdout and tests'
+        ``err_lines`` stderr, both logged at its start; ``log_records_extra`` (tests) carry their
+        own time and stream; ``follow`` ends at the last line (nothing runs on)."""
         if stream not in ("stdout", "stderr"):
             raise UsageError(detail=f"output stream {stream!r}: use stdout or stderr")
         self._check_exists()
-        lines = list(self.log_lines if stream == "stdout" else self.err_lines)
-        return LogLines(iter([f"{self._started_at_nano()} {line}" for line in lines] if timestamps else lines))
-
-    def _started_at_nano(self) -> str:
-        """The start time as the engine writes log timestamps (every fake line was logged then)."""
-        started = datetime.fromisoformat(self._started_at) if self._started_at else datetime.now(timezone.utc)
-        return started.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+        started = datetime.fromisoformat(self._started_at).timestamp() if self._started_at else time.time()
+        records = sorted([(started, line) for line in (self.log_lines if stream == "stdout" else self.err_lines)]
+                         + [(r.time, r.line) for r in self.log_records_extra if r.stream == stream],
+                         key=lambda r: r[0])
+        records = [r for r in records if since is None or r[0] >= since]
+        if tail is not None:
+            records = records[max(0, len(records) - tail):] if tail > 0 else []
+        return LogLines(iter([f"{_engine_stamp(when)} {line}" if timestamps else line for when, line in records]))
 
     def stop(self, grace: float = 10.0) -> None:
         """See ``Container.stop``; fake processes always honour TERM (exit status 143)."""
@@ -689,3 +681,8 @@ def _make_dirs(files: dict[PurePosixPath, FakeFile], path: PurePosixPath) -> Non
     for directory in [*reversed(path.parents), path]:
         if getattr(files.get(directory), "kind", None) != "dir":
             files[directory] = FakeFile(kind="dir")
+
+
+def _engine_stamp(when: float) -> str:
+    """``when`` as the engine writes log timestamps: RFC 3339, UTC, nanoseconds."""
+    return datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"

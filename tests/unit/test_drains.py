@@ -413,15 +413,16 @@ def test_the_taps_follow_running_instances_of_apps_with_drains_only() -> None:
         container = backend.create(spec)
         container.start()
         return container
-    shop = make("shop", 1)
-    other = make("other", 0)
-    shop.log_lines.append("from shop")  # type: ignore[attr-defined]
-    shop.err_lines.append("shop's error")  # type: ignore[attr-defined]
-    other.log_lines.append("from other")  # type: ignore[attr-defined]
     source = Source()
     source.records = [DrainRecord(app="shop", name="a", url="syslog://127.0.0.1:1", created_at="t")]
     hub = DrainHub(source=source, hostname="h", make_sender=lambda url, **_: Recording())
     taps = InstanceTaps(backend=backend, hub=hub, node_id=node)
+    taps.pass_once()  # the daemon's first pass: instances running then are followed from now on
+    shop = make("shop", 1)  # started after it: followed from their first line
+    other = make("other", 0)
+    shop.log_lines.append("from shop")  # type: ignore[attr-defined]
+    shop.err_lines.append("shop's error")  # type: ignore[attr-defined]
+    other.log_lines.append("from other")  # type: ignore[attr-defined]
     taps.pass_once()
     _until(lambda: len(events) == 2)
     assert {(e.app, e.process, e.instance, e.release, e.stream, e.line) for e in events} == {
