@@ -48,6 +48,7 @@ _NAME_MAX = 63  # Swarm service names
 TASK_PORTS = range(21000, 22000)
 SHARD = "fence.shard"  # label: which of a release's services (each at most one task per node)
 PORT = "fence.port"  # label: the host port its web tasks are published on
+PUSHED_FROM = "fence.image-id"  # label: the controller's droplet image its registry image was pushed from
 
 
 def service_name(node_id: str, app: str, process: str, release: int, shard: int = 0) -> str:
@@ -386,6 +387,7 @@ class SwarmScheduler:
                                       release=str(app.release), process=process, stack_id=image.stack_id,
                                       stack_ref=image.stack_ref)
         service_labels[SHARD] = str(shard)
+        service_labels[PUSHED_FROM] = image.image_id
         if port:
             service_labels[PORT] = str(port)
         return ServiceSpec(name=name, labels=service_labels, image=reference, user=user, command=command, env=env,
@@ -402,6 +404,9 @@ class SwarmScheduler:
         with guard:  # two services of one droplet (web and worker) push it once
             with self._lock:
                 known = self._pushed.get(image_id)
+                if known is None:  # pushed by an earlier daemon: its services name it
+                    known = next((svc.image for svc in self._fleet.services.values()
+                                  if svc.labels.get(PUSHED_FROM) == image_id and "@sha256:" in svc.image), None)
             if known is not None:
                 return known
             registry = str(self._config.fence("cluster/registry_address"))

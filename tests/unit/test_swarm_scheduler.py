@@ -191,7 +191,8 @@ def test_a_service_whose_tasks_keep_failing_is_reported_as_crash_looping(cnode: 
     assert "crash-looping" in warning
 
 
-def test_a_new_scheduler_adopts_the_services_without_touching_a_task(cnode: ClusterNode) -> None:
+def test_a_new_scheduler_adopts_the_services_without_touching_a_task(cnode: ClusterNode,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     cnode.deploy("web", instances=3)
     cnode.settle()
     before = {t.id for t in cnode.services()[0].tasks}
@@ -203,6 +204,15 @@ def test_a_new_scheduler_adopts_the_services_without_touching_a_task(cnode: Clus
         again.drain_jobs(10)
     [service] = cnode.services()
     assert {t.id for t in service.tasks} == before and again.routed("web", 1) == 3
+    pushes = []
+    monkeypatch.setattr(cnode.swarm, "push_image", lambda *a, **k: pushes.append(a))
+    cnode.store.put_app(AppRecord(name="web", instances=3, memory_mib=64, env={}, started=True, release=1,
+                                  health_timeout=10, urls=(), created_at="t", processes={"worker": 1}))
+    for _ in range(3):
+        again.tick()
+        again.drain_jobs(10)
+    worker = next(s for s in cnode.services() if s.labels["fence.process"] == "worker")
+    assert pushes == [] and worker.image == service.image  # the earlier daemon's push, by digest
 
 
 def test_stopping_an_app_removes_its_service(cnode: ClusterNode) -> None:
