@@ -135,6 +135,7 @@ class SwarmScheduler:
         self._refused_at: dict[str, float] = {}  # service name → when its creation last failed
         self._refused: dict[str, str] = {}  # service name → why it could not be created
         self._routes: list[Route] = []
+        self._rolls: dict[str, RolloutProgress] = {}
         self._jobs = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="swarm")
         self._probes = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="swarm-health")
         self._wake = threading.Event()
@@ -530,26 +531,28 @@ class SwarmScheduler:
         """See ``Scheduler.promised_mib``: the cluster's instances are not this node's to admit (0)."""
         return 0
 
-    # --- stack rollouts: not on a cluster yet ---------------------------------------------------
+    # --- stack rollouts: by restaging on a cluster ---------------------------------------------
 
     def set_surge(self, app: str, surge: int | None) -> None:
         """See ``Scheduler.set_surge``: a cluster redeploy is always a whole new service."""
 
     def roll(self, app: str, *, image_id: str, surge: int = 1) -> None:
-        """See ``Scheduler.roll``.
-
-        Raises:
-            ClusterError: a stack rollout of a cluster's apps is not supported yet.
-        """
-        raise ClusterError(detail="a stack rollout on a cluster is not supported yet: redeploy the apps "
-                                  "(`fence restart APP`) after changing docker/image")
+        """See ``Scheduler.roll``: not in place on a cluster; the rollout reports the app failed
+        with what to do (``kato stack rollout --restage`` redeploys it, a new service per release)."""
+        with self._lock:
+            self._rolls[app] = RolloutProgress(
+                app=app, image_id=image_id, replaced=0, remaining=(),
+                failed="a cluster's instances move to a new stack by restaging: `kato stack rollout --restage`")
 
     def rollout_progress(self, app: str) -> RolloutProgress | None:
         """See ``Scheduler.rollout_progress``."""
-        return None
+        with self._lock:
+            return self._rolls.get(app)
 
     def end_rollout(self, app: str) -> None:
         """See ``Scheduler.end_rollout``."""
+        with self._lock:
+            self._rolls.pop(app, None)
 
 
 def _by_slot(tasks: Sequence[TaskInfo]) -> dict[int, list[TaskInfo]]:

@@ -228,3 +228,31 @@ def test_names_and_shards() -> None:
     long = service_name("n", "a" * 60, "web", 3, 2)
     assert long.endswith("-r3-s2") and len(long) <= 63
     assert shards(7, 3) == [3, 3, 1] and shards(3, 3) == [3] and shards(2, 1) == [1, 1] and shards(0, 3) == []
+
+
+def test_a_stack_rollout_in_place_is_refused_with_what_to_do(cnode: ClusterNode) -> None:
+    cnode.deploy("web", instances=1)
+    cnode.settle()
+    cnode.manager.roll("web", image_id="sha256:new")
+    progress = cnode.manager.rollout_progress("web")
+    assert progress is not None and "kato stack rollout --restage" in progress.failed and not progress.done
+    cnode.manager.end_rollout("web")
+    assert cnode.manager.rollout_progress("web") is None
+    assert [s.name for s in cnode.services()] == ["fence-web-web-r1-s0"]  # nothing was touched
+
+
+def test_a_drained_node_reshapes_the_layout_without_touching_running_tasks(cnode: ClusterNode) -> None:
+    now = [0.0]
+    cnode.manager._clock = lambda: now[0]
+    cnode.deploy("web", instances=3)
+    cnode.settle()
+    [service] = cnode.services()
+    kept = {t.id for t in service.tasks}
+    worker = next(n for n in cnode.swarm.list_nodes() if n.role == "worker")
+    cnode.swarm.set_availability(worker.id, "drain")
+    now[0] += 10  # the active nodes are counted again
+    cnode.settle()
+    services = sorted(cnode.services(), key=lambda s: s.name)
+    assert [(s.name, s.replicas) for s in services] == [("fence-web-web-r1-s0", 2), ("fence-web-web-r1-s1", 1)]
+    assert {t.id for t in services[0].tasks if t.running} <= kept
+    assert len(cnode.routes[-1][0].upstreams) == 3
