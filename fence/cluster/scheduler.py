@@ -40,6 +40,7 @@ RESTART_DELAY = 5.0  # seconds; Swarm's restart delay is fixed (no backoff)
 RESTART_ATTEMPTS = 5  # within RESTART_WINDOW, then Swarm gives up: a crash-looping instance
 RESTART_WINDOW = 120.0
 _PROBE_TIMEOUT = 1.0
+RECHECK = 10.0  # seconds between checks of a task that answered (fence's port check interval)
 _NAME_MAX = 63  # Swarm service names
 
 
@@ -136,6 +137,8 @@ class SwarmScheduler:
         self._refused: dict[str, str] = {}  # service name → why it could not be created
         self._routes: list[Route] = []
         self._rolls: dict[str, RolloutProgress] = {}
+        self._checked: dict[str, float] = {}  # task id → when its port was last asked
+        self._misses: dict[str, int] = {}  # task id → checks it failed in a row since it answered
         self._jobs = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="swarm")
         self._probes = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="swarm-health")
         self._wake = threading.Event()
@@ -296,22 +299,43 @@ class SwarmScheduler:
         raise ClusterError(detail=f"every task port {TASK_PORTS.start}-{TASK_PORTS.stop - 1} is taken")
 
     def _check_health(self, services: Sequence[ServiceInfo] | object) -> set[str]:
-        """Task ids of running web tasks whose published port answers (those that answered
-        before are not asked again)."""
+        """Task ids of running web tasks whose published port answers. A task not yet healthy
+        is asked at every pass; a healthy one every ``RECHECK`` seconds, and it stops being
+        routed after ``health/failures`` misses in a row (a hung app, a node cut off)."""
+        now = self._clock()
         with self._lock:
             known = set(self._fleet.healthy)
         ask: list[TaskInfo] = []
-        passed = set()
+        passed, live = set(), set()
         for service in services:  # type: ignore[attr-defined]
             if service.labels.get(labels.PROCESS, WEB_PROCESS) != WEB_PROCESS:
                 continue
             for task in service.tasks:
                 if not task.running or not task.published_port or not task.node_address:
                     continue
-                (passed.add(task.id) if task.id in known else ask.append(task))
+                live.add(task.id)
+                if task.id in known and now - self._checked.get(task.id, -1e9) < RECHECK:
+                    passed.add(task.id)
+                else:
+                    ask.append(task)
         if ask:
-            results = self._probes.map(lambda t: self._probe(t.node_address, int(t.published_port or 0)), ask)
-            passed |= {t.id for t, ok in zip(ask, results) if ok}
+            results = list(self._probes.map(lambda t: self._probe(t.node_address, int(t.published_port or 0)), ask))
+            limit = int(self._config.fence("health/failures"))
+            for task, ok in zip(ask, results):
+                self._checked[task.id] = now
+                if ok:
+                    self._misses.pop(task.id, None)
+                    passed.add(task.id)
+                elif task.id in known:
+                    self._misses[task.id] = self._misses.get(task.id, 0) + 1
+                    if self._misses[task.id] < limit:
+                        passed.add(task.id)
+                    else:
+                        log.warning("task stopped answering", extra={"task": task.id[:12],
+                                                                     "address": task.node_address})
+        for gone in set(self._checked) - live:
+            self._checked.pop(gone, None)
+            self._misses.pop(gone, None)
         return passed
 
     def _active_nodes(self) -> int:

@@ -256,3 +256,22 @@ def test_a_drained_node_reshapes_the_layout_without_touching_running_tasks(cnode
     assert [(s.name, s.replicas) for s in services] == [("fence-web-web-r1-s0", 2), ("fence-web-web-r1-s1", 1)]
     assert {t.id for t in services[0].tasks if t.running} <= kept
     assert len(cnode.routes[-1][0].upstreams) == 3
+
+
+def test_a_task_that_stops_answering_leaves_the_router_after_the_failures(cnode: ClusterNode) -> None:
+    now = [0.0]
+    cnode.manager._clock = lambda: now[0]
+    cnode.deploy("web", instances=2)
+    cnode.settle()
+    [service] = cnode.services()
+    hung = service.tasks[0]
+    cnode.manager._probe = lambda address, port: port != hung.published_port or address != hung.node_address
+    for _ in range(2):  # 2 misses of health/failures 3: still routed
+        now[0] += 11
+        cnode.manager.tick()
+    assert len(cnode.routes[-1][0].upstreams) == 2
+    now[0] += 11
+    cnode.manager.tick()
+    [left] = cnode.routes[-1][0].upstreams
+    assert (left.address, left.port) != (hung.node_address, hung.published_port)
+    assert sorted(v.state for v in cnode.manager.instances("web")) == ["running", "starting"]
