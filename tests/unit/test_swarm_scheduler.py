@@ -275,3 +275,13 @@ def test_a_task_that_stops_answering_leaves_the_router_after_the_failures(cnode:
     [left] = cnode.routes[-1][0].upstreams
     assert (left.address, left.port) != (hung.node_address, hung.published_port)
     assert sorted(v.state for v in cnode.manager.instances("web")) == ["running", "starting"]
+
+
+@pytest.mark.parametrize("label, expected", [
+    ({}, "192.0.2.7"), ({"fence.address": "127.0.110.2"}, "127.0.110.2"),
+    ({"fence.address": "not-an-ip"}, "192.0.2.7"), ({"fence.address": "10.0.0.1; rm"}, "192.0.2.7"),
+])
+def test_the_node_address_label_overrides_the_observed_one_only_with_an_ip(label: dict, expected: str) -> None:
+    from fence.backend.swarm_services import node_address
+
+    assert node_address({"ID": "n1", "Spec": {"Labels": label}, "Status": {"Addr": "192.0.2.7"}}) == expected
