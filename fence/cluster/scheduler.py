@@ -526,14 +526,18 @@ class SwarmScheduler:
             state = "stopping"
         elif healthy:
             state = "running"
-        elif task.state in TASK_FAILED or (not live and failures):
+        elif task.state in TASK_FAILED or failures:
+            # Between Swarm's restarts (its fixed delay) a slot that failed is crashed until a
+            # task of it answers again, as a single node's instance is during its backoff.
             state = "crashed"
         elif task.desired_state != "running":
             state = "stopped"
         else:
             state = "starting"
         last = failures[-1] if failures else None
-        reason = _why(task) if state == "crashed" else None
+        reason = None
+        if state == "crashed":
+            reason = _why(task) if task.state in TASK_FAILED or last is None else _why(last)
         check = "port" if web else "process"
         return InstanceView(
             index=index, state=state, container=task.container_id[:12], host_port=task.published_port,

@@ -189,6 +189,14 @@ def test_a_service_whose_tasks_keep_failing_is_reported_as_crash_looping(cnode: 
     assert view.state == "crashed" and view.restarts == 4 and view.reason == "exited 1"
     [warning] = crash_loop_warnings({"bad": cnode.manager.instances("bad")})
     assert "crash-looping" in warning
+    cnode.healthy = False  # Swarm's next try, starting: still crashed until it answers
+    cnode.swarm._place(cnode.swarm.swarm, service)
+    cnode.settle()
+    [view] = cnode.manager.instances("bad")
+    assert view.state == "crashed" and view.restarts == 4 and view.reason == "exited 1"
+    cnode.healthy = True
+    cnode.settle()
+    assert [v.state for v in cnode.manager.instances("bad")] == ["running"]
 
 
 def test_a_new_scheduler_adopts_the_services_without_touching_a_task(cnode: ClusterNode,
