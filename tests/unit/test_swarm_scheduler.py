@@ -293,3 +293,22 @@ def test_the_node_address_label_overrides_the_observed_one_only_with_an_ip(label
     from fence.backend.swarm_services import node_address
 
     assert node_address({"ID": "n1", "Spec": {"Labels": label}, "Status": {"Addr": "192.0.2.7"}}) == expected
+
+
+@pytest.mark.parametrize("role, kind", [(None, "InstanceManager"), ("none", "InstanceManager"),
+                                        ("worker", "InstanceManager"), ("controller", "SwarmScheduler")])
+def test_the_wiring_picks_the_scheduler_by_cluster_role(tmp_path: Path, role: str | None, kind: str) -> None:
+    from fence.backend.fake import FakeBackend
+    from fence.home import NodeHome
+    from fence.wiring import config_store, node_service
+
+    home = NodeHome(host_root=tmp_path / "home")
+    home.ensure()
+    if role is not None:
+        config_store(home).set("fence", "cluster/role", role)
+    service = node_service(home, backend=FakeBackend(), router=None, cluster=FakeSwarm(world=FakeSwarmWorld()))
+    try:
+        assert type(service.manager).__name__ == kind
+        assert type(service.apps._manager).__name__ == kind
+    finally:
+        service.manager.shutdown()
