@@ -99,3 +99,107 @@ class ClusterNode:
     leader: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
     tasks: int = 0
+
+
+# --- instances as Swarm services (issue 17 Build 3) -------------------------------------------
+
+# Task states Swarm reports (Task.Status.State) that end a task for good.
+TASK_ENDED = frozenset({"complete", "shutdown", "failed", "rejected", "remove", "orphaned"})
+TASK_FAILED = frozenset({"failed", "rejected"})
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One Swarm service of an app's process type and release, as the scheduler wants it.
+
+    Attributes:
+        name: the service's name (unique in the swarm).
+        labels: the service's labels; its task containers carry the same ones.
+        image: the image by digest (``registry/repo@sha256:…``), never a tag.
+        user: ``uid[:gid]`` the processes run as (never root).
+        command: argv, ``None`` for the image's.
+        env: the environment.
+        workdir: the working directory.
+        limits: memory (swap held to the same only where the node has none), pids, nofile, log rotation.
+        replicas: the task count.
+        max_per_node: at most this many tasks on one node (0: no cap).
+        container_port: the port published in host mode on a port the engine picks (0: none).
+        restart_delay: seconds Swarm waits before restarting a failed task.
+        restart_attempts: restarts Swarm makes within ``restart_window`` before it gives up.
+        restart_window: seconds over which ``restart_attempts`` counts.
+    """
+
+    name: str
+    labels: Mapping[str, str]
+    image: str
+    user: str
+    command: tuple[str, ...] | None
+    env: Mapping[str, str]
+    workdir: str
+    limits: object  # fence.models.Limits (kept loose here: this module has no imports from models)
+    replicas: int
+    max_per_node: int = 0
+    container_port: int = 0
+    restart_delay: float = 5.0
+    restart_attempts: int = 5
+    restart_window: float = 120.0
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """One task of a service, as a manager sees it.
+
+    Attributes:
+        id: the task id.
+        slot: its replica slot (1-based).
+        node_id: the node it was placed on ("" before placement).
+        node_address: that node's address (its ``Status.Addr``), where its published port is.
+        state: ``Status.State``: ``new`` … ``running``, ``failed``, ``shutdown`` …
+        desired_state: ``running`` or ``shutdown``.
+        container_id: its container on that node ("" before it is created).
+        published_port: the host-mode port its container port is published on (``None``: none yet).
+        error: ``Status.Err`` (why it failed).
+        exit_code: its container's exit code, if it ended.
+        created: ISO time the task was created.
+    """
+
+    id: str
+    slot: int
+    node_id: str
+    node_address: str
+    state: str
+    desired_state: str
+    container_id: str = ""
+    published_port: int | None = None
+    error: str = ""
+    exit_code: int | None = None
+    created: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running" and self.desired_state == "running"
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """One Swarm service with its tasks (the live ones and Swarm's kept history).
+
+    Attributes:
+        id: the service id.
+        name: its name.
+        labels: its labels.
+        image: the image reference its spec names.
+        replicas: its desired task count.
+        max_per_node: its placement's cap per node (0: none).
+        tasks: its tasks.
+        version: the spec's version index (an update names it).
+    """
+
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    image: str
+    replicas: int
+    max_per_node: int = 0
+    tasks: tuple[TaskInfo, ...] = ()
+    version: int = 0

@@ -24,7 +24,8 @@ NGINX = object()
 
 
 def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, router: object | None = NGINX,
-                 manager_options: dict | None = None, firewall: object | None = None):  # noqa: ANN201
+                 manager_options: dict | None = None, firewall: object | None = None,
+                 cluster: object | None = None):  # noqa: ANN201
     """The service facade for a node, with the real engine and nginx unless others are given.
 
     Args:
@@ -35,6 +36,8 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
         manager_options: extra InstanceManager arguments (tests: clock, health, drain).
         firewall: the host firewall (default: iptables with the Docker Engine; with another
             backend, an in-memory fake: a test backend never touches the host's tables).
+        cluster: the ClusterBackend a controller schedules on (default: the Swarm of the
+            node's engine); used only when ``cluster/role`` is ``controller``.
 
     Returns:
         A ``fence.service.NodeService``.
@@ -43,7 +46,6 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     from fence.droplets import DropletStore
     from fence.layout import AppUser
     from fence.running.images import DropletImages
-    from fence.running.manager import InstanceManager
     from fence.router.feed import RouteFeed
     from fence.running.starter import InstanceStarter
     from fence.kept_sources import KeptSources
@@ -69,8 +71,8 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
                               app_user=app_user)
     node_router = nginx_router(home) if router is NGINX else router
     feed = RouteFeed(router=node_router, config=config) if node_router is not None else None
-    manager = InstanceManager(backend=engine, store=store, config=config, starter=starter,
-                              node_id=home.node_id, routes=feed, **(manager_options or {}))
+    manager = scheduler(config, engine=engine, store=store, starter=starter, node_id=home.node_id, routes=feed,
+                        options=manager_options, cluster=cluster)
     from fence.drains.hub import DrainHub
     from fence.drains.ops import DrainOps, StoredDrains
     from fence.drains.taps import InstanceTaps
@@ -96,6 +98,26 @@ def node_service(home: NodeHome, *, backend: ContainerBackend | None = None, rou
     service.services = service_ops(home, config=config, backend=engine, store=store, apps=apps)
     starter.service_env = service.services.env_for
     return service
+
+
+def scheduler(config: ConfigStore, *, engine: ContainerBackend, store, starter, node_id: str, routes,  # noqa: ANN001, ANN201
+              options: dict | None, cluster: object | None):
+    """The scheduler seam (``fence.running.scheduler.Scheduler``): the local InstanceManager, or on
+    a cluster's controller (``cluster/role`` controller) the SwarmScheduler (issue 17)."""
+    if str(config.fence("cluster/role")) == "controller":
+        from fence.cluster.scheduler import SwarmScheduler
+
+        if cluster is None:
+            from fence.backend.swarm import SwarmBackend
+
+            cluster = SwarmBackend()
+        extra = {k: v for k, v in (options or {}).items() if k in ("probe", "drain_seconds", "clock")}
+        return SwarmScheduler(cluster=cluster, store=store, config=config, starter=starter, node_id=node_id,
+                              routes=routes, **extra)
+    from fence.running.manager import InstanceManager
+
+    return InstanceManager(backend=engine, store=store, config=config, starter=starter,
+                           node_id=node_id, routes=routes, **(options or {}))
 
 
 def service_ops(home: NodeHome, *, config: ConfigStore, backend: ContainerBackend, store, apps):  # noqa: ANN001, ANN201

@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Mapping, Protocol
 
 from fence.builds import BuildResult, BuildSpec, ImageConfig
-from fence.cluster_models import ClusterNode, EngineChecks, JoinTokens, SwarmState
+from fence.cluster_models import ClusterNode, EngineChecks, JoinTokens, ServiceInfo, ServiceSpec, SwarmState
 from fence.models import (
     ContainerInfo,
     ContainerSpec,
@@ -714,4 +714,34 @@ class ClusterBackend(Protocol):
 
         Raises:
             ClusterError: this engine is not a swarm manager.
+        """
+
+    # --- instances as services (issue 17 Build 3) ---
+
+    def create_service(self, spec: ServiceSpec) -> str:
+        """Create a replicated service of app instances (``swarm_services.service_body``).
+
+        Returns:
+            The service id.
+
+        Raises:
+            UsageError: the spec is unsafe (root, an image not by digest).
+            ClusterError: this engine is not a swarm manager.
+            EngineError: the engine refused (a name in use).
+        """
+
+    def scale_service(self, service_id: str, *, replicas: int, max_per_node: int) -> None:
+        """Set a service's task count (and its per-node cap; a changed cap replaces its tasks,
+        start-first, one at a time)."""
+
+    def remove_service(self, service_id: str) -> None:
+        """Remove a service (its tasks get TERM, then KILL after 10 s); a missing one is fine."""
+
+    def list_services(self, labels: Mapping[str, str]) -> list[ServiceInfo]:
+        """The services carrying all ``labels``, each with its tasks (live and Swarm's history)
+        and each task's node address.
+
+        Raises:
+            ClusterError: this engine is not a swarm manager.
+            EngineUnavailable: the engine does not answer.
         """

@@ -7,6 +7,7 @@ import itertools
 import uuid
 from dataclasses import dataclass, field, replace
 
+from fence.backend.swarm_services import service_body
 from fence.cluster_models import (
     AVAILABILITIES,
     SWARM_ACTIVE,
@@ -14,7 +15,10 @@ from fence.cluster_models import (
     ClusterNode,
     EngineChecks,
     JoinTokens,
+    ServiceInfo,
+    ServiceSpec,
     SwarmState,
+    TaskInfo,
 )
 from fence.errors import ClusterError, NodeNotFound, RegistryUnavailable, UsageError
 
@@ -38,6 +42,17 @@ class _Swarm:
     tokens: JoinTokens
     nodes: dict[str, ClusterNode] = field(default_factory=dict)
     members: dict[str, FakeSwarm] = field(default_factory=dict)
+    services: dict[str, _Service] = field(default_factory=dict)
+
+
+@dataclass
+class _Service:
+    """A fake service: the body the real backend would send, and its tasks."""
+
+    id: str
+    body: dict
+    tasks: list[TaskInfo] = field(default_factory=list)
+    version: int = 1
 
 
 class FakeSwarm:
@@ -191,6 +206,88 @@ class FakeSwarm:
             raise RegistryUnavailable(address=registry, detail=f"refused the pull of {ref}: manifest unknown")
         self.images[ref] = stored[rest]
         return stored[rest]
+
+
+    # --- services -------------------------------------------------------------------------
+
+    def create_service(self, spec: ServiceSpec) -> str:
+        """See ``ClusterBackend.create_service`` (tasks are placed and running at once)."""
+        swarm = self._managed()
+        body = service_body(spec)
+        if any(s.body["Name"] == spec.name for s in swarm.services.values()):
+            raise ClusterError(detail=f"service {spec.name} exists already")
+        image = spec.image
+        if not (image in self.images or self._pullable(image)):
+            raise RegistryUnavailable(address=image.partition("/")[0], detail=f"no image {image}")
+        service = _Service(id=uuid.uuid4().hex[:25], body=body)
+        swarm.services[service.id] = service
+        self._place(swarm, service)
+        return service.id
+
+    def scale_service(self, service_id: str, *, replicas: int, max_per_node: int) -> None:
+        """See ``ClusterBackend.scale_service``."""
+        swarm = self._managed()
+        service = swarm.services[service_id]
+        service.body["Mode"] = {"Replicated": {"Replicas": replicas}}
+        service.body["TaskTemplate"]["Placement"]["MaxReplicas"] = max_per_node or None
+        service.version += 1
+        self._place(swarm, service)
+
+    def remove_service(self, service_id: str) -> None:
+        """See ``ClusterBackend.remove_service``."""
+        self._managed().services.pop(service_id, None)
+
+    def list_services(self, labels: dict[str, str]) -> list[ServiceInfo]:
+        """See ``ClusterBackend.list_services``."""
+        swarm = self._managed()
+        found = []
+        for service in swarm.services.values():
+            if all(service.body["Labels"].get(k) == v for k, v in labels.items()):
+                body = service.body
+                found.append(ServiceInfo(
+                    id=service.id, name=body["Name"], labels=dict(body["Labels"]),
+                    image=body["TaskTemplate"]["ContainerSpec"]["Image"],
+                    replicas=body["Mode"]["Replicated"]["Replicas"],
+                    max_per_node=int(body["TaskTemplate"]["Placement"].get("MaxReplicas") or 0),
+                    tasks=tuple(service.tasks), version=service.version))
+        return found
+
+    def service_body(self, name: str) -> dict:
+        """The body a service was created with (tests)."""
+        return next(s.body for s in self._managed().services.values() if s.body["Name"] == name)
+
+    def fail_tasks(self, name: str, *, error: str = "task: non-zero exit (1)") -> None:
+        """Every live task of service ``name`` fails, as Swarm shows a task that gave up (tests)."""
+        service = next(s for s in self._managed().services.values() if s.body["Name"] == name)
+        service.tasks = [replace(t, state="failed", desired_state="shutdown", error=error, exit_code=1)
+                         if t.desired_state == "running" else t for t in service.tasks]
+
+    def _place(self, swarm: _Swarm, service: _Service) -> None:
+        """Live tasks for every slot up to the replica count, spread over ready, active nodes."""
+        replicas = service.body["Mode"]["Replicated"]["Replicas"]
+        cap = int(service.body["TaskTemplate"]["Placement"].get("MaxReplicas") or 0)
+        live = [t for t in service.tasks if t.desired_state == "running"]
+        keep = [t for t in live if t.slot <= replicas]
+        service.tasks = [t if t.desired_state != "running" or t.slot <= replicas
+                         else replace(t, state="shutdown", desired_state="shutdown") for t in service.tasks]
+        nodes = [n for n in swarm.nodes.values() if n.state == "ready" and n.availability == "active"]
+        ports = service.body["EndpointSpec"]["Ports"]
+        for slot in range(1, replicas + 1):
+            if any(t.slot == slot for t in keep):
+                continue
+            load = {n.id: sum(1 for t in service.tasks if t.node_id == n.id and t.desired_state == "running")
+                    for n in nodes}
+            free = [n for n in nodes if not cap or load[n.id] < cap]
+            if not free:
+                service.tasks.append(TaskInfo(id=uuid.uuid4().hex[:25], slot=slot, node_id="", node_address="",
+                                              state="pending", desired_state="running",
+                                              error="no suitable node (max replicas per node limit exceed)"))
+                continue
+            node = min(free, key=lambda n: (load[n.id], n.hostname))
+            service.tasks.append(TaskInfo(
+                id=uuid.uuid4().hex[:25], slot=slot, node_id=node.id, node_address=node.address.rpartition(":")[0],
+                state="running", desired_state="running", container_id=uuid.uuid4().hex,
+                published_port=30000 + next(_ids) if ports else None, created=str(next(_ids))))
 
 
 def _picked(listen_addr: str) -> str:

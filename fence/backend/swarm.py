@@ -14,6 +14,7 @@ import docker.errors
 import docker.types
 
 from fence.backend.docker import _engine, _explain
+from fence.backend.swarm_services import SwarmServices
 from fence.cluster_models import (
     AVAILABILITIES,
     SWARM_INACTIVE,
@@ -38,7 +39,7 @@ _PROBE_MEMORY = 32 * 1024 * 1024
 _PROBE_TIMEOUT = 60
 
 
-class SwarmBackend:
+class SwarmBackend(SwarmServices):
     """The ClusterBackend of one Docker Engine, reached through the docker SDK.
 
     Args:

@@ -178,6 +178,27 @@ class InstanceStarter:
             del env["HOME"], env["USER"]
         return env
 
+    def service_parts(self, launch: Launch) -> tuple[DropletImage, str, tuple[str, ...] | None,
+                                                     dict[str, str], str]:
+        """What a Swarm service of ``launch`` runs (issue 17): the droplet image (made first if
+        missing), user, command, env and working directory, as ``launch`` would start them.
+
+        Raises:
+            UsageError: a start script too long for one environment string (no file can be
+                copied into a service's containers).
+        """
+        ws = self.workspace()
+        image = self._images.ensure(launch.droplet, memory_mib=launch.memory_mib)
+        if is_image_droplet(launch.droplet.builder):
+            return (image, launch.droplet.run_user, ("/bin/sh", "-c", launch.command), self.image_env(launch),
+                    launch.droplet.workdir or "/")
+        script = self.script(launch)
+        if len(script.encode()) > _MAX_ARG:
+            raise UsageError(detail=f"the start script of {launch.app.name} is over {_MAX_ARG // 1024} KiB "
+                                    "(a very large env): a cluster instance cannot carry it")
+        env = {**ws.base_env, SCRIPT_ENV: script}
+        return image, f"{ws.uid}:{ws.uid}", _BY_ENV, env, str(ws.ctr_home)
+
     def launch(self, launch: Launch) -> Container:
         """Create the container from the droplet's image (made first if missing) and start it.
 
