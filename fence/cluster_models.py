@@ -123,7 +123,8 @@ class ServiceSpec:
         limits: memory (swap held to the same only where the node has none), pids, nofile, log rotation.
         replicas: the task count.
         max_per_node: at most this many tasks on one node (0: no cap).
-        container_port: the port published in host mode on a port the engine picks (0: none).
+        container_port: the port published in host mode (0: none).
+        published_port: the host port it is published on (0: one the engine picks).
         restart_delay: seconds Swarm waits before restarting a failed task.
         restart_attempts: restarts Swarm makes within ``restart_window`` before it gives up.
         restart_window: seconds over which ``restart_attempts`` counts.
@@ -140,6 +141,7 @@ class ServiceSpec:
     replicas: int
     max_per_node: int = 0
     container_port: int = 0
+    published_port: int = 0
     restart_delay: float = 5.0
     restart_attempts: int = 5
     restart_window: float = 120.0

@@ -287,7 +287,7 @@ class FakeSwarm:
             service.tasks.append(TaskInfo(
                 id=uuid.uuid4().hex[:25], slot=slot, node_id=node.id, node_address=node.address.rpartition(":")[0],
                 state="running", desired_state="running", container_id=uuid.uuid4().hex,
-                published_port=30000 + next(_ids) if ports else None, created=str(next(_ids))))
+                published_port=(ports[0].get("PublishedPort") or 30000 + next(_ids)) if ports else None, created=str(next(_ids))))
 
 
 def _picked(listen_addr: str) -> str:

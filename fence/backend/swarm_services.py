@@ -68,10 +68,12 @@ def service_body(spec: ServiceSpec) -> dict[str, Any]:
                                                            "max-file": str(limits.log_max_files)}))  # type: ignore[attr-defined]
     endpoint: dict[str, Any] = {"Mode": "vip", "Ports": []}
     if spec.container_port:
-        # Host mode on a port the engine picks: two tasks of one app on a node never collide,
-        # and nothing goes through the ingress mesh (its VIPs are not used under remapping).
-        endpoint = {"Mode": "dnsrr", "Ports": [{"Protocol": "tcp", "TargetPort": spec.container_port,
-                                                "PublishMode": "host"}]}
+        # Host mode (nothing goes through the ingress mesh: its VIPs are not used under
+        # remapping), on the port given: a node has at most one task of the service (MaxReplicas).
+        port = {"Protocol": "tcp", "TargetPort": spec.container_port, "PublishMode": "host"}
+        if spec.published_port:
+            port["PublishedPort"] = spec.published_port
+        endpoint = {"Mode": "dnsrr", "Ports": [port]}
     return {"Name": spec.name, "Labels": dict(spec.labels), "TaskTemplate": dict(template),
             "Mode": {"Replicated": {"Replicas": spec.replicas}}, "UpdateConfig": dict(_UPDATE),
             "RollbackConfig": dict(_ROLLBACK), "EndpointSpec": endpoint}

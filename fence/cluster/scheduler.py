@@ -43,20 +43,33 @@ _PROBE_TIMEOUT = 1.0
 _NAME_MAX = 63  # Swarm service names
 
 
-def service_name(node_id: str, app: str, process: str, release: int) -> str:
-    """The service of one app's process type and release (at most 63 characters)."""
-    name = f"fence-{app}-{process}-r{release}"
+# The web port of a task is published in host mode on a port fence picks from this range, one
+# port per service (a worker node exposes these to the controller, nothing else of the apps).
+TASK_PORTS = range(21000, 22000)
+SHARD = "fence.shard"  # label: which of a release's services (each at most one task per node)
+PORT = "fence.port"  # label: the host port its web tasks are published on
+
+
+def service_name(node_id: str, app: str, process: str, release: int, shard: int = 0) -> str:
+    """The service of one shard of an app's process type and release (at most 63 characters)."""
+    name = f"fence-{app}-{process}-r{release}-s{shard}"
     if len(name) > _NAME_MAX:
         digest = hashlib.sha256(f"{node_id}/{app}/{process}".encode()).hexdigest()[:10]
-        name = f"fence-{app[:_NAME_MAX - 30]}-{digest}-r{release}"
+        name = f"fence-{app[:_NAME_MAX - 36]}-{digest}-r{release}-s{shard}"
     return name
 
 
+def shards(count: int, nodes: int) -> list[int]:
+    """The replicas of each service ``count`` instances take on ``nodes`` active nodes: every
+    service has at most one task per node (its web port is one host port), so ``count`` 7 on 3
+    nodes is 3, 3 and 1."""
+    nodes = max(1, nodes)
+    return [min(nodes, count - start) for start in range(0, max(0, count), nodes)]
+
+
 def max_per_node(count: int, nodes: int) -> int:
-    """The per-node cap that spreads ``count`` tasks over ``nodes`` nodes (0: no cap, one node)."""
-    if nodes <= 1 or count <= 0:
-        return 0
-    return -(-count // nodes)
+    """The per-node cap of a service (1 on more than one node; 0, none, on one)."""
+    return 1 if nodes > 1 and count > 0 else 0
 
 
 def answers(address: str, port: int, *, timeout: float = _PROBE_TIMEOUT) -> bool:
@@ -116,7 +129,8 @@ class SwarmScheduler:
         self._creating: set[str] = set()  # service names being created by a job
         self._made: dict[str, int] = {}  # service name → the listing seq when its creation ended
         self._seq = 0  # listings started
-        self._scaling: set[str] = set()  # service ids being scaled by a job
+        self._scaling: set[str] = set()
+        self._ports: dict[str, int] = {}  # service name → the port its creation took  # service ids being scaled by a job
         self._refused_at: dict[str, float] = {}  # service name → when its creation last failed
         self._refused: dict[str, str] = {}  # service name → why it could not be created
         self._routes: list[Route] = []
@@ -196,28 +210,32 @@ class SwarmScheduler:
             fleet.healthy = healthy
             fleet.leaving = {sid: at for sid, at in fleet.leaving.items() if sid in found}
             by_name = {s.name: s for s in found.values()}
-            wanted: dict[str, tuple[AppRecord, str, int]] = {}
+            nodes = self._active_nodes()
+            wanted: dict[str, tuple[AppRecord, str, int, int]] = {}  # name → app, process, shard, replicas
             for app in apps.values():
                 if not app.started or app.release is None:
                     continue
                 for process, count in app.counts().items():
-                    if count > 0:
-                        wanted[service_name(self._node_id, app.name, process, app.release)] = (app, process, count)
-            for name, (app, process, count) in wanted.items():
+                    for shard, replicas in enumerate(shards(count, nodes)):
+                        name = service_name(self._node_id, app.name, process, app.release, shard)
+                        wanted[name] = (app, process, shard, replicas)
+            cap = max_per_node(1, nodes)
+            for name, (app, process, shard, replicas) in wanted.items():
                 service = by_name.get(name)
                 if service is not None:
                     self._made.pop(name, None)
+                    self._ports.pop(name, None)
                 if service is None:
                     retry = self._refused_at.get(name, -1e9) + RESTART_DELAY <= self._clock()
                     # A listing started before its creation ended may not show a service just made.
                     fresh = self._made.get(name, 0) >= listed_at
                     if name not in self._creating and retry and not fresh:
+                        port = self._free_port(found.values()) if process == WEB_PROCESS else 0
                         self._creating.add(name)
-                        self._jobs.submit(self._create_job, app, process, count, name)
-                elif (service.replicas != count or service.max_per_node != self._cap(count)) \
-                        and service.id not in self._scaling:
+                        self._jobs.submit(self._create_job, app, process, shard, replicas, name, port, cap)
+                elif (service.replicas != replicas or service.max_per_node != cap) and service.id not in self._scaling:
                     self._scaling.add(service.id)
-                    self._jobs.submit(self._scale_job, service.id, count, self._cap(count))
+                    self._jobs.submit(self._scale_job, service.id, replicas, cap)
             now = self._clock()
             for service in found.values():
                 if service.name in wanted or service.id in fleet.leaving:
@@ -250,25 +268,30 @@ class SwarmScheduler:
 
     # --- what runs -------------------------------------------------------------------------
 
-    def _replaced(self, service: ServiceInfo, wanted: dict[str, tuple[AppRecord, str, int]],
+    def _replaced(self, service: ServiceInfo, wanted: dict[str, tuple[AppRecord, str, int, int]],
                   by_name: dict[str, ServiceInfo], apps: dict[str, AppRecord]) -> bool:
         """Whether an unwanted service may go: nothing of its app and type is wanted any more, or
-        the wanted release's service has every task running and healthy."""
+        every wanted service of the app's type has all its tasks running and healthy."""
         app_name, process = service.labels.get(labels.APP, ""), service.labels.get(labels.PROCESS, WEB_PROCESS)
         app = apps.get(app_name)
         if app is None or not app.started or app.release is None or app.count(process) == 0:
             return True
-        name = service_name(self._node_id, app_name, process, app.release)
-        successor = by_name.get(name)
-        if successor is None or name not in wanted:
-            return False
-        return self._ready(successor)
+        group = [name for name, (a, p, _, _) in wanted.items() if a.name == app_name and p == process]
+        return all(name in by_name and self._ready(by_name[name]) for name in group)
 
     def _ready(self, service: ServiceInfo) -> bool:
         live = [t for t in service.tasks if t.running]
         web = service.labels.get(labels.PROCESS, WEB_PROCESS) == WEB_PROCESS
         ok = [t for t in live if not web or t.id in self._fleet.healthy]
         return len(ok) >= service.replicas
+
+    def _free_port(self, services: object) -> int:
+        """The lowest port of ``TASK_PORTS`` no service (nor a creation under way) publishes on."""
+        used = {int(s.labels.get(PORT, "0") or 0) for s in services} | set(self._ports.values())  # type: ignore[attr-defined]
+        for port in TASK_PORTS:
+            if port not in used:
+                return port
+        raise ClusterError(detail=f"every task port {TASK_PORTS.start}-{TASK_PORTS.stop - 1} is taken")
 
     def _check_health(self, services: Sequence[ServiceInfo] | object) -> set[str]:
         """Task ids of running web tasks whose published port answers (those that answered
@@ -289,20 +312,25 @@ class SwarmScheduler:
             passed |= {t.id for t, ok in zip(ask, results) if ok}
         return passed
 
-    def _cap(self, count: int) -> int:
+    def _active_nodes(self) -> int:
+        """Ready, active nodes (counted again every 5 s: a drained or dead node changes the layout)."""
         at, nodes = self._nodes
-        if self._clock() - at > 10:
+        if self._clock() - at > 5:
             try:
                 nodes = max(1, sum(1 for n in self._cluster.list_nodes()
                                    if n.state == "ready" and n.availability == "active"))
             except FenceError:
                 pass
             self._nodes = (self._clock(), nodes)
-        return max_per_node(count, nodes)
+        return nodes
 
-    def _create_job(self, app: AppRecord, process: str, count: int, name: str) -> None:
+    def _create_job(self, app: AppRecord, process: str, shard: int, count: int, name: str, port: int,
+                    cap: int) -> None:
+        if port:
+            with self._lock:
+                self._ports[name] = port
         try:
-            spec = self.service_spec(app, process, count, name)
+            spec = self.service_spec(app, process, count, name, shard=shard, port=port, cap=cap)
             self._cluster.create_service(spec)
             with self._lock:
                 self._refused.pop(name, None)
@@ -322,6 +350,8 @@ class SwarmScheduler:
             with self._lock:
                 self._creating.discard(name)
                 self._made[name] = self._seq
+                if name in self._refused:
+                    self._ports.pop(name, None)
             self.wake()
 
     def _scale_job(self, service_id: str, count: int, cap: int) -> None:
@@ -336,7 +366,8 @@ class SwarmScheduler:
                 self._scaling.discard(service_id)
             self.wake()
 
-    def service_spec(self, app: AppRecord, process: str, count: int, name: str) -> ServiceSpec:
+    def service_spec(self, app: AppRecord, process: str, count: int, name: str, *, shard: int = 0, port: int = 0,
+                     cap: int = 0) -> ServiceSpec:
         """The service of the app's current release's ``process`` (its image pushed first, once).
 
         Raises:
@@ -354,10 +385,13 @@ class SwarmScheduler:
         service_labels = labels.owned(self._node_id, labels.ROLE_INSTANCE, app=app.name, droplet=droplet.id,
                                       release=str(app.release), process=process, stack_id=image.stack_id,
                                       stack_ref=image.stack_ref)
+        service_labels[SHARD] = str(shard)
+        if port:
+            service_labels[PORT] = str(port)
         return ServiceSpec(name=name, labels=service_labels, image=reference, user=user, command=command, env=env,
                            workdir=workdir, limits=container_limits(self._config, launch.memory_mib),
-                           replicas=count, max_per_node=self._cap(count),
-                           container_port=CONTAINER_PORT if process == WEB_PROCESS else 0,
+                           replicas=count, max_per_node=cap,
+                           container_port=CONTAINER_PORT if process == WEB_PROCESS else 0, published_port=port,
                            restart_delay=RESTART_DELAY, restart_attempts=RESTART_ATTEMPTS,
                            restart_window=RESTART_WINDOW)
 
@@ -422,16 +456,23 @@ class SwarmScheduler:
         return self.instances_by_app().get(app, [])
 
     def instances_by_app(self) -> dict[str, list[InstanceView]]:
-        """See ``Scheduler.instances_by_app``: per service slot, its live task (else its last one)."""
+        """See ``Scheduler.instances_by_app``: per service slot, its live task (else its last one);
+        the shards of a release are numbered on (index 0 … count - 1)."""
         with self._lock:
             views: dict[str, list[InstanceView]] = {}
+            groups: dict[tuple[str, str, str], list[tuple[int, int, ServiceInfo, list[TaskInfo]]]] = {}
             for service in self._fleet.services.values():
-                app = service.labels.get(labels.APP, "")
-                leaving = service.id in self._fleet.leaving
+                key = (service.labels.get(labels.APP, ""), service.labels.get(labels.PROCESS, WEB_PROCESS),
+                       service.labels.get(labels.RELEASE, "0"))
+                shard = int(service.labels.get(SHARD, "0") or 0)
                 for slot, tasks in _by_slot(service.tasks).items():
                     if slot > service.replicas and not any(t.desired_state == "running" for t in tasks):
                         continue
-                    views.setdefault(app, []).append(self._view(service, slot - 1, tasks, leaving))
+                    groups.setdefault(key, []).append((shard, slot, service, tasks))
+            for (app, _, _), members in groups.items():
+                for index, (_, _, service, tasks) in enumerate(sorted(members, key=lambda m: (m[0], m[1]))):
+                    views.setdefault(app, []).append(
+                        self._view(service, index, tasks, service.id in self._fleet.leaving))
             names = {s.name for s in self._fleet.services.values()}
             for name, why in self._refused.items():
                 if name in names:
@@ -524,6 +565,7 @@ def _parse_name(name: str, store: StateStore) -> tuple[str, str, int]:
     for app in store.apps():
         for process in app.counts():
             prefix = f"fence-{app.name}-{process}-r"
-            if name.startswith(prefix) and name[len(prefix):].isdigit():
-                return app.name, process, int(name[len(prefix):])
+            release, _, shard = name[len(prefix):].partition("-s")
+            if name.startswith(prefix) and release.isdigit() and shard.isdigit():
+                return app.name, process, int(release)
     return "", WEB_PROCESS, 0

@@ -9,7 +9,7 @@ import pytest
 from fence import labels
 from fence.backend.fake_swarm import FakeSwarm, FakeSwarmWorld
 from fence.backend.swarm_services import service_body
-from fence.cluster.scheduler import SwarmScheduler, max_per_node, service_name
+from fence.cluster.scheduler import TASK_PORTS, SwarmScheduler, service_name, shards
 from fence.cluster_models import ServiceSpec
 from fence.errors import UsageError
 from fence.models import AppRecord, Limits
@@ -69,7 +69,7 @@ def test_three_instances_are_one_service_spread_one_per_node_and_routed(cnode: C
     cnode.deploy("web", instances=3)
     cnode.settle()
     [service] = cnode.services()
-    assert service.name == "fence-web-web-r1" and service.replicas == 3 and service.max_per_node == 1
+    assert service.name == "fence-web-web-r1-s0" and service.replicas == 3 and service.max_per_node == 1
     assert len({t.node_id for t in service.tasks}) == 3
     assert [v.state for v in cnode.manager.instances("web")] == ["running"] * 3
     [route] = cnode.routes[-1]
@@ -81,7 +81,7 @@ def test_three_instances_are_one_service_spread_one_per_node_and_routed(cnode: C
 def test_the_service_spec_carries_every_hardening_and_the_image_by_digest(cnode: ClusterNode) -> None:
     cnode.deploy("web", instances=2)
     cnode.settle()
-    body = cnode.swarm.service_body("fence-web-web-r1")
+    body = cnode.swarm.service_body("fence-web-web-r1-s0")
     template = body["TaskTemplate"]
     container = template["ContainerSpec"]
     assert container["User"] == "1000:1000" and container["CapabilityDrop"] == ["ALL"] and container["Init"] is True
@@ -95,7 +95,8 @@ def test_the_service_spec_carries_every_hardening_and_the_image_by_digest(cnode:
     assert template["RestartPolicy"]["Delay"] == 5_000_000_000
     assert template["Placement"]["Preferences"] == [{"Spread": {"SpreadDescriptor": "node.id"}}]
     assert template["Placement"]["MaxReplicas"] == 1
-    assert body["EndpointSpec"]["Ports"] == [{"Protocol": "tcp", "TargetPort": 8080, "PublishMode": "host"}]
+    assert body["EndpointSpec"]["Ports"] == [{"Protocol": "tcp", "TargetPort": 8080, "PublishMode": "host",
+                                              "PublishedPort": TASK_PORTS.start}]
     assert body["UpdateConfig"]["Order"] == "start-first" and body["UpdateConfig"]["FailureAction"] == "rollback"
 
 
@@ -107,7 +108,7 @@ def test_a_droplet_image_is_pushed_once(cnode: ClusterNode, monkeypatch: pytest.
     cnode.store.put_app(AppRecord(name="web", instances=1, memory_mib=64, env={}, started=True, release=1,
                                   health_timeout=10, urls=(), created_at="t", processes={"worker": 2}))
     cnode.settle()
-    assert {s.name for s in cnode.services()} == {"fence-web-web-r1", "fence-web-worker-r1"}
+    assert {s.name for s in cnode.services()} == {"fence-web-web-r1-s0", "fence-web-worker-r1-s0"}
     assert len(pushes) == 1
 
 
@@ -136,8 +137,12 @@ def test_scale_updates_the_service_and_the_router(cnode: ClusterNode) -> None:
     cnode.store.put_app(AppRecord(name="web", instances=6, memory_mib=64, env={}, started=True, release=1,
                                   health_timeout=10, urls=(), created_at="t"))
     cnode.settle()
-    [service] = cnode.services()
-    assert service.replicas == 6 and service.max_per_node == 2 and len(cnode.routes[-1][0].upstreams) == 6
+    services = sorted(cnode.services(), key=lambda s: s.name)
+    assert [(s.name, s.replicas, s.max_per_node) for s in services] == [
+        ("fence-web-web-r1-s0", 3, 1), ("fence-web-web-r1-s1", 3, 1)]  # one port per service: one task a node
+    assert len({s.labels["fence.port"] for s in services}) == 2
+    assert len(cnode.routes[-1][0].upstreams) == 6
+    assert sorted(v.index for v in cnode.manager.instances("web")) == [0, 1, 2, 3, 4, 5]
 
 
 def test_a_redeploy_keeps_the_old_service_until_the_new_one_serves(cnode: ClusterNode) -> None:
@@ -146,11 +151,11 @@ def test_a_redeploy_keeps_the_old_service_until_the_new_one_serves(cnode: Cluste
     cnode.healthy = False
     cnode.deploy("web", instances=2)
     cnode.settle()
-    assert {s.name for s in cnode.services()} == {"fence-web-web-r1", "fence-web-web-r2"}
+    assert {s.name for s in cnode.services()} == {"fence-web-web-r1-s0", "fence-web-web-r2-s0"}
     assert len(cnode.routes[-1][0].upstreams) == 2  # the old release's tasks, answering before
     cnode.healthy = True
     cnode.settle()
-    assert {s.name for s in cnode.services()} == {"fence-web-web-r2"}
+    assert {s.name for s in cnode.services()} == {"fence-web-web-r2-s0"}
     assert cnode.manager.routed("web", 2) == 2
 
 
@@ -160,25 +165,25 @@ def test_a_rollback_goes_back_to_the_kept_service(cnode: ClusterNode) -> None:
     cnode.deploy("web", instances=1)
     cnode.manager.tick()
     cnode.manager.drain_jobs(10)
-    cnode.swarm.fail_tasks("fence-web-web-r2")
+    cnode.swarm.fail_tasks("fence-web-web-r2-s0")
     cnode.settle()
-    assert {s.name for s in cnode.services()} == {"fence-web-web-r1", "fence-web-web-r2"}
+    assert {s.name for s in cnode.services()} == {"fence-web-web-r1-s0", "fence-web-web-r2-s0"}
     views = cnode.manager.instances("web")
     assert [(v.release, v.state) for v in views] == [(1, "running"), (2, "crashed")]
     app = cnode.store.app("web")
     cnode.store.put_app(AppRecord(**{**app.__dict__, "release": 1}))
     cnode.settle()
-    assert {s.name for s in cnode.services()} == {"fence-web-web-r1"}
+    assert {s.name for s in cnode.services()} == {"fence-web-web-r1-s0"}
 
 
 def test_a_service_whose_tasks_keep_failing_is_reported_as_crash_looping(cnode: ClusterNode) -> None:
     cnode.deploy("bad", instances=1)
     cnode.settle()
     for _ in range(3):
-        cnode.swarm.fail_tasks("fence-bad-web-r1")
-        service = next(s for s in cnode.swarm.swarm.services.values() if s.body["Name"] == "fence-bad-web-r1")
+        cnode.swarm.fail_tasks("fence-bad-web-r1-s0")
+        service = next(s for s in cnode.swarm.swarm.services.values() if s.body["Name"] == "fence-bad-web-r1-s0")
         cnode.swarm._place(cnode.swarm.swarm, service)  # Swarm starts a new task in the slot
-    cnode.swarm.fail_tasks("fence-bad-web-r1")
+    cnode.swarm.fail_tasks("fence-bad-web-r1-s0")
     cnode.settle()
     [view] = cnode.manager.instances("bad")
     assert view.state == "crashed" and view.restarts == 4 and view.reason == "exited 1"
@@ -209,6 +214,7 @@ def test_stopping_an_app_removes_its_service(cnode: ClusterNode) -> None:
     assert cnode.services() == [] and cnode.routes[-1][0].upstreams == ()
 
 
-def test_names_and_caps() -> None:
-    assert service_name("n", "a" * 60, "web", 3).endswith("-r3") and len(service_name("n", "a" * 60, "web", 3)) <= 63
-    assert [max_per_node(c, 3) for c in (1, 3, 4, 6, 30)] == [1, 1, 2, 2, 10] and max_per_node(5, 1) == 0
+def test_names_and_shards() -> None:
+    long = service_name("n", "a" * 60, "web", 3, 2)
+    assert long.endswith("-r3-s2") and len(long) <= 63
+    assert shards(7, 3) == [3, 3, 1] and shards(3, 3) == [3] and shards(2, 1) == [1, 1] and shards(0, 3) == []
