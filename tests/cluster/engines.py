@@ -120,7 +120,10 @@ class ExtraEngine:
         host_dir: its folder (data root, exec root, socket, pid file, log, config).
         bridge: its default bridge's interface name.
         subnet_prefix: ``172.31.X`` of its bridge's /24.
-        swarm_port: the port it listens on for Swarm (on 127.0.0.1).
+        swarm_port: the port it listens on for Swarm (on ``address``).
+        address: its own loopback address (``127.0.1X.I``): it advertises its swarm there, and
+            publishes containers' ports there (``--ip``), so that a host-mode port taken on one
+            engine is free on the others, as on separate machines.
         options: how it was started.
     """
 
@@ -130,6 +133,7 @@ class ExtraEngine:
     subnet_prefix: str
     swarm_port: int
     options: EngineOptions
+    address: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -143,7 +147,7 @@ class ExtraEngine:
 
     @property
     def swarm_addr(self) -> str:
-        return f"127.0.0.1:{self.swarm_port}"
+        return f"{self.address}:{self.swarm_port}"
 
     @property
     def host_data_root(self) -> Path:
@@ -217,7 +221,8 @@ class EngineKit:
         name = f"fct{slot}n{index}"
         engine = ExtraEngine(name=name, host_dir=self.host_root / name, bridge=f"fct{slot}b{index}",
                              subnet_prefix=f"172.31.{10 * slot + index}",
-                             swarm_port=SWARM_PORT_BASE + 10 * slot + index - 1, options=options)
+                             swarm_port=SWARM_PORT_BASE + 10 * slot + index - 1, options=options,
+                             address=f"127.0.{110 + slot}.{index}")
         self.engines.append(engine)
         _clear_stale(engine)
         (KIT_STATE / "roots").mkdir(parents=True, exist_ok=True)
@@ -260,7 +265,8 @@ def start_engine(engine: ExtraEngine, *, image: bool = True, alias: str = BRIDGE
             "--data-root", str(engine.host_data_root), "--exec-root", str(exec_root(name)),
             "--pidfile", str(engine.host_dir / "docker.pid"), "-H", engine.docker_host,
             "--containerd-namespace", name, "--containerd-plugins-namespace", f"{name}p",
-            "--bridge", engine.bridge, "--iptables=false", "--swarm-default-advertise-addr=lo"]
+            "--bridge", engine.bridge, "--iptables=false", "--swarm-default-advertise-addr=lo",
+            "--ip", engine.address]
     if options.userns_remap:
         argv.append("--userns-remap=default")
     if options.no_new_privileges:
