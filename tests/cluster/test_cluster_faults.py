@@ -82,6 +82,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultCluster]:
         kato_nodes = [KatoNode(engine, homes / f"node{i}") for i, engine in enumerate(engines)]
         for kato in kato_nodes:
             kato.configure(registry)
+            # Advertised where it listens (its own loopback address), not on lo's 127.0.0.1.
+            assert kato.kato("config", "set", "fence", "cluster/advertise_address", kato.engine.swarm_addr).exit_code == 0
         controller, *workers = kato_nodes
         with busybox_rootfs().open("rb") as host_tar:
             engines[0].docker("import", "--change", 'CMD ["sh", "-c", ' + json.dumps(WEB) + "]", "-", APP_IMAGE,
