@@ -129,11 +129,23 @@ class SwarmServices:
             if not services:
                 return []
             tasks = api.tasks(filters={"service": [s["ID"] for s in services]})
-            nodes = {n["ID"]: str((n.get("Status") or {}).get("Addr") or "") for n in api.nodes()}
+            nodes = {n["ID"]: node_address(n) for n in api.nodes()}
         by_service: dict[str, list[TaskInfo]] = {}
         for task in tasks:
             by_service.setdefault(str(task.get("ServiceID", "")), []).append(task_info(task, nodes))
         return [service_info(s, by_service.get(s["ID"], [])) for s in services]
+
+
+# A node label that overrides the address Swarm observed for a node (its Status.Addr): a node
+# behind NAT, with several interfaces, or one of several engines on one machine.
+ADDRESS_LABEL = "fence.address"
+
+
+def node_address(node: Mapping[str, Any]) -> str:
+    """Where the controller reaches a node's published ports: its ``fence.address`` label, else
+    the address Swarm observed (``Status.Addr``)."""
+    spec_labels = (node.get("Spec") or {}).get("Labels") or {}
+    return str(spec_labels.get(ADDRESS_LABEL) or (node.get("Status") or {}).get("Addr") or "")
 
 
 def task_info(task: Mapping[str, Any], node_addresses: Mapping[str, str]) -> TaskInfo:

@@ -265,8 +265,8 @@ def start_engine(engine: ExtraEngine, *, image: bool = True, alias: str = BRIDGE
             "--data-root", str(engine.host_data_root), "--exec-root", str(exec_root(name)),
             "--pidfile", str(engine.host_dir / "docker.pid"), "-H", engine.docker_host,
             "--containerd-namespace", name, "--containerd-plugins-namespace", f"{name}p",
-            "--bridge", engine.bridge, "--iptables=false", "--swarm-default-advertise-addr=lo",
-            "--ip", engine.address]
+            "--bridge", engine.bridge, "--iptables=false",
+            f"--swarm-default-advertise-addr={engine.address}", "--ip", engine.address]
     if options.userns_remap:
         argv.append("--userns-remap=default")
     if options.no_new_privileges:

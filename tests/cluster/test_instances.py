@@ -26,9 +26,10 @@ from tests.cluster.test_cluster import KatoNode
 from tests.integration.node_kit import Node, Poller, free_port, wait_for
 
 APP_IMAGE = "fence-test/cluster-web:1"
+APP_IMAGE_2 = "fence-test/cluster-web:2"  # the same with WEBV=2 in its config: it answers v=2
 BAD_IMAGE = "fence-test/cluster-bad:1"  # its web process exits 3 at once
 # The web process: busybox httpd serving one file that says which release and task answered.
-WEB = ('mkdir -p /tmp/w && echo "v=${V:-1} $(hostname)" > /tmp/w/index.html && '
+WEB = ('mkdir -p /tmp/w && echo "v=${WEBV:-1} $(hostname)" > /tmp/w/index.html && '
        'exec httpd -f -p "$PORT" -h /tmp/w')
 
 
@@ -63,8 +64,8 @@ class Cluster:
                 return engine
         raise AssertionError(f"no engine is node {node_id}")
 
-    def push(self, app: str, *args: str) -> None:
-        result = self.node.cli("fence", "push", str(self.meta), "--name", app, "--image", APP_IMAGE, *args, timeout=300)
+    def push(self, app: str, *args: str, image: str = APP_IMAGE) -> None:
+        result = self.node.cli("fence", "push", str(self.meta), "--name", app, "--image", image, *args, timeout=300)
         assert result.exit_code == 0, result.stdout[-2000:] + result.stderr[-2000:] + self.tasks_text(app)
 
     def tasks_text(self, app: str) -> str:
@@ -88,6 +89,9 @@ def cluster(engine_kit: EngineKit, tmp_path_factory: pytest.TempPathFactory) -> 
         engines[0].docker("import", "--change", 'CMD ["sh", "-c", ' + json.dumps(WEB) + "]", "-", APP_IMAGE,
                           stdin=host_tar)
         host_tar.seek(0)
+        engines[0].docker("import", "--change", 'CMD ["sh", "-c", ' + json.dumps(WEB) + "]", "--change",
+                          "ENV WEBV=2", "-", APP_IMAGE_2, stdin=host_tar)
+        host_tar.seek(0)
         engines[0].docker("import", "--change", 'CMD ["sh", "-c", "echo bad; exit 3"]', "-", BAD_IMAGE,
                           stdin=host_tar)
     meta = homes / "meta"
@@ -101,6 +105,11 @@ def cluster(engine_kit: EngineKit, tmp_path_factory: pytest.TempPathFactory) -> 
         for worker in workers:
             joined = worker.kato(*join[1:])
             assert joined.exit_code == 0, joined.stderr
+        # Several engines on one machine: Swarm sees every worker at 127.0.0.1, so each node is
+        # told the address its ports are published on (the engine's --ip).
+        for engine in engines:
+            node_id = json.loads(engine.docker("info", "--format", "{{json .Swarm.NodeID}}").stdout)
+            engines[0].docker("node", "update", "--label-add", f"fence.address={engine.address}", node_id)
         from fence.wiring import config_store
         config_store(node.home).set("fence", "router/port", str(node.router_port))
         node.start()
@@ -149,16 +158,18 @@ def test_scale_up_and_down_updates_the_router(cluster: Cluster) -> None:
 
 def test_a_redeploy_loses_no_request_and_a_rollback_goes_back(cluster: Cluster) -> None:
     with Poller(cluster.node, "hello") as poller:
-        cluster.push("hello", "--instances", "3", "--env", "V=2")
+        cluster.push("hello", "--instances", "3", image=APP_IMAGE_2)
         wait_for(lambda: [s.labels[labels.RELEASE] for s in cluster.services("hello")] == ["2"], timeout=60)
         time.sleep(1)
     assert poller.failures == [] and poller.total > 10, poller.outcomes
     assert any(b.startswith("v=1") for b in poller.bodies) and any(b.startswith("v=2") for b in poller.bodies)
     assert cluster.node.url_get("hello")[1].startswith("v=2")
-    rolled = cluster.node.cli("fence", "rollback", "hello", timeout=300)
-    assert rolled.exit_code == 0, rolled.stderr + cluster.tasks_text("hello")
-    wait_for(lambda: len(cluster.services("hello")) == 1, timeout=60)
-    assert cluster.node.url_get("hello")[1].startswith("v=1")
+    with Poller(cluster.node, "hello") as poller:
+        rolled = cluster.node.cli("fence", "rollback", "hello", timeout=300)
+        assert rolled.exit_code == 0, rolled.stderr + cluster.tasks_text("hello")
+        wait_for(lambda: [s.labels[labels.RELEASE] for s in cluster.services("hello")] == ["3"], timeout=60)
+    assert poller.failures == [], poller.outcomes
+    assert {cluster.node.url_get("hello")[1].split()[0] for _ in range(6)} == {"v=1"}  # release 1's droplet
 
 
 def test_a_crash_looping_app_is_reported(cluster: Cluster) -> None:

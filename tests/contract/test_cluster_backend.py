@@ -149,6 +149,45 @@ def test_a_push_returns_a_digest_reference_that_a_worker_pulls(swarm: Swarm) -> 
         swarm.manager.push_image(IMAGE, registry=swarm.down_registry, repository="fence/contract", tag="c1")
 
 
+def test_a_service_spreads_publishes_its_port_scales_and_goes(swarm: Swarm) -> None:
+    from dataclasses import replace
+
+    from fence.cluster_models import ServiceSpec
+    from fence.models import Limits
+    from tests.integration.node_kit import wait_for
+
+    ref = swarm.manager.push_image(IMAGE, registry=swarm.registry, repository="fence/contract", tag="svc")
+    port = free_port()
+    owned = {"fence.node": "contract", "fence.role": "instance"}
+    spec = ServiceSpec(name="fence-contract-web-r1-s0", labels=owned, image=ref, user="1000:1000",
+                       command=("httpd", "-f", "-p", "8080", "-h", "/"), env={"A": "1"}, workdir="/", limits=Limits(),
+                       replicas=2, max_per_node=1, container_port=8080, published_port=port)
+    with pytest.raises(UsageError, match="not a reference by digest"):
+        swarm.manager.create_service(replace(spec, image=f"{swarm.registry}/fence/contract:svc"))
+    with pytest.raises(UsageError, match="never root"):
+        swarm.manager.create_service(replace(spec, user="0"))
+    service_id = swarm.manager.create_service(spec)
+    try:
+        def running() -> list:
+            return [t for s in swarm.manager.list_services(owned) for t in s.tasks if t.running]
+
+        tasks = wait_for(lambda: len(running()) == 2 and running(), timeout=120)
+        [service] = swarm.manager.list_services(owned)
+        assert service.id == service_id and service.image == ref and service.labels == owned
+        assert service.replicas == 2 and service.max_per_node == 1
+        nodes = {swarm.manager.swarm_state().node_id, swarm.worker.swarm_state().node_id}
+        assert {t.node_id for t in tasks} == nodes  # one per node
+        assert {t.published_port for t in tasks} == {port} and all(t.node_address and t.container_id for t in tasks)
+        assert swarm.manager.list_services({"fence.node": "another"}) == []
+        swarm.manager.scale_service(service_id, replicas=1, max_per_node=1)
+        wait_for(lambda: len(running()) == 1, timeout=120)
+        assert set(t.id for t in running()) <= {t.id for t in tasks}  # scaling down restarted nothing
+    finally:
+        swarm.manager.remove_service(service_id)
+    assert swarm.manager.list_services(owned) == []
+    swarm.manager.remove_service(service_id)  # gone already: nothing to do
+
+
 def test_leaving(swarm: Swarm) -> None:
     swarm.worker.swarm_leave(force=False)
     assert swarm.worker.swarm_state().state == "inactive"
