@@ -4,6 +4,8 @@ carry) and the calls that create, scale, list and remove services."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import logging
 from typing import Any, Mapping
 
 import docker
@@ -13,6 +15,8 @@ import docker.types
 from fence.backend.docker import _engine
 from fence.cluster_models import ServiceInfo, ServiceSpec, TaskInfo
 from fence.errors import UsageError
+
+log = logging.getLogger("fence.cluster")
 
 _NS = 1_000_000_000
 # Update and rollback of a service's spec (a scale that raises the per-node cap): one task at a
@@ -145,7 +149,16 @@ def node_address(node: Mapping[str, Any]) -> str:
     """Where the controller reaches a node's published ports: its ``fence.address`` label, else
     the address Swarm observed (``Status.Addr``)."""
     spec_labels = (node.get("Spec") or {}).get("Labels") or {}
-    return str(spec_labels.get(ADDRESS_LABEL) or (node.get("Status") or {}).get("Addr") or "")
+    observed = str((node.get("Status") or {}).get("Addr") or "")
+    given = str(spec_labels.get(ADDRESS_LABEL) or "")
+    if not given:
+        return observed
+    try:
+        return str(ipaddress.ip_address(given))
+    except ValueError:
+        log.warning("node %s: label %s=%r is not an IP address; its observed address %s is used",
+                    str(node.get("ID", ""))[:12], ADDRESS_LABEL, given[:80], observed)
+        return observed
 
 
 def task_info(task: Mapping[str, Any], node_addresses: Mapping[str, str]) -> TaskInfo:

@@ -40,6 +40,7 @@ RESTART_DELAY = 5.0  # seconds; Swarm's restart delay is fixed (no backoff)
 RESTART_ATTEMPTS = 5  # within RESTART_WINDOW, then Swarm gives up: a crash-looping instance
 RESTART_WINDOW = 120.0
 _PROBE_TIMEOUT = 1.0
+RECHECK = 10.0  # seconds between checks of a task that answered (fence's port check interval)
 _NAME_MAX = 63  # Swarm service names
 
 
@@ -48,6 +49,7 @@ _NAME_MAX = 63  # Swarm service names
 TASK_PORTS = range(21000, 22000)
 SHARD = "fence.shard"  # label: which of a release's services (each at most one task per node)
 PORT = "fence.port"  # label: the host port its web tasks are published on
+PUSHED_FROM = "fence.image-id"  # label: the controller's droplet image its registry image was pushed from
 
 
 def service_name(node_id: str, app: str, process: str, release: int, shard: int = 0) -> str:
@@ -134,6 +136,9 @@ class SwarmScheduler:
         self._refused_at: dict[str, float] = {}  # service name → when its creation last failed
         self._refused: dict[str, str] = {}  # service name → why it could not be created
         self._routes: list[Route] = []
+        self._rolls: dict[str, RolloutProgress] = {}
+        self._checked: dict[str, float] = {}  # task id → when its port was last asked
+        self._misses: dict[str, int] = {}  # task id → checks it failed in a row since it answered
         self._jobs = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="swarm")
         self._probes = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="swarm-health")
         self._wake = threading.Event()
@@ -294,22 +299,43 @@ class SwarmScheduler:
         raise ClusterError(detail=f"every task port {TASK_PORTS.start}-{TASK_PORTS.stop - 1} is taken")
 
     def _check_health(self, services: Sequence[ServiceInfo] | object) -> set[str]:
-        """Task ids of running web tasks whose published port answers (those that answered
-        before are not asked again)."""
+        """Task ids of running web tasks whose published port answers. A task not yet healthy
+        is asked at every pass; a healthy one every ``RECHECK`` seconds, and it stops being
+        routed after ``health/failures`` misses in a row (a hung app, a node cut off)."""
+        now = self._clock()
         with self._lock:
             known = set(self._fleet.healthy)
         ask: list[TaskInfo] = []
-        passed = set()
+        passed, live = set(), set()
         for service in services:  # type: ignore[attr-defined]
             if service.labels.get(labels.PROCESS, WEB_PROCESS) != WEB_PROCESS:
                 continue
             for task in service.tasks:
                 if not task.running or not task.published_port or not task.node_address:
                     continue
-                (passed.add(task.id) if task.id in known else ask.append(task))
+                live.add(task.id)
+                if task.id in known and now - self._checked.get(task.id, -1e9) < RECHECK:
+                    passed.add(task.id)
+                else:
+                    ask.append(task)
         if ask:
-            results = self._probes.map(lambda t: self._probe(t.node_address, int(t.published_port or 0)), ask)
-            passed |= {t.id for t, ok in zip(ask, results) if ok}
+            results = list(self._probes.map(lambda t: self._probe(t.node_address, int(t.published_port or 0)), ask))
+            limit = int(self._config.fence("health/failures"))
+            for task, ok in zip(ask, results):
+                self._checked[task.id] = now
+                if ok:
+                    self._misses.pop(task.id, None)
+                    passed.add(task.id)
+                elif task.id in known:
+                    self._misses[task.id] = self._misses.get(task.id, 0) + 1
+                    if self._misses[task.id] < limit:
+                        passed.add(task.id)
+                    else:
+                        log.warning("task stopped answering", extra={"task": task.id[:12],
+                                                                     "address": task.node_address})
+        for gone in set(self._checked) - live:
+            self._checked.pop(gone, None)
+            self._misses.pop(gone, None)
         return passed
 
     def _active_nodes(self) -> int:
@@ -386,6 +412,7 @@ class SwarmScheduler:
                                       release=str(app.release), process=process, stack_id=image.stack_id,
                                       stack_ref=image.stack_ref)
         service_labels[SHARD] = str(shard)
+        service_labels[PUSHED_FROM] = image.image_id
         if port:
             service_labels[PORT] = str(port)
         return ServiceSpec(name=name, labels=service_labels, image=reference, user=user, command=command, env=env,
@@ -402,6 +429,9 @@ class SwarmScheduler:
         with guard:  # two services of one droplet (web and worker) push it once
             with self._lock:
                 known = self._pushed.get(image_id)
+                if known is None:  # pushed by an earlier daemon: its services name it
+                    known = next((svc.image for svc in self._fleet.services.values()
+                                  if svc.labels.get(PUSHED_FROM) == image_id and "@sha256:" in svc.image), None)
             if known is not None:
                 return known
             registry = str(self._config.fence("cluster/registry_address"))
@@ -496,14 +526,18 @@ class SwarmScheduler:
             state = "stopping"
         elif healthy:
             state = "running"
-        elif task.state in TASK_FAILED or (not live and failures):
+        elif task.state in TASK_FAILED or failures:
+            # Between Swarm's restarts (its fixed delay) a slot that failed is crashed until a
+            # task of it answers again, as a single node's instance is during its backoff.
             state = "crashed"
         elif task.desired_state != "running":
             state = "stopped"
         else:
             state = "starting"
         last = failures[-1] if failures else None
-        reason = _why(task) if state == "crashed" else None
+        reason = None
+        if state == "crashed":
+            reason = _why(task) if task.state in TASK_FAILED or last is None else _why(last)
         check = "port" if web else "process"
         return InstanceView(
             index=index, state=state, container=task.container_id[:12], host_port=task.published_port,
@@ -525,26 +559,28 @@ class SwarmScheduler:
         """See ``Scheduler.promised_mib``: the cluster's instances are not this node's to admit (0)."""
         return 0
 
-    # --- stack rollouts: not on a cluster yet ---------------------------------------------------
+    # --- stack rollouts: by restaging on a cluster ---------------------------------------------
 
     def set_surge(self, app: str, surge: int | None) -> None:
         """See ``Scheduler.set_surge``: a cluster redeploy is always a whole new service."""
 
     def roll(self, app: str, *, image_id: str, surge: int = 1) -> None:
-        """See ``Scheduler.roll``.
-
-        Raises:
-            ClusterError: a stack rollout of a cluster's apps is not supported yet.
-        """
-        raise ClusterError(detail="a stack rollout on a cluster is not supported yet: redeploy the apps "
-                                  "(`fence restart APP`) after changing docker/image")
+        """See ``Scheduler.roll``: not in place on a cluster; the rollout reports the app failed
+        with what to do (``kato stack rollout --restage`` redeploys it, a new service per release)."""
+        with self._lock:
+            self._rolls[app] = RolloutProgress(
+                app=app, image_id=image_id, replaced=0, remaining=(),
+                failed="a cluster's instances move to a new stack by restaging: `kato stack rollout --restage`")
 
     def rollout_progress(self, app: str) -> RolloutProgress | None:
         """See ``Scheduler.rollout_progress``."""
-        return None
+        with self._lock:
+            return self._rolls.get(app)
 
     def end_rollout(self, app: str) -> None:
         """See ``Scheduler.end_rollout``."""
+        with self._lock:
+            self._rolls.pop(app, None)
 
 
 def _by_slot(tasks: Sequence[TaskInfo]) -> dict[int, list[TaskInfo]]:

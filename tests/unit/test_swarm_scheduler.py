@@ -189,9 +189,18 @@ def test_a_service_whose_tasks_keep_failing_is_reported_as_crash_looping(cnode: 
     assert view.state == "crashed" and view.restarts == 4 and view.reason == "exited 1"
     [warning] = crash_loop_warnings({"bad": cnode.manager.instances("bad")})
     assert "crash-looping" in warning
+    cnode.healthy = False  # Swarm's next try, starting: still crashed until it answers
+    cnode.swarm._place(cnode.swarm.swarm, service)
+    cnode.settle()
+    [view] = cnode.manager.instances("bad")
+    assert view.state == "crashed" and view.restarts == 4 and view.reason == "exited 1"
+    cnode.healthy = True
+    cnode.settle()
+    assert [v.state for v in cnode.manager.instances("bad")] == ["running"]
 
 
-def test_a_new_scheduler_adopts_the_services_without_touching_a_task(cnode: ClusterNode) -> None:
+def test_a_new_scheduler_adopts_the_services_without_touching_a_task(cnode: ClusterNode,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     cnode.deploy("web", instances=3)
     cnode.settle()
     before = {t.id for t in cnode.services()[0].tasks}
@@ -203,6 +212,15 @@ def test_a_new_scheduler_adopts_the_services_without_touching_a_task(cnode: Clus
         again.drain_jobs(10)
     [service] = cnode.services()
     assert {t.id for t in service.tasks} == before and again.routed("web", 1) == 3
+    pushes = []
+    monkeypatch.setattr(cnode.swarm, "push_image", lambda *a, **k: pushes.append(a))
+    cnode.store.put_app(AppRecord(name="web", instances=3, memory_mib=64, env={}, started=True, release=1,
+                                  health_timeout=10, urls=(), created_at="t", processes={"worker": 1}))
+    for _ in range(3):
+        again.tick()
+        again.drain_jobs(10)
+    worker = next(s for s in cnode.services() if s.labels["fence.process"] == "worker")
+    assert pushes == [] and worker.image == service.image  # the earlier daemon's push, by digest
 
 
 def test_stopping_an_app_removes_its_service(cnode: ClusterNode) -> None:
@@ -218,3 +236,79 @@ def test_names_and_shards() -> None:
     long = service_name("n", "a" * 60, "web", 3, 2)
     assert long.endswith("-r3-s2") and len(long) <= 63
     assert shards(7, 3) == [3, 3, 1] and shards(3, 3) == [3] and shards(2, 1) == [1, 1] and shards(0, 3) == []
+
+
+def test_a_stack_rollout_in_place_is_refused_with_what_to_do(cnode: ClusterNode) -> None:
+    cnode.deploy("web", instances=1)
+    cnode.settle()
+    cnode.manager.roll("web", image_id="sha256:new")
+    progress = cnode.manager.rollout_progress("web")
+    assert progress is not None and "kato stack rollout --restage" in progress.failed and not progress.done
+    cnode.manager.end_rollout("web")
+    assert cnode.manager.rollout_progress("web") is None
+    assert [s.name for s in cnode.services()] == ["fence-web-web-r1-s0"]  # nothing was touched
+
+
+def test_a_drained_node_reshapes_the_layout_without_touching_running_tasks(cnode: ClusterNode) -> None:
+    now = [0.0]
+    cnode.manager._clock = lambda: now[0]
+    cnode.deploy("web", instances=3)
+    cnode.settle()
+    [service] = cnode.services()
+    kept = {t.id for t in service.tasks}
+    worker = next(n for n in cnode.swarm.list_nodes() if n.role == "worker")
+    cnode.swarm.set_availability(worker.id, "drain")
+    now[0] += 10  # the active nodes are counted again
+    cnode.settle()
+    services = sorted(cnode.services(), key=lambda s: s.name)
+    assert [(s.name, s.replicas) for s in services] == [("fence-web-web-r1-s0", 2), ("fence-web-web-r1-s1", 1)]
+    assert {t.id for t in services[0].tasks if t.running} <= kept
+    assert len(cnode.routes[-1][0].upstreams) == 3
+
+
+def test_a_task_that_stops_answering_leaves_the_router_after_the_failures(cnode: ClusterNode) -> None:
+    now = [0.0]
+    cnode.manager._clock = lambda: now[0]
+    cnode.deploy("web", instances=2)
+    cnode.settle()
+    [service] = cnode.services()
+    hung = service.tasks[0]
+    cnode.manager._probe = lambda address, port: port != hung.published_port or address != hung.node_address
+    for _ in range(2):  # 2 misses of health/failures 3: still routed
+        now[0] += 11
+        cnode.manager.tick()
+    assert len(cnode.routes[-1][0].upstreams) == 2
+    now[0] += 11
+    cnode.manager.tick()
+    [left] = cnode.routes[-1][0].upstreams
+    assert (left.address, left.port) != (hung.node_address, hung.published_port)
+    assert sorted(v.state for v in cnode.manager.instances("web")) == ["running", "starting"]
+
+
+@pytest.mark.parametrize("label, expected", [
+    ({}, "192.0.2.7"), ({"fence.address": "127.0.110.2"}, "127.0.110.2"),
+    ({"fence.address": "not-an-ip"}, "192.0.2.7"), ({"fence.address": "10.0.0.1; rm"}, "192.0.2.7"),
+])
+def test_the_node_address_label_overrides_the_observed_one_only_with_an_ip(label: dict, expected: str) -> None:
+    from fence.backend.swarm_services import node_address
+
+    assert node_address({"ID": "n1", "Spec": {"Labels": label}, "Status": {"Addr": "192.0.2.7"}}) == expected
+
+
+@pytest.mark.parametrize("role, kind", [(None, "InstanceManager"), ("none", "InstanceManager"),
+                                        ("worker", "InstanceManager"), ("controller", "SwarmScheduler")])
+def test_the_wiring_picks_the_scheduler_by_cluster_role(tmp_path: Path, role: str | None, kind: str) -> None:
+    from fence.backend.fake import FakeBackend
+    from fence.home import NodeHome
+    from fence.wiring import config_store, node_service
+
+    home = NodeHome(host_root=tmp_path / "home")
+    home.ensure()
+    if role is not None:
+        config_store(home).set("fence", "cluster/role", role)
+    service = node_service(home, backend=FakeBackend(), router=None, cluster=FakeSwarm(world=FakeSwarmWorld()))
+    try:
+        assert type(service.manager).__name__ == kind
+        assert type(service.apps._manager).__name__ == kind
+    finally:
+        service.manager.shutdown()
