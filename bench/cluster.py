@@ -163,6 +163,8 @@ def _form(engines: list, *, host_work: Path, say: Say) -> EngineNode:  # noqa: A
     registry = f"127.0.0.1:{free_port()}"
     controller = EngineNode(docker_host=engines[0].docker_host)
     homes = [controller.root, *(host_work / f"cluster-worker{i}" for i in (1, 2))]
+    # A loaded 2-core machine starts 30 remapped tasks slowly: the deploy's wait is at its longest.
+    _kato(controller, "config", "set", "fence", "health/timeout", "180", home=controller.root)
     for engine, home in zip(engines, homes):
         home.mkdir(parents=True, exist_ok=True)
         for key, value in (("docker/image", TEST_IMAGE), ("cluster/listen_address", engine.swarm_addr),
@@ -213,8 +215,11 @@ def _measure(controller: EngineNode, single: BenchNode, engines: list, *, image_
         for n in range(reps):
             assert controller.client is not None
             began = time.monotonic()
-            controller.client.scale("c30", SCALED, on_line=lambda _line: None)
-            done = _wait(lambda: _running(controller, "c30") == SCALED, "30 instances healthy", interval=0.5)
+            try:
+                controller.client.scale("c30", SCALED, on_line=lambda _line: None)
+                done = _wait(lambda: _running(controller, "c30") == SCALED, "30 instances healthy", interval=0.5)
+            except Exception as exc:  # noqa: BLE001 - say what Swarm saw, then give up
+                raise RuntimeError(f"{exc}\n{_services_text(engines[0])}") from None
             figures["scale30.fence"].append(done - began)
             controller.client.scale("c30", 1, on_line=lambda _line: None)
             _wait(lambda: _running(controller, "c30") == 1 and len(_live(swarm, controller, "c30")) == 1,
@@ -296,3 +301,12 @@ def _tasks_left(api, service: str) -> bool:  # noqa: ANN001
                    for t in api.tasks(filters={"service": service}))
     except docker.errors.NotFound:
         return False
+
+
+def _services_text(engine) -> str:  # noqa: ANN001
+    """`docker service ls` and the tasks that are not running (for a failure's message)."""
+    listed = engine.docker("service", "ls", check=False).stdout
+    ids = engine.docker("service", "ls", "-q", check=False).stdout.split()
+    tasks = engine.docker("service", "ps", "--format", "{{.Name}} {{.Node}} {{.DesiredState}} {{.CurrentState}} "
+                          "{{.Error}}", *ids, check=False).stdout if ids else ""
+    return listed + "\n".join(line for line in tasks.splitlines() if "Running" not in line)[:4000]
