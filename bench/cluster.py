@@ -116,12 +116,15 @@ def measure(*, reps: int, run_id: str, host_work: Path, say: Say) -> dict[str, S
         _import_web(None, image_main)
         return _measure(controller, single, engines, image_main=image_main, reps=reps, host_work=host_work, say=say)
     finally:
+        if controller is not None:  # first: it needs the controller's FENCE_HOME (the registry's pid)
+            _kato(controller, "cluster", "leave", "--force")
+            from fence.cluster.registry import Registry
+
+            Registry(home=controller.home).stop()
         for node in (controller, single):
             if node is not None:
                 node.close()
         subprocess.run(["docker", "rmi", "-f", image_main], capture_output=True)
-        if controller is not None:
-            _kato(controller, "cluster", "leave", "--force")
         kit.down()
         shutil.rmtree(kit.host_root, ignore_errors=True)
 
