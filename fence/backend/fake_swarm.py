@@ -239,6 +239,9 @@ class FakeSwarm:
 
     def list_services(self, labels: dict[str, str]) -> list[ServiceInfo]:
         """See ``ClusterBackend.list_services``."""
+        if self.swarm is None or not self.swarm_state().manager:
+            raise ClusterError(detail="this engine is not a swarm manager: it schedules no instances "
+                                      "(`kato cluster init`, or `kato cluster leave` and restart fence)")
         swarm = self._managed()
         found = []
         for service in swarm.services.values():

@@ -14,7 +14,7 @@ import docker.types
 
 from fence.backend.docker import _engine
 from fence.cluster_models import ServiceInfo, ServiceSpec, TaskInfo
-from fence.errors import UsageError
+from fence.errors import ClusterError, UsageError
 
 log = logging.getLogger("fence.cluster")
 
@@ -129,7 +129,13 @@ class SwarmServices:
         api = self._api()
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]} if labels else None
         with _engine("listing services"):
-            services = api.services(filters=filters)
+            try:
+                services = api.services(filters=filters)
+            except docker.errors.APIError as exc:
+                if exc.status_code == 503:  # "This node is not a swarm manager…"
+                    raise ClusterError(detail="this engine is not a swarm manager: it schedules no instances "
+                                              "(`kato cluster init`, or `kato cluster leave` and restart fence)") from exc
+                raise
             if not services:
                 return []
             tasks = api.tasks(filters={"service": [s["ID"] for s in services]})

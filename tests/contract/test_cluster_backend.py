@@ -75,6 +75,8 @@ def test_an_engine_starts_outside_any_swarm(swarm: Swarm) -> None:
     assert swarm.manager.swarm_state().state == "inactive"
     with pytest.raises(ClusterError):
         swarm.manager.list_nodes()
+    with pytest.raises(ClusterError, match="not a swarm manager"):
+        swarm.manager.list_services({"fence.node": "contract"})
 
 
 def test_init_makes_a_manager_and_a_second_init_adopts_it(swarm: Swarm) -> None:
