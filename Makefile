@@ -5,13 +5,21 @@ VENV := .venv
 STACK ?= fence/stack:bookworm
 export FENCE_TEST_IMAGE := $(STACK)
 
-.PHONY: test demo bench engine venv stack services clean
+.PHONY: test demo cluster-demo cluster-demo-down bench engine venv stack services clean
 
 test: engine venv stack services
 	$(VENV)/bin/python -m pytest -rs $(PYTEST_ARGS)
 
 demo: engine venv stack services
 	bash scripts/demo
+
+# A 3-node cluster on this machine (main engine = controller, two extra engines as workers), left up;
+# `make cluster-demo-down` removes it and leaves the main engine as it was.
+cluster-demo: engine venv stack
+	bash scripts/cluster-demo
+
+cluster-demo-down: venv
+	bash scripts/cluster-demo-down
 
 # Benchmarks beside raw Docker (not part of `make test`); BENCH_ARGS="--reps 3" to shorten.
 bench: engine venv stack services

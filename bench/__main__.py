@@ -14,14 +14,15 @@ import time
 import uuid
 from pathlib import Path
 
-from bench import cli, cli_scale, dockerfile, drains, running, services, staging, usage
+from bench import cli, cli_scale, cluster, dockerfile, drains, running, services, staging, usage
 from bench.baseline import Docker
 from bench.node import REPO, BenchNode
 from bench.report import Row, absolute_row, ratio_row, table, write_json
 from bench.stats import Summary
 
 
-SECTIONS = ("cli", "staging", "start", "scale", "cli-scale", "api", "stats", "drains", "services", "dockerfile")
+SECTIONS = ("cli", "staging", "start", "scale", "cli-scale", "api", "stats", "drains", "services", "dockerfile",
+            "cluster")
 
 
 def main() -> int:
@@ -104,6 +105,9 @@ def main() -> int:
             say(f"-----> Dockerfile builds ({args.reps} repetitions)")
             figures.update(dockerfile.measure(reps=args.reps, host_work=host_work, say=say))
             figures.update(dockerfile.measure_start(node, docker, reps=args.reps, say=say))
+        if "cluster" in only:  # issue 17: three extra engines of this machine
+            say(f"-----> Cluster of 3 local engines ({min(args.reps, 3)} repetitions)")
+            figures.update(cluster.measure(reps=min(args.reps, 3), run_id=run_id, host_work=host_work, say=say))
     finally:
         node.close()
         docker.close()
@@ -226,6 +230,24 @@ def _rows(f: dict[str, Summary], extra: dict[str, object], scale: int, apps: int
     if "dockerfile.start.fence" in f:
         rows.append(ratio_row("image app, first instance start → first 200", f["dockerfile.start.fence"],
                               f["dockerfile.start.docker"], "docker run of the same image → first 200", 1.1))
+    if "cluster.scale30.fence" in f:  # issue 17
+        rows.append(ratio_row(f"{cluster.SCALED} instances of one app over 3 nodes → all healthy",
+                              f["cluster.scale30.fence"], f["cluster.scale30.docker"],
+                              f"docker service create --replicas {cluster.SCALED}, same image and task template "
+                              "→ all running", 1.2))
+    if "cluster.redeploy.fence" in f:
+        failed = f["cluster.redeploy.failed"]
+        rows.append(absolute_row(f"redeploy of {cluster.REDEPLOYED} instances across 3 nodes: failed requests "
+                                 "(poller through the router)", f"{failed.high:.0f} (of every redeploy)",
+                                 failed.high, 0, "requests"))
+        rows.append(ratio_row(f"redeploy of {cluster.REDEPLOYED} instances: 3 nodes / single node",
+                              f["cluster.redeploy.fence"], f["cluster.redeploy.single"],
+                              "the same redeploy of the same app on one node", None))
+    if "cluster.kill.full" in f:
+        rows.append(absolute_row(f"worker engine killed → {cluster.REDEPLOYED} instances healthy again",
+                                 f["cluster.kill.full"].text(), f["cluster.kill.full"].median, None, "s",
+                                 baseline=f"{f['cluster.kill.failed'].high:.0f} failed requests",
+                                 baseline_name="poller through the router, Swarm heartbeat 1 s"))
     for sample in staging.SAMPLES:
         info = extra.get(f"droplet.{sample}")
         if isinstance(info, dict):

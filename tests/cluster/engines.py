@@ -225,42 +225,12 @@ class EngineKit:
                              address=f"127.0.{110 + slot}.{index}")
         self.engines.append(engine)
         _clear_stale(engine)
-        engine.host_dir.mkdir(parents=True)
-        _let_remapped_root_through(engine.host_dir)
         (KIT_STATE / "roots").mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             (KIT_STATE / "roots" / name).unlink()
+        engine.host_dir.mkdir(parents=True)
         (KIT_STATE / "roots" / name).symlink_to(engine.host_dir)
-        subprocess.run(["ip", "link", "add", engine.bridge, "type", "bridge"], check=True, capture_output=True)
-        subprocess.run(["ip", "link", "set", "dev", engine.bridge, "alias", f"{BRIDGE_ALIAS} {engine.host_dir}"],
-                       check=True, capture_output=True)
-        subprocess.run(["ip", "addr", "add", f"{engine.subnet_prefix}.1/24", "dev", engine.bridge],
-                       check=True, capture_output=True)
-        subprocess.run(["ip", "link", "set", engine.bridge, "up"], check=True, capture_output=True)
-        (engine.host_dir / "daemon.json").write_text("{}\n")  # so /etc/docker/daemon.json is not read
-        argv = ["dockerd", "--config-file", str(engine.host_dir / "daemon.json"),
-                "--data-root", str(engine.host_data_root), "--exec-root", str(exec_root(name)),
-                "--pidfile", str(engine.host_dir / "docker.pid"), "-H", engine.docker_host,
-                "--containerd-namespace", name, "--containerd-plugins-namespace", f"{name}p",
-                "--bridge", engine.bridge, "--iptables=false",
-                f"--swarm-default-advertise-addr={engine.address}", "--ip", engine.address]
-        if options.userns_remap:
-            argv.append("--userns-remap=default")
-        if options.no_new_privileges:
-            argv.append("--no-new-privileges")
-        log = open(engine.host_dir / "dockerd.log", "ab")  # noqa: SIM115 - lives as long as dockerd
-        engine.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                       start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + _START_TIMEOUT
-        while not engine.answers():
-            if engine.proc.poll() is not None or time.monotonic() > deadline:
-                tail = (engine.host_dir / "dockerd.log").read_text(errors="replace")[-1500:]
-                raise RuntimeError(f"extra engine {name} did not come up:\n{tail}")
-            time.sleep(0.3)
-        if image:
-            with busybox_rootfs().open("rb") as host_tar:
-                engine.docker("import", "--change", 'CMD ["sh"]', "-", TEST_IMAGE, stdin=host_tar)
+        start_engine(engine, image=image)
         return engine
 
     def down(self) -> None:
@@ -271,6 +241,50 @@ class EngineKit:
         if self._slot_lock is not None:
             self._slot_lock.close()
             self._slot_lock = self._slot = None
+
+
+def start_engine(engine: ExtraEngine, *, image: bool = True, alias: str = BRIDGE_ALIAS) -> ExtraEngine:
+    """Make ``engine``'s bridge and start its dockerd (detached: it outlives this process unless
+    stopped); wait until it answers and import ``TEST_IMAGE`` into it when ``image``.
+
+    Used by the kit and by ``make cluster-demo`` (scripts/cluster-demo-engines), whose engines
+    stay up after the script and whose bridges carry their own ``alias``.
+    """
+    name = engine.name
+    options = engine.options
+    engine.host_dir.mkdir(parents=True, exist_ok=True)
+    _let_remapped_root_through(engine.host_dir)
+    subprocess.run(["ip", "link", "add", engine.bridge, "type", "bridge"], check=True, capture_output=True)
+    subprocess.run(["ip", "link", "set", "dev", engine.bridge, "alias", f"{alias} {engine.host_dir}"],
+                   check=True, capture_output=True)
+    subprocess.run(["ip", "addr", "add", f"{engine.subnet_prefix}.1/24", "dev", engine.bridge],
+                   check=True, capture_output=True)
+    subprocess.run(["ip", "link", "set", engine.bridge, "up"], check=True, capture_output=True)
+    (engine.host_dir / "daemon.json").write_text("{}\n")  # so /etc/docker/daemon.json is not read
+    argv = ["dockerd", "--config-file", str(engine.host_dir / "daemon.json"),
+            "--data-root", str(engine.host_data_root), "--exec-root", str(exec_root(name)),
+            "--pidfile", str(engine.host_dir / "docker.pid"), "-H", engine.docker_host,
+            "--containerd-namespace", name, "--containerd-plugins-namespace", f"{name}p",
+            "--bridge", engine.bridge, "--iptables=false",
+            f"--swarm-default-advertise-addr={engine.address}", "--ip", engine.address]
+    if options.userns_remap:
+        argv.append("--userns-remap=default")
+    if options.no_new_privileges:
+        argv.append("--no-new-privileges")
+    log = open(engine.host_dir / "dockerd.log", "ab")  # noqa: SIM115 - lives as long as dockerd
+    engine.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    log.close()
+    deadline = time.monotonic() + _START_TIMEOUT
+    while not engine.answers():
+        if engine.proc.poll() is not None or time.monotonic() > deadline:
+            tail = (engine.host_dir / "dockerd.log").read_text(errors="replace")[-1500:]
+            raise RuntimeError(f"extra engine {name} did not come up:\n{tail}")
+        time.sleep(0.3)
+    if image:
+        with busybox_rootfs().open("rb") as host_tar:
+            engine.docker("import", "--change", 'CMD ["sh"]', "-", TEST_IMAGE, stdin=host_tar)
+    return engine
 
 
 def stop_engine(engine: ExtraEngine) -> None:
