@@ -236,6 +236,8 @@ class SwarmScheduler:
                     fresh = self._made.get(name, 0) >= listed_at
                     if name not in self._creating and retry and not fresh:
                         port = self._free_port(found.values()) if process == WEB_PROCESS else 0
+                        if port:  # taken now: the next shard of this pass picks another
+                            self._ports[name] = port
                         self._creating.add(name)
                         self._jobs.submit(self._create_job, app, process, shard, replicas, name, port, cap)
                 elif (service.replicas != replicas or service.max_per_node != cap) and service.id not in self._scaling:
@@ -405,7 +407,9 @@ class SwarmScheduler:
         if droplet is None:
             raise ClusterError(detail=f"release {app.release} of {app.name} has no droplet any more")
         launch = Launch(app=app, release=app.release, droplet=droplet, index=0, process=process)
-        image, user, command, env, workdir = self._starter.service_parts(launch)
+        # Shards before this one are full (one task per node): its first index is shard × nodes.
+        image, user, command, env, workdir = self._starter.service_parts(
+            launch, slot_base=shard * max(1, self._active_nodes()))
         env = {k: v for k, v in env.items() if k != "INSTANCE_INDEX"}
         reference = self._push(image.image_id, image.ref)
         service_labels = labels.owned(self._node_id, labels.ROLE_INSTANCE, app=app.name, droplet=droplet.id,

@@ -36,6 +36,9 @@ class StartScript:
         ctr_admin_hook: the stack's admin pre-running hook (run when executable).
         command: the process command, run with ``bash -c``.
         command_argv: an argv to exec directly instead of ``command`` (one-off tasks).
+        slot_base: a Swarm task's (issue 17): its index is this plus its task slot less one
+            (``SLOT_ENV``, 1-based, filled in by Swarm), in ``INSTANCE_INDEX`` and
+            ``VCAP_APPLICATION``; ``None``: ``index`` as it is.
     """
 
     app: str
@@ -48,6 +51,16 @@ class StartScript:
     ctr_admin_hook: PurePosixPath
     command: str = ""
     command_argv: tuple[str, ...] = ()
+    slot_base: int | None = None
+
+
+# A Swarm task's slot (1-based) in its service: the service's env sets it to ``{{.Task.Slot}}``.
+SLOT_ENV = "FENCE_TASK_SLOT"
+
+
+def slot_index_shell(base: int) -> str:
+    """Shell that sets and exports ``INSTANCE_INDEX`` from a Swarm task's slot (``SLOT_ENV``)."""
+    return f"INSTANCE_INDEX=$(( {int(base)} + ${{{SLOT_ENV}:-1}} - 1 )); export INSTANCE_INDEX"
 
 
 def render_start_script(script: StartScript) -> str:
@@ -66,5 +79,5 @@ def render_start_script(script: StartScript) -> str:
         app=script.app, role=script.role, index=script.index, process=script.process,
         app_dir=str(script.ctr_app), env=list(script.env), hooks=hooks,
         admin_hook=str(script.ctr_admin_hook), command=script.command,
-        command_argv=list(script.command_argv))
+        command_argv=list(script.command_argv), slot_base=script.slot_base, slot_env=SLOT_ENV)
 

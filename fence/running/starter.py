@@ -17,7 +17,7 @@ from fence.limits import container_limits
 from fence.models import WEB_PROCESS, AppRecord, ContainerSpec, DropletRecord, PortSpec, ProcessSpec
 from fence.running.images import DropletImage, DropletImages
 from fence.running.networks import AppNetworks
-from fence.running.script import StartScript, render_start_script
+from fence.running.script import SLOT_ENV, StartScript, render_start_script, slot_index_shell
 from fence.tarstream import TarMember, tar_stream
 
 CONTAINER_PORT = 8080
@@ -143,14 +143,15 @@ class InstanceStarter:
         instance starts at once); see ``DropletImages.ensure``."""
         return self._images.ensure(droplet, memory_mib=memory_mib)
 
-    def script(self, launch: Launch) -> str:
-        """The start script of a launch (rendered from the jinja2 template)."""
+    def script(self, launch: Launch, *, slot_base: int | None = None) -> str:
+        """The start script of a launch (rendered from the jinja2 template); ``slot_base``: a
+        Swarm task's (``StartScript.slot_base``)."""
         ws = self.workspace()
         return render_start_script(StartScript(
             app=launch.app.name, role=launch.role, index=launch.index, process=launch.process,
             ctr_app=ws.ctr_app, env=tuple(sorted(self.env(launch).items())), hooks=launch.droplet.pre_running,
             ctr_admin_hook=ws.ctr_admin_hook("pre-running"),
-            command=launch.command, command_argv=launch.command_argv))
+            command=launch.command, command_argv=launch.command_argv, slot_base=slot_base))
 
     def task_argv(self, launch: Launch) -> tuple[str, ...]:
         """What a task container execs: its start script, which ends in the task's command (an
@@ -178,10 +179,11 @@ class InstanceStarter:
             del env["HOME"], env["USER"]
         return env
 
-    def service_parts(self, launch: Launch) -> tuple[DropletImage, str, tuple[str, ...] | None,
-                                                     dict[str, str], str]:
+    def service_parts(self, launch: Launch, *, slot_base: int = 0) -> tuple[DropletImage, str, tuple[str, ...] | None,
+                                                                         dict[str, str], str]:
         """What a Swarm service of ``launch`` runs (issue 17): the droplet image (made first if
-        missing), user, command, env and working directory, as ``launch`` would start them.
+        missing), user, command, env and working directory, as ``launch`` would start them; each
+        task's ``INSTANCE_INDEX`` is ``slot_base`` plus its slot less one (``SLOT_ENV``).
 
         Raises:
             UsageError: a start script too long for one environment string (no file can be
@@ -190,13 +192,14 @@ class InstanceStarter:
         ws = self.workspace()
         image = self._images.ensure(launch.droplet, memory_mib=launch.memory_mib)
         if is_image_droplet(launch.droplet.builder):
-            return (image, launch.droplet.run_user, ("/bin/sh", "-c", launch.command), self.image_env(launch),
-                    launch.droplet.workdir or "/")
-        script = self.script(launch)
+            command = f"{slot_index_shell(slot_base)}; {launch.command}"
+            return (image, launch.droplet.run_user, ("/bin/sh", "-c", command),
+                    {**self.image_env(launch), SLOT_ENV: "{{.Task.Slot}}"}, launch.droplet.workdir or "/")
+        script = self.script(launch, slot_base=slot_base)
         if len(script.encode()) > _MAX_ARG:
             raise UsageError(detail=f"the start script of {launch.app.name} is over {_MAX_ARG // 1024} KiB "
                                     "(a very large env): a cluster instance cannot carry it")
-        env = {**ws.base_env, SCRIPT_ENV: script}
+        env = {**ws.base_env, SCRIPT_ENV: script, SLOT_ENV: "{{.Task.Slot}}"}
         return image, f"{ws.uid}:{ws.uid}", _BY_ENV, env, str(ws.ctr_home)
 
     def launch(self, launch: Launch) -> Container:

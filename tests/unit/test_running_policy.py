@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path, PurePosixPath
@@ -9,7 +10,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from fence.running.backoff import BackoffPolicy, CrashCount
-from fence.running.script import StartScript, render_start_script
+from fence.running.script import SLOT_ENV, StartScript, render_start_script
 from fence.states import InstanceState as S
 from fence.states import TransitionError, check_transition
 
@@ -107,3 +108,18 @@ def test_env_names_that_are_not_identifiers_never_reach_the_script() -> None:
         render_start_script(StartScript(app="a", role="instance", index=0, process="web",
                                         ctr_app=PurePosixPath("/a"), env=(("A;rm", "x"),), hooks=(),
                                         ctr_admin_hook=PurePosixPath("/h"), command="true"))
+
+
+@pytest.mark.parametrize("slot, expected", [("1", 3), ("3", 5), (None, 3)])
+def test_a_swarm_task_takes_its_index_from_its_slot(tmp_path: Path, slot: str | None, expected: int) -> None:
+    vcap = json.dumps({"application_name": "demo", "instance_index": 0, "limits": {"mem": 64}}, sort_keys=True)
+    script = render_start_script(StartScript(
+        app="demo", role="instance", index=0, process="web", ctr_app=PurePosixPath(str(tmp_path)),
+        env=(("INSTANCE_INDEX", "0"), ("VCAP_APPLICATION", vcap)), hooks=(),
+        ctr_admin_hook=PurePosixPath("/nonexistent"), command='echo "$INSTANCE_INDEX"; echo "$VCAP_APPLICATION"',
+        slot_base=3))
+    env = {"PATH": os.environ["PATH"], **({SLOT_ENV: slot} if slot else {})}
+    proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    index, seen = proc.stdout.splitlines()
+    assert int(index) == expected and json.loads(seen)["instance_index"] == expected

@@ -14,6 +14,8 @@ from fence.cluster_models import ServiceSpec
 from fence.errors import UsageError
 from fence.models import AppRecord, Limits
 from fence.node import crash_loop_warnings
+from fence.running.script import SLOT_ENV
+from fence.running.starter import SCRIPT_ENV
 from tests.unit.test_instance_manager import Node, RecordedRoutes
 
 REGISTRY = "127.0.0.1:5999"
@@ -312,3 +314,15 @@ def test_the_wiring_picks_the_scheduler_by_cluster_role(tmp_path: Path, role: st
         assert type(service.apps._manager).__name__ == kind
     finally:
         service.manager.shutdown()
+
+
+def test_shards_made_in_one_pass_publish_ports_of_their_own_and_number_their_tasks_on(cnode: ClusterNode) -> None:
+    cnode.deploy("web", instances=7)  # 3 nodes: shards of 3, 3 and 1, all created in the first pass
+    cnode.settle()
+    bodies = [cnode.swarm.service_body(f"fence-web-web-r1-s{shard}") for shard in range(3)]
+    ports = [body["EndpointSpec"]["Ports"][0]["PublishedPort"] for body in bodies]
+    assert len(set(ports)) == 3, ports
+    for shard, body in enumerate(bodies):
+        env = dict(item.split("=", 1) for item in body["TaskTemplate"]["ContainerSpec"]["Env"])
+        assert env[SLOT_ENV] == "{{.Task.Slot}}" and "INSTANCE_INDEX" not in env
+        assert f"INSTANCE_INDEX=$(( {shard * 3} + ${{{SLOT_ENV}:-1}} - 1 ))" in env[SCRIPT_ENV]
