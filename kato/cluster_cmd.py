@@ -51,6 +51,12 @@ def init_cmd() -> None:
     _set(store, "cluster/manager_address", advertise)
     click.echo(f"-----> Swarm {state.cluster_id[:12]} managed by this node ({state.node_id[:12]}), "
                f"on {advertise}")
+    # The controller is a node too: one whose engine fails a join check takes no app task.
+    checks = _backend().engine_checks(probe_image=store.fence("docker/image"))
+    if checks.problems:
+        _backend().set_availability(state.node_id, "drain")
+        click.echo(f"-----> This node is drained, so no app instance runs here: {checks.problems[0]} "
+                   "(`kato node activate` once it passes)")
     click.echo(f"-----> Registry on {registry.address} (pid {registry.pid})")
     click.echo("-----> Add nodes with the command `kato cluster join-command` prints")
 

@@ -92,6 +92,21 @@ def test_init_records_the_controller_and_join_command_prints_the_token(world, ho
     assert printed[4] == "192.0.2.1:2377"  # the engine picked it: no advertise address set
 
 
+def test_init_drains_a_controller_whose_engine_fails_a_check(world, home) -> None:  # noqa: ANN001
+    world.engine = FakeSwarm(world=world, images={IMAGE: "x"}, no_new_privileges=False)
+    result = kato("cluster", "init")
+    assert result.exit_code == 0, result.output
+    assert "This node is drained" in result.output and "no-new-privileges" in result.output
+    [node] = world.engine.list_nodes()
+    assert node.availability == "drain"
+
+
+def test_init_keeps_a_controller_that_passes_the_checks_active(world, home) -> None:  # noqa: ANN001
+    assert "drained" not in kato("cluster", "init").output
+    [node] = world.engine.list_nodes()
+    assert node.availability == "active"
+
+
 @pytest.mark.parametrize(("engine", "fragment"), [
     ({"userns_remap": False}, "user-namespace remapping is off"),
     ({"no_new_privileges": False}, "does not set no-new-privileges daemon-wide"),
