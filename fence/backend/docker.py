@@ -17,7 +17,8 @@ import requests.exceptions
 
 from fence.backend import docker_answers as answers
 from fence.backend import docker_build
-from fence.backend.base import LogLines, LogRecord, OutputCallback, ProgressCallback, UsageSample
+from fence.backend.base import (CONTAINER_EVENTS, ContainerEvent, ContainerEvents, LogLines, LogRecord, OutputCallback,
+                                ProgressCallback, UsageSample)
 from fence.backend.cgroups import CgroupReader, default_reader
 from fence.backend.docker_logs import log_records
 from fence.backend.docker_process import ExecCalls, follow_exec, follow_exec_to
@@ -277,6 +278,22 @@ class DockerBackend:
             self._cgroups = default_reader()
         found = {cid: self._cgroups.sample(cid) for cid in container_ids}
         return {cid: sample for cid, sample in found.items() if sample is not None}
+
+    def container_events(self, labels: Mapping[str, str]) -> ContainerEvents:
+        """See ``ContainerBackend.container_events`` (``GET /events`` filtered by the engine)."""
+        filters = {"type": "container", "event": list(CONTAINER_EVENTS),
+                   "label": [f"{k}={v}" for k, v in labels.items()]}
+        action = "following container events"
+        with _engine(action):
+            stream = self._stream_api().events(decode=True, filters=filters)
+
+        def events() -> Iterator[ContainerEvent]:
+            with _engine(action):
+                for raw in stream:
+                    container_id = raw.get("id") or (raw.get("Actor") or {}).get("ID")
+                    if container_id:
+                        yield ContainerEvent(container_id=container_id, action=str(raw.get("Action") or raw.get("status")))
+        return ContainerEvents(events(), close=stream.close)
 
     def list_info(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         """See ``ContainerBackend.list_info`` (one ``/containers/json`` call)."""
