@@ -467,6 +467,11 @@ class ContainerBackend(Protocol):
             EngineUnavailable: the engine does not answer (a stream that was open just ends).
         """
 
+    def cpu_seconds(self, container_ids: Iterable[str]) -> dict[str, tuple[float, float]]:
+        """The CPU time of running containers alone, as cheaply as it can be read (one small
+        file each): ``(CPU seconds since it started, time.monotonic() when read)`` by id; ids
+        that do not run (or are unknown) are left out. Baselines for CPU %."""
+
     def usage(self, container_ids: Iterable[str]) -> dict[str, UsageSample]:
         """Usage counters of running containers, read cheaply (no engine stats stream).
 

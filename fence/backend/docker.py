@@ -272,6 +272,13 @@ class DockerBackend:
         return [DockerContainer(backend=self, container_id=c["Id"]) for c in self._summaries(labels)]
 
 
+    def cpu_seconds(self, container_ids: Iterable[str]) -> dict[str, tuple[float, float]]:
+        """See ``ContainerBackend.cpu_seconds`` (the cgroup's CPU counter; no engine call)."""
+        if self._cgroups is None:
+            self._cgroups = default_reader()
+        found = {cid: self._cgroups.cpu_seconds(cid) for cid in container_ids}
+        return {cid: read for cid, read in found.items() if read is not None}
+
     def usage(self, container_ids: Iterable[str]) -> dict[str, UsageSample]:
         """See ``ContainerBackend.usage`` (the kernel's cgroup and /proc counters; no engine call)."""
         if self._cgroups is None:

@@ -266,6 +266,10 @@ class FakeBackend:
             raise ContainerNotFound(container=container_id[:12] or "''")
         return found[0]
 
+    def cpu_seconds(self, container_ids: Iterable[str]) -> dict[str, tuple[float, float]]:
+        """See ``ContainerBackend.cpu_seconds``: the ``counters``' CPU time."""
+        return {cid: (sample.cpu_seconds, sample.at) for cid, sample in self.usage(container_ids).items()}
+
     def usage(self, container_ids: Iterable[str]) -> dict[str, UsageSample]:
         """See ``ContainerBackend.usage``: a running container's ``counters`` (tests set them;
         all zero but the memory limit until then)."""

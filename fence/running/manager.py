@@ -478,6 +478,12 @@ class InstanceManager:
         with self._lock:
             return self._promised()
 
+    def running_ids(self) -> list[str]:
+        """Full ids of the containers of this node's starting and running instances (as the
+        last pass or start job found them: no engine call)."""
+        with self._lock:
+            return [cid for cid, i in self._instances.items() if i.state in (S.STARTING, S.RUNNING)]
+
     def tracked(self) -> set[str]:
         """Ids of the containers this manager keeps a record of (running or crashed)."""
         with self._lock:
