@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from fence.cli_apps import client
+from fence.client import FenceClient
 from fence.console import debug_option, render
+from fence.home import NodeHome
 from fence.rules import check_app_name
 from fence.wire import to_wire
 
@@ -16,7 +17,8 @@ from fence.wire import to_wire
 @debug_option
 def stats(name: str, as_json: bool) -> None:
     """Show each instance's CPU (% of one core), memory used / limit, network in / out, restarts and uptime."""
-    found = client().stats(check_app_name(name))
+    # The client alone, not fence.cli_apps (whose commands cost a `fence stats` call ~15 ms to import).
+    found = FenceClient(host_socket=NodeHome.from_env().host_socket).stats(check_app_name(name))
     if as_json:
         click.echo(render(to_wire(found), "json"))
         return
