@@ -153,6 +153,9 @@ class InstanceManager:
                 self._stop.wait(wait)
                 wait = min(10.0, wait * 2)
                 continue
+            except Exception:  # a backend without events: the reconciler keeps its interval
+                log.exception("engine events cannot be followed")
+                return
             self._events, wait = stream, retry
             self.wake()  # what happened while no stream was open
             try:
