@@ -241,9 +241,11 @@ class InstanceManager:
         except FenceError as exc:
             log.warning("router update failed: %s", exc.message)
             served = self._route_sink.served()
+            self._steady = False  # tried again at the next 0.5 s pass
         except Exception:
             log.exception("router update failed")
             served = self._route_sink.served()
+            self._steady = False
         with self._lock:
             # An instance is stopped only once the router serves a config without it: after a
             # refused config the old one still points at it, and its address, once free, may go

@@ -197,3 +197,16 @@ def test_manager_shutdown_ends_its_event_stream(tmp_path: Path) -> None:
     _until(lambda: node.manager._events is not None)  # noqa: SLF001
     node.manager.shutdown()
     _until(lambda: node.manager._events is None)  # noqa: SLF001
+
+
+def test_a_refused_router_config_keeps_the_short_passes(node: Node) -> None:
+    node.deploy("web")
+    node.settle()
+    assert node.manager._steady  # noqa: SLF001
+    node.manager._route_sink.refuse = True  # noqa: SLF001 - nginx refuses: the next pass must try again soon
+    node.manager.wake()
+    node.manager.tick()
+    assert not node.manager._steady  # noqa: SLF001
+    node.manager._route_sink.refuse = False  # noqa: SLF001
+    node.manager.tick()
+    assert node.manager._steady  # noqa: SLF001
