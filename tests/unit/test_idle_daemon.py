@@ -210,3 +210,25 @@ def test_a_refused_router_config_keeps_the_short_passes(node: Node) -> None:
     node.manager._route_sink.refuse = False  # noqa: SLF001
     node.manager.tick()
     assert node.manager._steady  # noqa: SLF001
+
+
+def test_fence_stats_json_prints_what_the_models_would(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from fence.cli import fence
+    from fence.client import FenceClient, model_from_wire
+    from fence.console import render
+    from fence.usage_models import InstanceStats
+    from fence.wire import to_wire
+
+    answer = [{"app": "shop", "type": "web", "index": i, "state": "running", "container": f"{i:012x}", "release": 3,
+               "cpu_percent": 1.5 * i, "cpu_seconds": 0.25, "memory_bytes": 1 << 20, "memory_limit_bytes": 32 << 20,
+               "net_rx_bytes": 10, "net_tx_bytes": 20, "restarts": 0, "uptime": 61.0} for i in range(3)]
+    monkeypatch.setattr(FenceClient, "_get", lambda self, path, params=None: [dict(a) for a in answer])
+    monkeypatch.setenv("FENCE_HOME", str(tmp_path))
+    result = CliRunner().invoke(fence, ["stats", "shop", "--json"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == render(to_wire([model_from_wire(InstanceStats, a) for a in answer]), "json")
+    text = CliRunner().invoke(fence, ["stats", "shop"])
+    assert text.exit_code == 0 and text.output.splitlines()[1].split() == ["web.0", "running", "0.0%", "1.0MiB", "32.0MiB",
+                                                                  "10B", "20B", "0", "1m"]
