@@ -17,12 +17,12 @@ import requests.exceptions
 
 from fence.backend import docker_answers as answers
 from fence.backend import docker_build
-from fence.backend.base import (CONTAINER_EVENTS, ContainerEvent, ContainerEvents, LogLines, LogRecord, OutputCallback,
-                                ProgressCallback, UsageSample)
+from fence.backend.base import LogLines, LogRecord, OutputCallback, ProgressCallback, UsageSample
 from fence.backend.cgroups import CgroupReader, default_reader
 from fence.backend.docker_logs import log_records
 from fence.backend.docker_process import ExecCalls, follow_exec, follow_exec_to
 from fence.backend.firewall import bridge_interface
+from fence.backend.base import CONTAINER_EVENTS, ContainerEvent, ContainerEvents
 from fence.backend.policy import (refuse_unsafe_build, refuse_unsafe_network, refuse_unsafe_process,
                                   refuse_unsafe_spec)
 from fence.builds import BuildResult, BuildSpec, ImageConfig
