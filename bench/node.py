@@ -85,8 +85,12 @@ class BenchNode:
 
     @property
     def env(self) -> dict[str, str]:
-        """The environment of the node's CLIs and daemon."""
-        return {**os.environ, "FENCE_HOME": str(self.root)}
+        """The environment of the node's CLIs and daemon. Bytecode is written and reused, as in an
+        installed fence (with PYTHONDONTWRITEBYTECODE set, each CLI call compiled its modules
+        from source: about 20 ms more for `fence stats` than for `fence --version`)."""
+        env = {**os.environ, "FENCE_HOME": str(self.root)}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        return env
 
     def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """Run ``fence …`` or ``kato …`` (first argument) against this node."""

@@ -49,7 +49,8 @@ def usage_of(service: Any) -> Usage:
                 from fence.router.access_log import AccessLogCounter
 
                 counter = AccessLogCounter(host_log=host_log).counts
-            found = Usage(sampler=UsageSampler(backend=service.backend, node_id=service.node_id),
+            found = Usage(sampler=UsageSampler(backend=service.backend, node_id=service.node_id,
+                                               running=service.manager.running_ids),
                           metrics=NodeMetrics(service=service, router_requests=counter))
             found.metrics.time_stagings(service.session)
             drains = getattr(service, "drains", None)  # log drains (issue 18): their drop counts
@@ -70,6 +71,7 @@ def install(app: FastAPI, service: Any) -> None:
     app.add_middleware(_Latency, histogram=usage.metrics.api)
     app.include_router(_router(service, usage))
     app.router.on_startup.append(lambda: _listen(service, usage))
+    app.router.on_startup.append(usage.sampler.start)  # baselines from the start: no request waits
     app.router.on_shutdown.append(lambda: _close(usage))
 
 

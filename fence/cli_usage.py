@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from fence.cli_apps import client
+from fence.client import FenceClient
 from fence.console import debug_option, render
+from fence.home import NodeHome
 from fence.rules import check_app_name
-from fence.wire import to_wire
 
 
 @click.command()
@@ -16,11 +16,12 @@ from fence.wire import to_wire
 @debug_option
 def stats(name: str, as_json: bool) -> None:
     """Show each instance's CPU (% of one core), memory used / limit, network in / out, restarts and uptime."""
-    found = client().stats(check_app_name(name))
-    if as_json:
-        click.echo(render(to_wire(found), "json"))
+    # The client alone, not fence.cli_apps (whose commands cost a `fence stats` call ~15 ms to import).
+    client = FenceClient(host_socket=NodeHome.from_env().host_socket)
+    if as_json:  # the daemon's JSON as it came: no models to import, build and encode again
+        click.echo(render(client.stats_data(check_app_name(name)), "json"))
         return
-    click.echo(stats_text(found))
+    click.echo(stats_text(client.stats(check_app_name(name))))
 
 
 def stats_text(found: list) -> str:  # list[InstanceStats]; the model stays unimported at start

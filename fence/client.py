@@ -543,7 +543,12 @@ class FenceClient:
         """Per-instance usage of an app (``fence.usage_models.InstanceStats``)."""
         from fence.usage_models import InstanceStats
 
-        return [model_from_wire(InstanceStats, v) for v in self._get(_app_path(name, "stats"))]
+        return [model_from_wire(InstanceStats, v) for v in self.stats_data(name)]
+
+    def stats_data(self, name: str) -> list[dict[str, Any]]:
+        """``stats`` as the daemon sent it (JSON-ready): `fence stats --json` prints it as it is,
+        without building (and importing) the models only to turn them back into JSON."""
+        return list(self._get(_app_path(name, "stats")))
 
     def node_top(self) -> list[Any]:
         """Every app's usage on the node, the busiest CPU first (``fence.usage_models.AppUsage``)."""

@@ -13,7 +13,6 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from fence import labels
 from fence.errors import FenceError
 
 log = logging.getLogger("fence.metrics")
@@ -122,13 +121,13 @@ class _NodeCollector(Collector):
                                     "running now, by process type", labels=["app", "type"])
         try:
             views = self._service.apps.views()
-            infos = self._service.backend.list_info({labels.NODE: self._service.node_id,
-                                                     labels.ROLE: labels.ROLE_INSTANCE})
-            samples = self._service.backend.usage(i.id for i in infos if i.running)
+            # The reconciler's records name the running containers: no engine call per scrape.
+            live = self._service.manager.running_ids()
+            samples = self._service.backend.usage(live)
         except FenceError as exc:  # the engine is away: the other figures are still served
             log.warning("instance metrics could not be read", extra={"error": exc.message})
-            views, infos, samples = [], [], {}
-        by_short = {i.id[:12]: i.id for i in infos}
+            views, live, samples = [], [], {}
+        by_short = {cid[:12]: cid for cid in live}
         for view in views:
             for process, count in view.processes.items():
                 desired.add_metric([view.name, process], count)

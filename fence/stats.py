@@ -20,44 +20,54 @@ log = logging.getLogger("fence.stats")
 # than MIN_GAP is too noisy; one older than MAX_AGE says little about "now".
 MIN_GAP = 0.5
 MAX_AGE = 30.0
-# The sampler's tick: every running instance is read this often, so a request finds a baseline
-# (one tick of 50 instances reads about 300 small files: well under 1 % of a core).
+# The sampler's tick: every running instance's CPU counter (one small file) is read this often,
+# so that a request always finds a baseline and never waits (50 instances: about 1 ms of CPU a
+# tick, well under 0.1 % of a core).
 TICK = 5.0
-# The thread ends when nobody asked for this long (an idle daemon pays nothing for it); the next
-# request starts it again, sampling twice once.
-IDLE_AFTER = 60.0
+
+Baseline = tuple[float, float]  # (CPU seconds, time.monotonic() when read)
 
 
 class UsageSampler:
-    """Keeps the last few usage samples of every instance of the node, for CPU rates.
+    """Keeps recent CPU baselines of every running instance of the node, for CPU rates.
 
-    Its thread starts at a request (a daemon that is never asked reads nothing), samples every
-    ``tick`` seconds and ends after ``IDLE_AFTER`` seconds without one; a request for an instance
-    with no recent baseline samples it twice, ``MIN_GAP`` apart.
+    Its thread (``start``; a request starts it too) reads each running instance's CPU counter
+    every ``tick`` seconds, so a request reads the full counters once and rates them against a
+    baseline at most ``tick`` seconds old. Only an instance that started since the last tick has
+    none: it is sampled twice, ``MIN_GAP`` apart.
 
     Args:
         backend: the engine.
         node_id: this node (its instances' label).
-        tick: seconds between the background samples.
+        tick: seconds between the background baselines.
         sleep: waits between two samples (tests: a fake clock).
+        running: full ids of the node's running instances (the reconciler's records: no engine
+            call); ``None`` lists them through the engine.
     """
 
     def __init__(self, *, backend: ContainerBackend, node_id: str, tick: float = TICK,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 running: Callable[[], Iterable[str]] | None = None) -> None:
         self._backend = backend
         self._node_id = node_id
         self._tick = tick
         self._sleep = sleep
+        self._running = running
         self._lock = threading.Lock()
-        self._history: dict[str, collections.deque[UsageSample]] = {}
+        self._history: dict[str, collections.deque[Baseline]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._asked = time.monotonic()
+
+    def running_ids(self) -> list[str]:
+        """Full ids of the node's running instance containers."""
+        if self._running is not None:
+            return list(self._running())
+        infos = self._backend.list_info({labels.NODE: self._node_id, labels.ROLE: labels.ROLE_INSTANCE})
+        return [i.id for i in infos if i.running]
 
     def rates(self, container_ids: Iterable[str]) -> dict[str, tuple[UsageSample, float]]:
         """Each running container's sample now and its CPU % (of one core) since a recent baseline."""
-        self._asked = time.monotonic()
-        self._ensure_thread()
+        self.start()
         ids = list(container_ids)
         fresh = self._backend.usage(ids)
         answers = {cid: (s, rate) for cid, s in fresh.items() if (rate := self._record(cid, s)) is not None}
@@ -70,27 +80,33 @@ class UsageSampler:
         return answers
 
     def _record(self, container_id: str, sample: UsageSample) -> float | None:
-        """Keep ``sample``; the CPU % against the newest baseline at least MIN_GAP older, if any."""
+        """Keep ``sample`` as a baseline; the CPU % against the newest baseline at least MIN_GAP older, if any."""
+        return self._note(container_id, (sample.cpu_seconds, sample.at))
+
+    def _note(self, container_id: str, read: Baseline) -> float | None:
+        cpu, at = read
         with self._lock:
             history = self._history.setdefault(container_id, collections.deque(maxlen=4))
-            base = next((h for h in reversed(history) if MIN_GAP <= sample.at - h.at <= MAX_AGE), None)
-            history.append(sample)
+            base = next((h for h in reversed(history) if MIN_GAP <= at - h[1] <= MAX_AGE), None)
+            # Requests close together keep one baseline per MIN_GAP: four of them always reach
+            # back far enough for the next request's rate.
+            if not history or at - history[-1][1] >= MIN_GAP:
+                history.append(read)
         if base is None:
             return None
-        used = max(0.0, sample.cpu_seconds - base.cpu_seconds)
-        return round(100.0 * used / (sample.at - base.at), 2)
+        return round(100.0 * max(0.0, cpu - base[0]) / (at - base[1]), 2)
 
     def tick(self) -> None:
-        """Sample every running instance of the node once (the thread's work; tests call it)."""
-        infos = self._backend.list_info({labels.NODE: self._node_id, labels.ROLE: labels.ROLE_INSTANCE})
-        running = [i.id for i in infos if i.running]
-        for cid, sample in self._backend.usage(running).items():
-            self._record(cid, sample)
+        """Read every running instance's CPU counter once (the thread's work; tests call it)."""
+        running = self.running_ids()
+        for cid, read in self._backend.cpu_seconds(running).items():
+            self._note(cid, read)
         with self._lock:
             for gone in set(self._history) - set(running):
                 del self._history[gone]
 
-    def _ensure_thread(self) -> None:
+    def start(self) -> None:
+        """Start the thread (once; ``close`` ends it)."""
         with self._lock:
             if self._thread is not None or self._stop.is_set():
                 return
@@ -98,15 +114,15 @@ class UsageSampler:
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._tick):
-            with self._lock:
-                if time.monotonic() - self._asked > IDLE_AFTER:
-                    self._thread = None  # the next request starts another
-                    return
+        while True:
             try:
                 self.tick()
             except FenceError as exc:  # the engine is away: the next tick tries again
                 log.warning("could not sample usage", extra={"error": exc.message})
+            except Exception:  # a bug must not end the baselines
+                log.exception("usage sampling failed")
+            if self._stop.wait(self._tick):
+                return
 
     def close(self) -> None:
         """Stop the thread (it ends within a tick)."""
@@ -122,13 +138,12 @@ def app_stats(*, view: AppView, backend: ContainerBackend, node_id: str,
 
     Instances that are not running have zero usage; web first, then by type and index.
     """
-    infos = backend.list_info({labels.NODE: node_id, labels.ROLE: labels.ROLE_INSTANCE, labels.APP: view.name})
-    by_short = {i.id[:12]: i for i in infos}
-    rates = sampler.rates(i.id for i in infos if i.running)
+    by_short = {cid[:12]: cid for cid in sampler.running_ids()}
+    rates = sampler.rates(by_short[i.container] for i in view.instance_list if i.container in by_short)
     found = []
     for instance in view.instance_list:
-        info = by_short.get(instance.container)
-        sample, cpu = rates.get(info.id, (None, 0.0)) if info is not None else (None, 0.0)
+        full = by_short.get(instance.container)
+        sample, cpu = rates.get(full, (None, 0.0)) if full is not None else (None, 0.0)
         found.append(InstanceStats(
             app=view.name, type=instance.process, index=instance.index, state=instance.state,
             container=instance.container, release=instance.release, cpu_percent=cpu if sample else 0.0,

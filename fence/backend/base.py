@@ -69,6 +69,61 @@ class UsageSample:
     at: float
 
 
+@dataclass(frozen=True)
+class ContainerEvent:
+    """A change of a container's state, as the engine reports it.
+
+    Attributes:
+        container_id: the container's full id.
+        action: one of ``CONTAINER_EVENTS``.
+    """
+
+    container_id: str
+    action: str
+
+
+# What ``container_events`` reports: a main process began or ended, the memory limit killed it,
+# or the container went.
+CONTAINER_EVENTS = ("start", "die", "oom", "destroy")
+
+
+class ContainerEvents:
+    """The events ``ContainerBackend.container_events`` gives: an iterator that ends when the
+    engine's stream does (the engine went away) or ``close`` is called, also from another thread
+    while a read waits.
+
+    Args:
+        events: the events.
+        close: ends the source (e.g. shuts the engine connection down); called once.
+    """
+
+    def __init__(self, events: Iterator[ContainerEvent], *, close: Callable[[], None] = lambda: None) -> None:
+        self._events = events
+        self._close = close
+        self._closed = False
+
+    def __iter__(self) -> ContainerEvents:
+        return self
+
+    def __next__(self) -> ContainerEvent:
+        if self._closed:
+            raise StopIteration
+        try:
+            return next(self._events)
+        except StopIteration:
+            raise
+        except Exception:
+            if self._closed:  # the read failed because the source was shut down under it
+                raise StopIteration from None
+            raise
+
+    def close(self) -> None:
+        """End the events; a read waiting in another thread returns (ends) soon after."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+
 class LogLines:
     """A container's log lines as ``Container.logs`` gives them: an iterator that ``close``
     ends, also from another thread while a read waits for the next line (a follower whose
@@ -393,6 +448,19 @@ class ContainerBackend(Protocol):
         Raises:
             EngineUnavailable: the engine does not answer.
         """
+
+    def container_events(self, labels: Mapping[str, str]) -> ContainerEvents:
+        """The ``CONTAINER_EVENTS`` of every container carrying all the labels, from now on, as
+        they happen (one engine connection held open; nothing is read while nothing happens).
+
+        Raises:
+            EngineUnavailable: the engine does not answer (a stream that was open just ends).
+        """
+
+    def cpu_seconds(self, container_ids: Iterable[str]) -> dict[str, tuple[float, float]]:
+        """The CPU time of running containers alone, as cheaply as it can be read (one small
+        file each): ``(CPU seconds since it started, time.monotonic() when read)`` by id; ids
+        that do not run (or are unknown) are left out. Baselines for CPU %."""
 
     def usage(self, container_ids: Iterable[str]) -> dict[str, UsageSample]:
         """Usage counters of running containers, read cheaply (no engine stats stream).

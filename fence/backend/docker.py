@@ -21,6 +21,7 @@ from fence.backend.base import LogLines, OutputCallback, ProgressCallback, Usage
 from fence.backend.cgroups import CgroupReader, default_reader
 from fence.backend.docker_process import ExecCalls, follow_exec, follow_exec_to
 from fence.backend.firewall import bridge_interface
+from fence.backend.base import CONTAINER_EVENTS, ContainerEvent, ContainerEvents
 from fence.backend.policy import (refuse_unsafe_build, refuse_unsafe_network, refuse_unsafe_process,
                                   refuse_unsafe_spec)
 from fence.builds import BuildResult, BuildSpec, ImageConfig
@@ -270,12 +271,35 @@ class DockerBackend:
         return [DockerContainer(backend=self, container_id=c["Id"]) for c in self._summaries(labels)]
 
 
+    def cpu_seconds(self, container_ids: Iterable[str]) -> dict[str, tuple[float, float]]:
+        """See ``ContainerBackend.cpu_seconds`` (the cgroup's CPU counter; no engine call)."""
+        if self._cgroups is None:
+            self._cgroups = default_reader()
+        found = {cid: self._cgroups.cpu_seconds(cid) for cid in container_ids}
+        return {cid: read for cid, read in found.items() if read is not None}
+
     def usage(self, container_ids: Iterable[str]) -> dict[str, UsageSample]:
         """See ``ContainerBackend.usage`` (the kernel's cgroup and /proc counters; no engine call)."""
         if self._cgroups is None:
             self._cgroups = default_reader()
         found = {cid: self._cgroups.sample(cid) for cid in container_ids}
         return {cid: sample for cid, sample in found.items() if sample is not None}
+
+    def container_events(self, labels: Mapping[str, str]) -> ContainerEvents:
+        """See ``ContainerBackend.container_events`` (``GET /events`` filtered by the engine)."""
+        filters = {"type": "container", "event": list(CONTAINER_EVENTS),
+                   "label": [f"{k}={v}" for k, v in labels.items()]}
+        action = "following container events"
+        with _engine(action):
+            stream = self._stream_api().events(decode=True, filters=filters)
+
+        def events() -> Iterator[ContainerEvent]:
+            with _engine(action):
+                for raw in stream:
+                    container_id = raw.get("id") or (raw.get("Actor") or {}).get("ID")
+                    if container_id:
+                        yield ContainerEvent(container_id=container_id, action=str(raw.get("Action") or raw.get("status")))
+        return ContainerEvents(events(), close=stream.close)
 
     def list_info(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         """See ``ContainerBackend.list_info`` (one ``/containers/json`` call)."""

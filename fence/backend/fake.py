@@ -8,6 +8,7 @@ import io
 import itertools
 import math
 import posixpath
+import queue
 import shlex
 import tarfile
 import threading
@@ -18,7 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Mapping
 
-from fence.backend.base import TAIL_LINES, LogLines, LogRecord, OutputCallback, ProgressCallback, UsageSample
+from fence.backend.base import (TAIL_LINES, ContainerEvent, ContainerEvents, LogLines, LogRecord, OutputCallback,
+                                ProgressCallback, UsageSample)
 from fence.backend.fake_programs import (BUILTIN_PROGRAMS, FakeFile, FakeProcess, Program,
                                          SleptPastDeadline, StillRunning)
 from fence.backend import fake_build
@@ -27,7 +29,7 @@ from fence.backend.policy import (refuse_unsafe_build, refuse_unsafe_network, re
                                   refuse_unsafe_spec, refuse_unsafe_volume)
 from fence.builds import BuildResult, BuildSpec, ImageConfig
 from fence.labels import NODE
-from fence.errors import (ContainerGone, ContainerNotFound, EngineError, ImageNotFound,
+from fence.errors import (ContainerGone, ContainerNotFound, EngineError, EngineUnavailable, ImageNotFound,
                           InternalError, ProcessTimeout, StagingFailed, UsageError, UsernsRequired)
 from fence.models import (VolumeInfo, VolumeSpec, ContainerInfo, ContainerSpec, EngineInfo, ImageInfo, NetworkInfo, NetworkSpec,
                           ProcessResult, ProcessSpec, PublishedPort)
@@ -81,6 +83,8 @@ class FakeBackend:
         self._networks = FakeNetworks()
         self._last_host: dict[str, int] = {}  # network → the host number it handed out last
         self._volumes: dict[str, VolumeInfo] = {}
+        self._watchers: list[tuple[Mapping[str, str], queue.SimpleQueue[ContainerEvent | None]]] = []
+        self.events_broken = False  # tests: container_events raises EngineUnavailable while set
         for ref in images:
             image_id = "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
             self._images[image_id] = ImageInfo(id=image_id, tags=(), size=0,
@@ -262,6 +266,10 @@ class FakeBackend:
             raise ContainerNotFound(container=container_id[:12] or "''")
         return found[0]
 
+    def cpu_seconds(self, container_ids: Iterable[str]) -> dict[str, tuple[float, float]]:
+        """See ``ContainerBackend.cpu_seconds``: the ``counters``' CPU time."""
+        return {cid: (sample.cpu_seconds, sample.at) for cid, sample in self.usage(container_ids).items()}
+
     def usage(self, container_ids: Iterable[str]) -> dict[str, UsageSample]:
         """See ``ContainerBackend.usage``: a running container's ``counters`` (tests set them;
         all zero but the memory limit until then)."""
@@ -269,6 +277,41 @@ class FakeBackend:
             found = [self._containers.get(cid) for cid in container_ids]
         return {c.id: dataclasses.replace(c.counters, at=time.monotonic()) for c in found
                 if c is not None and c._state == "running"}
+
+    def container_events(self, labels: Mapping[str, str]) -> ContainerEvents:
+        """See ``ContainerBackend.container_events``; ``end_events`` ends every open stream (as an
+        engine restart does)."""
+        if self.events_broken:
+            raise EngineUnavailable(detail="the fake engine's event stream is broken")
+        inbox: queue.SimpleQueue[ContainerEvent | None] = queue.SimpleQueue()
+        watcher = (dict(labels), inbox)
+        with self._lock:
+            self._watchers.append(watcher)
+
+        def events() -> Iterator[ContainerEvent]:
+            while (event := inbox.get()) is not None:
+                yield event
+
+        def close() -> None:
+            with self._lock:
+                if watcher in self._watchers:
+                    self._watchers.remove(watcher)
+            inbox.put(None)
+        return ContainerEvents(events(), close=close)
+
+    def end_events(self) -> None:
+        """End every open ``container_events`` stream (tests: the engine went away)."""
+        with self._lock:
+            watchers, self._watchers = self._watchers, []
+        for _, inbox in watchers:
+            inbox.put(None)
+
+    def _event(self, container: FakeContainer, action: str) -> None:
+        with self._lock:
+            watchers = [inbox for wanted, inbox in self._watchers
+                        if all(container.spec.labels.get(k) == v for k, v in wanted.items())]
+        for inbox in watchers:
+            inbox.put(ContainerEvent(container_id=container.id, action=action))
 
     def list_info(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         """See ``ContainerBackend.list_info``."""
@@ -422,6 +465,7 @@ class FakeContainer:
         self._ports = tuple(PublishedPort(container_port=p.container_port, host_ip=p.host_ip,
                                           host_port=p.host_port or next(self._backend._ports))
                             for p in self.spec.ports)
+        self._backend._event(self, "start")  # noqa: SLF001 - its own backend
         try:
             self._end(program(proc))
         except StillRunning:
@@ -598,8 +642,12 @@ class FakeContainer:
 
     def destroy(self) -> None:
         """See ``Container.destroy``."""
+        was_running = self.running
         self._destroyed = True
         self._backend._forget(self._id)
+        if was_running:  # as `docker rm -f`: the process dies, then the container goes
+            self._backend._event(self, "die")  # noqa: SLF001 - its own backend
+        self._backend._event(self, "destroy")  # noqa: SLF001 - its own backend
 
     def _address(self) -> str | None:
         """An address on its network, as the engine gives one (``None`` without a network)."""
@@ -620,6 +668,9 @@ class FakeContainer:
 
     def _end(self, code: int) -> None:
         self._state, self._exit_code, self._ports = "exited", int(code), ()
+        if self._oom:
+            self._backend._event(self, "oom")  # noqa: SLF001 - its own backend
+        self._backend._event(self, "die")  # noqa: SLF001 - its own backend
 
     def _put(self, target: PurePosixPath, node: FakeFile) -> None:
         _make_dirs(self.files, target.parent)

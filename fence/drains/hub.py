@@ -110,6 +110,10 @@ class DrainHub:
                                    ca_file=self._source.ca_file(), own_host=app is None or loopback)
         return DrainShipper(name=name, app=app, url=parsed.shown, sender=sender, capacity=capacity)
 
+    def any(self) -> bool:
+        """Whether any drain is configured (an app's or a node-wide one)."""
+        return bool(self._by_app)
+
     def wants(self, app: str) -> bool:
         """Whether any drain takes this app's lines (its own, or a node-wide one)."""
         by_app = self._by_app

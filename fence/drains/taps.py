@@ -49,6 +49,7 @@ class InstanceTaps:
         self._taps: dict[tuple[str, str], _Tap] = {}  # (container id, stream) → its reader
         self._seen: set[str] = set()
         self._first = True
+        self._skipped_at: float | None = None  # the last pass skipped for want of drains
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -71,6 +72,13 @@ class InstanceTaps:
     def pass_once(self) -> None:
         """Sync the hub with the config, then tap new running instances of apps with drains."""
         self._hub.sync()
+        with self._lock:
+            if not self._taps and not self._hub.any():
+                # No drain and nothing tapped: no engine call (an idle node pays nothing). When a
+                # drain appears, every running container is read from this skipped pass on (a
+                # container started since then from its start, as a new one is).
+                self._skipped_at, self._seen = self._clock(), set()
+                return
         infos = self._backend.list_info({labels.NODE: self._node_id, labels.ROLE: labels.ROLE_INSTANCE})
         running = {info.id: info for info in infos if info.running}
         with self._lock:
@@ -81,9 +89,9 @@ class InstanceTaps:
                     del self._taps[key]
                 elif tap.quiet_for() > self._refollow:
                     tap.refollow()
-            now = self._clock()
+            now = self._clock() if self._skipped_at is None else self._skipped_at
             for cid, info in running.items():
-                new = not self._first and cid not in self._seen
+                new = not self._first and self._skipped_at is None and cid not in self._seen
                 self._seen.add(cid)
                 if (cid, "stdout") in self._taps or not self._hub.wants(info.labels.get(labels.APP, "")):
                     continue
@@ -91,7 +99,7 @@ class InstanceTaps:
                     self._taps[(cid, stream)] = _Tap(backend=self._backend, hub=self._hub, info=info, stream=stream,
                                                      since=None if new else now)
             self._seen &= set(running)
-            self._first = False
+            self._first, self._skipped_at = False, None
 
     def close(self) -> None:
         """Stop the passes and every follow."""

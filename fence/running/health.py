@@ -6,6 +6,7 @@ import concurrent.futures
 import http.client
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Callable, Protocol
@@ -22,6 +23,9 @@ DEFAULT_INTERVAL = 10
 READY_INTERVAL = 0.02
 # One readiness attempt: the watch tries again READY_INTERVAL after an attempt ends, so keep it short.
 READY_TIMEOUT = 1.0
+# With nothing starting the watch sleeps until the next liveness check is due or a start nudges it
+# (``HealthMonitor.nudge``), but looks at least this often (seconds) in case a nudge was missed.
+IDLE_LOOK = 1.0
 # One liveness attempt: at least 1 s (a loaded node answers late), at most 5 s, never more than the interval.
 LIVE_TIMEOUT_MIN, LIVE_TIMEOUT_MAX = 1.0, 5.0
 
@@ -179,6 +183,7 @@ class _Liveness:
     due: float
     failures: int = 0
     verdict: str | None = None
+    target: tuple[str, int, Probe] | None = None  # (address, port, probe): the watch starts due checks
 
 
 @dataclass
@@ -197,8 +202,9 @@ class HealthMonitor:
         check: the network check (a fake in tests).
         executor: runs the checks (a pool; tests pass one that runs them at once).
         failures: ``health/failures``, read at each failure (the node's config may change).
-        on_ready: called (on the check's thread) as soon as a readiness check passes: the
-            reconciler's wake, so that the instance is routed now rather than at the next look.
+        on_ready: called (on the check's thread) as soon as a readiness check passes or a
+            liveness verdict is reached: the reconciler's wake, so that the instance is routed
+            (or replaced) now rather than at the reconciler's next pass.
     """
 
     def __init__(self, *, check: HealthCheck, executor: concurrent.futures.Executor,
@@ -209,21 +215,57 @@ class HealthMonitor:
         self._on_ready = on_ready
         self._lock = threading.Lock()
         self._records = _Records()
+        self._nudged = threading.Event()
+
+    def nudge(self) -> None:
+        """Make the watch look now (an instance began starting, or the watch is to stop)."""
+        self._nudged.set()
 
     def watch(self, starting: Callable[[], list[tuple[str, str, int, Probe]]], *, stop: threading.Event,
-              interval: float = READY_INTERVAL) -> None:
-        """Until ``stop``: every ``interval`` seconds, start a readiness check of each starting
-        instance that has none in flight and has not passed (the reconciler's pass alone would
-        look only every pass interval); a pass calls ``on_ready``.
+              interval: float = READY_INTERVAL, idle: float = IDLE_LOOK,
+              clock: Callable[[], float] = time.monotonic) -> None:
+        """Until ``stop``: while instances start, every ``interval`` seconds, start a readiness
+        check of each one that has none in flight and has not passed (the reconciler's pass alone
+        would look only every pass interval); a pass calls ``on_ready``. It also starts the
+        liveness checks of running instances as they fall due (so they keep their interval
+        however seldom the reconciler passes). With nothing starting it sleeps until the next
+        liveness check is due, a ``nudge``, or ``idle`` seconds.
 
         Args:
             starting: ``(container id, address, port, probe)`` of each starting instance now.
-            stop: ends the watch.
-            interval: seconds between looks.
+            stop: ends the watch (``nudge`` after setting it, or it ends within ``idle``).
+            interval: seconds between looks while an instance starts.
+            idle: the longest sleep with nothing starting.
+            clock: the time liveness checks are due by (the ``now`` the manager passes to ``live``).
         """
-        while not stop.wait(interval):
-            for container_id, address, port, probe in starting():
+        while not stop.is_set():
+            self._nudged.clear()
+            found = starting()
+            for container_id, address, port, probe in found:
                 self.ready(container_id, address, port, probe)
+            due = self._start_due(clock())
+            if found:
+                stop.wait(interval)
+            else:
+                self._nudged.wait(max(0.0, min(idle, due - clock())))
+
+    def _start_due(self, now: float) -> float:
+        """Start every liveness check that is due; when the next one falls due (``inf``: none)."""
+        submit: list[tuple[str, str, int, Probe]] = []
+        later = float("inf")
+        with self._lock:
+            records = self._records
+            for container_id, state in records.live.items():
+                if state.target is None or state.verdict is not None or container_id in records.inflight:
+                    continue
+                if now >= state.due:
+                    state.due = now + state.target[2].interval
+                    records.inflight.add(container_id)
+                    submit.append((container_id, *state.target))
+                later = min(later, state.due)
+        for container_id, address, port, probe in submit:
+            self._submit(self._live_job, container_id, address, port, probe)
+        return later
 
     def ready(self, container_id: str, address: str, port: int, probe: Probe) -> bool:
         """Whether a readiness check of the starting instance has passed; starts one when none
@@ -234,6 +276,7 @@ class HealthMonitor:
         with self._lock:
             if container_id in records.ready:
                 return True
+            self._nudged.set()  # a pass found it starting: the watch looks at it every READY_INTERVAL
             if container_id in records.inflight:
                 return False
             records.inflight.add(container_id)
@@ -259,7 +302,11 @@ class HealthMonitor:
             return None
         records = self._records
         with self._lock:
-            state = records.live.setdefault(container_id, _Liveness(due=since + probe.interval))
+            state = records.live.get(container_id)
+            if state is None:
+                state = records.live[container_id] = _Liveness(due=since + probe.interval)
+                self._nudged.set()  # the watch sleeps until this one's first check is due
+            state.target = (address, port, probe)
             if state.verdict is None and container_id not in records.inflight and now >= state.due:
                 state.due = now + probe.interval
                 records.inflight.add(container_id)
@@ -319,5 +366,7 @@ class HealthMonitor:
                 state.failures = 0
                 return
             state.failures += 1
-            if state.failures >= threshold:
-                state.verdict = f"health check {probe.describe()}: {failed} {times(state.failures)}"
+            if state.failures < threshold:
+                return
+            state.verdict = f"health check {probe.describe()}: {failed} {times(state.failures)}"
+        self._on_ready()  # the reconciler replaces it at once, not at its next pass

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Callable
 
 from fence import labels
-from fence.backend.base import ContainerBackend
+from fence.backend.base import ContainerBackend, ContainerEvents
 from fence.config import ConfigStore
 from fence.errors import FenceError
 from fence.models import AppRecord, ContainerInfo, InstanceView, Route, RolloutProgress
@@ -31,6 +31,11 @@ from fence.store import StateStore
 
 log = logging.getLogger("fence.instances")
 S = InstanceState
+# Seconds between passes on a steady node (every instance running and routed, nothing starting,
+# stopping or waiting for a restart) while the engine's event stream is open: a crash or a
+# removal wakes the reconciler at once, a desired-state change does too (``wake``). What only a
+# pass notices (a node config change, a crash count healing with time) waits up to this long.
+STEADY_INTERVAL = 5.0
 
 
 class InstanceManager:
@@ -104,11 +109,15 @@ class InstanceManager:
         self._thread: threading.Thread | None = None
         self._routes: list[Route] | None = None
         self._leaving: dict[str, Instance] = {}  # stopping, not yet handed to a stop job
+        self._steady = False  # the last pass found nothing to do and nothing in motion
+        self._events: ContainerEvents | None = None  # the engine's event stream while it is open
 
     # --- the loop --------------------------------------------------------------------------
 
-    def run_in_background(self, interval: float = 0.5) -> None:
-        """Reconcile every ``interval`` seconds (and at once after ``wake``) until ``shutdown``."""
+    def run_in_background(self, interval: float = 0.5, steady_interval: float = STEADY_INTERVAL) -> None:
+        """Reconcile every ``interval`` seconds (and at once after ``wake`` or an engine event of an
+        instance) until ``shutdown``; every ``steady_interval`` seconds instead while the node is
+        steady and the engine's event stream is open."""
         def loop() -> None:
             while not self._stop.is_set():
                 # Cleared before the pass, not after the wait: a wake during the pass (an
@@ -121,12 +130,46 @@ class InstanceManager:
                     log.warning("reconcile failed: %s", exc.message)
                 except Exception:  # a bug must not end the loop that keeps apps running
                     log.exception("reconcile failed")
-                self._wake.wait(interval)
+                    self._steady = False
+                self._wake.wait(steady_interval if self._steady and self._events is not None else interval)
         self._thread = threading.Thread(target=loop, name="reconciler", daemon=True)
         self._thread.start()
+        threading.Thread(target=self.follow_events, name="engine-events", daemon=True).start()
         # Readiness between passes: a check that passes wakes the reconciler (on_ready).
-        threading.Thread(target=self._monitor.watch, args=(self._starting_web,), kwargs={"stop": self._stop},
-                         name="health-probe", daemon=True).start()
+        threading.Thread(target=self._monitor.watch, args=(self._starting_web,),
+                         kwargs={"stop": self._stop, "clock": self._clock.now}, name="health-probe", daemon=True).start()
+
+    def follow_events(self, retry: float = 0.5) -> None:
+        """Until ``shutdown``: wake the reconciler at each engine event of this node's instances (a
+        crash is seen at once however seldom a steady node passes). While the stream is down
+        (the engine is away) the reconciler passes every ``interval``; the stream is opened again
+        after ``retry`` seconds, doubling to 10 s."""
+        wait = retry
+        while not self._stop.is_set():
+            try:
+                stream = self._backend.container_events({labels.NODE: self._node_id, labels.ROLE: labels.ROLE_INSTANCE})
+            except FenceError as exc:
+                log.debug("engine events unavailable: %s", exc.message)
+                self._stop.wait(wait)
+                wait = min(10.0, wait * 2)
+                continue
+            except Exception:  # a backend without events: the reconciler keeps its interval
+                log.exception("engine events cannot be followed")
+                return
+            self._events, wait = stream, retry
+            self.wake()  # what happened while no stream was open
+            try:
+                for _ in stream:
+                    self.wake()
+            except FenceError as exc:
+                log.debug("engine events ended: %s", exc.message)
+            except Exception:  # a bug must not end the watch: the reconciler falls back to its interval
+                log.exception("engine events failed")
+            finally:
+                self._events = None
+                stream.close()
+                self.wake()
+            self._stop.wait(wait)
 
     def _starting_web(self) -> list[tuple[str, str, int, Probe]]:
         with self._lock:
@@ -141,6 +184,10 @@ class InstanceManager:
         """Stop reconciling; containers keep running (a restarted daemon re-adopts them)."""
         self._stop.set()
         self._wake.set()
+        self._monitor.nudge()
+        events = self._events
+        if events is not None:
+            events.close()
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._jobs.shutdown(wait=False, cancel_futures=True)
@@ -170,6 +217,7 @@ class InstanceManager:
         apps = {app.name: app for app in self._store.apps()}
         now = self._clock.now()
         to_stop: list[Instance] = []
+        started: list[SlotKey] = []
         with self._lock:
             self._observe(infos, now, listed_at, apps)
             self._check_health(now)
@@ -180,10 +228,11 @@ class InstanceManager:
                 app = apps.get(name)
                 to_stop += plan_app(app=app, instances=by_app.get(name, []), slots=self._slots,
                                     rollout=self._rollouts.get(name), surge=self._rollouts.surge(name), now=now,
-                                    start=lambda key, app=app, **how: self._start(app, key, now, **how))
+                                    start=lambda key, app=app, **how: started.append(key) or self._start(app, key, now, **how))
             for instance in to_stop:
                 instance.move(S.STOPPING)
                 self._leaving[instance.container_id] = instance
+            self._steady = self._is_steady(apps, moved=bool(to_stop or started))
             routes = routes_for(apps, by_app, str(self._config.fence("router/domain")))
         served: Sequence[Route] | None
         try:
@@ -192,9 +241,11 @@ class InstanceManager:
         except FenceError as exc:
             log.warning("router update failed: %s", exc.message)
             served = self._route_sink.served()
+            self._steady = False  # tried again at the next 0.5 s pass
         except Exception:
             log.exception("router update failed")
             served = self._route_sink.served()
+            self._steady = False
         with self._lock:
             # An instance is stopped only once the router serves a config without it: after a
             # refused config the old one still points at it, and its address, once free, may go
@@ -208,6 +259,14 @@ class InstanceManager:
         with self._passed:
             self._passes += 1
             self._passed.notify_all()
+
+    def _is_steady(self, apps: dict[str, AppRecord], *, moved: bool) -> bool:
+        """Whether nothing but an event or a ``wake`` can give the next pass work: every
+        instance runs and fills a wanted slot, and nothing starts, stops, rolls or waits."""
+        if moved or self._leaving or self._slots.pending() or any(self._rollouts.get(name) for name in apps):
+            return False
+        wanted = sum(sum(app.counts().values()) for app in apps.values() if app.started and app.release is not None)
+        return len(self._instances) == wanted and all(i.state is S.RUNNING for i in self._instances.values())
 
     def wait_pass(self, timeout: float) -> None:
         """Wait until a reconcile pass has ended since this thread last returned from here (on
@@ -340,6 +399,7 @@ class InstanceManager:
                     self._rollouts.started(instance)
                 else:
                     self._slots[key].refused = None
+            self._monitor.nudge()  # its readiness is looked at every READY_INTERVAL from now
         except FenceError as exc:
             with self._lock:
                 if start.rollout:
@@ -422,6 +482,12 @@ class InstanceManager:
         """The sum of the memory limits of this node's instances (starting, running, stopping)."""
         with self._lock:
             return self._promised()
+
+    def running_ids(self) -> list[str]:
+        """Full ids of the containers of this node's starting and running instances (as the
+        last pass or start job found them: no engine call)."""
+        with self._lock:
+            return [cid for cid, i in self._instances.items() if i.state in (S.STARTING, S.RUNNING)]
 
     def tracked(self) -> set[str]:
         """Ids of the containers this manager keeps a record of (running or crashed)."""

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -246,6 +247,11 @@ def test_drain_drops_come_from_registered_sources_and_a_broken_one_is_skipped() 
             def views() -> list[AppView]:
                 return []
 
+        class manager:
+            @staticmethod
+            def running_ids() -> list[str]:
+                return []
+
     metrics = NodeMetrics(service=_Service(), router_requests=None)
     drops = {"papertrail": 3}
     metrics.add_drain_drops(lambda: drops)
@@ -277,16 +283,35 @@ def test_good_metrics_listen_is_kept(tmp_path: Path, value: str) -> None:
     assert store.fence("metrics/listen") == value
 
 
-def test_the_sampler_thread_ends_when_nobody_asks(backend: FakeBackend, shop: dict,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("fence.stats.IDLE_AFTER", 0.0)
-    sampler = UsageSampler(backend=backend, node_id=NODE, tick=0.01, sleep=lambda s: None)
-    sampler.rates([shop["web.0"].id])
+def test_baselines_kept_from_the_start_spare_the_first_request_its_wait(backend: FakeBackend, shop: dict,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr("fence.backend.fake.time.monotonic", lambda: now[0])
+    clock = _Clock()
+    web0 = shop["web.0"]
+    sampler = UsageSampler(backend=backend, node_id=NODE, sleep=clock.sleep, running=lambda: [web0.id])
+    sampler._stop.set()  # ticked by hand
+    _busy(web0, 10.0, 50 << 20)
+    sampler.tick()  # the background tick: the CPU counter alone
+    now[0] += 4.0
+    _busy(web0, 12.0, 50 << 20)  # 2 CPU seconds in 4 s: 50 %
+    [(sample, cpu)] = sampler.rates([web0.id]).values()
+    assert cpu == 50.0 and clock.slept == [] and sample.memory_bytes == 50 << 20
+    now[0] += 0.1  # a request right after another still has a baseline MIN_GAP older
+    _busy(web0, 12.1, 50 << 20)
+    [(sample, cpu)] = sampler.rates([web0.id]).values()
+    assert cpu == round(100 * 2.1 / 4.1, 2) and clock.slept == []
+
+
+def test_the_sampler_thread_ticks_until_closed(backend: FakeBackend, shop: dict) -> None:
+    ticked = threading.Event()
+
+    def running() -> list[str]:
+        ticked.set()
+        return [shop["web.0"].id]
+    sampler = UsageSampler(backend=backend, node_id=NODE, tick=0.01, running=running)
+    sampler.start()
+    assert ticked.wait(10)
     thread = sampler._thread
-    assert thread is not None
-    thread.join(timeout=30)
-    assert not thread.is_alive() and sampler._thread is None
-    sampler.rates([shop["web.0"].id])  # asked again: a new thread
-    assert sampler._thread is not None and sampler._thread is not thread
     sampler.close()
-    assert not sampler._thread or not sampler._thread.is_alive()
+    assert thread is not None and not thread.is_alive()
