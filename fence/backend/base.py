@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Iterator, Mapping, Protocol
+from typing import Callable, Generic, Iterable, Iterator, Mapping, Protocol, TypeVar
 
 from fence.builds import BuildResult, BuildSpec, ImageConfig
 from fence.cluster_models import ClusterNode, EngineChecks, JoinTokens, ServiceInfo, ServiceSpec, SwarmState
@@ -87,66 +87,32 @@ class ContainerEvent:
 CONTAINER_EVENTS = ("start", "die", "oom", "destroy")
 
 
-class ContainerEvents:
-    """The events ``ContainerBackend.container_events`` gives: an iterator that ends when the
-    engine's stream does (the engine went away) or ``close`` is called, also from another thread
-    while a read waits.
+T = TypeVar("T")
+
+
+class ClosableStream(Generic[T]):
+    """An engine stream as an iterator that ``close`` ends, also from another thread while a
+    read waits for the next item (a follower whose client left must not hold a thread and an
+    engine connection until the source ends).
 
     Args:
-        events: the events.
+        items: the items.
         close: ends the source (e.g. shuts the engine connection down); called once.
     """
 
-    def __init__(self, events: Iterator[ContainerEvent], *, close: Callable[[], None] = lambda: None) -> None:
-        self._events = events
+    def __init__(self, items: Iterator[T], *, close: Callable[[], None] = lambda: None) -> None:
+        self._items = items
         self._close = close
         self._closed = False
 
-    def __iter__(self) -> ContainerEvents:
+    def __iter__(self) -> ClosableStream[T]:
         return self
 
-    def __next__(self) -> ContainerEvent:
+    def __next__(self) -> T:
         if self._closed:
             raise StopIteration
         try:
-            return next(self._events)
-        except StopIteration:
-            raise
-        except Exception:
-            if self._closed:  # the read failed because the source was shut down under it
-                raise StopIteration from None
-            raise
-
-    def close(self) -> None:
-        """End the events; a read waiting in another thread returns (ends) soon after."""
-        if not self._closed:
-            self._closed = True
-            self._close()
-
-
-class LogLines:
-    """A container's log lines as ``Container.logs`` gives them: an iterator that ``close``
-    ends, also from another thread while a read waits for the next line (a follower whose
-    client left must not hold a thread and an engine connection until the container stops).
-
-    Args:
-        lines: the lines.
-        close: ends the source (e.g. shuts the engine connection down); called once.
-    """
-
-    def __init__(self, lines: Iterator[str], *, close: Callable[[], None] = lambda: None) -> None:
-        self._lines = lines
-        self._close = close
-        self._closed = False
-
-    def __iter__(self) -> LogLines:
-        return self
-
-    def __next__(self) -> str:
-        if self._closed:
-            raise StopIteration
-        try:
-            return next(self._lines)
+            return next(self._items)
         except StopIteration:
             raise
         except Exception:
@@ -160,10 +126,19 @@ class LogLines:
         return self._closed
 
     def close(self) -> None:
-        """End the lines; a read waiting in another thread returns (ends) soon after."""
+        """End the stream; a read waiting in another thread returns (ends) soon after."""
         if not self._closed:
             self._closed = True
             self._close()
+
+
+class ContainerEvents(ClosableStream[ContainerEvent]):
+    """The events ``ContainerBackend.container_events`` gives; the iterator ends when the
+    engine's stream does (the engine went away) or ``close`` is called."""
+
+
+class LogLines(ClosableStream[str]):
+    """A container's log lines as ``Container.logs`` and ``Container.output`` give them."""
 
 
 class Container(Protocol):
