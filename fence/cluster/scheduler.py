@@ -29,6 +29,7 @@ from fence.config import ConfigStore
 from fence.errors import ClusterError, FenceError
 from fence.limits import container_limits
 from fence.models import WEB_PROCESS, AppRecord, InstanceView, RolloutProgress, Route, Upstream
+from fence.running.scheduler import Passes
 from fence.running.starter import CONTAINER_PORT, InstanceStarter, Launch
 from fence.running.views import NoRouter, RouteSink
 from fence.store import StateStore
@@ -143,11 +144,10 @@ class SwarmScheduler:
         self._probes = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="swarm-health")
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._passed = threading.Condition()
-        self._passes = 0
-        self._seen = threading.local()
+        self._passes = Passes()  # wait_pass
         self._thread: threading.Thread | None = None
         self._nodes: tuple[float, int] = (-1e9, 1)  # when counted, active nodes
+        self._own_node: str | None = None  # the controller engine's swarm node id, once asked
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -190,10 +190,7 @@ class SwarmScheduler:
 
     def wait_pass(self, timeout: float) -> None:
         """See ``Scheduler.wait_pass``."""
-        with self._passed:
-            seen = getattr(self._seen, "passes", self._passes)
-            self._passed.wait_for(lambda: self._passes > seen, timeout)
-            self._seen.passes = self._passes
+        self._passes.wait(timeout)
 
     def tick(self) -> None:
         """One pass: services against the store, task health, routes, removals.
@@ -269,9 +266,7 @@ class SwarmScheduler:
                 log.info("service removed", extra={"service": found[sid].name})
             except FenceError as exc:
                 log.warning("service removal failed: %s", exc.message)
-        with self._passed:
-            self._passes += 1
-            self._passed.notify_all()
+        self._passes.ended()
 
     # --- what runs -------------------------------------------------------------------------
 
@@ -558,6 +553,18 @@ class SwarmScheduler:
         """See ``Scheduler.tracked``: every task container Swarm still lists."""
         with self._lock:
             return {t.container_id for s in self._fleet.services.values() for t in s.tasks if t.container_id}
+
+    def running_ids(self) -> list[str]:
+        """See ``Scheduler.running_ids``: the containers of running tasks on the controller's own
+        node (usage is read from this engine's cgroups; a worker's tasks are not here)."""
+        if self._own_node is None:
+            try:
+                self._own_node = self._cluster.swarm_state().node_id
+            except FenceError:
+                return []
+        with self._lock:
+            return [t.container_id for s in self._fleet.services.values() for t in s.tasks
+                    if t.running and t.container_id and t.node_id == self._own_node]
 
     def promised_mib(self) -> int:
         """See ``Scheduler.promised_mib``: the cluster's instances are not this node's to admit (0)."""

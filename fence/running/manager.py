@@ -19,6 +19,7 @@ from fence.node import total_memory_mib
 from fence.running.admission import admit, promised_mib
 from fence.running.backoff import BackoffPolicy, Clock, SystemClock
 from fence.running import containers
+from fence.running.scheduler import Passes
 from fence.running.containers import exit_reason, last_output, stack_ref, wall_now
 from fence.running.health import HealthCheck, HealthMonitor, NetworkHealth, Probe, gate, probe_for
 from fence.running.instance import WEB, Instance, PendingStart, SlotKey, SlotTable, slot_of
@@ -102,9 +103,7 @@ class InstanceManager:
         self._unstopped: set[str] = set()
         self._jobs = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="instance")
         self._wake = threading.Event()
-        self._passed = threading.Condition()  # notified after every pass
-        self._passes = 0  # passes ended, guarded by _passed
-        self._seen = threading.local()  # per waiting thread: the passes it had seen
+        self._passes = Passes()  # wait_pass
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._routes: list[Route] | None = None
@@ -256,9 +255,7 @@ class InstanceManager:
                 del self._leaving[instance.container_id]
         for instance in leaving:
             self._jobs.submit(self._stop_job, instance)
-        with self._passed:
-            self._passes += 1
-            self._passed.notify_all()
+        self._passes.ended()
 
     def _is_steady(self, apps: dict[str, AppRecord], *, moved: bool) -> bool:
         """Whether nothing but an event or a ``wake`` can give the next pass work: every
@@ -272,10 +269,7 @@ class InstanceManager:
         """Wait until a reconcile pass has ended since this thread last returned from here (on
         its first call: the next pass), or ``timeout`` seconds. A pass that ended while the
         caller looked at what the last one left is not missed (it waited for the next then)."""
-        with self._passed:
-            seen = getattr(self._seen, "passes", self._passes)
-            self._passed.wait_for(lambda: self._passes > seen, timeout)
-            self._seen.passes = self._passes
+        self._passes.wait(timeout)
 
     # --- what the engine says ----------------------------------------------------------------
 

@@ -14,6 +14,7 @@ own engine in both modes: they do not go through this seam.
 
 from __future__ import annotations
 
+import threading
 from typing import Protocol
 
 from fence.models import InstanceView, RolloutProgress, Route
@@ -55,6 +56,10 @@ class Scheduler(Protocol):
     def tracked(self) -> set[str]:
         """Ids of the containers it keeps a record of (gc leaves them alone)."""
 
+    def running_ids(self) -> list[str]:
+        """Full ids of the running instance containers on this node's own engine (the usage
+        sampler and /metrics read their cgroups); no engine listing."""
+
     def promised_mib(self) -> int:
         """Memory promised to this node's instances (MiB)."""
 
@@ -69,3 +74,28 @@ class Scheduler(Protocol):
 
     def end_rollout(self, app: str) -> None:
         """Forget the app's rollout."""
+
+
+class Passes:
+    """Counts a scheduler's ended passes for ``Scheduler.wait_pass``: a waiter returns once a pass
+    has ended since the same thread last returned (on its first call: the next pass), so a pass
+    that ended while the caller looked at what the last one left is not missed."""
+
+    def __init__(self) -> None:
+        self._ended = threading.Condition()
+        self._count = 0  # passes ended, guarded by _ended
+        self._seen = threading.local()  # per waiting thread: the count it last returned with
+
+    def ended(self) -> None:
+        """A pass ended: wake the waiters."""
+        with self._ended:
+            self._count += 1
+            self._ended.notify_all()
+
+    def wait(self, timeout: float) -> None:
+        """Wait until a pass has ended since this thread last returned from here, or ``timeout`` seconds."""
+        with self._ended:
+            seen = getattr(self._seen, "count", self._count)
+            self._ended.wait_for(lambda: self._count > seen, timeout)
+            self._seen.count = self._count
+

@@ -326,3 +326,22 @@ def test_shards_made_in_one_pass_publish_ports_of_their_own_and_number_their_tas
         env = dict(item.split("=", 1) for item in body["TaskTemplate"]["ContainerSpec"]["Env"])
         assert env[SLOT_ENV] == "{{.Task.Slot}}" and "INSTANCE_INDEX" not in env
         assert f"INSTANCE_INDEX=$(( {shard * 3} + ${{{SLOT_ENV}:-1}} - 1 ))" in env[SCRIPT_ENV]
+
+
+def test_both_schedulers_have_every_method_of_the_seam() -> None:
+    from fence.running.manager import InstanceManager
+    from fence.running.scheduler import Scheduler
+
+    seam = [name for name, member in vars(Scheduler).items() if callable(member) and not name.startswith("_")]
+    assert "running_ids" in seam and "wait_pass" in seam
+    for implementation in (InstanceManager, SwarmScheduler):
+        assert [name for name in seam if not callable(getattr(implementation, name, None))] == [], implementation
+
+
+def test_running_ids_are_the_running_tasks_on_the_controllers_own_node(cnode: ClusterNode) -> None:
+    cnode.deploy("web", instances=3)
+    cnode.settle()
+    own = cnode.swarm.swarm_state().node_id
+    [service] = cnode.services()
+    expected = sorted(t.container_id for t in service.tasks if t.running and t.node_id == own)
+    assert len(expected) == 1 and sorted(cnode.manager.running_ids()) == expected
