@@ -6,8 +6,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from fence.backend.base import UsageSample
+
+T = TypeVar("T")
 
 # A limit this large means "none" (cgroup v1 writes PAGE_COUNTER_MAX scaled to bytes).
 _NO_LIMIT = 1 << 60
@@ -75,36 +78,34 @@ class CgroupReader:
 
     def sample(self, container_id: str) -> UsageSample | None:
         """The container's counters now, or ``None`` if it has no cgroup (not running)."""
+        return self._reading(container_id, self._read)
+
+    def cpu_seconds(self, container_id: str) -> tuple[float, float] | None:
+        """The container's CPU time now and ``time.monotonic()`` then (one small file), or
+        ``None`` if it has no cgroup (not running)."""
+        return self._reading(container_id, lambda relative: (self._cpu(relative), time.monotonic()))
+
+    def _reading(self, container_id: str, read: Callable[[str], T]) -> T | None:
+        """``read`` of the container's cgroup (relative path), or ``None`` without one."""
         if self._mounts is None:
             return None
         relative = self._relative(container_id)
         if relative is None:
             return None
         try:
-            return self._read(relative)
+            return read(relative)
         except (OSError, ValueError):
             with self._lock:
                 self._found.pop(container_id, None)  # it stopped, or its cgroup moved
             return None
 
-    def cpu_seconds(self, container_id: str) -> tuple[float, float] | None:
-        """The container's CPU time now and ``time.monotonic()`` then (one small file), or
-        ``None`` if it has no cgroup (not running)."""
-        if self._mounts is None:
-            return None
-        relative = self._relative(container_id)
-        if relative is None:
-            return None
-        try:
-            if self._mounts.version == 1:
-                cpu = int(_read(f"{self._mounts.host_cpu}/{relative}/cpuacct.usage")) / 1e9
-            else:
-                cpu = _stat_int(_read(f"{self._mounts.host_cpu}/{relative}/cpu.stat"), "usage_usec") / 1e6
-        except (OSError, ValueError):
-            with self._lock:
-                self._found.pop(container_id, None)
-            return None
-        return cpu, time.monotonic()
+    def _cpu(self, relative: str) -> float:
+        """CPU seconds the cgroup used."""
+        assert self._mounts is not None
+        host_cpu = f"{self._mounts.host_cpu}/{relative}/"
+        if self._mounts.version == 1:
+            return int(_read(host_cpu + "cpuacct.usage")) / 1e9
+        return _stat_int(_read(host_cpu + "cpu.stat"), "usage_usec") / 1e6
 
     def _relative(self, container_id: str) -> str | None:
         with self._lock:
@@ -123,15 +124,13 @@ class CgroupReader:
         # Plain string paths and unbuffered reads: a /metrics scrape reads six files for each of
         # 50 instances, and pathlib's overhead was half of its cost.
         assert self._mounts is not None
-        host_cpu = f"{self._mounts.host_cpu}/{relative}/"
+        cpu = self._cpu(relative)
         host_memory = f"{self._mounts.host_memory}/{relative}/"
         if self._mounts.version == 1:
-            cpu = int(_read(host_cpu + "cpuacct.usage")) / 1e9
             used = int(_read(host_memory + "memory.usage_in_bytes"))
             limit = int(_read(host_memory + "memory.limit_in_bytes"))
             inactive = _stat_int(_read(host_memory + "memory.stat"), "total_inactive_file")
         else:
-            cpu = _stat_int(_read(host_cpu + "cpu.stat"), "usage_usec") / 1e6
             used = int(_read(host_memory + "memory.current"))
             raw = _read(host_memory + "memory.max").strip()
             limit = _NO_LIMIT if raw == "max" else int(raw)
