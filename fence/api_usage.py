@@ -95,8 +95,7 @@ def _router(service: Any, usage: Usage) -> APIRouter:
     async def stats(name: str) -> list[InstanceStats]:
         """Per-instance usage: CPU %, memory used and limit, network in/out, restarts, uptime."""
         view = await asyncio.to_thread(lambda: service.apps.view(name))
-        return await asyncio.to_thread(lambda: app_stats(view=view, backend=service.backend,
-                                                         node_id=service.node_id, sampler=usage.sampler))
+        return await asyncio.to_thread(lambda: app_stats(view=view, sampler=usage.sampler))
 
     @router.get("/v1/node/top")
     async def top() -> list[AppUsage]:

@@ -132,8 +132,7 @@ class UsageSampler:
             thread.join(timeout=self._tick + 1)
 
 
-def app_stats(*, view: AppView, backend: ContainerBackend, node_id: str,
-              sampler: UsageSampler) -> list[InstanceStats]:
+def app_stats(*, view: AppView, sampler: UsageSampler) -> list[InstanceStats]:
     """Per-instance usage of one app: its instances (from ``view``) and their counters now.
 
     Instances that are not running have zero usage; web first, then by type and index.

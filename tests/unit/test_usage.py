@@ -180,7 +180,7 @@ def test_app_stats_and_node_top(backend: FakeBackend, shop: dict) -> None:
                    release=3, droplet=None, stack_image=None, env={}, instance_list=instances)
     sampler = UsageSampler(backend=backend, node_id=NODE, sleep=lambda s: None)
     sampler._stop.set()
-    stats = app_stats(view=view, backend=backend, node_id=NODE, sampler=sampler)
+    stats = app_stats(view=view, sampler=sampler)
     assert [(s.type, s.index, s.memory_bytes, s.restarts, s.uptime) for s in stats] == [
         ("web", 0, 1 << 20, 2, 61.0), ("web", 1, 2 << 20, 2, 61.0), ("worker", 0, 3 << 20, 2, 61.0)]
     assert stats[2].net_tx_bytes == 40 and stats[0].memory_limit_bytes == 256 << 20
