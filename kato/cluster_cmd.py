@@ -42,8 +42,9 @@ def init_cmd() -> None:
     from fence.cluster.registry import Registry
 
     store = _config()
+    backend = _backend()
     listen = store.fence("cluster/listen_address")
-    state = _backend().swarm_init(listen_addr=listen, advertise_addr=store.fence("cluster/advertise_address") or None)
+    state = backend.swarm_init(listen_addr=listen, advertise_addr=store.fence("cluster/advertise_address") or None)
     advertise = store.fence("cluster/advertise_address") or next(iter(state.manager_addresses), listen)
     address = store.fence("cluster/registry_address")
     registry = Registry(home=NodeHome.from_env()).ensure(address=address)
@@ -52,9 +53,9 @@ def init_cmd() -> None:
     click.echo(f"-----> Swarm {state.cluster_id[:12]} managed by this node ({state.node_id[:12]}), "
                f"on {advertise}")
     # The controller is a node too: one whose engine fails a join check takes no app task.
-    checks = _backend().engine_checks(probe_image=store.fence("docker/image"))
+    checks = backend.engine_checks(probe_image=store.fence("docker/image"))
     if checks.problems:
-        _backend().set_availability(state.node_id, "drain")
+        backend.set_availability(state.node_id, "drain")
         click.echo(f"-----> This node is drained, so no app instance runs here: {checks.problems[0]} "
                    "(`kato node activate` once it passes)")
     click.echo(f"-----> Registry on {registry.address} (pid {registry.pid})")
