@@ -24,7 +24,7 @@ from fence.backend.swarm import SwarmBackend
 from tests.cluster.conftest import kit_problem
 from tests.cluster.engines import EngineKit, ExtraEngine, busybox_rootfs
 from tests.cluster.test_cluster import KatoNode
-from tests.cluster.test_instances import APP_IMAGE, WEB, ControllerNode
+from tests.cluster.test_instances import APP_IMAGE, WEB, ControllerNode, form_cluster
 from tests.integration.node_kit import Poller, free_port, wait_for
 
 APP = "faulty"
@@ -89,20 +89,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultCluster]:
             engines[0].docker("import", "--change", 'CMD ["sh", "-c", ' + json.dumps(WEB) + "]", "-", APP_IMAGE,
                               stdin=host_tar)
         node = ControllerNode(root=controller.root, docker_host=engines[0].docker_host)
-        init = controller.kato("cluster", "init")
-        assert init.exit_code == 0, init.stderr
-        engines[0].docker("swarm", "update", "--dispatcher-heartbeat", "1s")
-        join = controller.kato("cluster", "join-command").stdout.split()
-        for worker in workers:
-            joined = worker.kato(*join[1:])
-            assert joined.exit_code == 0, joined.stderr
-        # Swarm sees every local engine at 127.0.0.1: each node is told where it publishes (--ip).
-        for engine in engines:
-            engines[0].docker("node", "update", "--label-add", f"fence.address={engine.address}",
-                              json.loads(engine.docker("info", "--format", "{{json .Swarm.NodeID}}").stdout))
-        from fence.wiring import config_store
-        config_store(node.home).set("fence", "router/port", str(node.router_port))
-        node.start()
+        form_cluster(node, controller, workers, engines, heartbeat="1s")
         meta = homes / "meta"
         meta.mkdir()
         (meta / "stackato.yml").write_text(f"name: {APP}\n")

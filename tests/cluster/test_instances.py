@@ -75,6 +75,29 @@ class Cluster:
                                       "{{.DesiredState}} {{.CurrentState}} {{.Error}}", *ids).stdout if ids else ""
 
 
+def form_cluster(node: ControllerNode, controller: KatoNode, workers: list[KatoNode], engines: list[ExtraEngine],
+                 *, heartbeat: str | None = None) -> None:
+    """``kato cluster init`` on the controller (``heartbeat``: the swarm's dispatcher heartbeat
+    period), ``kato cluster join`` on each worker, every node's address label, then the
+    controller's daemon started with its router on its own port."""
+    init = controller.kato("cluster", "init")
+    assert init.exit_code == 0, init.stderr
+    if heartbeat is not None:
+        engines[0].docker("swarm", "update", "--dispatcher-heartbeat", heartbeat)
+    join = controller.kato("cluster", "join-command").stdout.split()
+    for worker in workers:
+        joined = worker.kato(*join[1:])
+        assert joined.exit_code == 0, joined.stderr
+    # Several engines on one machine: Swarm sees every worker at 127.0.0.1, so each node is
+    # told the address its ports are published on (the engine's --ip).
+    for engine in engines:
+        node_id = json.loads(engine.docker("info", "--format", "{{json .Swarm.NodeID}}").stdout)
+        engines[0].docker("node", "update", "--label-add", f"fence.address={engine.address}", node_id)
+    from fence.wiring import config_store
+    config_store(node.home).set("fence", "router/port", str(node.router_port))
+    node.start()
+
+
 @pytest.fixture(scope="module")
 def cluster(engine_kit: EngineKit, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     registry = f"127.0.0.1:{free_port()}"
@@ -99,20 +122,7 @@ def cluster(engine_kit: EngineKit, tmp_path_factory: pytest.TempPathFactory) -> 
     (meta / "stackato.yml").write_text("name: hello\n")
     node = ControllerNode(root=controller.root, docker_host=engines[0].docker_host)
     try:
-        init = controller.kato("cluster", "init")
-        assert init.exit_code == 0, init.stderr
-        join = controller.kato("cluster", "join-command").stdout.split()
-        for worker in workers:
-            joined = worker.kato(*join[1:])
-            assert joined.exit_code == 0, joined.stderr
-        # Several engines on one machine: Swarm sees every worker at 127.0.0.1, so each node is
-        # told the address its ports are published on (the engine's --ip).
-        for engine in engines:
-            node_id = json.loads(engine.docker("info", "--format", "{{json .Swarm.NodeID}}").stdout)
-            engines[0].docker("node", "update", "--label-add", f"fence.address={engine.address}", node_id)
-        from fence.wiring import config_store
-        config_store(node.home).set("fence", "router/port", str(node.router_port))
-        node.start()
+        form_cluster(node, controller, workers, engines)
         yield Cluster(node=node, engines=engines, swarm=SwarmBackend(base_url=engines[0].docker_host), meta=meta)
     finally:
         for app in ("hello", "looping"):
