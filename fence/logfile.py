@@ -12,9 +12,9 @@ class LogTap(Protocol):
     """Where staging, release-phase and cron lines also go: the node's log drains
     (``fence.drains.hub.DrainHub``); the phases depend only on this."""
 
-    def tap(self, *, app: str, process: str, release: int | None = None) -> LineCallback:
+    def tap(self, *, app: str, process: str, release: int | None = None, fresh: bool = False) -> LineCallback:
         """A callback taking each line of one app's phase (``process``: ``staging``, ``release``
-        or ``cron``); it never blocks."""
+        or ``cron``); it never blocks. ``fresh``: the drains are read again first (a phase's start)."""
 
 
 class LogFile:

@@ -63,6 +63,7 @@ class DrainHub:
         self._hostname = hostname or socket.gethostname()
         self._make_sender = make_sender
         self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()  # one sync at a time (the taps' pass, an add, a staging's start)
         # (app or None, name) → shipper; replaced whole on change, so emit reads it without the lock
         self._shippers: dict[tuple[str | None, str], tuple[str, DrainShipper]] = {}
         self._by_app: dict[str | None, tuple[DrainShipper, ...]] = {}
@@ -70,6 +71,10 @@ class DrainHub:
 
     def sync(self) -> None:
         """Start shippers for new drains, stop those of deleted ones (after a short flush)."""
+        with self._sync_lock:
+            self._sync()
+
+    def _sync(self) -> None:
         wanted: dict[tuple[str | None, str], str] = {(r.app, r.name): r.url for r in self._source.drains()}
         for index, url in enumerate(self._source.node_drains(), start=1):
             wanted[(None, f"node-{index}")] = url
@@ -132,9 +137,17 @@ class DrainHub:
             shipper.put(event)
 
     def tap(self, *, app: str, process: str, release: int | None = None,
-            instance: int | None = None, stream: str = "stdout") -> LineCallback:
+            instance: int | None = None, stream: str = "stdout", fresh: bool = False) -> LineCallback:
         """A callback that sends each line it is given to the drains (staging, release and cron
-        output: ``fence.logfile.LogTap``); drains added meanwhile get the lines that follow."""
+        output: ``fence.logfile.LogTap``); drains added meanwhile get the lines that follow.
+
+        ``fresh=True`` syncs the hub first (a staging's or a release phase's start), so a node
+        drain configured a moment ago (``logs/drains``, otherwise read by the taps' pass every
+        few seconds) gets this output from its first line.
+        """
+        if fresh:
+            self.sync()
+
         def line(text: str) -> None:
             self.emit(LogEvent(app=app, process=process, instance=instance, release=release, stream=stream,
                                line=text, at=time.time()))

@@ -72,7 +72,7 @@ class ReleasePhase:
         began = time.monotonic()
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         host_log = self._home.host_release_log(app.name, f"{stamp}-r{number}-{secrets.token_hex(3)}")
-        tap = self._drains.tap(app=app.name, process=RELEASE_TYPE, release=number) if self._drains else None
+        tap = self._drains.tap(app=app.name, process=RELEASE_TYPE, release=number, fresh=True) if self._drains else None
         with LogFile(host_log, max_bytes=MAX_LOG_BYTES, cut_line=_CUT, tap=tap) as keep:
             keep(f"fence: release command of release {number}: {command}")
 

@@ -252,7 +252,7 @@ class StagingSession:
     def _run(self, request: StageRequest, *, staging_id: str, keep_buildpacks: tuple[str, ...],
              on_line: LineCallback) -> DropletRecord:
         """Stage in a slot with the log teed to its file; note the stack and keep the source."""
-        tap = self._drains.tap(app=app_name(request), process="staging") if self._drains is not None else None
+        tap = self._drains.tap(app=app_name(request), process="staging", fresh=True) if self._drains is not None else None
         with LogFile(self._home.host_staging_log(app_name(request), staging_id), on_line, tap=tap) as logged:
             with self._slots.slot(on_line=logged, cancelled=lambda: staging_id in self._cancelled):
                 droplet = self._stager.stage(request, on_line=logged, staging_id=staging_id,

@@ -341,6 +341,20 @@ def test_the_hub_sends_an_apps_lines_to_its_drains_and_the_nodes_only() -> None:
     hub.close()
 
 
+def test_a_phase_tap_reads_a_node_drain_configured_a_moment_before() -> None:
+    """CI saw a node drain set by `kato config push` just before a push get none of its staging
+    lines: the hub read logs/drains only at the taps' next pass (every 2 s), after the staging."""
+    source, senders = Source(), {}
+    hub = DrainHub(source=source, hostname="h", make_sender=lambda url, **_: senders.setdefault(url.url, FakeSender()))
+    hub.sync()
+    source.node = ["http://127.0.0.1:2/"]  # kato config push logs/drains, between two passes
+    hub.tap(app="shop", process="cron")("a cron line: the hub as last synced, no drain yet")
+    hub.tap(app="shop", process="staging", fresh=True)("-----> the staging's first line")
+    _until(lambda: len(senders["http://127.0.0.1:2/"].delivered) == 1)
+    assert senders["http://127.0.0.1:2/"].delivered == ["-----> the staging's first line"]
+    hub.close()
+
+
 # --- the API on the fake backend --------------------------------------------------------------
 
 
@@ -443,8 +457,9 @@ def test_release_phase_and_cron_output_reach_a_node_drain(home: NodeHome) -> Non
     backend.programs["bash"] = _release_program
     service = node_service(home, backend=backend, router=None)
     try:
+        # No hub.sync() here: the release phase reads the drains at its start (fresh), as a staging
+        # does, so a node drain configured a moment before gets its first line.
         service.config.push("fence", "logs/drains", f"http://127.0.0.1:{receiver.port}/in")
-        service.drains.hub.sync()
         droplet = _staged(service, "ok", "echo migrated")
         service.apps._release.run(_app_record("ok"), droplet, on_line=lambda line: None)
         service.cron._log("ok", "----- cron said this")
