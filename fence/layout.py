@@ -207,7 +207,7 @@ class AppUser:
         self._accounts = accounts or HostAccounts()
         self._clock = clock
         self._lock = threading.Lock()
-        self._remapped: tuple[float, bool] | None = None
+        self._remapped: tuple[float, int | None, bool] | None = None  # (when, engine epoch, answer)
 
     def uid(self) -> int:
         """The uid (and gid) app processes run as now.
@@ -235,13 +235,18 @@ class AppUser:
                       host_owner=None if remapped else self._accounts.owner(uid))
 
     def _engine_remaps(self) -> bool:
-        now = self._clock()
+        # Remapping changes only with an engine restart. While the backend has followed the
+        # engine's events since the last answer (the same epoch), that answer holds and no
+        # instance start asks the engine again; otherwise it is asked at most every _REMAP_TTL.
+        now, epoch = self._clock(), self._backend.engine_epoch()
         with self._lock:
-            if self._remapped is not None and now - self._remapped[0] < _REMAP_TTL:
-                return self._remapped[1]
+            if self._remapped is not None:
+                at, seen_epoch, remapped = self._remapped
+                if (epoch is not None and epoch == seen_epoch) or now - at < _REMAP_TTL:
+                    return remapped
         remapped = self._backend.engine_info().userns_remap
         with self._lock:
-            self._remapped = (now, remapped)
+            self._remapped = (now, epoch, remapped)
         return remapped
 
     def _picked(self) -> int:

@@ -432,6 +432,12 @@ class ContainerBackend(Protocol):
             EngineUnavailable: the engine does not answer (a stream that was open just ends).
         """
 
+    def engine_epoch(self) -> int | None:
+        """A number that stays the same while this backend has seen the engine stay up: it
+        changes each time a ``container_events`` stream is opened, and is ``None`` while none is
+        open (an engine restart ends every stream, so nothing then says it did not restart).
+        What only a restart changes (userns remapping) may be kept while it holds."""
+
     def cpu_seconds(self, container_ids: Iterable[str]) -> dict[str, tuple[float, float]]:
         """The CPU time of running containers alone, as cheaply as it can be read (one small
         file each): ``(CPU seconds since it started, time.monotonic() when read)`` by id; ids

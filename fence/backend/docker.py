@@ -62,6 +62,8 @@ class DockerBackend:
         self._streams: docker.DockerClient | None = None
         self._cgroups: CgroupReader | None = None
         self._version: dict | None = None  # the engine's GET /version, per connection
+        self._epoch = 0  # container_events streams opened (engine_epoch)
+        self._open_events = 0  # of them, those not ended
 
     # --- clients -------------------------------------------------------------------------------
 
@@ -292,14 +294,37 @@ class DockerBackend:
         action = "following container events"
         with _engine(action):
             stream = self._stream_api().events(decode=True, filters=filters)
+        with self._lock:
+            self._epoch += 1
+            self._open_events += 1
+        ended = threading.Event()
+
+        def end() -> None:
+            with self._lock:
+                if not ended.is_set():
+                    ended.set()
+                    self._open_events -= 1
 
         def events() -> Iterator[ContainerEvent]:
-            with _engine(action):
-                for raw in stream:
-                    container_id = raw.get("id") or (raw.get("Actor") or {}).get("ID")
-                    if container_id:
-                        yield ContainerEvent(container_id=container_id, action=str(raw.get("Action") or raw.get("status")))
-        return ContainerEvents(events(), close=stream.close)
+            try:
+                with _engine(action):
+                    for raw in stream:
+                        container_id = raw.get("id") or (raw.get("Actor") or {}).get("ID")
+                        if container_id:
+                            yield ContainerEvent(container_id=container_id,
+                                                 action=str(raw.get("Action") or raw.get("status")))
+            finally:
+                end()
+
+        def close() -> None:
+            end()
+            stream.close()
+        return ContainerEvents(events(), close=close)
+
+    def engine_epoch(self) -> int | None:
+        """See ``ContainerBackend.engine_epoch`` (the event streams this backend opened)."""
+        with self._lock:
+            return self._epoch if self._open_events else None
 
     def list_info(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         """See ``ContainerBackend.list_info`` (one ``/containers/json`` call)."""

@@ -84,6 +84,7 @@ class FakeBackend:
         self._last_host: dict[str, int] = {}  # network → the host number it handed out last
         self._volumes: dict[str, VolumeInfo] = {}
         self._watchers: list[tuple[Mapping[str, str], queue.SimpleQueue[ContainerEvent | None]]] = []
+        self._epoch = 0  # container_events streams opened (engine_epoch)
         self.events_broken = False  # tests: container_events raises EngineUnavailable while set
         for ref in images:
             image_id = "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
@@ -287,6 +288,7 @@ class FakeBackend:
         watcher = (dict(labels), inbox)
         with self._lock:
             self._watchers.append(watcher)
+            self._epoch += 1
 
         def events() -> Iterator[ContainerEvent]:
             while (event := inbox.get()) is not None:
@@ -298,6 +300,11 @@ class FakeBackend:
                     self._watchers.remove(watcher)
             inbox.put(None)
         return ContainerEvents(events(), close=close)
+
+    def engine_epoch(self) -> int | None:
+        """See ``ContainerBackend.engine_epoch``: counts the streams opened; ``None`` while none is."""
+        with self._lock:
+            return self._epoch if self._watchers else None
 
     def end_events(self) -> None:
         """End every open ``container_events`` stream (tests: the engine went away)."""

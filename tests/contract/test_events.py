@@ -56,3 +56,22 @@ def test_events_of_other_labels_are_left_out(backend: ContainerBackend, make_spe
     mine.close()
     reader.join(10)
     assert got == [] and not reader.is_alive()
+
+
+def test_the_engine_epoch_holds_while_a_stream_is_open_and_changes_when_one_is_opened_again(
+        backend: ContainerBackend, node_id: str) -> None:
+    """What only an engine restart changes (userns remapping) is kept while the epoch holds."""
+    closed_before = backend.engine_epoch()
+    first = backend.container_events({labels.NODE: node_id})
+    try:
+        held = backend.engine_epoch()
+        assert held is not None and held != closed_before
+        assert backend.engine_epoch() == held
+    finally:
+        first.close()
+    assert backend.engine_epoch() is None  # no stream open: nothing says the engine stayed up
+    again = backend.container_events({labels.NODE: node_id})
+    try:
+        assert backend.engine_epoch() not in (None, held)
+    finally:
+        again.close()

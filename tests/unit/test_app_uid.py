@@ -86,6 +86,25 @@ def test_the_engine_is_asked_at_most_every_few_seconds(tmp_path: Path) -> None:
     assert user.uid() == UNMAPPED_UID_BASE
 
 
+def test_while_the_engines_events_are_followed_its_answer_is_kept_until_they_end(tmp_path: Path) -> None:
+    """No GET /info on the start path while the event stream says the engine stayed up (issue 12's
+    scale figure); a restart ends the stream, and the reopened one has a new epoch."""
+    backend, now = FakeBackend(userns_remap=True), [0.0]
+    asked = []
+    engine_info = backend.engine_info
+    backend.engine_info = lambda: asked.append(now[0]) or engine_info()  # type: ignore[method-assign]
+    user = AppUser(config=ConfigStore(host_file=tmp_path / "config.yml"), backend=backend,
+                   host_file=tmp_path / "app-uid", accounts=_accounts(tmp_path, users={}), clock=lambda: now[0])
+    stream = backend.container_events({"x": "y"})
+    assert user.uid() == 1000
+    now[0] = 600.0  # far past the TTL, the same stream still open
+    assert user.uid() == 1000 and asked == [0.0]
+    backend.userns_remap = False  # dockerd restarted without remapping: the stream ended
+    stream.close()
+    backend.container_events({"x": "y"})  # the reconciler opens it again: a new epoch
+    assert user.uid() == UNMAPPED_UID_BASE and asked == [0.0, 600.0]
+
+
 @pytest.mark.parametrize("bad", ["", "abc", "0", "-5", "99999999999", "1000 2"])
 def test_a_kept_uid_file_that_is_not_a_uid_is_refused_in_one_line(tmp_path: Path, bad: str) -> None:
     (tmp_path / "app-uid").write_text(bad + "\n")
