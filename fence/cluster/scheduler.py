@@ -29,6 +29,7 @@ from fence.config import ConfigStore
 from fence.errors import ClusterError, FenceError
 from fence.limits import container_limits
 from fence.models import WEB_PROCESS, AppRecord, InstanceView, RolloutProgress, Route, Upstream
+from fence.running.loop import PassLoop
 from fence.running.scheduler import Passes
 from fence.running.starter import CONTAINER_PORT, InstanceStarter, Launch
 from fence.running.views import NoRouter, RouteSink
@@ -142,10 +143,8 @@ class SwarmScheduler:
         self._misses: dict[str, int] = {}  # task id → checks it failed in a row since it answered
         self._jobs = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="swarm")
         self._probes = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="swarm-health")
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         self._passes = Passes()  # wait_pass
-        self._thread: threading.Thread | None = None
+        self._loop = PassLoop(tick=self.tick, name="swarm-scheduler")
         self._nodes: tuple[float, int] = (-1e9, 1)  # when counted, active nodes
         self._own_node: str | None = None  # the controller engine's swarm node id, once asked
 
@@ -153,29 +152,15 @@ class SwarmScheduler:
 
     def run_in_background(self, interval: float = 0.5) -> None:
         """See ``Scheduler.run_in_background``."""
-        def loop() -> None:
-            while not self._stop.is_set():
-                self._wake.clear()
-                try:
-                    self.tick()
-                except FenceError as exc:
-                    log.warning("cluster reconcile failed: %s", exc.message)
-                except Exception:  # a bug must not end the loop that keeps apps running
-                    log.exception("cluster reconcile failed")
-                self._wake.wait(interval)
-        self._thread = threading.Thread(target=loop, name="swarm-scheduler", daemon=True)
-        self._thread.start()
+        self._loop.start(interval)
 
     def wake(self) -> None:
         """See ``Scheduler.wake``."""
-        self._wake.set()
+        self._loop.wake()
 
     def shutdown(self) -> None:
         """See ``Scheduler.shutdown``: services and their tasks keep running."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._loop.stop()
         self._jobs.shutdown(wait=False, cancel_futures=True)
         self._probes.shutdown(wait=False, cancel_futures=True)
 

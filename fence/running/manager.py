@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Callable
 
 from fence import labels
-from fence.backend.base import ContainerBackend, ContainerEvents
+from fence.backend.base import ContainerBackend
 from fence.config import ConfigStore
 from fence.errors import FenceError
 from fence.models import AppRecord, ContainerInfo, InstanceView, Route, RolloutProgress
@@ -23,6 +23,7 @@ from fence.running.scheduler import Passes
 from fence.running.containers import exit_reason, last_output, stack_ref, wall_now
 from fence.running.health import HealthCheck, HealthMonitor, NetworkHealth, Probe, gate, probe_for
 from fence.running.instance import WEB, Instance, PendingStart, SlotKey, SlotTable, slot_of
+from fence.running.loop import STEADY_INTERVAL, PassLoop
 from fence.running.plan import plan_app
 from fence.running.rollout import Rollouts, RolloutState
 from fence.running.starter import CONTAINER_PORT, InstanceStarter
@@ -32,11 +33,6 @@ from fence.store import StateStore
 
 log = logging.getLogger("fence.instances")
 S = InstanceState
-# Seconds between passes on a steady node (every instance running and routed, nothing starting,
-# stopping or waiting for a restart) while the engine's event stream is open: a crash or a
-# removal wakes the reconciler at once, a desired-state change does too (``wake``). What only a
-# pass notices (a node config change, a crash count healing with time) waits up to this long.
-STEADY_INTERVAL = 5.0
 
 
 class InstanceManager:
@@ -102,93 +98,42 @@ class InstanceManager:
         self._removed: collections.deque[str] = collections.deque(maxlen=4096)
         self._unstopped: set[str] = set()
         self._jobs = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="instance")
-        self._wake = threading.Event()
         self._passes = Passes()  # wait_pass
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._routes: list[Route] | None = None
         self._leaving: dict[str, Instance] = {}  # stopping, not yet handed to a stop job
         self._steady = False  # the last pass found nothing to do and nothing in motion
-        self._events: ContainerEvents | None = None  # the engine's event stream while it is open
+        self._loop = PassLoop(tick=self.tick, steady=lambda: self._steady, on_error=self._unsteady,
+                              events=lambda: backend.container_events({labels.NODE: node_id,
+                                                                       labels.ROLE: labels.ROLE_INSTANCE}))
 
     # --- the loop --------------------------------------------------------------------------
 
     def run_in_background(self, interval: float = 0.5, steady_interval: float = STEADY_INTERVAL) -> None:
         """Reconcile every ``interval`` seconds (and at once after ``wake`` or an engine event of an
         instance) until ``shutdown``; every ``steady_interval`` seconds instead while the node is
-        steady and the engine's event stream is open."""
-        def loop() -> None:
-            while not self._stop.is_set():
-                # Cleared before the pass, not after the wait: a wake during the pass (an
-                # instance found ready, a job done) brings the next pass at once, never a whole
-                # interval later.
-                self._wake.clear()
-                try:
-                    self.tick()
-                except FenceError as exc:
-                    log.warning("reconcile failed: %s", exc.message)
-                except Exception:  # a bug must not end the loop that keeps apps running
-                    log.exception("reconcile failed")
-                    self._steady = False
-                self._wake.wait(steady_interval if self._steady and self._events is not None else interval)
-        self._thread = threading.Thread(target=loop, name="reconciler", daemon=True)
-        self._thread.start()
-        threading.Thread(target=self.follow_events, name="engine-events", daemon=True).start()
-        # Readiness between passes: a check that passes wakes the reconciler (on_ready).
+        steady (``running.loop.PassLoop``). Readiness is looked at between passes: a check that
+        passes wakes the reconciler (``on_ready``)."""
+        self._loop.start(interval, steady_interval)
         threading.Thread(target=self._monitor.watch, args=(self._starting_web,),
-                         kwargs={"stop": self._stop, "clock": self._clock.now}, name="health-probe", daemon=True).start()
-
-    def follow_events(self, retry: float = 0.5) -> None:
-        """Until ``shutdown``: wake the reconciler at each engine event of this node's instances (a
-        crash is seen at once however seldom a steady node passes). While the stream is down
-        (the engine is away) the reconciler passes every ``interval``; the stream is opened again
-        after ``retry`` seconds, doubling to 10 s."""
-        wait = retry
-        while not self._stop.is_set():
-            try:
-                stream = self._backend.container_events({labels.NODE: self._node_id, labels.ROLE: labels.ROLE_INSTANCE})
-            except FenceError as exc:
-                log.debug("engine events unavailable: %s", exc.message)
-                self._stop.wait(wait)
-                wait = min(10.0, wait * 2)
-                continue
-            except Exception:  # a backend without events: the reconciler keeps its interval
-                log.exception("engine events cannot be followed")
-                return
-            self._events, wait = stream, retry
-            self.wake()  # what happened while no stream was open
-            try:
-                for _ in stream:
-                    self.wake()
-            except FenceError as exc:
-                log.debug("engine events ended: %s", exc.message)
-            except Exception:  # a bug must not end the watch: the reconciler falls back to its interval
-                log.exception("engine events failed")
-            finally:
-                self._events = None
-                stream.close()
-                self.wake()
-            self._stop.wait(wait)
+                         kwargs={"stop": self._loop.stopping, "clock": self._clock.now}, name="health-probe",
+                         daemon=True).start()
 
     def _starting_web(self) -> list[tuple[str, str, int, Probe]]:
         with self._lock:
             return [(i.container_id, i.address, CONTAINER_PORT, i.probe) for i in self._instances.values()
                     if i.state is S.STARTING and i.web and i.address]
 
+    def _unsteady(self) -> None:
+        self._steady = False
+
     def wake(self) -> None:
         """Reconcile now (desired state changed)."""
-        self._wake.set()
+        self._loop.wake()
 
     def shutdown(self) -> None:
         """Stop reconciling; containers keep running (a restarted daemon re-adopts them)."""
-        self._stop.set()
-        self._wake.set()
-        self._monitor.nudge()
-        events = self._events
-        if events is not None:
-            events.close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._loop.stop()
+        self._monitor.nudge()  # its watch ends with the loop's stop
         self._jobs.shutdown(wait=False, cancel_futures=True)
         self._health_pool.shutdown(wait=False, cancel_futures=True)
 

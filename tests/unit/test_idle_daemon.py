@@ -45,7 +45,7 @@ def test_a_steady_node_sees_a_crash_through_the_engines_events(node: Node) -> No
     node.settle()
     assert _running(node, "web", 0) and node.manager._steady  # noqa: SLF001 - the state the loop sleeps on
     node.manager.run_in_background(interval=NEVER, steady_interval=NEVER)
-    _until(lambda: node.manager._events is not None)  # noqa: SLF001
+    _until(lambda: node.manager._loop.following)  # noqa: SLF001
     node.container("web", 0).exit(1)  # the engine says "die": the reconciler passes at once
     _until(lambda: _running(node, "web", 1))
     [view] = node.manager.instances("web")
@@ -56,7 +56,7 @@ def test_a_removed_container_is_seen_through_the_events_too(node: Node) -> None:
     node.deploy("web")
     node.settle()
     node.manager.run_in_background(interval=NEVER, steady_interval=NEVER)
-    _until(lambda: node.manager._events is not None)  # noqa: SLF001
+    _until(lambda: node.manager._loop.following)  # noqa: SLF001
     node.container("web", 0).destroy()  # `docker rm -f` behind fence's back
     _until(lambda: _running(node, "web", 1))
     assert node.manager.instances("web")[0].last_crash == "the container vanished"
@@ -66,14 +66,14 @@ def test_without_the_event_stream_the_reconciler_passes_every_interval(node: Nod
     node.deploy("web")
     node.settle()
     node.manager.run_in_background(interval=0.05, steady_interval=NEVER)
-    _until(lambda: node.manager._events is not None)  # noqa: SLF001
+    _until(lambda: node.manager._loop.following)  # noqa: SLF001
     node.backend.events_broken = True  # the engine restarts: the stream ends and cannot be opened again
     node.backend.end_events()
-    _until(lambda: node.manager._events is None)  # noqa: SLF001
+    _until(lambda: not node.manager._loop.following)  # noqa: SLF001
     node.container("web", 0).exit(2)  # no event tells it: the 0.05 s passes see it
     _until(lambda: _running(node, "web", 1))
     node.backend.events_broken = False  # the engine is back: the stream is opened again
-    _until(lambda: node.manager._events is not None)  # noqa: SLF001
+    _until(lambda: node.manager._loop.following)  # noqa: SLF001
 
 
 def test_a_steady_node_still_runs_liveness_checks_and_replaces_a_failing_instance(node: Node) -> None:
@@ -194,9 +194,9 @@ def test_an_engine_event_stream_reports_start_die_and_destroy_of_labelled_contai
 def test_manager_shutdown_ends_its_event_stream(tmp_path: Path) -> None:
     node = Node(tmp_path)
     node.manager.run_in_background(interval=NEVER, steady_interval=NEVER)
-    _until(lambda: node.manager._events is not None)  # noqa: SLF001
+    _until(lambda: node.manager._loop.following)  # noqa: SLF001
     node.manager.shutdown()
-    _until(lambda: node.manager._events is None)  # noqa: SLF001
+    _until(lambda: not node.manager._loop.following)  # noqa: SLF001
 
 
 def test_a_refused_router_config_keeps_the_short_passes(node: Node) -> None:
