@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -34,6 +35,10 @@ class AppliesRoutes(Protocol):
 
     def serving(self) -> bool:
         """Whether the router runs, serving the config it last applied."""
+
+    def precheck(self, *, routes: Sequence[Route], port: int, domain: str, address: str) -> None:
+        """Check (not load) the config for these routes now, so that ``apply`` of the same
+        routes soon after skips the check; a refused one is left for ``apply`` to report."""
 
 
 class RouteFeed:
@@ -69,6 +74,9 @@ class RouteFeed:
         self._refused: object = None
         self._checked = float("-inf")
         self._served: tuple[Route, ...] | None = None  # None: nothing applied by this feed yet
+        self._ahead: tuple | None = None  # the routes (and settings) to precheck next
+        self._ahead_busy = False  # a precheck thread runs
+        self._ahead_lock = threading.Lock()
 
     def publish(self, routes: Sequence[Route]) -> Sequence[Route]:
         """Hand the routes to the router if they (or its settings) changed or a re-check is due.
@@ -103,6 +111,37 @@ class RouteFeed:
             raise
         self._applied, self._refused, self._served = key, None, served
         return served
+
+    def anticipate(self, routes: Sequence[Route]) -> None:
+        """Routes a coming publish will likely carry (an instance booting, counted as ready): the
+        router checks their config now, off the pass, so that the publish that routes the
+        instance does not wait for ``nginx -t``. Returns at once; of several calls while a
+        check runs only the last is checked."""
+        key = (tuple(routes), int(self._config.fence("router/port")), str(self._config.fence("router/domain")),
+               str(self._config.fence("router/bind_address")))
+        if key == self._applied:
+            return
+        with self._ahead_lock:
+            fresh = self._ahead is None and not self._ahead_busy
+            self._ahead = key
+            if fresh:
+                self._ahead_busy = True
+                threading.Thread(target=self._check_ahead, name="router-precheck", daemon=True).start()
+
+    def _check_ahead(self) -> None:
+        while True:
+            with self._ahead_lock:
+                key, self._ahead = self._ahead, None
+                if key is None:
+                    self._ahead_busy = False
+                    return
+            routes, port, domain, address = key
+            try:
+                self._router.precheck(routes=routes, port=port, domain=domain, address=address)
+            except FenceError as exc:  # the publish will say it again, once
+                log.debug("router precheck: %s", exc.message)
+            except Exception:
+                log.exception("router precheck failed")
 
     def served(self) -> Sequence[Route] | None:
         """The routes the router serves now, as far as this feed knows.

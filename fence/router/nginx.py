@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -38,6 +39,10 @@ _NGINX_HINT = "apt-get install nginx-light; make test installs it"
 _EXTRA_PATH = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 _WORKER_USERS = ("www-data", "nobody")
 _CHECK_TIMEOUT = 30.0
+# A config text that passed ``nginx -t`` this long ago is not checked again (``precheck`` ran
+# the check while the instance it routes to was booting). Short: the check also reads files
+# the text names (mime.types, the log folders), which an admin could change.
+_CHECKED_FOR = 30.0
 _START_TIMEOUT = 15.0
 _RELOAD_TIMEOUT = 10.0
 _RELOAD_POLL = 0.002   # seconds between looks for a reload's confirmation
@@ -74,6 +79,8 @@ class NginxRouter:
         self._lock = threading.Lock()
         self._host_state = self._host_dir / "state.json"
         self._host_start_log = self._host_dir / "logs" / "start.log"
+        self._checked: dict[str, float] = {}  # sha256 of a config text → when it passed nginx -t
+        self._checked_lock = threading.Lock()
 
     # --- paths --------------------------------------------------------------------------------
 
@@ -138,6 +145,28 @@ class NginxRouter:
             self._apply_text(text, port=port, domain=domain, address=address, apps=apps, settle=settle,
                              skipped=tuple(skipped))
         return served
+
+    def precheck(self, *, routes: Sequence[Route], port: int, domain: str, address: str = LISTEN_ADDRESS) -> None:
+        """Run ``nginx -t`` now on the config ``apply`` would render for these routes, so that an
+        ``apply`` of the same text within a few seconds skips it: the reconciler calls this
+        while an instance boots, with the routes it will publish once the instance is ready.
+        Nothing is written or loaded; a refused config is only left unrecorded (``apply`` then
+        checks it and says why).
+
+        Raises:
+            InvalidName: a bad domain.
+            ToolMissing: nginx is not installed.
+        """
+        served, _ = usable_routes(routes, check_dns_name(domain, what="router domain"))
+        text = render_config(routes=served, port=port, domain=domain, host_prefix=self._host_dir,
+                             worker_user=_worker_user(), address=address)
+        if self._passed(text):
+            return
+        self._prepare_dirs()
+        try:
+            self._check(self._binary(), text)
+        except RouterConfigRefused:
+            pass
 
     def serving(self) -> bool:
         """Whether nginx runs (serving the config it last applied)."""
@@ -268,8 +297,19 @@ class NginxRouter:
                     self._start(binary)
             raise
 
+    def _passed(self, text: str) -> bool:
+        """Whether this exact text passed ``nginx -t`` within ``_CHECKED_FOR`` seconds."""
+        digest, now = hashlib.sha256(text.encode()).hexdigest(), time.monotonic()
+        with self._checked_lock:
+            for old in [d for d, at in self._checked.items() if now - at > _CHECKED_FOR]:
+                del self._checked[old]
+            return digest in self._checked
+
     def _check(self, binary: str, text: str) -> None:
-        """``nginx -t`` on a candidate file next to nginx.conf."""
+        """``nginx -t`` on a candidate file next to nginx.conf (skipped for a text that passed it
+        a moment ago: ``precheck``)."""
+        if self._passed(text):
+            return
         fd, name = tempfile.mkstemp(prefix=".nginx.conf.", suffix=".candidate", dir=self._host_dir)
         host_candidate = Path(name)
         try:
@@ -290,6 +330,8 @@ class NginxRouter:
             output = proc.stderr.replace(str(host_candidate), "new nginx.conf")
             detail = _problem_lines(output) or f"nginx -t exited {proc.returncode}"
             raise RouterConfigRefused(detail=detail)
+        with self._checked_lock:
+            self._checked[hashlib.sha256(text.encode()).hexdigest()] = time.monotonic()
 
     def _start(self, binary: str) -> None:
         """Start the nginx master detached, and wait for its pid file."""

@@ -177,7 +177,12 @@ class InstanceManager:
                 instance.move(S.STOPPING)
                 self._leaving[instance.container_id] = instance
             self._steady = self._is_steady(apps, moved=bool(to_stop or started))
-            routes = routes_for(apps, by_app, str(self._config.fence("router/domain")))
+            domain = str(self._config.fence("router/domain"))
+            routes = routes_for(apps, by_app, domain)
+            booting = any(i.state is S.STARTING and i.web and i.address for i in self._instances.values())
+            soon = routes_for(apps, by_app, domain, starting=True) if booting else None
+        if soon is not None:  # the router checks their config while the instances boot
+            self._route_sink.anticipate(soon)
         served: Sequence[Route] | None
         try:
             served = self._route_sink.publish(routes)  # the router reloads only when its config changes

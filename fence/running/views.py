@@ -30,6 +30,10 @@ class RouteSink(Protocol):
     def served(self) -> Sequence[Route] | None:
         """The routes the router serves now; ``None`` when unknown (it may point at any instance)."""
 
+    def anticipate(self, routes: Sequence[Route]) -> None:
+        """Routes a coming publish will likely carry (instances booting): the router may prepare
+        them (check their config) now; nothing served changes. Returns at once."""
+
 
 class NoRouter:
     """A node without a router: routes go nowhere."""
@@ -41,6 +45,9 @@ class NoRouter:
     def served(self) -> Sequence[Route]:
         """Nothing."""
         return ()
+
+    def anticipate(self, routes: Sequence[Route]) -> None:
+        """Nothing to prepare."""
 
 
 def instance_views(instances: Iterable[Instance], slots: Mapping[str, Mapping[SlotKey, Slot]],
@@ -89,7 +96,8 @@ def health_of(instance: Instance) -> str:
     return f"{_check(instance.process)}: {status}"
 
 
-def routes_for(apps: Mapping[str, AppRecord], by_app: Mapping[str, Sequence[Instance]], domain: str) -> list[Route]:
+def routes_for(apps: Mapping[str, AppRecord], by_app: Mapping[str, Sequence[Instance]], domain: str, *,
+               starting: bool = False) -> list[Route]:
     """One route per app, by name: its default host and URLs to its running web instances (no
     other process type is ever routed).
 
@@ -97,11 +105,14 @@ def routes_for(apps: Mapping[str, AppRecord], by_app: Mapping[str, Sequence[Inst
         apps: the apps in the store, by name.
         by_app: the instance records, by app.
         domain: ``router/domain``.
+        starting: count starting web instances with an address as running (the routes their
+            readiness will bring: ``RouteSink.anticipate``).
     """
+    routed = (S.RUNNING, S.STARTING) if starting else (S.RUNNING,)
     routes = []
     for name in sorted(apps):
         upstreams = sorted({Upstream(address=i.address, port=CONTAINER_PORT) for i in by_app.get(name, ())
-                            if i.state is S.RUNNING and i.web and i.address},
+                            if i.state in routed and i.web and i.address},
                            key=lambda u: (u.address, u.port))
         routes.append(Route(app=name, hosts=(f"{name}.{domain}", *apps[name].urls), upstreams=tuple(upstreams)))
     return routes

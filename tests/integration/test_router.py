@@ -299,6 +299,35 @@ def test_unchanged_config_is_not_reloaded(router: NginxRouter,
     assert router.host_error_log.read_text().count("SIGHUP") == 1
 
 
+def test_a_prechecked_config_is_applied_without_a_second_nginx_t_and_a_refused_one_still_refused(
+        router: NginxRouter, backends: tuple[Backend, Backend], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12's scale path: the reconciler prechecks the routes of a booting instance, so the
+    apply that routes it does not wait for `nginx -t`; a precheck never serves anything."""
+    port = free_port()
+    router.apply(routes=[demo_route(backends[0])], port=port, domain=DOMAIN)
+    checks: list[list[str]] = []
+    run = subprocess.run
+
+    def counted(args, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        if "-t" in args:
+            checks.append(list(args))
+        return run(args, **kwargs)
+    monkeypatch.setattr(nginx_module.subprocess, "run", counted)
+    router.precheck(routes=[demo_route(*backends)], port=port, domain=DOMAIN)
+    assert len(checks) == 1 and "SIGHUP" not in router.host_error_log.read_text()  # checked, not loaded
+    router.apply(routes=[demo_route(*backends)], port=port, domain=DOMAIN)
+    assert len(checks) == 1 and router.host_error_log.read_text().count("SIGHUP") == 1
+    assert {name_of(get(port, f"demo.{DOMAIN}")[1]) for _ in range(6)} == {"a", "b"}
+
+    render = nginx_module.render_config
+    monkeypatch.setattr(nginx_module, "render_config",
+                        lambda **kw: render(**kw).replace("keepalive 16;", "keepalive_bogus 16;"))
+    router.precheck(routes=[demo_route(backends[1])], port=port, domain=DOMAIN)  # refused: nothing said
+    with pytest.raises(RouterConfigRefused, match="keepalive_bogus"):
+        router.apply(routes=[demo_route(backends[1])], port=port, domain=DOMAIN)
+    assert len(checks) == 3
+
+
 def test_a_refused_config_keeps_the_old_one_serving(
         router: NginxRouter, backends: tuple[Backend, Backend],
         monkeypatch: pytest.MonkeyPatch) -> None:

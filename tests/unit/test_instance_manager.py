@@ -63,6 +63,7 @@ class RecordedRoutes:
     published: list[list[Route]]
     refuse: bool = False
     serving: list[Route] | None = field(default_factory=list)
+    anticipated: list[list[Route]] = field(default_factory=list)
 
     def publish(self, routes: list[Route]) -> list[Route]:
         self.published.append(list(routes))
@@ -73,6 +74,9 @@ class RecordedRoutes:
 
     def served(self) -> list[Route] | None:
         return self.serving
+
+    def anticipate(self, routes: list[Route]) -> None:
+        self.anticipated.append(list(routes))
 
 
 def _keeps_running(proc: FakeProcess) -> int:
@@ -151,10 +155,14 @@ def test_starts_the_desired_instances_and_routes_only_healthy_ones(node: Node) -
     node.settle()
     assert node.states("web") == [(0, "starting", 1), (1, "starting", 1)]
     assert node.routes[-1] == [Route(app="web", hosts=("web.localhost",), upstreams=())]
+    # While they boot the router is told the routes their readiness will bring (its precheck).
+    anticipated = node.manager._route_sink.anticipated  # noqa: SLF001
+    assert anticipated and len(anticipated[-1][0].upstreams) == 2
     node.health.all_ready = True
     node.settle()
     assert node.states("web") == [(0, "running", 1), (1, "running", 1)]
     assert len(node.routes[-1][0].upstreams) == 2
+    assert node.routes[-1] == anticipated[-1]  # what was prechecked is what got published
     spec = node.backend.created[-1]
     # Each app on its own network (issue 13 item 6), never the engine's shared default bridge.
     assert spec.user == "1000:1000" and spec.network == "fence-n-test-web" and spec.ports[0].host_ip == "127.0.0.1"

@@ -23,6 +23,7 @@ class FakeRouter:
     refuse: bool = False
 
     running: bool = True
+    prechecked: list[tuple[tuple[Route, ...], int, str, str]] = field(default_factory=list)
 
     def apply(self, *, routes: Sequence[Route], port: int, domain: str, address: str,
               settle: bool = True) -> Sequence[Route]:
@@ -34,6 +35,9 @@ class FakeRouter:
 
     def serving(self) -> bool:
         return self.running
+
+    def precheck(self, *, routes: Sequence[Route], port: int, domain: str, address: str) -> None:
+        self.prechecked.append((tuple(routes), port, domain, address))
 
 
 def route(*addresses: str, app: str = "web", hosts: tuple[str, ...] = ("web.localhost",)) -> Route:
@@ -107,3 +111,18 @@ def test_only_a_change_an_old_worker_still_answers_rightly_skips_waiting_for_the
     feed.publish([route("172.17.0.3", "172.17.0.4", hosts=("web.localhost", "shop.test")),
                   route(app="api", hosts=("api.localhost",))])
     assert router.settled[-1] is True   # another port: a restart, not a widening
+
+
+def test_anticipated_routes_are_prechecked_off_the_caller_and_served_ones_are_not(setup) -> None:  # noqa: ANN001
+    import time
+
+    feed, router, config, now = setup
+    feed.publish(ROUTES)
+    feed.anticipate(ROUTES)  # what already serves: nothing to check
+    soon = [route("172.17.0.2", "172.17.0.3")]
+    feed.anticipate(soon)
+    deadline = time.monotonic() + 10
+    while not router.prechecked and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert router.prechecked == [(tuple(soon), 8080, "localhost", "127.0.0.1")]
+    assert len(router.applied) == 1  # a precheck serves nothing
