@@ -11,9 +11,9 @@ from fence.backend.base import ContainerBackend
 from fence.config import ConfigStore
 from fence.errors import ContainerNotFound, FenceError
 from fence.models import AppRecord, ContainerInfo
-from fence.running.backoff import Clock
+from fence.running.backoff import BackoffPolicy, Clock
 from fence.running.health import probe_for
-from fence.running.instance import WEB, Instance, PendingStart, SlotKey
+from fence.running.instance import WEB, Instance, PendingStart, SlotKey, SlotTable, slot_of
 from fence.running.starter import InstanceStarter, Launch
 from fence.states import InstanceState
 from fence.store import StateStore
@@ -55,6 +55,42 @@ def launch(*, store: StateStore, starter: InstanceStarter, config: ConfigStore, 
                     host_port=info.ports[0].host_port if info.ports else None, address=info.ip_address,
                     image_id=info.stack_image_id, memory_mib=app.memory_for(key.process), replacing=start.replacing,
                     rollout=start.rollout, probe=probe_for(app.health, web=key.process == WEB))
+
+
+def adopt(info: ContainerInfo, record: AppRecord | None, *, now: float, backend: ContainerBackend,
+          store: StateStore, slots: SlotTable, unstopped: set[str], policy: BackoffPolicy) -> Instance:
+    """The record of a container found by label that the manager did not start (after a daemon
+    restart): its slot's crash count notes it, a stop that failed before (``unstopped``) is
+    tried again without counting a crash.
+
+    Args:
+        info: the container as the engine lists it.
+        record: its app's desired state (``None``: the app is gone).
+        now: the manager's clock.
+        backend: the engine (an exited container's reason).
+        store: notes the stack the container runs on.
+        slots: the manager's slot records.
+        unstopped: ids of containers whose stop failed (this one is taken out).
+        policy: crash backoff.
+    """
+    key, _ = slot_of(info)
+    instance = Instance.adopted(info, now=now, memory_mib=record.memory_for(key.process) if record else 0,
+                                reason=None if info.running else exit_reason(backend, info.id))
+    instance.probe = probe_for(record.health if record else None, web=instance.process == WEB)
+    store.note_stack(info.stack_image_id, stack_ref(info), wall_now())
+    count = slots[instance.slot].crashes
+    if info.id in unstopped:
+        # A stop that failed while the engine was away: stop it again, it is no new crash.
+        unstopped.discard(info.id)
+        instance.state = InstanceState.CRASHED
+        instance.reason = "left over from an interrupted stop"
+    elif info.running:
+        count.started(now)
+    else:
+        count.crashed(now, policy)
+    log.info("adopted instance", extra={"app": instance.app, "instance": instance.name,
+                                        "container": info.id[:12], "state": instance.state.value})
+    return instance
 
 
 def stop(backend: ContainerBackend, instance: Instance, *, drain: float) -> bool:

@@ -20,11 +20,11 @@ from fence.running.admission import admit, promised_mib
 from fence.running.backoff import BackoffPolicy, Clock, SystemClock
 from fence.running import containers
 from fence.running.scheduler import Passes
-from fence.running.containers import exit_reason, last_output, stack_ref, wall_now
-from fence.running.health import HealthCheck, HealthMonitor, NetworkHealth, Probe, gate, probe_for
-from fence.running.instance import WEB, Instance, PendingStart, SlotKey, SlotTable, slot_of
+from fence.running.containers import exit_reason, last_output
+from fence.running.health import HealthCheck, HealthMonitor, NetworkHealth, Probe, gate
+from fence.running.instance import Instance, PendingStart, SlotKey, SlotTable, slot_of
 from fence.running.loop import STEADY_INTERVAL, PassLoop
-from fence.running.plan import plan_app
+from fence.running.plan import is_steady, plan_app
 from fence.running.rollout import Rollouts, RolloutState
 from fence.running.starter import CONTAINER_PORT, InstanceStarter
 from fence.running.views import NoRouter, RouteSink, instance_views, routed_count, routed_ids, routes_for
@@ -176,7 +176,8 @@ class InstanceManager:
             for instance in to_stop:
                 instance.move(S.STOPPING)
                 self._leaving[instance.container_id] = instance
-            self._steady = self._is_steady(apps, moved=bool(to_stop or started))
+            self._steady = is_steady(apps, self._instances.values(), moved=bool(to_stop or started or self._leaving),
+                                     pending=bool(self._slots.pending()), rolling=self._rollouts.rolling(apps))
             domain = str(self._config.fence("router/domain"))
             routes = routes_for(apps, by_app, domain)
             booting = any(i.state is S.STARTING and i.web and i.address for i in self._instances.values())
@@ -206,14 +207,6 @@ class InstanceManager:
         for instance in leaving:
             self._jobs.submit(self._stop_job, instance)
         self._passes.ended()
-
-    def _is_steady(self, apps: dict[str, AppRecord], *, moved: bool) -> bool:
-        """Whether nothing but an event or a ``wake`` can give the next pass work: every
-        instance runs and fills a wanted slot, and nothing starts, stops, rolls or waits."""
-        if moved or self._leaving or self._slots.pending() or any(self._rollouts.get(name) for name in apps):
-            return False
-        wanted = sum(sum(app.counts().values()) for app in apps.values() if app.started and app.release is not None)
-        return len(self._instances) == wanted and all(i.state is S.RUNNING for i in self._instances.values())
 
     def wait_pass(self, timeout: float) -> None:
         """Wait until a reconcile pass has ended since this thread last returned from here (on
@@ -253,24 +246,9 @@ class InstanceManager:
 
     def _adopt(self, info: ContainerInfo, now: float, record: AppRecord | None) -> Instance:
         """A container found by label that this manager did not start (after a daemon restart)."""
-        key, _ = slot_of(info)
-        instance = Instance.adopted(info, now=now, memory_mib=record.memory_for(key.process) if record else 0,
-                                    reason=None if info.running else exit_reason(self._backend, info.id))
-        instance.probe = probe_for(record.health if record else None, web=instance.process == WEB)
+        instance = containers.adopt(info, record, now=now, backend=self._backend, store=self._store,
+                                    slots=self._slots, unstopped=self._unstopped, policy=self._policy)
         self._instances[info.id] = instance
-        self._store.note_stack(info.stack_image_id, stack_ref(info), wall_now())
-        count = self._slots[instance.slot].crashes
-        if info.id in self._unstopped:
-            # A stop that failed while the engine was away: stop it again, it is no new crash.
-            self._unstopped.discard(info.id)
-            instance.state = S.CRASHED
-            instance.reason = "left over from an interrupted stop"
-        elif info.running:
-            count.started(now)
-        else:
-            count.crashed(now, self._policy)
-        log.info("adopted instance", extra={"app": instance.app, "instance": instance.name,
-                                            "container": info.id[:12], "state": instance.state.value})
         return instance
 
     def _crash(self, instance: Instance, reason: str, now: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 from fence.models import AppRecord
@@ -18,6 +19,17 @@ class StartSlot(Protocol):
 
     def __call__(self, key: SlotKey, *, replacing: bool, rollout: RolloutState | None = None) -> bool:
         """Start an instance in ``key`` beside any serving one (``replacing``); False when refused."""
+
+
+def is_steady(apps: dict[str, AppRecord], instances: Iterable[Instance], *, moved: bool, pending: bool,
+              rolling: bool) -> bool:
+    """Whether nothing but an engine event or a wake can give the next pass work: every instance
+    runs and fills a wanted slot, and nothing starts (``pending``), stops (``moved``) or rolls."""
+    if moved or pending or rolling:
+        return False
+    found = list(instances)
+    wanted = sum(sum(app.counts().values()) for app in apps.values() if app.started and app.release is not None)
+    return len(found) == wanted and all(i.state is S.RUNNING for i in found)
 
 
 def plan_app(*, app: AppRecord | None, instances: list[Instance], slots: SlotTable, rollout: RolloutState | None,

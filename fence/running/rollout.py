@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Callable
 
 from fence.labels import short_id
@@ -133,6 +134,10 @@ class Rollouts:
             self.fail(replacement.app, replacement.index, f"{reason} (its last output: {said})" if said else reason)
         log.warning("rollout replacement failed", extra={"app": replacement.app, "index": replacement.index,
                                                          "reason": reason})
+
+    def rolling(self, apps: Iterable[str]) -> bool:
+        """Whether one of these apps has a rollout on."""
+        return any(app in self._active for app in apps)
 
     def end(self, app: str) -> None:
         """Forget the app's rollout (its surge stays)."""
