@@ -146,6 +146,10 @@ class Node:
                                   capture_output=True, text=True).stdout.split()
         if networks:  # each app's own network (its containers are gone now)
             subprocess.run(["docker", "network", "rm", *networks], capture_output=True)
+        volumes = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label={labels.NODE}={self.home.node_id}"],
+                                 capture_output=True, text=True).stdout.split()
+        if volumes:  # services' data a failed test did not delete (CI once kept one after an engine restart)
+            subprocess.run(["docker", "volume", "rm", "-f", *volumes], capture_output=True)
         from fence.router.nginx import NginxRouter
         NginxRouter(host_dir=self.root / "router").stop()
 
