@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from fence import labels as fence_labels
-from fence.errors import UsageError
 from fence.builds import BuildSpec
+from fence.errors import UsageError
 from fence.models import ContainerSpec, NetworkSpec, ProcessSpec, VolumeSpec
 
 _ROOT_NAMES = frozenset({"", "0", "root"})
@@ -51,12 +52,7 @@ def refuse_unsafe_volume(spec: VolumeSpec) -> None:
         UsageError: the name is not ``fence-`` and lower-case letters, digits and dashes, or the
             node label is missing.
     """
-    if not _NETWORK_NAME.fullmatch(spec.name):
-        raise UsageError(detail=f"volume name {spec.name[:140]!r} is not allowed: fence's volumes are "
-                                f"named {NETWORK_PREFIX} and lower-case letters, digits and dashes")
-    if not spec.labels.get(fence_labels.NODE):
-        raise UsageError(detail=f"volume spec lacks the {fence_labels.NODE} label: "
-                                "fence creates only volumes it can recognise as its own")
+    _refuse_unowned("volume", spec.name, spec.labels)
 
 
 def refuse_unsafe_network(spec: NetworkSpec) -> None:
@@ -69,12 +65,16 @@ def refuse_unsafe_network(spec: NetworkSpec) -> None:
         UsageError: the name is not ``fence-`` and lower-case letters, digits and dashes
             (at most 133 characters), or the node label is missing.
     """
-    if not _NETWORK_NAME.fullmatch(spec.name):
-        raise UsageError(detail=f"network name {spec.name[:140]!r} is not allowed: fence's networks are "
+    _refuse_unowned("network", spec.name, spec.labels)
+
+
+def _refuse_unowned(kind: str, name: str, labels: Mapping[str, str]) -> None:
+    if not _NETWORK_NAME.fullmatch(name):
+        raise UsageError(detail=f"{kind} name {name[:140]!r} is not allowed: fence's {kind}s are "
                                 f"named {NETWORK_PREFIX} and lower-case letters, digits and dashes")
-    if not spec.labels.get(fence_labels.NODE):
-        raise UsageError(detail=f"network spec lacks the {fence_labels.NODE} label: "
-                                "fence creates only networks it can recognise as its own")
+    if not labels.get(fence_labels.NODE):
+        raise UsageError(detail=f"{kind} spec lacks the {fence_labels.NODE} label: "
+                                f"fence creates only {kind}s it can recognise as its own")
 
 
 def refuse_unsafe_process(spec: ProcessSpec) -> None:
