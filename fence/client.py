@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 # A small HTTP/1.1 client of our own (fence.client_http), neither httpx nor the stdlib's http.client:
 # every CLI call imports the client, and httpx's import alone (~100 ms here) was most of a `fence apps`
-# call, http.client's (email and ssl with it) ~30 ms more; the daemon speaks plain HTTP/1.1 on one
+# call, http.client's (email and ssl with it) ~40 ms more; the daemon speaks plain HTTP/1.1 on one
 # local socket.
 # For the same reason each method imports the fence.models class it returns (a local import, once
 # per process): fence.models costs ~20 ms to import, and `fence apps --json` prints the daemon's

@@ -1,12 +1,13 @@
 """HTTP/1.1 over the daemon's Unix socket for FenceClient: one request, its answer's head, NDJSON lines, the errors.
 
 Hand-written over ``socket`` rather than the stdlib's ``http.client``: every ``fence`` CLI call imports
-this module, and importing ``http.client`` (which pulls in ``email.parser``/``email.feedparser`` and
-``ssl``) cost 40-42 ms under ``-X importtime`` here (``import fence.client`` 74-77 ms in all), and a
-median 31 ms per whole ``python -c 'import fence.client'`` process (80 ms against 49 ms), against a CLI
-floor (``fence --version``) of ~95 ms. This module needs only socket, select, json, os and
-``urllib.parse.urlencode`` (loaded at start-up anyway by the editable install's path finder; ~3 ms
-otherwise).
+this module, and ``http.client`` pulls in ``email.parser``/``email.feedparser`` and ``ssl``. Measured
+here (2-CPU box, Python 3.11): ``http.client`` was 46-48 ms of ``import fence.client``'s 81-88 ms under
+``-X importtime`` (48-49 ms without it); as whole processes, 21 runs each, ``python -c 'import
+fence.client'`` took a median 150 ms (max 188) with it and 109 ms (max 128) without, against 54 ms
+(max 80) for ``python -c pass``: ~40 ms off every CLI call, whose floor (``fence --version``) is
+~95 ms. Besides ``socket``, ``select``, ``json`` and ``os`` this needs only ``urllib.parse.urlencode``
+(already loaded at start-up by the editable install's path finder; ~3-6 ms otherwise) and ``re``.
 
 What it supports, and only for our own daemon: HTTP/1.1 requests with a bytes or binary-file body
 and a Content-Length; answers with a Content-Length, chunked (extensions and trailers skipped), or
