@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import threading
@@ -10,7 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import quote
 
-from fence.client_http import UnixConnection, dropped, json_body, payload, read_lines, send, unreachable
+from fence.client_http import (AnswerBroken, Response, UnixConnection, dropped, json_body, payload, read_lines, send,
+                               unreachable)
 from fence.errors import InternalError, UsageError, from_wire
 
 if TYPE_CHECKING:
@@ -19,8 +19,10 @@ if TYPE_CHECKING:
     from fence.drains.models import DrainHealth, DrainRecord
     from fence.services.views import BackupRecord, ServiceView
 
-# The stdlib's http.client, not httpx: every CLI call imports the client, and httpx's import alone
-# (~100 ms here) was most of a `fence apps` call; the daemon speaks plain HTTP/1.1 on one local socket.
+# A small HTTP/1.1 client of our own (fence.client_http), neither httpx nor the stdlib's http.client:
+# every CLI call imports the client, and httpx's import alone (~100 ms here) was most of a `fence apps`
+# call, http.client's (email and ssl with it) ~40 ms more; the daemon speaks plain HTTP/1.1 on one
+# local socket.
 # For the same reason each method imports the fence.models class it returns (a local import, once
 # per process): fence.models costs ~20 ms to import, and `fence apps --json` prints the daemon's
 # JSON as it came (`apps_data`) without ever building one (tests/unit/test_cli_start.py checks it).
@@ -374,7 +376,7 @@ class FenceClient:
                 response = send(conn, method, path, params=params, content=json_body(body),
                                  timeout=self._timeout, read_timeout=read_timeout or self._timeout)
                 data = response.read()
-            except (http.client.HTTPException, ConnectionError) as exc:
+            except ConnectionError as exc:  # AnswerBroken too: the answer broke off
                 conn.close()
                 if attempt == "kept":
                     continue
@@ -397,7 +399,7 @@ class FenceClient:
             InternalError: the stream broke off, or (``result_required``) ended without a result.
         """
         conn = self._take()
-        response: http.client.HTTPResponse | None = None
+        response: Response | None = None
         try:
             response = send(conn, method, path, params=params, content=json_body(body) if content is None
                              else content, timeout=self._timeout, read_timeout=None)
@@ -414,8 +416,8 @@ class FenceClient:
                 elif event.get("event") == "error":
                     raise from_wire(event["error"])
             if response.length:  # it ended before the length it promised
-                raise http.client.IncompleteRead(b"", response.length)
-        except (http.client.HTTPException, ConnectionError) as exc:
+                raise AnswerBroken(f"the answer ended {response.length} bytes short of its Content-Length")
+        except ConnectionError as exc:  # AnswerBroken too: the stream broke off
             response = None
             raise InternalError(detail=f"the daemon closed the stream ({exc or type(exc).__name__})") from exc
         finally:
@@ -451,7 +453,7 @@ class FenceClient:
             raise unreachable(exc, self._host_socket) from exc
         return conn
 
-    def _give(self, conn: UnixConnection, response: http.client.HTTPResponse) -> None:
+    def _give(self, conn: UnixConnection, response: Response) -> None:
         """Keep a connection whose answer was read whole for the next call (one is kept)."""
         if response.will_close or conn.sock is None:
             conn.close()

@@ -30,7 +30,17 @@ from fence.wiring import node_service
 APPS_JSON_LOADS = {"fence", "fence.cli", "fence.cli_apps", "fence.client", "fence.client_http", "fence.console",
                    "fence.errors", "fence.home"}
 NEVER_AT_START = {"fence.models", "fence.wire", "fence.rules", "fence.labels", "yaml", "jinja2", "pydantic",
-                  "fastapi", "httpx", "docker", "git", "fence.staging.sources"}
+                  "fastapi", "httpx", "docker", "git", "fence.staging.sources", "http.client", "email", "ssl"}
+
+
+def test_the_client_imports_neither_http_client_nor_email() -> None:
+    # fence.client_http speaks HTTP/1.1 itself: http.client would bring email.parser and ssl (~30 ms a call).
+    code = "import sys\nimport fence.client\nprint(' '.join(sorted(sys.modules)))\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert "fence.client_http" in loaded
+    assert not {m for m in loaded if m in ("http.client", "email", "ssl") or m.startswith("email.")}
 
 
 def test_every_table_entry_is_a_command_of_its_name() -> None:
