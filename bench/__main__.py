@@ -230,6 +230,11 @@ def _rows(f: dict[str, Summary], extra: dict[str, object], scale: int, apps: int
     if "dockerfile.start.fence" in f:
         rows.append(ratio_row("image app, first instance start → first 200", f["dockerfile.start.fence"],
                               f["dockerfile.start.docker"], "docker run of the same image → first 200", 1.1))
+        if "dockerfile.start.docker_own_net" in f:
+            rows.append(ratio_row("image app, first instance start, beside docker run on its own network",
+                                  f["dockerfile.start.fence"], f["dockerfile.start.docker_own_net"],
+                                  "docker run of the same image on a bridge network of its own (as each fence "
+                                  "app has) → first 200", None))
     if "cluster.scale30.fence" in f:  # issue 17
         rows.append(ratio_row(f"{cluster.SCALED} instances of one app over 3 nodes → all healthy",
                               f["cluster.scale30.fence"], f["cluster.scale30.docker"],

@@ -46,9 +46,10 @@ class Docker:
         self._images.add(image)
         return elapsed, image
 
-    def run(self, image: str, *, host_port: int, name: str | None = None, label: str | None = None) -> str:
-        """``docker run -d -p 127.0.0.1:PORT:8080 IMAGE`` (with one more ``label`` ``k=v`` if
-        given); returns the container id.
+    def run(self, image: str, *, host_port: int, name: str | None = None, label: str | None = None,
+            network: str | None = None) -> str:
+        """``docker run -d -p 127.0.0.1:PORT:8080 IMAGE`` (with one more ``label`` ``k=v`` and a
+        ``--network`` if given); returns the container id.
 
         Raises:
             RuntimeError: docker run failed.
@@ -59,6 +60,8 @@ class Docker:
             argv += ["--name", name]
         if label:
             argv += ["--label", label]
+        if network:
+            argv += ["--network", network]
         done = subprocess.run([*argv, image], capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"docker run {image} failed: {done.stderr.strip()}")

@@ -129,15 +129,16 @@ def _app_containers(node: BenchNode, app: str) -> list[str]:
     return out.stdout.split()
 
 
-def _docker_run_found_by_label(docker: Docker, image: str) -> tuple[float, str]:
+def _docker_run_found_by_label(docker: Docker, image: str, network: str | None = None) -> tuple[float, str]:
     """``docker run`` of the baseline image, observed as fence's instances are: from the call,
-    found by a label of its own and asked at its bridge address until 200."""
+    found by a label of its own and asked at its bridge address until 200 (``network``: on that
+    network instead of the engine's default bridge)."""
     probe = f"{BENCH_LABEL}.probe={uuid.uuid4().hex}"
     found: list[float] = []
     finder = threading.Thread(target=lambda: found.append(_first_200_by_label([probe])), daemon=True)
     started = time.perf_counter()
     finder.start()
-    container = docker.run(image, host_port=free_port(), label=probe)
+    container = docker.run(image, host_port=free_port(), label=probe, network=network)
     finder.join(timeout=120)
     if not found:
         raise RuntimeError(f"docker run {image}: never answered 200")

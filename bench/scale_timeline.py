@@ -1,4 +1,4 @@
-"""`python -m bench.scale_timeline [REPS]`: where one `scale APP N+1` spends its time, in process
+"""`python -m bench.scale_timeline [REPS [EXAMPLE]]`: where one `scale APP N+1` spends its time, in process
 (real engine and nginx): every engine call, reconcile pass, health answer, `nginx -t` and reload,
 timed from the scale call."""
 
@@ -37,13 +37,15 @@ def _request_label(session: object, request: Any, **kwargs: Any) -> str:
 
 
 def main() -> None:
-    """Push python-hello with one instance, then time ``reps`` scale-ups 1 → 2 (printed one by one)."""
+    """Push an example (python-hello; `dockerfile-app` for an image app) with one instance, then
+    time ``reps`` scale-ups 1 → 2 (printed one by one)."""
     from fence.router.nginx import NginxRouter
     from fence.running.health import NetworkHealth
     from fence.running.manager import InstanceManager
     from fence.service import StageOrder
 
     reps = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    example = sys.argv[2] if len(sys.argv) > 2 else "python-hello"
     requests.Session.send = _timed(requests.Session.send, _request_label)  # type: ignore[method-assign]
     for cls, name, label in ((NginxRouter, "_check", "nginx -t"), (NginxRouter, "_reload", "reload"),
                              (NginxRouter, "apply", "router.apply"), (InstanceManager, "tick", "pass")):
@@ -63,7 +65,7 @@ def main() -> None:
     service.start()
     totals = []
     try:
-        service.push(StageOrder(origin=str(EXAMPLES / "python-hello"), app="timeline", fallback_name="timeline",
+        service.push(StageOrder(origin=str(EXAMPLES / example), app="timeline", fallback_name="timeline",
                                 buildpacks=(), env={}, force=False),
                      instances=1, memory_mib=None, staging_id=uuid.uuid4().hex[:12], on_line=lambda line: None)
         for rep in range(reps):
