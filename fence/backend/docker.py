@@ -176,15 +176,8 @@ class DockerBackend:
 
     def remove_image(self, ref: str) -> None:
         """See ``ContainerBackend.remove_image``."""
-        api = self._api()
-        with _engine(f"removing image {ref}"):
-            try:
-                api.remove_image(ref)
-            except docker.errors.NotFound:
-                return
-            except docker.errors.APIError as exc:
-                if exc.status_code != 400:  # 400: a reference no image can have
-                    raise
+        _removed(f"removing image {ref}", lambda: self._api().remove_image(ref),
+                 refused_ok=True)  # 400: a reference no image can have
 
     def image_config(self, ref: str) -> ImageConfig | None:
         """See ``ContainerBackend.image_config``."""
@@ -387,12 +380,7 @@ class DockerBackend:
 
     def remove_network(self, name: str) -> None:
         """See ``ContainerBackend.remove_network``."""
-        api = self._api()
-        with _engine(f"removing network {name}"):
-            try:
-                api.remove_network(name)
-            except docker.errors.NotFound:
-                return
+        _removed(f"removing network {name}", lambda: self._api().remove_network(name))
 
 
     # --- volumes -------------------------------------------------------------------------------
@@ -428,11 +416,7 @@ class DockerBackend:
 
     def remove_volume(self, name: str) -> None:
         """See ``ContainerBackend.remove_volume``."""
-        with _engine(f"removing volume {name}"):
-            try:
-                self._api().remove_volume(name)
-            except docker.errors.NotFound:
-                return
+        _removed(f"removing volume {name}", lambda: self._api().remove_volume(name))
 
 
 class DockerContainer:
@@ -627,6 +611,22 @@ class DockerContainer:
 
 
 # --- translation of what the engine says -------------------------------------------------------
+
+def _removed(action: str, remove: Callable[[], object], *, refused_ok: bool = False) -> None:
+    """Run an engine removal; what is already gone is fine (``refused_ok``: a 400 too).
+
+    Raises:
+        EngineUnavailable, EngineError: as ``_engine`` says.
+    """
+    with _engine(action):
+        try:
+            remove()
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if not (refused_ok and exc.status_code == 400):
+                raise
+
 
 @contextlib.contextmanager
 def _engine(action: str, *, container: str | None = None) -> Iterator[None]:
