@@ -91,10 +91,8 @@ class RouteFeed:
             FenceError: the router refused the config (logged once per config); it serves
                 ``served()``.
         """
-        port = int(self._config.fence("router/port"))
-        domain = str(self._config.fence("router/domain"))
-        address = str(self._config.fence("router/bind_address"))
-        key = (tuple(routes), port, domain, address)
+        key = self._key(routes)
+        _, port, domain, address = key
         now = self._clock()
         if key == self._applied and now - self._checked < self._recheck and self._served is not None:
             return self._served
@@ -117,8 +115,7 @@ class RouteFeed:
         router checks their config now, off the pass, so that the publish that routes the
         instance does not wait for ``nginx -t``. Returns at once; of several calls while a
         check runs only the last is checked."""
-        key = (tuple(routes), int(self._config.fence("router/port")), str(self._config.fence("router/domain")),
-               str(self._config.fence("router/bind_address")))
+        key = self._key(routes)
         if key == self._applied:
             return
         with self._ahead_lock:
@@ -127,6 +124,11 @@ class RouteFeed:
             if fresh:
                 self._ahead_busy = True
                 threading.Thread(target=self._check_ahead, name="router-precheck", daemon=True).start()
+
+    def _key(self, routes: Sequence[Route]) -> tuple[tuple[Route, ...], int, str, str]:
+        """The routes with the router keys they are served with (read at every call)."""
+        return (tuple(routes), int(self._config.fence("router/port")), str(self._config.fence("router/domain")),
+                str(self._config.fence("router/bind_address")))
 
     def _check_ahead(self) -> None:
         while True:

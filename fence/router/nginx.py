@@ -137,9 +137,7 @@ class NginxRouter:
             RouterUnavailable: nginx could not be started.
             ToolMissing: nginx is not installed.
         """
-        served, skipped = usable_routes(routes, check_dns_name(domain, what="router domain"))
-        text = render_config(routes=served, port=port, domain=domain, host_prefix=self._host_dir,
-                             worker_user=_worker_user(), address=address)
+        served, skipped, text = self._render(routes, port=port, domain=domain, address=address)
         apps = tuple(sorted(route.app for route in served))
         with self._locked():
             self._apply_text(text, port=port, domain=domain, address=address, apps=apps, settle=settle,
@@ -157,16 +155,23 @@ class NginxRouter:
             InvalidName: a bad domain.
             ToolMissing: nginx is not installed.
         """
-        served, _ = usable_routes(routes, check_dns_name(domain, what="router domain"))
-        text = render_config(routes=served, port=port, domain=domain, host_prefix=self._host_dir,
-                             worker_user=_worker_user(), address=address)
-        if self._passed(text):
+        _, _, text = self._render(routes, port=port, domain=domain, address=address)
+        if self._passed(text):  # before the dirs and the binary: a repeat costs nothing
             return
         self._prepare_dirs()
         try:
             self._check(self._binary(), text)
         except RouterConfigRefused:
             pass
+
+    def _render(self, routes: Sequence[Route], *, port: int, domain: str,
+                address: str) -> tuple[list[Route], list[SkippedRoute], str]:
+        """What of ``routes`` can be served, what is left out, and the config text serving it
+        (``apply`` and ``precheck`` render the same text for the same routes)."""
+        served, skipped = usable_routes(routes, check_dns_name(domain, what="router domain"))
+        text = render_config(routes=served, port=port, domain=domain, host_prefix=self._host_dir,
+                             worker_user=_worker_user(), address=address)
+        return served, skipped, text
 
     def serving(self) -> bool:
         """Whether nginx runs (serving the config it last applied)."""
